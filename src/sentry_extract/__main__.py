@@ -1,0 +1,3 @@
+from sentry_extract.cli import main
+
+main()

@@ -1,0 +1,319 @@
+"""The command line. Parses arguments, calls the pipeline, turns our errors into a
+one-line message and an exit code:
+
+    0    every stream complete
+    1    a stream failed or skipped something (the summary says which and why)
+    2    bad input: a connection, replication file or option to fix
+    130  interrupted (Ctrl-C); 143 terminated (SIGTERM)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sentry_extract import __version__, pipeline
+from sentry_extract.config import connections as conns
+from sentry_extract.config.replication import MODES, Overrides, Replication, load_replication
+from sentry_extract.errors import ConfigError, SentryExtractError
+from sentry_extract.records import SNAKE, column_name, declared_columns
+from sentry_extract.source.streams import STREAMS
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+app = typer.Typer(
+    name="sentry-extract",
+    help="Extract Sentry data into Parquet or PostgreSQL, incrementally.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+conns_app = typer.Typer(help="Set, list, test and discover connections.", no_args_is_help=True)
+state_app = typer.Typer(help="Show or clear the incremental state of a replication.",
+                        no_args_is_help=True)
+app.add_typer(conns_app, name="conns")
+app.add_typer(state_app, name="state")
+
+output = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+log = logging.getLogger("sentry_extract")
+
+DebugOption = Annotated[
+    bool, typer.Option("--debug", help="Log every request (never a secret) and show tracebacks.")
+]
+
+
+class Interrupted(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _configure_logging(debug: bool) -> None:
+    level = logging.DEBUG if debug else (logging.INFO if sys.stderr.isatty() else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("sentry_extract")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    errors.print(f"error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors_translated(debug: bool) -> Iterator[None]:
+    """Our exceptions become one line and an exit code; tracebacks only with --debug."""
+    _configure_logging(debug)
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ConfigError as error:
+        if debug:
+            raise
+        _fail(str(error), EXIT_BAD_INPUT)
+    except SentryExtractError as error:
+        if debug:
+            raise
+        _fail(str(error), EXIT_FAILED)
+    except Interrupted as interruption:
+        errors.print("interrupted: committed rows and state are kept", markup=False)
+        raise typer.Exit(interruption.code) from None
+    except KeyboardInterrupt:
+        errors.print("interrupted: committed rows and state are kept", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _environment() -> dict[str, str]:
+    return conns.environment_with_dotenv(os.environ, Path.cwd())
+
+
+def _connections() -> dict[str, conns.ConnectionEntry]:
+    return conns.discover_connections(_environment())
+
+
+def _sentry_connection(name: str) -> conns.SentryConnection:
+    connection = conns.resolve_connection(conns.find_connection(_connections(), name))
+    if not isinstance(connection, conns.SentryConnection):
+        raise ConfigError(f"connection {name.upper()} is not a Sentry connection "
+                          "(type=api spec=sentry)")
+    return connection
+
+
+# --- conns -----------------------------------------------------------------------------
+
+
+@conns_app.command("set")
+def conns_set(
+    name: Annotated[str, typer.Argument(help="Connection name (stored upper-cased).")],
+    values: Annotated[
+        list[str],
+        typer.Argument(help="key=value pairs, e.g. type=api spec=sentry "
+                       "secrets='{ auth_token: ... }' inputs='{ organization: my-org }'."),
+    ],
+    debug: DebugOption = False,
+) -> None:
+    """Store a connection in env.yaml (file mode 0600)."""
+    with _errors_translated(debug):
+        path = conns.set_connection(_environment(), name, conns.parse_assignments(values))
+        output.print(f"connection {name.upper()} saved in {path}", markup=False)
+
+
+@conns_app.command("unset")
+def conns_unset(
+    name: Annotated[str, typer.Argument(help="Connection name.")],
+    debug: DebugOption = False,
+) -> None:
+    """Remove a connection from env.yaml."""
+    with _errors_translated(debug):
+        if not conns.unset_connection(_environment(), name):
+            raise ConfigError(f"connection {name.upper()} is not in "
+                              f"{conns.env_file_path(_environment())}")
+        output.print(f"connection {name.upper()} removed", markup=False)
+
+
+@conns_app.command("list")
+def conns_list(debug: DebugOption = False) -> None:
+    """List connections: name, type and where each comes from. Never prints a secret."""
+    with _errors_translated(debug):
+        table = Table("name", "type", "source", box=None, pad_edge=False)
+        for name, entry in sorted(_connections().items()):
+            kind = entry.type if not entry.problem else f"unreadable: {entry.problem}"
+            spec = entry.values.get("spec")
+            table.add_row(name, f"{kind}/{spec}" if spec else kind, entry.origin)
+        output.print(table)
+
+
+@conns_app.command("test")
+def conns_test(
+    name: Annotated[str, typer.Argument(help="Connection name.")],
+    debug: DebugOption = False,
+) -> None:
+    """Check a connection: authenticate and read the organization."""
+    with _errors_translated(debug):
+        connection = conns.resolve_connection(conns.find_connection(_connections(), name))
+        output.print(f"{name.upper()}: {pipeline.test_connection(connection)}", markup=False)
+
+
+@conns_app.command("discover")
+def conns_discover(
+    name: Annotated[str, typer.Argument(help="Connection name.")],
+    columns: Annotated[bool, typer.Option("--columns", help="Also list each stream's columns "
+                                          "and types.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """List the seven endpoints: description, incremental or not, keys."""
+    with _errors_translated(debug):
+        _sentry_connection(name)
+        table = Table("endpoint", "description", "incremental", "primary key", "update key",
+                      box=None, pad_edge=False)
+        for spec in STREAMS:
+            table.add_row(
+                spec.name,
+                spec.description,
+                "yes" if spec.is_incremental else "no",
+                ", ".join(column_name(key, SNAKE) for key in spec.primary_key),
+                column_name(spec.update_key, SNAKE) if spec.update_key else "",
+            )
+        output.print(table)
+        if columns:
+            for spec in STREAMS:
+                output.print(f"\n{spec.name}", markup=False)
+                for column, column_type in declared_columns(spec, SNAKE).items():
+                    output.print(f"  {column:<32} {column_type.value}", markup=False)
+
+
+# --- run -------------------------------------------------------------------------------
+
+
+def _load(path: Path, streams: str | None, mode: str | None) -> Replication:
+    wanted = tuple(name.strip() for name in (streams or "").split(",") if name.strip())
+    run_started_at = datetime.now(UTC).replace(microsecond=0)
+    return load_replication(path, _environment(), run_started_at, Overrides(wanted, mode))
+
+
+@contextmanager
+def _signals_cancel(cancelled: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM: ask every stream to stop, then leave with 130/143."""
+
+    def handle(number: int, frame: FrameType | None) -> None:
+        cancelled.set()
+        raise Interrupted(EXIT_TERMINATED if number == signal.SIGTERM else EXIT_INTERRUPTED)
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@app.command("run")
+def run(
+    replication: Annotated[Path, typer.Argument(help="The replication YAML file.")],
+    streams: Annotated[str | None, typer.Option("--streams", help="Only these streams, "
+                                                "comma-separated.")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help=f"Override every stream's mode: "
+                                             f"{', '.join(MODES)}.")] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Run a replication: read the streams from Sentry and write them to the target."""
+    with _errors_translated(debug):
+        loaded = _load(replication, streams, mode)
+        settings = pipeline.RunSettings()
+        with _signals_cancel(settings.cancelled):
+            summary = pipeline.run_replication(loaded, _connections(), settings)
+        _print_summary(summary)
+        if summary.exit_code:
+            raise typer.Exit(summary.exit_code)
+
+
+def _print_summary(summary: pipeline.RunSummary) -> None:
+    table = Table("stream", "mode", "rows", "requests", "retries", "seconds", "status",
+                  box=None, pad_edge=False)
+    for result in summary.results:
+        table.add_row(result.name, result.mode, f"{result.rows:,}", str(result.requests),
+                      str(result.retries), f"{result.seconds:.1f}", result.status)
+    output.print(table)
+    for result in summary.results:
+        for problem in result.problems:
+            output.print(f"{result.name}: {problem}", markup=False)
+    rows = sum(result.rows for result in summary.results)
+    requests = sum(result.requests for result in summary.results)
+    output.print(f"{rows:,} rows, {requests} requests in {summary.seconds:.1f}s", markup=False)
+    if summary.fatal:
+        errors.print(f"error: {summary.fatal}; the run was stopped", markup=False)
+
+
+# --- state -----------------------------------------------------------------------------
+
+
+@state_app.command("show")
+def state_show(
+    replication: Annotated[Path, typer.Argument(help="The replication YAML file.")],
+    debug: DebugOption = False,
+) -> None:
+    """Show the saved state of each stream of a replication."""
+    with _errors_translated(debug):
+        loaded = _load(replication, None, None)
+        table = Table("stream", "object", "watermark", "projects", "kept in", box=None,
+                      pad_edge=False)
+        for stream, key, store in pipeline.state_stores(loaded, _connections()):
+            state = store.load(key)
+            watermark = state.watermark.isoformat() if state.watermark else "-"
+            projects = str(len(state.project_watermarks)) if state.project_watermarks else "-"
+            table.add_row(stream.name, stream.object, watermark, projects, store.describe())
+        output.print(table)
+
+
+@state_app.command("reset")
+def state_reset(
+    replication: Annotated[Path, typer.Argument(help="The replication YAML file.")],
+    streams: Annotated[str | None, typer.Option("--streams", help="Only these streams, "
+                                                "comma-separated.")] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Clear saved state, so the next run reads from the anchor date again."""
+    with _errors_translated(debug):
+        loaded = _load(replication, streams, None)
+        for stream, key, store in pipeline.state_stores(loaded, _connections()):
+            cleared = store.reset(key)
+            output.print(f"{stream.name}: {'state cleared' if cleared else 'no state'}",
+                         markup=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        output.print(f"sentry-extract {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Extract Sentry data into Parquet or PostgreSQL, incrementally."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Configuration: connections and replications, parsed once into frozen dataclasses."""

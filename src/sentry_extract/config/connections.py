@@ -1,0 +1,424 @@
+"""Connections, found the way Sling finds them.
+
+Where connections come from, later ones winning:
+1. the built-in `LOCAL` connection (files on this machine);
+2. `env.yaml` in the home folder (`$SENTRY_EXTRACT_HOME`, default `~/.sentry-extract`);
+3. environment variables: a YAML/JSON map with `type` (or `url`), or a
+   `postgresql://` URL. A `.env.sling` file in the current folder is loaded into
+   the environment first, without overriding variables already set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from sentry_extract.config.values import did_you_mean, parse_datetime, parse_duration
+from sentry_extract.errors import ConfigError
+
+HOME_VARIABLE = "SENTRY_EXTRACT_HOME"
+ENV_FILE_NAME = "env.yaml"
+DOTENV_FILE_NAME = ".env.sling"
+DEFAULT_BASE_URL = "https://sentry.io"
+
+ORIGIN_BUILT_IN = "built-in"
+ORIGIN_ENVIRONMENT = "environment variable"
+
+
+@dataclass(frozen=True)
+class ConnectionEntry:
+    """A connection as found, before it is checked."""
+
+    name: str
+    values: Mapping[str, Any]
+    origin: str
+    problem: str | None = None  # set when the entry could not even be read
+
+    @property
+    def type(self) -> str:
+        if self.problem:
+            return "?"
+        declared = self.values.get("type")
+        if declared:
+            return str(declared)
+        url = str(self.values.get("url", ""))
+        return "postgres" if url.startswith(("postgresql://", "postgres://")) else "?"
+
+
+@dataclass(frozen=True)
+class SentryConnection:
+    name: str
+    organization: str
+    auth_token: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    anchor_date: datetime | None = None
+    projects: tuple[str, ...] | None = None
+    rate_limit: float = 3.0
+    concurrency: int = 2
+    lookback: timedelta = timedelta(hours=1)
+    ca_bundle: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalConnection:
+    name: str = "LOCAL"
+
+
+@dataclass(frozen=True)
+class PostgresConnection:
+    name: str
+    url: str = field(repr=False)
+
+
+Connection = SentryConnection | LocalConnection | PostgresConnection
+
+
+def home_folder(environ: Mapping[str, str]) -> Path:
+    configured = environ.get(HOME_VARIABLE)
+    return Path(configured).expanduser() if configured else Path.home() / ".sentry-extract"
+
+
+def env_file_path(environ: Mapping[str, str]) -> Path:
+    return home_folder(environ) / ENV_FILE_NAME
+
+
+# --- .env.sling --------------------------------------------------------------------
+
+_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """`KEY=value` lines; quotes around values removed; `#` comments and blanks skipped."""
+    variables: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _DOTENV_LINE.match(line)
+        if match is None:
+            raise ConfigError("expected KEY=value", location=f"{path}:{number}")
+        key, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        variables[key] = value
+    return variables
+
+
+def environment_with_dotenv(environ: Mapping[str, str], folder: Path) -> dict[str, str]:
+    """`environ` plus the variables of `folder/.env.sling` that it does not set already."""
+    merged = dict(environ)
+    dotenv = folder / DOTENV_FILE_NAME
+    if dotenv.is_file():
+        for key, value in read_dotenv(dotenv).items():
+            merged.setdefault(key, value)
+    return merged
+
+
+# --- env.yaml ----------------------------------------------------------------------
+
+
+def read_env_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"not valid YAML ({_yaml_problem(error)})", location=str(path)) from None
+    if not isinstance(document, dict):
+        raise ConfigError("expected a map with a 'connections' key", location=str(path))
+    connections = document.get("connections") or {}
+    if not isinstance(connections, dict):
+        raise ConfigError("expected a map of connection names", location=f"{path}: connections")
+    return document
+
+
+def write_env_file(path: Path, document: Mapping[str, Any]) -> None:
+    """Write atomically with mode 0600: the file holds tokens."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".env.", suffix=".tmp")
+    try:
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(dict(document), handle, sort_keys=False, default_flow_style=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def parse_assignments(arguments: Sequence[str]) -> dict[str, Any]:
+    """`key=value` words of `conns set`; `secrets=` and `inputs=` are YAML maps."""
+    values: dict[str, Any] = {}
+    for argument in arguments:
+        key, separator, text = argument.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise ConfigError(f"'{argument}' is not key=value")
+        if key in ("secrets", "inputs"):
+            try:
+                parsed = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                raise ConfigError(f"{key}: not a YAML map ({_yaml_problem(error)})") from None
+            if not isinstance(parsed, dict):
+                raise ConfigError(f"{key}: expected a map like '{{ key: value }}'")
+            values[key] = parsed
+        else:
+            values[key] = text
+    return values
+
+
+def set_connection(environ: Mapping[str, str], name: str, values: Mapping[str, Any]) -> Path:
+    entry = ConnectionEntry(name.upper(), values, origin="conns set")
+    resolve_connection(entry)  # refuse to store what could not be used
+    path = env_file_path(environ)
+    document = read_env_file(path)
+    connections = dict(document.get("connections") or {})
+    connections[name.upper()] = dict(values)
+    write_env_file(path, {**document, "connections": connections})
+    return path
+
+
+def unset_connection(environ: Mapping[str, str], name: str) -> bool:
+    path = env_file_path(environ)
+    document = read_env_file(path)
+    connections = dict(document.get("connections") or {})
+    if connections.pop(name.upper(), None) is None:
+        return False
+    write_env_file(path, {**document, "connections": connections})
+    return True
+
+
+# --- discovery ---------------------------------------------------------------------
+
+
+def discover_connections(environ: Mapping[str, str]) -> dict[str, ConnectionEntry]:
+    """All connections by upper-case name, later sources winning."""
+    found: dict[str, ConnectionEntry] = {
+        "LOCAL": ConnectionEntry("LOCAL", {"type": "file"}, ORIGIN_BUILT_IN)
+    }
+    path = env_file_path(environ)
+    for name, values in (read_env_file(path).get("connections") or {}).items():
+        upper = str(name).upper()
+        if isinstance(values, dict):
+            found[upper] = ConnectionEntry(upper, values, str(path))
+        else:
+            found[upper] = ConnectionEntry(upper, {}, str(path), problem="expected a map")
+    for variable, text in environ.items():
+        entry = _entry_from_variable(variable, text)
+        if entry is not None:
+            found[entry.name] = entry
+    return found
+
+
+def _entry_from_variable(variable: str, text: str) -> ConnectionEntry | None:
+    stripped = text.strip()
+    name = variable.upper()
+    if stripped.startswith(("postgresql://", "postgres://")):
+        return ConnectionEntry(name, {"type": "postgres", "url": stripped}, ORIGIN_ENVIRONMENT)
+    if not stripped.startswith("{"):
+        return None
+    try:
+        values = yaml.safe_load(stripped)
+    except yaml.YAMLError as error:
+        problem = f"the variable holds a malformed map ({_yaml_problem(error)})"
+        return ConnectionEntry(name, {}, ORIGIN_ENVIRONMENT, problem=problem)
+    if isinstance(values, dict) and ("type" in values or "url" in values):
+        return ConnectionEntry(name, values, ORIGIN_ENVIRONMENT)
+    return None
+
+
+def find_connection(connections: Mapping[str, ConnectionEntry], name: str) -> ConnectionEntry:
+    entry = connections.get(name.upper())
+    if entry is None:
+        names = ", ".join(sorted(connections))
+        raise ConfigError(
+            f"connection '{name}' is not defined{did_you_mean(name.upper(), connections)}; "
+            f"known connections: {names}. Define it with 'sentry-extract conns set {name} ...' "
+            "or an environment variable"
+        )
+    return entry
+
+
+# --- checking ----------------------------------------------------------------------
+
+SENTRY_TOP_KEYS = ("type", "spec", "secrets", "inputs")
+SENTRY_SECRET_KEYS = ("auth_token",)
+SENTRY_INPUT_KEYS = (
+    "organization",
+    "anchor_date",
+    "base_url",
+    "projects",
+    "rate_limit",
+    "concurrency",
+    "lookback",
+    "ca_bundle",
+)
+POSTGRES_KEYS = ("type", "url", "host", "port", "user", "password", "database", "sslmode")
+
+
+def resolve_connection(entry: ConnectionEntry) -> Connection:
+    """Check an entry and turn it into a typed connection."""
+    where = f"connection {entry.name} ({entry.origin})"
+    if entry.problem:
+        raise ConfigError(entry.problem, location=where)
+    kind = entry.type
+    if kind == "file" or (entry.name == "LOCAL" and kind == "local"):
+        return LocalConnection(entry.name)
+    if kind == "api":
+        return _sentry_connection(entry, where)
+    if kind in ("postgres", "postgresql"):
+        return _postgres_connection(entry, where)
+    raise ConfigError(
+        f"type: '{entry.values.get('type')}' is not supported; use type=api spec=sentry "
+        "for Sentry or type=postgres for PostgreSQL",
+        location=where,
+    )
+
+
+def _check_keys(values: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in values:
+        if key not in allowed:
+            hint = did_you_mean(str(key), allowed)
+            raise ConfigError(
+                f"unknown key '{key}'{hint}; expected one of {', '.join(allowed)}", location=where
+            )
+
+
+def _sub_map(entry: ConnectionEntry, key: str, where: str) -> Mapping[str, Any]:
+    value = entry.values.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a map", location=where)
+    return value
+
+
+def _sentry_connection(entry: ConnectionEntry, where: str) -> SentryConnection:
+    _check_keys(entry.values, SENTRY_TOP_KEYS, where)
+    spec = entry.values.get("spec")
+    if spec != "sentry":
+        raise ConfigError(f"spec: '{spec}' is not supported; use spec=sentry", location=where)
+    secrets = _sub_map(entry, "secrets", where)
+    inputs = _sub_map(entry, "inputs", where)
+    _check_keys(secrets, SENTRY_SECRET_KEYS, f"{where}: secrets")
+    _check_keys(inputs, SENTRY_INPUT_KEYS, f"{where}: inputs")
+    token = secrets.get("auth_token")
+    if not isinstance(token, str) or not token.strip():
+        raise ConfigError(
+            "secrets.auth_token is required (a Sentry auth token, sntryu_...)", location=where
+        )
+    organization = inputs.get("organization")
+    if not isinstance(organization, str) or not organization.strip():
+        raise ConfigError("inputs.organization is required (the organization slug)", where)
+    return SentryConnection(
+        name=entry.name,
+        organization=organization.strip(),
+        auth_token=token.strip(),
+        base_url=_base_url(inputs.get("base_url", DEFAULT_BASE_URL), where),
+        anchor_date=_optional(inputs, "anchor_date", parse_datetime, where),
+        projects=_projects(inputs.get("projects"), where),
+        rate_limit=_number(inputs.get("rate_limit", 3), "inputs.rate_limit", where, float),
+        concurrency=max(1, int(_number(inputs.get("concurrency", 2), "inputs.concurrency", where, int))),
+        lookback=_optional(inputs, "lookback", parse_duration, where) or timedelta(hours=1),
+        ca_bundle=_ca_bundle(inputs.get("ca_bundle"), where),
+    )
+
+
+def _optional(inputs: Mapping[str, Any], key: str, parse: Any, where: str) -> Any:
+    if inputs.get(key) in (None, ""):
+        return None
+    try:
+        return parse(inputs[key])
+    except ValueError as error:
+        raise ConfigError(f"inputs.{key}: {error}", location=where) from None
+
+
+def _base_url(value: Any, where: str) -> str:
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"inputs.base_url: '{value}' is not a URL like https://sentry.io or "
+            "http://127.0.0.1:8000",
+            location=where,
+        )
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(
+            f"inputs.base_url: '{value}' must be scheme://host[:port] only, without a path",
+            location=where,
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(f"inputs.base_url: '{value}' has a bad port", location=where) from None
+    return text
+
+
+def _projects(value: Any, where: str) -> tuple[str, ...] | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(slug, str | int) for slug in value):
+        raise ConfigError("inputs.projects: expected a list of project slugs", location=where)
+    return tuple(str(slug) for slug in value)
+
+
+def _number(value: Any, key: str, where: str, kind: type[int] | type[float]) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a number, got {value!r}", location=where)
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected a number, got {value!r}", location=where) from None
+    if number < 0:
+        raise ConfigError(f"{key}: must not be negative", location=where)
+    return number
+
+
+def _ca_bundle(value: Any, where: str) -> str | None:
+    if value in (None, ""):
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"inputs.ca_bundle: no file at {path}", location=where)
+    return str(path)
+
+
+def _postgres_connection(entry: ConnectionEntry, where: str) -> PostgresConnection:
+    _check_keys(entry.values, POSTGRES_KEYS, where)
+    url = entry.values.get("url")
+    if url:
+        text = str(url)
+        if not text.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("url: expected postgresql://user:pass@host:port/db", where)
+        return PostgresConnection(entry.name, text)
+    from psycopg.conninfo import make_conninfo
+
+    keys = {"host": "host", "port": "port", "user": "user", "password": "password"}
+    parts = {key: str(entry.values[name]) for name, key in keys.items() if name in entry.values}
+    if "database" in entry.values:
+        parts["dbname"] = str(entry.values["database"])
+    if "sslmode" in entry.values:
+        parts["sslmode"] = str(entry.values["sslmode"])
+    if "host" not in parts:
+        raise ConfigError("either url or host is required", location=where)
+    return PostgresConnection(entry.name, make_conninfo(**parts))
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(problem)

@@ -1,0 +1,51 @@
+"""Parsing of the small values users write: dates, durations, names."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_datetime(value: object) -> datetime:
+    """`2024-01-01T00:00:00Z`, an offset, or a date alone; always returned in UTC.
+
+    Raises ValueError with a message meant for the user.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a date-time: use YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD"
+            ) from None
+    else:
+        raise ValueError(f"{value!r} is not a date-time: use YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def parse_duration(value: object) -> timedelta:
+    """`90s`, `30m`, `1h`, `2d`, `1w` (or a number of seconds)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration: use e.g. 90s, 30m, 1h, 2d")
+    amount, unit = match.groups()
+    return timedelta(**{_DURATION_UNITS[unit]: int(amount)})
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` when a choice is close, else an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

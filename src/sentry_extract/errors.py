@@ -1,0 +1,113 @@
+"""The one exception tree of sentry-extract.
+
+    SentryExtractError
+    ├── ConfigError                 bad connection, replication or option (exit code 2)
+    ├── StateError                  a state file or table that cannot be read or written
+    ├── TargetError                 a target that cannot be written
+    └── SourceError                 anything the Sentry API answered or failed to answer
+        ├── AuthenticationError     401: the token was rejected; stops the whole run
+        ├── PermissionDeniedError   403: a scope is missing; stops the stream, never retried
+        ├── NotFoundError           404: wrong slug or wrong region
+        ├── BadRequestError         400 that is not a query timeout
+        ├── PaginationError         a repeated cursor or an unusable page
+        └── RetriableError          worth another attempt (decided by `classify_response`)
+            ├── RateLimitedError    429, with the wait the server asked for, if any
+            ├── ServerError         5xx, a 400 query timeout, a truncated JSON body
+            └── NetworkError        connection refused, reset, timed out
+
+Exceptions carry their context as attributes; their text never holds a token.
+"""
+
+from __future__ import annotations
+
+
+class SentryExtractError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(SentryExtractError):
+    """A configuration problem the user can fix; `location` names the file and key."""
+
+    def __init__(self, message: str, location: str | None = None) -> None:
+        self.message = message
+        self.location = location
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+class StateError(SentryExtractError):
+    """The saved state cannot be read or written."""
+
+
+class TargetError(SentryExtractError):
+    """The target cannot be written."""
+
+
+class LockedError(TargetError):
+    """Another run holds the lock on this stream's target."""
+
+
+class SourceError(SentryExtractError):
+    """The Sentry API did not give us what we asked for."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        stream: str | None = None,
+    ) -> None:
+        self.message = message
+        self.url = url
+        self.status = status
+        self.stream = stream
+        super().__init__(message)
+
+
+class AuthenticationError(SourceError):
+    """401: the token was rejected."""
+
+
+class PermissionDeniedError(SourceError):
+    """403: the token lacks a scope or access to a project."""
+
+
+class NotFoundError(SourceError):
+    """404: wrong organization or project slug, or the wrong region."""
+
+
+class BadRequestError(SourceError):
+    """400 that retrying cannot fix."""
+
+
+class PaginationError(SourceError):
+    """The server sent a cursor we already followed, or a page we cannot read."""
+
+
+class RetriableError(SourceError):
+    """A failure that another attempt may cure."""
+
+    retry_after: float | None = None
+
+
+class RateLimitedError(RetriableError):
+    """429: too many requests; `retry_after` is the wait in seconds, when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None,
+        url: str | None = None,
+        stream: str | None = None,
+    ) -> None:
+        super().__init__(message, url=url, status=429, stream=stream)
+        self.retry_after = retry_after
+
+
+class ServerError(RetriableError):
+    """5xx, a 400 query timeout, or a body that is not complete JSON."""
+
+
+class NetworkError(RetriableError):
+    """The request did not get an answer: refused, reset or timed out."""

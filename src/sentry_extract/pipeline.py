@@ -1,0 +1,393 @@
+"""The run: connections and a replication in, a summary out.
+
+The only module that imports both the source and the targets. Streams run side by
+side (each in its own thread) and share one client, so the client-side rate and
+in-flight caps hold for the whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sentry_extract.config.connections import (
+    ConnectionEntry,
+    LocalConnection,
+    PostgresConnection,
+    SentryConnection,
+    find_connection,
+    resolve_connection,
+)
+from sentry_extract.config.replication import (
+    BACKFILL,
+    FULL_REFRESH,
+    INCREMENTAL,
+    TRUNCATE,
+    Replication,
+    StreamConfig,
+)
+from sentry_extract.errors import AuthenticationError, ConfigError, SentryExtractError, SourceError
+from sentry_extract.records import RecordTyper
+from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
+from sentry_extract.source.extract import (
+    Project,
+    ProjectDone,
+    list_projects,
+    read_events,
+    read_organization_stream,
+    select_projects,
+)
+from sentry_extract.source.ratelimit import RequestGate, TokenBucket
+from sentry_extract.source.retry import RetryPolicy
+from sentry_extract.source.streams import Shape
+from sentry_extract.source.windows import Window, full_window, incremental_window
+from sentry_extract.state import StateKey, StateStore, StreamState
+from sentry_extract.targets.base import StreamRequest, StreamWriter, Target
+from sentry_extract.targets.parquet import ParquetTarget
+
+log = logging.getLogger("sentry_extract")
+
+BATCH_ROWS = 2_000
+STATUS_OK = "ok"
+STATUS_PARTIAL = "partial"
+STATUS_FAILED = "failed"
+STATUS_CANCELLED = "cancelled"
+STATE_SAVING_MODES = (INCREMENTAL, FULL_REFRESH, TRUNCATE)
+REPLACING_MODES = (FULL_REFRESH, TRUNCATE)
+
+
+class RunCancelled(SentryExtractError):
+    """The run was stopped (a 401 elsewhere, or a signal) before this stream finished."""
+
+
+@dataclass
+class StreamResult:
+    name: str
+    mode: str
+    object: str
+    rows: int = 0
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    status: str = STATUS_OK
+    problems: list[str] = field(default_factory=list)
+    stopped_run: bool = False  # its failure (a rejected token) stopped every stream
+
+
+@dataclass
+class RunSummary:
+    results: list[StreamResult]
+    seconds: float
+    fatal: str | None = None  # what stopped the whole run, if anything
+
+    @property
+    def exit_code(self) -> int:
+        failed = self.fatal or any(result.status != STATUS_OK for result in self.results)
+        return 1 if failed else 0
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run; tests swap the transport, the sleep and the retry policy."""
+
+    batch_rows: int = BATCH_ROWS
+    retry: RetryPolicy = RetryPolicy()
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    transport: Any = None  # an httpx transport; None for real HTTP
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class _Context:
+    replication: Replication
+    source: SentryConnection
+    target: Target
+    client: SentryClient
+    settings: RunSettings
+
+
+def resolve_source(replication: Replication, connections: Mapping[str, ConnectionEntry]) -> SentryConnection:
+    connection = resolve_connection(find_connection(connections, replication.source))
+    if not isinstance(connection, SentryConnection):
+        raise ConfigError(
+            f"source: connection {replication.source} is not a Sentry connection "
+            "(it needs type=api spec=sentry)",
+            location=replication.path.name,
+        )
+    return connection
+
+
+def open_target(replication: Replication, connections: Mapping[str, ConnectionEntry]) -> Target:
+    connection = resolve_connection(find_connection(connections, replication.target))
+    if isinstance(connection, LocalConnection):
+        target: Target = ParquetTarget()
+    elif isinstance(connection, PostgresConnection):
+        raise ConfigError(
+            f"target: {replication.target} is a PostgreSQL connection; this version writes "
+            "Parquet only (target: LOCAL)",
+            location=replication.path.name,
+        )
+    else:
+        raise ConfigError(
+            f"target: connection {replication.target} is a Sentry source, not a target",
+            location=replication.path.name,
+        )
+    for stream in replication.streams:
+        problem = target.object_problem(stream.object)
+        if problem:
+            raise ConfigError(problem, location=f"{replication.path.name}: streams.{stream.name}.object")
+    return target
+
+
+def state_key(replication: Replication, source: SentryConnection, stream: StreamConfig) -> StateKey:
+    return StateKey(replication.source.upper(), source.organization, stream.name, stream.object)
+
+
+def state_stores(
+    replication: Replication, connections: Mapping[str, ConnectionEntry]
+) -> list[tuple[StreamConfig, StateKey, StateStore]]:
+    source = resolve_source(replication, connections)
+    target = open_target(replication, connections)
+    return [
+        (stream, state_key(replication, source, stream), target.state_store(stream.object))
+        for stream in replication.streams
+    ]
+
+
+def build_client(source: SentryConnection, settings: RunSettings) -> SentryClient:
+    bucket = TokenBucket(source.rate_limit, burst=1, clock=settings.clock, sleep=settings.sleep)
+    return SentryClient(
+        ClientSettings(
+            base_url=source.base_url,
+            token=source.auth_token,
+            gate=RequestGate(bucket, source.concurrency),
+            retry=settings.retry,
+            verify=source.ca_bundle or True,
+            sleep=settings.sleep,
+            transport=settings.transport,
+        )
+    )
+
+
+def run_replication(
+    replication: Replication,
+    connections: Mapping[str, ConnectionEntry],
+    settings: RunSettings = RunSettings(),  # noqa: B008 - frozen
+) -> RunSummary:
+    started = time.monotonic()
+    source = resolve_source(replication, connections)
+    target = open_target(replication, connections)
+    with build_client(source, settings) as client:
+        context = _Context(replication, source, target, client, settings)
+        workers = max(1, len(replication.streams))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream") as pool:
+            futures = [pool.submit(_run_stream, context, stream) for stream in replication.streams]
+            results = [future.result() for future in futures]
+    target.close()
+    fatal = next((result.problems[0] for result in results if result.stopped_run), None)
+    return RunSummary(results, time.monotonic() - started, fatal)
+
+
+def _run_stream(context: _Context, stream: StreamConfig) -> StreamResult:
+    result = StreamResult(stream.name, stream.mode, stream.object)
+    started = time.monotonic()
+    counter = RequestCounter()
+    log.info("%s: starting (%s into %s)", stream.name, stream.mode, stream.object)
+    try:
+        typer = RecordTyper(stream.spec, stream.column_casing, stream.selection, stream.primary_key)
+        request = StreamRequest(
+            stream=stream.name,
+            object=stream.object,
+            mode=stream.mode,
+            key_columns=stream.primary_key,
+            base_schema=typer.to_batch([]).schema,
+            state_key=state_key(context.replication, context.source, stream),
+            run_started_at=context.replication.run_started_at,
+        )
+        writer = context.target.open_stream(request)
+        try:
+            loader = _Loader(context, stream, writer, typer, counter, result)
+            if stream.spec.shape is Shape.PER_PROJECT:
+                loader.load_events()
+            else:
+                loader.load_organization_stream()
+            result.rows = writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+    except AuthenticationError as error:
+        context.settings.cancelled.set()
+        result.status = STATUS_FAILED
+        result.stopped_run = True
+        result.problems.insert(0, error.message)
+    except RunCancelled:
+        result.status = STATUS_CANCELLED
+        result.problems.append("stopped before it finished; nothing of this run was saved")
+    except SourceError as error:
+        result.status = STATUS_FAILED
+        result.problems.append(describe_source_error(error, stream.name))
+    except SentryExtractError as error:
+        result.status = STATUS_FAILED
+        result.problems.append(str(error))
+    finally:
+        result.requests = counter.requests
+        result.retries = counter.retries
+        result.seconds = time.monotonic() - started
+    log.info("%s: %s, %d rows, %d requests, %.1fs", stream.name, result.status, result.rows,
+             result.requests, result.seconds)
+    return result
+
+
+def describe_source_error(error: SourceError, stream: str) -> str:
+    if error.status == 403:
+        return (f"{error.message} (403): the token probably lacks the scope "
+                f"{REQUIRED_SCOPES.get(stream, 'org:read')}")
+    return error.message
+
+
+REQUIRED_SCOPES = {
+    "organizations": "org:read",
+    "projects": "project:read",
+    "teams": "team:read",
+    "members": "member:read",
+    "releases": "project:releases (or project:read)",
+    "issues": "event:read",
+    "events": "event:read",
+}
+
+
+class _Loader:
+    """Reads one stream's pages and hands typed batches to its writer."""
+
+    def __init__(
+        self,
+        context: _Context,
+        stream: StreamConfig,
+        writer: StreamWriter,
+        typer: RecordTyper,
+        counter: RequestCounter,
+        result: StreamResult,
+    ) -> None:
+        self.context = context
+        self.stream = stream
+        self.writer = writer
+        self.typer = typer
+        self.counter = counter
+        self.result = result
+        self.buffer: list[dict[str, Any]] = []
+        self.run_started_at: datetime = context.replication.run_started_at
+
+    def _check_cancelled(self) -> None:
+        if self.context.settings.cancelled.is_set():
+            raise RunCancelled(self.stream.name)
+
+    def _add(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.buffer.extend(rows)
+        if len(self.buffer) >= self.context.settings.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.writer.write(self.typer.to_batch(self.buffer))
+            self.buffer = []
+
+    def _window(self, watermark: datetime | None) -> Window:
+        source = self.context.source
+        if self.stream.mode == BACKFILL and self.stream.backfill_range is not None:
+            return self.stream.backfill_range
+        if self.stream.mode == INCREMENTAL:
+            return incremental_window(watermark, source.anchor_date, self.run_started_at,
+                                      source.lookback)
+        return full_window(source.anchor_date, self.run_started_at)
+
+    def load_organization_stream(self) -> None:
+        spec = self.stream.spec
+        window = None
+        if spec.shape is Shape.WINDOWED:
+            window = self._window(self.writer.load_state().watermark)
+            log.info("%s: window %s to %s", self.stream.name, window.start, window.end)
+        pages = read_organization_stream(self.context.client, spec, self.context.source.organization,
+                                         self.counter, window, self.stream.query)
+        for rows in pages:
+            self._check_cancelled()
+            self._add(rows)
+        self._flush()
+        if spec.shape is Shape.WINDOWED and self.stream.mode in STATE_SAVING_MODES:
+            self.writer.checkpoint(StreamState(watermark=self.run_started_at))
+
+    def load_events(self) -> None:
+        source = self.context.source
+        client = self.context.client
+        previous = self.writer.load_state()
+        every_project = list_projects(client, source.organization, self.counter)
+        projects, missing = select_projects(every_project, source.projects)
+        for slug in missing:
+            self.result.problems.append(f"project '{slug}' is not in organization "
+                                        f"'{source.organization}'; skipped")
+        windows = {p: self._window(previous.project_watermarks.get(p.id)) for p in projects}
+        done: dict[str, datetime] = dict(previous.project_watermarks)
+        items = read_events(client, source.organization, windows, self.counter,
+                            source.concurrency, self.context.settings.cancelled.is_set)
+        for item in items:
+            self._check_cancelled()
+            if not isinstance(item, ProjectDone):
+                self._add(item.rows)
+                continue
+            if item.error is not None:
+                self.result.problems.append(self._project_problem(item.project, item.error))
+                continue
+            done[item.project.id] = self.run_started_at
+            self._flush()
+            if self.stream.mode in STATE_SAVING_MODES:
+                self.writer.checkpoint(StreamState(project_watermarks=dict(done)))
+        self._flush()
+        if self.result.problems:
+            if self.stream.mode in REPLACING_MODES:
+                raise SourceError(f"nothing replaced: {self.stream.mode} needs every project")
+            self.result.status = STATUS_PARTIAL
+
+    def _project_problem(self, project: Project, error: SourceError) -> str:
+        reason = error.message
+        if error.status in (403, 404):
+            reason = f"{error.message} ({error.status})"
+        return f"project '{project.slug}' skipped: {reason}"
+
+
+def test_connection(connection: SentryConnection | LocalConnection | PostgresConnection) -> str:
+    """One line saying the connection works; raises our errors when it does not."""
+    if isinstance(connection, LocalConnection):
+        return "ok (files on this machine)"
+    if isinstance(connection, PostgresConnection):
+        raise ConfigError("PostgreSQL connections are not supported by this version")
+    settings = RunSettings(retry=RetryPolicy(attempts=3, initial_wait=0.5, max_wait=5.0))
+    with build_client(connection, settings) as client:
+        counter = RequestCounter()
+        path = f"organizations/{connection.organization}/"
+        try:
+            body = client.get(path, {}, counter).body
+        except SourceError as error:
+            raise explain_organization_error(error, connection) from None
+    name = body.get("name", connection.organization) if isinstance(body, dict) else "?"
+    return f"ok: organization '{name}' ({connection.organization}) at {connection.base_url}"
+
+
+def explain_organization_error(error: SourceError, connection: SentryConnection) -> SourceError:
+    """The organization request failed: say what to fix."""
+    if error.status == 404:
+        error.message = (
+            f"organization '{connection.organization}' not found at {connection.base_url}: "
+            "wrong slug, or an organization in another region (EU organizations live on "
+            "https://de.sentry.io)"
+        )
+    elif error.status == 403:
+        error.message = (f"the token may not read organization '{connection.organization}' "
+                         "(403): it needs the org:read scope")
+    error.args = (error.message,)
+    return error

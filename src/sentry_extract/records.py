@@ -1,0 +1,294 @@
+"""From API rows (dicts) to typed Arrow record batches.
+
+Column names are snake_case by default (`lastSeen` -> `last_seen`, `eventID` ->
+`event_id`, `event.type` -> `event_type`) or the API's own names with
+`column_casing: source`. Known fields get their declared type; a value that
+cannot be read as that type becomes null. Fields the API adds later become
+extra text columns (strings as they are, anything else as JSON text).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from sentry_extract.source.streams import Column, ColumnType, StreamSpec
+
+SNAKE = "snake"
+SOURCE = "source"
+COLUMN_CASINGS = (SNAKE, SOURCE)
+
+TYPE_METADATA_KEY = b"sentry_extract.type"
+SNAPSHOT_COLUMN = "_snapshot_at"
+
+ARROW_TYPES: dict[ColumnType, pa.DataType] = {
+    ColumnType.TEXT: pa.string(),
+    ColumnType.INTEGER: pa.int64(),
+    ColumnType.FLOAT: pa.float64(),
+    ColumnType.BOOLEAN: pa.bool_(),
+    ColumnType.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+    ColumnType.JSON: pa.string(),
+}
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+_ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_WORD_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
+_NOT_WORD = re.compile(r"[^0-9a-zA-Z]+")
+
+
+def snake_case(name: str) -> str:
+    """`lastSeen` -> `last_seen`, `eventID` -> `event_id`, `event.type` -> `event_type`."""
+    text = _NOT_WORD.sub("_", name)
+    text = _ACRONYM_BOUNDARY.sub(r"\1_\2", text)
+    text = _WORD_BOUNDARY.sub(r"\1_\2", text)
+    text = text.strip("_").lower()
+    return re.sub(r"_+", "_", text) or "_"
+
+
+def column_name(source_name: str, casing: str) -> str:
+    return snake_case(source_name) if casing == SNAKE else source_name
+
+
+def arrow_field(name: str, column_type: ColumnType) -> pa.Field:
+    return pa.field(
+        name, ARROW_TYPES[column_type], metadata={TYPE_METADATA_KEY: column_type.value}
+    )
+
+
+def column_type_of(field: pa.Field) -> ColumnType:
+    """The declared type stored on an Arrow field (text when none is stored)."""
+    metadata = field.metadata or {}
+    return ColumnType(metadata.get(TYPE_METADATA_KEY, b"text").decode())
+
+
+def declared_columns(spec: StreamSpec, casing: str) -> dict[str, ColumnType]:
+    """Output column name -> type, in declared order."""
+    return {column_name(column.source_name, casing): column.type for column in spec.columns}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """`select: [a, b]` keeps those (plus the key); `select: [-c]` drops c."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Sequence[str]) -> Selection:
+        include = tuple(entry for entry in entries if not entry.startswith("-"))
+        exclude = tuple(entry[1:] for entry in entries if entry.startswith("-"))
+        return cls(include, exclude)
+
+    def keeps(self, name: str, key_columns: Sequence[str]) -> bool:
+        if name in key_columns:
+            return True
+        if name in self.exclude:
+            return False
+        return not self.include or name in self.include
+
+
+class RecordTyper:
+    """Turns lists of API rows into Arrow batches for one stream.
+
+    It remembers the extra columns it has met, so a field keeps one column name
+    across batches.
+    """
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        casing: str = SNAKE,
+        selection: Selection | None = None,
+        key_columns: Sequence[str] = (),
+    ) -> None:
+        self.casing = casing
+        self.selection = selection or Selection()
+        self.key_columns = tuple(key_columns)
+        self.known: list[tuple[Column, str]] = [
+            (column, column_name(column.source_name, casing))
+            for column in spec.columns
+            if self.selection.keeps(column_name(column.source_name, casing), self.key_columns)
+        ]
+        self.known_sources = {column.source_name for column in spec.columns}
+        self.taken_names = {column_name(c.source_name, casing) for c in spec.columns}
+        self.extra_names: dict[str, str] = {}
+
+    def _extra_name(self, source_name: str) -> str:
+        name = self.extra_names.get(source_name)
+        if name is None:
+            base = column_name(source_name, self.casing)
+            name, suffix = base, 1
+            while name in self.taken_names:
+                suffix += 1
+                name = f"{base}_{suffix}"
+            self.taken_names.add(name)
+            self.extra_names[source_name] = name
+        return name
+
+    def to_batch(self, rows: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
+        fields: list[pa.Field] = []
+        arrays: list[pa.Array] = []
+        for column, name in self.known:
+            values = [row.get(column.source_name) for row in rows]
+            fields.append(arrow_field(name, column.type))
+            arrays.append(convert_column(values, column.type))
+        extra_sources = sorted(set().union(*rows) - self.known_sources) if rows else []
+        for source_name in extra_sources:
+            name = self._extra_name(source_name)
+            if not self.selection.keeps(name, self.key_columns):
+                continue
+            values = [row.get(source_name) for row in rows]
+            fields.append(arrow_field(name, ColumnType.TEXT))
+            arrays.append(convert_column(values, ColumnType.TEXT))
+        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def convert_column(values: list[Any], column_type: ColumnType) -> pa.Array:
+    converter = _CONVERTERS[column_type]
+    return converter(values)
+
+
+def _to_json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return orjson.dumps(str(value)).decode()
+
+
+def _to_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return _to_json_text(value)
+
+
+def _to_integer(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    number: int | None = None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("+-").isdigit() and len(text) < 21:
+            number = int(text)
+    if number is None or not INT64_MIN <= number <= INT64_MAX:
+        return None
+    return number
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _to_boolean(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """An ISO 8601 string as an aware UTC datetime; None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return None
+
+
+def _convert_texts(values: list[Any]) -> pa.Array:
+    return pa.array([_to_text(value) for value in values], type=pa.string())
+
+
+def _convert_json(values: list[Any]) -> pa.Array:
+    return pa.array([_to_json_text(value) for value in values], type=pa.string())
+
+
+def _convert_integers(values: list[Any]) -> pa.Array:
+    return pa.array([_to_integer(value) for value in values], type=pa.int64())
+
+
+def _convert_floats(values: list[Any]) -> pa.Array:
+    return pa.array([_to_float(value) for value in values], type=pa.float64())
+
+
+def _convert_booleans(values: list[Any]) -> pa.Array:
+    return pa.array([_to_boolean(value) for value in values], type=pa.bool_())
+
+
+def _convert_timestamps(values: list[Any]) -> pa.Array:
+    target = ARROW_TYPES[ColumnType.TIMESTAMP]
+    if all(value is None or isinstance(value, str) for value in values):
+        try:
+            return pa.array(values, type=pa.string()).cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # some value is not a clean ISO 8601 string: read them one by one
+    return pa.array([parse_timestamp(value) for value in values], type=target)
+
+
+_CONVERTERS = {
+    ColumnType.TEXT: _convert_texts,
+    ColumnType.JSON: _convert_json,
+    ColumnType.INTEGER: _convert_integers,
+    ColumnType.FLOAT: _convert_floats,
+    ColumnType.BOOLEAN: _convert_booleans,
+    ColumnType.TIMESTAMP: _convert_timestamps,
+}
+
+
+def unify_schemas(schemas: Iterable[pa.Schema]) -> pa.Schema:
+    """All columns of all schemas, first seen first; a later type never replaces one."""
+    fields: dict[str, pa.Field] = {}
+    for schema in schemas:
+        for field in schema:
+            fields.setdefault(field.name, field)
+    return pa.schema(list(fields.values()))
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` with exactly `schema`'s columns: missing ones null, types cast."""
+    arrays = []
+    for field in schema:
+        index = batch.schema.get_field_index(field.name)
+        if index < 0:
+            arrays.append(pa.nulls(batch.num_rows, type=field.type))
+            continue
+        array = batch.column(index)
+        arrays.append(array if array.type == field.type else _cast(array, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _cast(array: pa.Array, target: pa.DataType) -> pa.Array:
+    try:
+        return array.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.nulls(len(array), type=target)

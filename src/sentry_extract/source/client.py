@@ -1,0 +1,237 @@
+"""The HTTP client: httpx, the shared request gate, the retry policy and pagination.
+
+Every response is classified once (`classify_response`); pages are followed by
+their `next` cursor, sent with our own URL and parameters, until the server says
+`results="false"`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import tenacity
+
+from sentry_extract.errors import (
+    AuthenticationError,
+    BadRequestError,
+    NetworkError,
+    NotFoundError,
+    PaginationError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ServerError,
+    SourceError,
+)
+from sentry_extract.source.pagination import next_cursor
+from sentry_extract.source.ratelimit import RequestGate
+from sentry_extract.source.retry import RetryPolicy, build_retrying
+
+log = logging.getLogger("sentry_extract.http")
+
+Params = Mapping[str, str | int]
+
+
+@dataclass
+class RequestCounter:
+    """Requests and retries of one stream; shared by its threads."""
+
+    requests: int = 0
+    retries: int = 0
+    waited: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, requests: int = 0, retries: int = 0, waited: float = 0.0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+            self.waited += waited
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    base_url: str
+    token: str = field(repr=False)
+    gate: RequestGate
+    retry: RetryPolicy = RetryPolicy()
+    timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(60.0, connect=10.0))
+    verify: bool | str = True
+    sleep: Callable[[float], None] = time.sleep
+    wall_clock: Callable[[], float] = time.time
+    transport: httpx.BaseTransport | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    body: Any
+    cursor: str | None  # the next cursor, None on the last page
+
+
+class SentryClient:
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.host = urlsplit(settings.base_url).netloc
+        self._http = httpx.Client(
+            base_url=f"{settings.base_url}/api/0/",
+            headers={
+                "Authorization": f"Bearer {settings.token}",
+                "Accept": "application/json",
+                "User-Agent": "sentry-extract",
+            },
+            timeout=settings.timeout,
+            verify=settings.verify,
+            transport=settings.transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SentryClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def get(self, path: str, params: Params, counter: RequestCounter) -> Page:
+        """One request, retried by the policy; raises our errors only."""
+
+        def count_retry(state: tenacity.RetryCallState) -> None:
+            counter.add(retries=1)
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            log.info("retrying %s after %s", path, _short(error))
+
+        retrying = build_retrying(self.settings.retry, self.settings.sleep, count_retry)
+        page: Page = retrying(self._get_once, path, params, counter)
+        return page
+
+    def _get_once(self, path: str, params: Params, counter: RequestCounter) -> Page:
+        with self.settings.gate.slot() as waited:
+            counter.add(requests=1, waited=waited)
+            try:
+                response = self._http.get(path, params=dict(params))
+            except httpx.TimeoutException as error:
+                raise NetworkError(f"timed out talking to {self.host} ({type(error).__name__})",
+                                   url=path) from None
+            except httpx.TransportError as error:
+                raise NetworkError(f"cannot reach {self.host} ({type(error).__name__}: "
+                                   f"{_transport_reason(error)})", url=path) from None
+        log.debug("GET %s %s -> %s", path, _params_text(params), response.status_code)
+        classify_response(response, self.host, self.settings.wall_clock)
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise ServerError(
+                f"{self.host} sent a body that is not complete JSON", url=path,
+                status=response.status_code,
+            ) from None
+        return Page(body, next_cursor(response))
+
+    def paginate(
+        self, path: str, params: Params, counter: RequestCounter
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every page of a list; stops only on `results="false"` or a missing Link header."""
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            page_params = dict(params) if cursor is None else {**params, "cursor": cursor}
+            page = self.get(path, page_params, counter)
+            if not isinstance(page.body, list):
+                raise PaginationError(f"{path}: expected a list, got {type(page.body).__name__}",
+                                      url=path)
+            yield [row for row in page.body if isinstance(row, dict)]
+            if page.cursor is None:
+                return
+            if page.cursor in seen:
+                raise PaginationError(
+                    f"{path}: the server sent cursor {page.cursor!r} a second time; "
+                    "stopping instead of reading the same pages forever",
+                    url=path,
+                )
+            seen.add(page.cursor)
+            cursor = page.cursor
+
+
+def classify_response(
+    response: httpx.Response, host: str, wall_clock: Callable[[], float] = time.time
+) -> None:
+    """Raise the error a non-2xx response stands for; decide retriable vs fatal here only."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    path = response.request.url.path
+    detail = _detail(response)
+    if status == 401:
+        raise AuthenticationError(f"the token was rejected by {host} (401)", url=path, status=401)
+    if status == 403:
+        raise PermissionDeniedError(detail or "permission denied", url=path, status=403)
+    if status == 404:
+        raise NotFoundError(detail or "not found", url=path, status=404)
+    if status == 429:
+        raise RateLimitedError(
+            detail or "rate limited", retry_after=retry_after(response, wall_clock), url=path
+        )
+    if status == 400 and "timeout" in detail.lower():
+        raise ServerError(f"query timeout: {detail}", url=path, status=400)
+    if status == 400:
+        raise BadRequestError(detail or "bad request", url=path, status=400)
+    if status >= 500:
+        raise ServerError(f"{host} answered {status}: {detail or 'server error'}", url=path,
+                          status=status)
+    raise SourceError(f"{host} answered {status}: {detail}", url=path, status=status)
+
+
+def retry_after(response: httpx.Response, wall_clock: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait: `Retry-After` first, then the rate-limit reset; None when unknown."""
+    header = response.headers.get("Retry-After")
+    if header:
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            try:
+                moment = email.utils.parsedate_to_datetime(header)
+            except (TypeError, ValueError):
+                moment = None
+            if moment is not None:
+                return max(0.0, moment.timestamp() - wall_clock())
+    reset = response.headers.get("X-Sentry-Rate-Limit-Reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - wall_clock())
+        except ValueError:
+            return None
+    return None
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.text[:200].strip()
+    if isinstance(body, str):
+        return body  # 429 bodies are a bare JSON string
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return ""
+
+
+def _params_text(params: Params) -> str:
+    return "&".join(f"{key}={value}" for key, value in params.items())
+
+
+def _short(error: BaseException | None) -> str:
+    return str(error) if error is not None else "an error"
+
+
+def _transport_reason(error: httpx.TransportError) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0][:200]

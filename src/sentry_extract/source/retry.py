@@ -1,0 +1,53 @@
+"""The one retry policy, built with tenacity.
+
+Retried: `RetriableError` (429, 5xx, query timeouts, truncated bodies, network
+errors). A wait the server asked for (`Retry-After`, the rate-limit reset) is
+honoured; otherwise exponential backoff with jitter. Attempts are bounded and the
+last error is re-raised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import tenacity
+
+from sentry_extract.errors import RetriableError
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    initial_wait: float = 1.0
+    max_wait: float = 60.0
+
+
+def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
+    backoff = tenacity.wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        asked = getattr(error, "retry_after", None)
+        if isinstance(asked, int | float) and asked >= 0:
+            return min(float(asked), policy.max_wait * 5)
+        return float(backoff(state))
+
+    return wait
+
+
+def build_retrying(
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[tenacity.RetryCallState], None] | None = None,
+) -> tenacity.Retrying:
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(RetriableError),
+        wait=_wait(policy),
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        sleep=sleep,
+        before_sleep=on_retry,
+        reraise=True,
+    )

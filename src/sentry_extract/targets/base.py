@@ -1,0 +1,52 @@
+"""What a target offers the pipeline.
+
+A target opens one `StreamWriter` per stream. The writer takes Arrow batches,
+is told at checkpoints which state the rows written so far cover, and on `commit`
+makes the rows durable first and the state second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import pyarrow as pa
+
+from sentry_extract.state import StateKey, StateStore, StreamState
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    stream: str
+    object: str
+    mode: str
+    key_columns: tuple[str, ...]
+    base_schema: pa.Schema  # declared columns, present even when no row arrives
+    state_key: StateKey
+    run_started_at: datetime
+
+
+class StreamWriter(Protocol):
+    def load_state(self) -> StreamState: ...
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+
+    def checkpoint(self, state: StreamState | None) -> None:
+        """The rows written so far are covered by `state` (None: leave state as it is)."""
+
+    def commit(self) -> int:
+        """Make rows durable, then the last checkpoint's state; returns rows in the run."""
+
+    def abort(self) -> None: ...
+
+
+class Target(Protocol):
+    def object_problem(self, object_name: str) -> str | None:
+        """Why `object_name` cannot be written here, or None when it can."""
+
+    def open_stream(self, request: StreamRequest) -> StreamWriter: ...
+
+    def state_store(self, object_name: str) -> StateStore: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,600 @@
+"""A fake Sentry that behaves like sentry.io, traps included, over real HTTP.
+
+What it reproduces (see the API notes in the README):
+- a Link header on every list, `previous` and `next`, with `results` and `cursor`;
+  `next` present on the last page too;
+- issues: no `query` means `is:unresolved`; no `project` means the caller's teams'
+  projects; no range means the last 90 days; `start` without `end` is a 400; it
+  reads `limit` (clamped to 100, default 25) and ignores `per_page`; pages come
+  back short (phantom issues dropped after the search) while `results="true"`;
+  value cursors on `lastSeen` like the server's date paginator;
+- releases: no `status=` hides archived ones; no `project=-1` keeps only the
+  caller's teams' projects;
+- events: newest first with a plain offset cursor that drifts when events arrive
+  inside the window; `full=` (any value) adds stack traces and caps pages at 10;
+- `per_page` above 100 is a 400; retention (90 days) hides older data;
+- rate-limit headers per endpoint group, fixed windows plus a concurrency cap,
+  429 with a bare JSON string body and no `Retry-After`;
+- 401/403/404 bodies as `{"detail": ...}`.
+
+It records every request (path, parameters, timing, concurrency) for the tests.
+Run it alone with `python -m sentry_extract.testing.fake_sentry --port 8000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from sentry_extract.testing.organization import (
+    FakeOrganization,
+    OrganizationSize,
+    Row,
+    iso,
+    parse_iso,
+    public,
+)
+
+FULL_PAGE_CAP = 10
+MAX_PAGE_SIZE = 100
+ISSUES_DEFAULT_LIMIT = 25
+DEFAULT_TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"
+ALL_SCOPES = frozenset({"org:read", "project:read", "team:read", "member:read", "event:read",
+                        "project:releases"})
+ORG_TOKEN_SCOPES = frozenset({"org:ci"})
+EVENT_ONLY_FIELDS = ("entries", "contexts", "context", "sdk", "dateReceived", "errors",
+                     "fingerprints", "packages", "size", "release")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    limit: int  # requests per window
+    window: float  # seconds
+    concurrent: int
+
+
+SENTRY_IO_LIMITS = {
+    "events": RateLimit(limit=60, window=60.0, concurrent=1),
+    "default": RateLimit(limit=40, window=1.0, concurrent=25),
+}
+
+
+@dataclass
+class RequestRecord:
+    path: str
+    params: list[tuple[str, str]]
+    status: int
+    group: str
+    started: float
+    ended: float = 0.0
+    rows: int = 0
+
+    def param(self, name: str) -> str | None:
+        return next((value for key, value in self.params if key == name), None)
+
+    def has_param(self, name: str) -> bool:
+        return any(key == name for key, _ in self.params)
+
+
+@dataclass
+class Fault:
+    """Answer the next `times` requests whose path contains `path_part` with this."""
+
+    path_part: str
+    status: int
+    body: Any = None
+    times: int = 1
+    raw: bytes | None = None  # a body sent as is (e.g. truncated JSON)
+
+
+@dataclass
+class ServerSettings:
+    token_scopes: dict[str, frozenset[str]] = field(
+        default_factory=lambda: {DEFAULT_TOKEN: ALL_SCOPES})
+    rate_limits: dict[str, RateLimit] | None = None  # None: no headers (self-hosted)
+    retention: timedelta = timedelta(days=90)
+    latency: float = 0.0  # seconds spent on each request
+    forbidden_projects: frozenset[str] = frozenset()
+    events_page_cap: int = FULL_PAGE_CAP
+
+
+class _Window:
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.count = 0
+        self.in_flight = 0
+
+
+class FakeSentry:
+    """The server; `with FakeSentry(...) as fake:` serves on a free loopback port."""
+
+    def __init__(
+        self,
+        organization: FakeOrganization | None = None,
+        settings: ServerSettings | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.organization = organization or FakeOrganization()
+        self.settings = settings or ServerSettings()
+        self.requests: list[RequestRecord] = []
+        self.faults: list[Fault] = []
+        self.on_request: Callable[[RequestRecord], None] | None = None
+        self.max_in_flight: dict[str, int] = {}
+        self._in_flight: dict[str, int] = {}
+        self._windows: dict[str, _Window] = {}
+        self._lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeSentry:
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> FakeSentry:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def inject(self, fault: Fault) -> None:
+        with self._lock:
+            self.faults.append(fault)
+
+    def requests_to(self, path_part: str) -> list[RequestRecord]:
+        with self._lock:
+            return [record for record in self.requests if path_part in record.path]
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.max_in_flight.clear()
+
+    # --- rate limits ----------------------------------------------------------------------
+
+    def _admit(self, group: str) -> tuple[dict[str, str], str | None]:
+        """Count the request against its group; the headers, and a 429 text if over."""
+        limits = self.settings.rate_limits
+        with self._lock:
+            self._in_flight[group] = self._in_flight.get(group, 0) + 1
+            in_flight = self._in_flight[group]
+            self.max_in_flight[group] = max(self.max_in_flight.get(group, 0), in_flight)
+            if limits is None:
+                return {}, None
+            limit = limits.get(group) or limits["default"]
+            window = self._windows.setdefault(group, _Window())
+            now = time.time()
+            if now - window.started >= limit.window:
+                window.started, window.count = now - (now % limit.window), 0
+            window.count += 1
+            reset = window.started + limit.window
+            headers = {
+                "X-Sentry-Rate-Limit-Limit": str(limit.limit),
+                "X-Sentry-Rate-Limit-Remaining": str(max(0, limit.limit - window.count)),
+                "X-Sentry-Rate-Limit-Reset": str(int(reset) if reset == int(reset) else int(reset) + 1),
+                "X-Sentry-Rate-Limit-ConcurrentLimit": str(limit.concurrent),
+                "X-Sentry-Rate-Limit-ConcurrentRemaining": str(max(0, limit.concurrent - in_flight)),
+            }
+            if window.count > limit.limit:
+                return headers, (f"You are attempting to use this endpoint too frequently. "
+                                 f"Limit is {limit.limit} requests in {int(limit.window)} seconds")
+            if in_flight > limit.concurrent:
+                return headers, ("You are attempting to go above the allowed concurrency for "
+                                 f"this endpoint. Concurrency limit is {limit.concurrent}")
+            return headers, None
+
+    def _release(self, group: str) -> None:
+        with self._lock:
+            self._in_flight[group] -= 1
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.path_part in path and fault.times > 0:
+                    fault.times -= 1
+                    return fault
+        return None
+
+
+class BadRequest(Exception):
+    def __init__(self, detail: str, status: int = 400) -> None:
+        self.detail = detail
+        self.status = status
+
+
+@dataclass
+class Answer:
+    body: Any
+    link: str | None = None
+
+
+_ROUTES = (
+    (re.compile(r"^organizations/(?P<org>[^/]+)/$"), "organization"),
+    (re.compile(r"^organizations/(?P<org>[^/]+)/projects/$"), "projects"),
+    (re.compile(r"^organizations/(?P<org>[^/]+)/teams/$"), "teams"),
+    (re.compile(r"^organizations/(?P<org>[^/]+)/members/$"), "members"),
+    (re.compile(r"^organizations/(?P<org>[^/]+)/releases/$"), "releases"),
+    (re.compile(r"^organizations/(?P<org>[^/]+)/issues/$"), "issues"),
+    (re.compile(r"^projects/(?P<org>[^/]+)/(?P<project>[^/]+)/events/$"), "events"),
+)
+_SCOPES = {
+    "organization": {"org:read"},
+    "projects": {"project:read"},
+    "teams": {"team:read"},
+    "members": {"member:read"},
+    "releases": {"project:releases", "project:read", "org:ci"},
+    "issues": {"event:read"},
+    "events": {"event:read"},
+}
+NOT_FOUND = "The requested resource does not exist"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeSentry
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        parts = urlsplit(self.path)
+        params = parse_qsl(parts.query, keep_blank_values=True)
+        if parts.path == "/_fake/requests":
+            self._send(200, [{"path": r.path, "params": r.params, "status": r.status}
+                             for r in self.fake.requests])
+            return
+        path = parts.path.removeprefix("/api/0/")
+        route, match = next(((name, m) for pattern, name in _ROUTES
+                             if (m := pattern.match(path))), (None, None))
+        group = "events" if route == "events" else "default"
+        record = RequestRecord(parts.path, params, 0, group, time.monotonic())
+        with self.fake._lock:
+            self.fake.requests.append(record)
+        headers, limited = self.fake._admit(group)
+        try:
+            if self.fake.settings.latency:
+                time.sleep(self.fake.settings.latency)
+            status, body, link, raw = self._answer(route, match, params, limited, parts.path)
+            record.status = status
+            record.rows = len(body) if isinstance(body, list) else 0
+            if link:
+                headers["Link"] = link
+            self._send(status, body, headers, raw)
+        finally:
+            record.ended = time.monotonic()
+            self.fake._release(group)
+            if self.fake.on_request is not None:
+                self.fake.on_request(record)
+
+    def _answer(
+        self, route: str | None, match: re.Match[str] | None, params: list[tuple[str, str]],
+        limited: str | None, path: str,
+    ) -> tuple[int, Any, str | None, bytes | None]:
+        fault = self.fake._take_fault(path)
+        if fault is not None:
+            return fault.status, fault.body, None, fault.raw
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        scopes = self.fake.settings.token_scopes.get(token)
+        if scopes is None:
+            return 401, {"detail": "Invalid token"}, None, None
+        if limited is not None:
+            return 429, limited, None, None
+        if route is None or match is None:
+            return 404, {"detail": NOT_FOUND}, None, None
+        organization = self.fake.organization
+        if match.group("org") != organization.slug:
+            return 404, {"detail": NOT_FOUND}, None, None
+        if not scopes & _SCOPES[route]:
+            return 403, {"detail": "You do not have permission to perform this action."}, None, None
+        try:
+            answer = _ENDPOINTS[route](self.fake, dict(match.groupdict()), params)
+        except BadRequest as error:
+            return error.status, {"detail": error.detail}, None, None
+        return 200, answer.body, answer.link, None
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None,
+              raw: bytes | None = None) -> None:
+        content = raw if raw is not None else orjson.dumps(body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(content)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(content)
+
+
+# --- endpoints ---------------------------------------------------------------------------
+
+Params = list[tuple[str, str]]
+
+
+def _one(params: Params, name: str) -> str | None:
+    return next((value for key, value in params if key == name), None)
+
+
+def _all(params: Params, name: str) -> list[str]:
+    return [value for key, value in params if key == name]
+
+
+def _page_size(params: Params, name: str = "per_page", default: int = MAX_PAGE_SIZE) -> int:
+    text = _one(params, name)
+    if text is None:
+        return default
+    try:
+        size = int(text)
+    except ValueError:
+        raise BadRequest(f"Invalid {name} value.") from None
+    if size > MAX_PAGE_SIZE:
+        raise BadRequest(f"Invalid {name} value. Cannot exceed {MAX_PAGE_SIZE}.")
+    return max(1, size)
+
+
+def _cursor(params: Params) -> tuple[int, int, int]:
+    text = _one(params, "cursor")
+    if text is None:
+        return 0, 0, 0
+    try:
+        value, offset, is_prev = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise BadRequest("Invalid cursor parameter.") from None
+    return value, offset, is_prev
+
+
+def _link(path: str, previous: str, has_previous: bool, following: str, has_next: bool) -> str:
+    base = f"http://sentry.invalid{path}"  # the Link host is not ours to follow
+    return (
+        f'<{base}?&cursor={previous}>; rel="previous"; results="{str(has_previous).lower()}"; '
+        f'cursor="{previous}", '
+        f'<{base}?&cursor={following}>; rel="next"; results="{str(has_next).lower()}"; '
+        f'cursor="{following}"'
+    )
+
+
+def _offset_page(rows: list[Row], params: Params, path: str, size: int) -> Answer:
+    _, offset, _ = _cursor(params)
+    page = rows[offset:offset + size]
+    following = offset + len(page)
+    return Answer(page, _link(path, f"0:{max(0, offset - size)}:1", offset > 0,
+                              f"0:{following}:0", following < len(rows)))
+
+
+def _window(params: Params, now: datetime, retention: timedelta) -> tuple[datetime, datetime]:
+    start, end, period = _one(params, "start"), _one(params, "end"), _one(params, "statsPeriod")
+    oldest = now - retention
+    if period:
+        match = re.fullmatch(r"(\d+)([smhdw])", period)
+        if match is None:
+            raise BadRequest("Invalid statsPeriod")
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+        begin = now - timedelta(**{unit[match.group(2)]: int(match.group(1))})
+        return max(begin, oldest), now
+    if (start is None) != (end is None):
+        raise BadRequest("start and end are both required")
+    if start is None or end is None:
+        return max(now - timedelta(days=90), oldest), now
+    try:
+        begin, finish = parse_iso(start.replace("Z", "+00:00")), parse_iso(end.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest("Error parsing start or end") from None
+    if begin.tzinfo is None or finish.tzinfo is None:
+        begin, finish = begin.replace(tzinfo=UTC), finish.replace(tzinfo=UTC)
+    return max(begin, oldest), finish  # the server clamps to retention silently
+
+
+def _organization(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+    organization = fake.organization
+    return Answer({
+        "id": organization.id,
+        "slug": organization.slug,
+        "name": organization.slug.title(),
+        "status": {"id": "active", "name": "active"},
+        "dateCreated": iso(organization.created),
+        "isEarlyAdopter": False,
+        "require2FA": False,
+        "hasAuthProvider": False,
+        "allowMemberInvite": True,
+        "allowMemberProjectCreation": False,
+        "allowSuperuserAccess": False,
+        "avatar": {"avatarType": "letter_avatar", "avatarUuid": None},
+        "links": {"organizationUrl": f"https://{organization.slug}.sentry.example",
+                  "regionUrl": fake.base_url},
+        "features": ["discover-basic", "event-attachments"],
+        "access": ["org:read", "project:read"],
+        "extraOptions": {},
+        "onboardingTasks": [],
+    })
+
+
+def _projects(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+    with fake.organization.lock:
+        rows = [public(project) for project in fake.organization.projects]
+    if _one(params, "all_projects") == "1":
+        return Answer(rows)  # pagination off: one unpaginated list
+    return _offset_page(rows, params, "/api/0/organizations/x/projects/", _page_size(params))
+
+
+def _teams(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+    with fake.organization.lock:
+        rows = [public(team) for team in fake.organization.teams]
+    return _offset_page(rows, params, "/api/0/organizations/x/teams/", _page_size(params))
+
+
+def _members(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+    with fake.organization.lock:
+        rows = [public(member) for member in fake.organization.members]
+    return _offset_page(rows, params, "/api/0/organizations/x/members/", _page_size(params))
+
+
+def _project_filter(fake: FakeSentry, params: Params) -> set[str]:
+    wanted = _all(params, "project")
+    every = {project["id"] for project in fake.organization.projects}
+    if not wanted:
+        return fake.organization.my_project_ids()
+    if "-1" in wanted:
+        return every
+    return {value for value in wanted if value in every}
+
+
+def _releases(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+    status = _one(params, "status")
+    projects = _project_filter(fake, params)
+    with fake.organization.lock:
+        rows = [
+            public(release) for release in fake.organization.releases
+            if (status == "" or release["status"] == (status or "open"))
+            and any(str(p["id"]) in projects for p in release["projects"])
+        ]
+    rows.sort(key=lambda row: (row["dateCreated"] or "", row["id"]), reverse=True)
+    return _offset_page(rows, params, "/api/0/organizations/x/releases/", _page_size(params))
+
+
+def _matches_query(issue: Row, query: str) -> bool:
+    for token in query.split():
+        if token.startswith("is:"):
+            wanted = token[3:]
+            wanted = "ignored" if wanted == "archived" else wanted
+            if issue["status"] != wanted:
+                return False
+        elif token.lower() not in issue["title"].lower():
+            return False
+    return True
+
+
+def _issues(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+    organization = fake.organization
+    query = _one(params, "query")
+    query = "is:unresolved" if query is None else query
+    limit = min(_page_size_clamped(params), MAX_PAGE_SIZE)
+    projects = _project_filter(fake, params)
+    begin, finish = _window(params, organization.clock(), fake.settings.retention)
+    low, high = iso(begin), iso(finish)
+    with organization.lock:
+        found = [
+            issue for issue in organization.issues.values()
+            if issue["project"]["id"] in projects and low <= issue["lastSeen"] < high
+            and _matches_query(issue, query)
+        ]
+        found.sort(key=lambda issue: (issue["lastSeen"], int(issue["id"])), reverse=True)
+        value, offset, _ = _cursor(params)
+        if value:
+            ties = [i for i in found if _millis(i["lastSeen"]) == value][offset:]
+            found = ties + [i for i in found if _millis(i["lastSeen"]) < value]
+        page = found[:limit]
+        shown = [public(issue) for issue in page if issue["id"] not in organization.phantoms]
+    has_next = len(found) > len(page)
+    following = "0:0:0"
+    if page:
+        last = _millis(page[-1]["lastSeen"])
+        same = sum(1 for issue in page if _millis(issue["lastSeen"]) == last)
+        carried = offset if value == last else 0
+        following = f"{last}:{same + carried}:0"
+    return Answer(shown, _link("/api/0/organizations/x/issues/", f"{value}:0:1", bool(value),
+                               following, has_next))
+
+
+def _page_size_clamped(params: Params) -> int:
+    text = _one(params, "limit")  # the issues endpoint ignores per_page
+    if text is None:
+        return ISSUES_DEFAULT_LIMIT
+    try:
+        return max(1, min(int(text), MAX_PAGE_SIZE))
+    except ValueError:
+        raise BadRequest("Invalid limit value.") from None
+
+
+def _millis(text: str) -> int:
+    return int(parse_iso(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _events(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+    organization = fake.organization
+    slug = match["project"]
+    project = next((p for p in organization.projects if p["slug"] == slug or p["id"] == slug), None)
+    if project is None:
+        raise BadRequest(NOT_FOUND, status=404)
+    if project["slug"] in fake.settings.forbidden_projects:
+        raise BadRequest("You do not have permission to perform this action.", status=403)
+    full = _one(params, "full") is not None  # older servers read any value as true
+    size = _page_size(params)
+    if full:
+        size = min(size, fake.settings.events_page_cap)  # silent cap on full payloads
+    begin, finish = _window(params, organization.clock(), fake.settings.retention)
+    low, high = iso(begin), iso(finish)
+    with organization.lock:
+        rows = [event for event in organization.events[project["id"]]
+                if low <= event["dateCreated"] < high]
+        rows.sort(key=lambda event: (event["dateCreated"], event["eventID"]), reverse=True)
+        answer = _offset_page(rows, params, f"/api/0/projects/x/{slug}/events/", size)
+        hidden = () if full else EVENT_ONLY_FIELDS
+        answer.body = [public(event, hidden) for event in answer.body]
+    return answer
+
+
+_ENDPOINTS: dict[str, Callable[[FakeSentry, dict[str, str], Params], Answer]] = {
+    "organization": _organization,
+    "projects": _projects,
+    "teams": _teams,
+    "members": _members,
+    "releases": _releases,
+    "issues": _issues,
+    "events": _events,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a generated organization like Sentry.")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--organization", default="acme")
+    parser.add_argument("--projects", type=int, default=3)
+    parser.add_argument("--issues", type=int, default=40)
+    parser.add_argument("--events", type=int, default=400)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument("--sentry-io-limits", action="store_true",
+                        help="enforce sentry.io-like rate limits (events: 60/min, 1 in flight)")
+    parser.add_argument("--token", default=DEFAULT_TOKEN)
+    arguments = parser.parse_args(argv)
+    size = OrganizationSize(projects=arguments.projects, issues=arguments.issues,
+                            events=arguments.events)
+    settings = ServerSettings(
+        token_scopes={arguments.token: ALL_SCOPES},
+        rate_limits=dict(SENTRY_IO_LIMITS) if arguments.sentry_io_limits else None,
+        latency=arguments.latency,
+    )
+    fake = FakeSentry(FakeOrganization(arguments.organization, size), settings,
+                      port=arguments.port, host=arguments.host)
+    print(f"fake Sentry serving organization '{arguments.organization}' at {fake.base_url}",
+          flush=True)
+    try:
+        fake.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.server.server_close()
+
+
+if __name__ == "__main__":
+    main()
