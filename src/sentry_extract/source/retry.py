@@ -20,19 +20,22 @@ from sentry_extract.errors import RetriableError
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 6
-    initial_wait: float = 1.0
-    max_wait: float = 60.0
+    initial_wait: float = 1.0  # first backoff, doubled each attempt, plus jitter
+    max_wait: float = 60.0  # cap of one backoff
+    max_server_wait: float = 300.0  # cap of one wait the server asked for
 
 
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
-    backoff = tenacity.wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait)
+    backoff = tenacity.wait_exponential_jitter(
+        multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.initial_wait
+    )
 
     def wait(state: tenacity.RetryCallState) -> float:
         outcome = state.outcome
         error = outcome.exception() if outcome is not None else None
         asked = getattr(error, "retry_after", None)
         if isinstance(asked, int | float) and asked >= 0:
-            return min(float(asked), policy.max_wait * 5)
+            return min(float(asked), policy.max_server_wait)
         return float(backoff(state))
 
     return wait

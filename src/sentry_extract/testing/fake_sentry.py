@@ -46,6 +46,7 @@ from sentry_extract.testing.organization import (
 )
 
 FULL_PAGE_CAP = 10
+ALL_GROUPS = "all"
 MAX_PAGE_SIZE = 100
 ISSUES_DEFAULT_LIMIT = 25
 DEFAULT_TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"
@@ -95,6 +96,7 @@ class Fault:
     body: Any = None
     times: int = 1
     raw: bytes | None = None  # a body sent as is (e.g. truncated JSON)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,9 +180,11 @@ class FakeSentry:
         """Count the request against its group; the headers, and a 429 text if over."""
         limits = self.settings.rate_limits
         with self._lock:
-            self._in_flight[group] = self._in_flight.get(group, 0) + 1
+            for counted in (group, ALL_GROUPS):
+                self._in_flight[counted] = self._in_flight.get(counted, 0) + 1
+                self.max_in_flight[counted] = max(self.max_in_flight.get(counted, 0),
+                                                  self._in_flight[counted])
             in_flight = self._in_flight[group]
-            self.max_in_flight[group] = max(self.max_in_flight.get(group, 0), in_flight)
             if limits is None:
                 return {}, None
             limit = limits.get(group) or limits["default"]
@@ -208,6 +212,7 @@ class FakeSentry:
     def _release(self, group: str) -> None:
         with self._lock:
             self._in_flight[group] -= 1
+            self._in_flight[ALL_GROUPS] -= 1
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -276,7 +281,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.fake.settings.latency:
                 time.sleep(self.fake.settings.latency)
-            status, body, link, raw = self._answer(route, match, params, limited, parts.path)
+            status, body, link, raw, extra = self._answer(route, match, params, limited,
+                                                          parts.path)
+            headers.update(extra)
             record.status = status
             record.rows = len(body) if isinstance(body, list) else 0
             if link:
@@ -291,28 +298,29 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(
         self, route: str | None, match: re.Match[str] | None, params: list[tuple[str, str]],
         limited: str | None, path: str,
-    ) -> tuple[int, Any, str | None, bytes | None]:
+    ) -> tuple[int, Any, str | None, bytes | None, dict[str, str]]:
         fault = self.fake._take_fault(path)
         if fault is not None:
-            return fault.status, fault.body, None, fault.raw
+            return fault.status, fault.body, None, fault.raw, fault.headers
         token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         scopes = self.fake.settings.token_scopes.get(token)
         if scopes is None:
-            return 401, {"detail": "Invalid token"}, None, None
+            return 401, {"detail": "Invalid token"}, None, None, {}
         if limited is not None:
-            return 429, limited, None, None
+            return 429, limited, None, None, {}
         if route is None or match is None:
-            return 404, {"detail": NOT_FOUND}, None, None
+            return 404, {"detail": NOT_FOUND}, None, None, {}
         organization = self.fake.organization
         if match.group("org") != organization.slug:
-            return 404, {"detail": NOT_FOUND}, None, None
+            return 404, {"detail": NOT_FOUND}, None, None, {}
         if not scopes & _SCOPES[route]:
-            return 403, {"detail": "You do not have permission to perform this action."}, None, None
+            denied = {"detail": "You do not have permission to perform this action."}
+            return 403, denied, None, None, {}
         try:
             answer = _ENDPOINTS[route](self.fake, dict(match.groupdict()), params)
         except BadRequest as error:
-            return error.status, {"detail": error.detail}, None, None
-        return 200, answer.body, answer.link, None
+            return error.status, {"detail": error.detail}, None, None, {}
+        return 200, answer.body, answer.link, None, {}
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None,
               raw: bytes | None = None) -> None:

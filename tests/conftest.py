@@ -1,0 +1,103 @@
+"""Shared fixtures: a fake Sentry on loopback, an isolated home folder, helpers to run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+from typer.testing import CliRunner
+
+from sentry_extract.cli import app
+from sentry_extract.config.connections import discover_connections
+from sentry_extract.config.replication import Overrides, load_replication
+from sentry_extract.pipeline import RunSettings, RunSummary, run_replication
+from sentry_extract.source.retry import RetryPolicy
+from sentry_extract.testing.fake_sentry import DEFAULT_TOKEN, FakeSentry, ServerSettings
+from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
+
+TOKEN = DEFAULT_TOKEN
+
+
+@pytest.fixture
+def organization() -> FakeOrganization:
+    return FakeOrganization("acme", OrganizationSize(projects=3, issues=30, events=240), seed=3)
+
+
+@pytest.fixture
+def fake(organization: FakeOrganization) -> Iterator[FakeSentry]:
+    with FakeSentry(organization, ServerSettings()) as server:
+        yield server
+
+
+def sentry_connection(base_url: str, token: str = TOKEN, **inputs: Any) -> str:
+    values = {"organization": "acme", "base_url": base_url, "rate_limit": 0, **inputs}
+    return json.dumps({"type": "api", "spec": "sentry", "secrets": {"auth_token": token},
+                       "inputs": values})
+
+
+@dataclass
+class Workspace:
+    """A folder with a replication file, an environment and a way to run it."""
+
+    folder: Path
+    environ: dict[str, str]
+    sleeps: list[float]
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.folder / name
+        path.write_text(text)
+        return path
+
+    def replication(self, streams: str = "  '*':\n", mode: str | None = None,
+                    object_template: str = "file://{folder}/out/{{stream_name}}") -> Path:
+        defaults = f"  mode: {mode}\n" if mode else ""
+        text = (f"source: SENTRY\ntarget: LOCAL\ndefaults:\n{defaults}"
+                f"  object: {object_template.format(folder=self.folder)}\n"
+                f"streams:\n{streams}")
+        return self.write("replication.yaml", text)
+
+    def run(self, path: Path | None = None, overrides: Overrides = Overrides(),
+            started: datetime | None = None, **settings: Any) -> RunSummary:
+        replication = load_replication(path or self.folder / "replication.yaml", self.environ,
+                                       started or datetime.now(UTC).replace(microsecond=0),
+                                       overrides)
+        run_settings = RunSettings(sleep=self.sleeps.append,
+                                   retry=RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.05),
+                                   **settings)
+        return run_replication(replication, discover_connections(self.environ), run_settings)
+
+    def table(self, stream: str) -> pa.Table:
+        return ds.dataset(self.folder / "out" / stream, format="parquet").to_table()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, fake: FakeSentry) -> Workspace:
+    environ = {"SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+               "SENTRY": sentry_connection(fake.base_url)}
+    return Workspace(tmp_path, environ, [])
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """The real CLI, run in-process, with its home and working folder in tmp_path."""
+    for variable in ("SENTRY", "MY_POSTGRES", "SENTRY_EXTRACT_STATE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("SENTRY_EXTRACT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *arguments: str) -> Any:
+    return runner.invoke(app, list(arguments), catch_exceptions=False)
+
+
+def keys(table: pa.Table, *columns: str) -> list[tuple[Any, ...]]:
+    values = [table.column(column).to_pylist() for column in columns]
+    return list(zip(*values, strict=True))
