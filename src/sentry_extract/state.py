@@ -111,16 +111,21 @@ class FileStateStore:
             "object": key.object,
             "state": state.to_json(),
         }
-        write_atomically(self.path, json.dumps({"version": STATE_VERSION, "streams": streams},
-                                               indent=2, sort_keys=True).encode())
+        self._write(streams)
 
     def reset(self, key: StateKey) -> bool:
         streams = self._read()
         if streams.pop(key.as_text(), None) is None:
             return False
-        write_atomically(self.path, json.dumps({"version": STATE_VERSION, "streams": streams},
-                                               indent=2, sort_keys=True).encode())
+        self._write(streams)
         return True
+
+    def _write(self, streams: Mapping[str, Any]) -> None:
+        document = {"version": STATE_VERSION, "streams": streams}
+        try:
+            write_atomically(self.path, json.dumps(document, indent=2, sort_keys=True).encode())
+        except OSError as error:
+            raise StateError(f"cannot write state file {self.path}: {error.strerror}") from None
 
 
 def write_atomically(path: Path, content: bytes) -> None:

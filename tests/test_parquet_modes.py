@@ -1,0 +1,280 @@
+"""Every mode on Parquet across several runs, with data added, changed and arriving late."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pyarrow.parquet as pq
+import pytest
+
+from sentry_extract.config.replication import Overrides
+from sentry_extract.testing.fake_sentry import FakeSentry, Fault
+from sentry_extract.testing.organization import FakeOrganization
+
+from .conftest import Workspace, keys
+
+RETENTION = timedelta(days=90)
+
+
+def next_second() -> datetime:
+    """A run start just after now (the clock the tests control)."""
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+
+def expected_events(organization: FakeOrganization, until: datetime) -> set[tuple[str, str]]:
+    return {(e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION, until)}
+
+
+def assert_events_exact(workspace: Workspace, organization: FakeOrganization,
+                        until: datetime) -> None:
+    got = keys(workspace.table("events"), "project_id", "event_id")
+    assert len(got) == len(set(got)), "duplicate event keys"
+    assert set(got) == expected_events(organization, until)
+
+
+def assert_issues_exact(workspace: Workspace, organization: FakeOrganization,
+                        until: datetime) -> None:
+    table = workspace.table("issues")
+    ids = table.column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "duplicate issue ids"
+    expected = {i["id"]: i for i in organization.visible_issues(RETENTION, until)}
+    assert set(ids) == set(expected)
+    for row in table.to_pylist():
+        issue = expected[row["id"]]
+        assert row["count"] == int(issue["count"])
+        assert row["status"] == issue["status"]
+        assert row["last_seen"].isoformat(timespec="milliseconds").replace("+00:00", "Z") == (
+            issue["lastSeen"])
+
+
+def test_incremental_runs_hold_exactly_the_organization(
+    workspace: Workspace, organization: FakeOrganization
+) -> None:
+    workspace.replication("  issues:\n  events:\n", mode="incremental")
+    first = next_second()
+    assert workspace.run(started=first).exit_code == 0
+    assert_events_exact(workspace, organization, first)
+    assert_issues_exact(workspace, organization, first)
+
+    # Between runs: new events on an existing issue, a regression of a resolved issue,
+    # a brand-new issue, and late events with timestamps from before the first run.
+    resolved = next(i for i in organization.visible_issues(RETENTION) if i["status"] == "resolved")
+    organization.add_events(4, project_slug="project-0")
+    organization.set_issue_status(resolved["id"], "unresolved")
+    organization.add_events(1, project_slug=resolved["project"]["slug"], issue_id=resolved["id"])
+    organization.add_events(3, project_slug="project-1", new_issue=True)
+    organization.add_events(2, project_slug="project-2", age=timedelta(minutes=30))
+    second = next_second() + timedelta(seconds=1)
+    summary = workspace.run(started=second)
+    assert summary.exit_code == 0
+    assert_events_exact(workspace, organization, second)
+    assert_issues_exact(workspace, organization, second)
+
+    third = second + timedelta(seconds=1)
+    summary = workspace.run(started=third)
+    assert summary.exit_code == 0
+    assert_events_exact(workspace, organization, third)
+    assert_issues_exact(workspace, organization, third)
+
+
+def test_incremental_windows_start_at_the_previous_run_minus_lookback(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    workspace.replication("  issues:\n  events:\n", mode="incremental")
+    first = next_second()
+    workspace.run(started=first)
+    fake.reset_log()
+    second = first + timedelta(minutes=10)
+    workspace.run(started=second)
+    expected_start = (first - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expected_end = second.strftime("%Y-%m-%dT%H:%M:%SZ")
+    windowed = fake.requests_to("/issues/") + fake.requests_to("/events/")
+    assert windowed
+    assert {(r.param("start"), r.param("end")) for r in windowed} == {(expected_start, expected_end)}
+
+
+def test_full_refresh_replaces_rows(workspace: Workspace, organization: FakeOrganization) -> None:
+    workspace.replication("  members:\n  releases:\n  events:\n", mode="full-refresh")
+    assert workspace.run(started=next_second()).exit_code == 0
+    removed = organization.members.pop()
+    organization.add_member()
+    organization.set_release_status(organization.releases[0]["version"], "archived")
+    organization.add_events(3, project_slug="project-1")
+    started = next_second() + timedelta(seconds=1)
+    assert workspace.run(started=started).exit_code == 0
+    member_ids = workspace.table("members").column("id").to_pylist()
+    assert sorted(member_ids) == sorted(m["id"] for m in organization.members)
+    assert removed["id"] not in member_ids
+    releases = {r["id"]: r["status"] for r in workspace.table("releases").to_pylist()}
+    assert releases == {r["id"]: r["status"] for r in organization.releases}
+    assert_events_exact(workspace, organization, started)
+
+
+def test_truncate_behaves_like_full_refresh(workspace: Workspace,
+                                            organization: FakeOrganization) -> None:
+    workspace.replication("  teams:\n", mode="truncate")
+    workspace.run()
+    workspace.run()
+    assert sorted(workspace.table("teams").column("id").to_pylist()) == sorted(
+        t["id"] for t in organization.teams)
+
+
+def test_snapshot_appends_each_run_with_its_time(workspace: Workspace,
+                                                 organization: FakeOrganization) -> None:
+    workspace.replication("  projects:\n", mode="snapshot")
+    first, second = next_second(), next_second() + timedelta(seconds=5)
+    workspace.run(started=first)
+    organization.add_project("project-new")
+    workspace.run(started=second)
+    table = workspace.table("projects")
+    by_snapshot: dict[datetime, list[str]] = {}
+    for row in table.to_pylist():
+        by_snapshot.setdefault(row["_snapshot_at"], []).append(row["id"])
+    assert set(by_snapshot) == {first, second}
+    assert len(by_snapshot[first]) == 3 and len(by_snapshot[second]) == 4
+
+
+def test_backfill_merges_a_range_and_leaves_state_alone(
+    workspace: Workspace, organization: FakeOrganization, fake: FakeSentry
+) -> None:
+    workspace.replication("  events:\n", mode="incremental")
+    started = next_second()
+    workspace.run(started=started)
+    state_file = workspace.folder / "out" / "events" / "_sentry_extract_state.json"
+    state_before = state_file.read_text()
+    start = (started - timedelta(days=20)).strftime("%Y-%m-%d")
+    end = (started - timedelta(days=10)).strftime("%Y-%m-%d")
+    workspace.replication(
+        f"  events:\n    mode: backfill\n    source_options:\n      range: '{start},{end}'\n")
+    fake.reset_log()
+    summary = workspace.run(started=started + timedelta(seconds=3))
+    assert summary.exit_code == 0 and summary.results[0].rows > 0
+    assert {r.param("start") for r in fake.requests_to("/events/")} == {f"{start}T00:00:00Z"}
+    assert state_file.read_text() == state_before
+    assert_events_exact(workspace, organization, started)
+
+
+def test_select_keeps_columns_plus_key_and_excludes(workspace: Workspace) -> None:
+    workspace.replication("  issues:\n    select: [title, status]\n"
+                          "  events:\n    select: [-entries, -contexts]\n")
+    assert workspace.run().exit_code == 0
+    assert workspace.table("issues").column_names == ["id", "title", "status"]
+    events = workspace.table("events").column_names
+    assert "entries" not in events and "contexts" not in events and "event_id" in events
+
+
+def test_source_casing_keeps_api_names(workspace: Workspace) -> None:
+    workspace.replication("  events:\n    primary_key: [projectID, eventID]\n"
+                          "    target_options:\n      column_casing: source\n")
+    assert workspace.run().exit_code == 0
+    names = workspace.table("events").column_names
+    assert "event.type" in names and "dateCreated" in names and "eventID" in names
+
+
+def test_a_field_the_api_adds_later_becomes_a_column(
+    workspace: Workspace, organization: FakeOrganization
+) -> None:
+    workspace.replication("  teams:\n", mode="incremental")
+    workspace.run()
+    organization.teams[0]["newShinyField"] = {"nested": True}
+    organization.teams[1]["newShinyField"] = "plain"
+    assert workspace.run().exit_code == 0
+    rows = {r["id"]: r for r in workspace.table("teams").to_pylist()}
+    assert json.loads(rows[organization.teams[0]["id"]]["new_shiny_field"]) == {"nested": True}
+    assert rows[organization.teams[1]["id"]]["new_shiny_field"] == "plain"
+    assert rows[organization.teams[2]["id"]]["new_shiny_field"] is None
+
+
+def test_declared_types(workspace: Workspace) -> None:
+    workspace.replication()
+    assert workspace.run().exit_code == 0
+    issues = workspace.table("issues").schema
+    assert str(issues.field("count").type) == "int64"  # arrives as a string
+    assert str(issues.field("last_seen").type) == "timestamp[us, tz=UTC]"
+    assert str(issues.field("is_public").type) == "bool"
+    assert str(workspace.table("releases").schema.field("id").type) == "int64"
+    assert str(workspace.table("events").schema.field("event_id").type) == "string"
+
+
+def test_a_failed_run_leaves_data_and_state_as_they_were(
+    workspace: Workspace, fake: FakeSentry, organization: FakeOrganization
+) -> None:
+    workspace.replication("  events:\n", mode="incremental")
+    first = next_second()
+    workspace.run(started=first)
+    folder = workspace.folder / "out" / "events"
+    data_before = (folder / "data.parquet").read_bytes()
+    state_before = (folder / "_sentry_extract_state.json").read_text()
+    organization.add_events(5, project_slug="project-0")
+    fake.inject(Fault("/events/", 500, body={"detail": "boom"}, times=50))
+    summary = workspace.run(started=first + timedelta(seconds=5),
+                            overrides=Overrides(mode="full-refresh"))
+    assert summary.exit_code == 1
+    assert (folder / "data.parquet").read_bytes() == data_before
+    assert (folder / "_sentry_extract_state.json").read_text() == state_before
+    assert not [p for p in folder.iterdir() if p.name.startswith(".staging")]
+    fake.faults.clear()
+    later = first + timedelta(seconds=10)
+    assert workspace.run(started=later).exit_code == 0
+    assert_events_exact(workspace, organization, later)
+
+
+def test_a_crash_between_data_and_state_only_rereads(
+    workspace: Workspace, organization: FakeOrganization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentry_extract import state as state_module
+
+    workspace.replication("  issues:\n", mode="incremental")
+    first = next_second()
+    workspace.run(started=first)
+
+    def crash(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state_module, "write_atomically", crash)
+    organization.add_events(2, project_slug="project-0", new_issue=True)
+    second = first + timedelta(seconds=5)
+    summary = workspace.run(started=second)
+    assert summary.exit_code == 1
+    assert "No space left on device" in summary.results[0].problems[0]
+    monkeypatch.undo()
+    state = json.loads((workspace.folder / "out" / "issues" / "_sentry_extract_state.json")
+                       .read_text())
+    watermark = next(iter(state["streams"].values()))["state"]["watermark"]
+    assert datetime.fromisoformat(watermark) == first  # never ahead of the data
+    third = first + timedelta(seconds=10)
+    assert workspace.run(started=third).exit_code == 0
+    assert_issues_exact(workspace, organization, third)
+
+
+def test_parquet_files_are_readable_by_duckdb(workspace: Workspace) -> None:
+    import duckdb
+
+    workspace.replication()
+    workspace.run()
+    folder = workspace.folder / "out"
+    [(count,)] = duckdb.sql(
+        f"select count(*) from read_parquet('{folder}/events/*.parquet')").fetchall()
+    assert count == workspace.table("events").num_rows > 0
+    types = duckdb.sql(
+        f"select distinct json_extract_string(entries, '$[0].type') from "
+        f"read_parquet('{folder}/events/*.parquet')").fetchall()
+    assert types == [("exception",)]
+    assert pq.read_metadata(folder / "events" / "data.parquet").num_rows == count
+
+
+def test_overlapping_runs_on_one_dataset_are_refused(workspace: Workspace) -> None:
+    from sentry_extract.targets.parquet import _take_lock
+
+    workspace.replication("  teams:\n")
+    folder = workspace.folder / "out" / "teams"
+    folder.mkdir(parents=True)
+    held = _take_lock(folder / ".sentry-extract.lock")
+    try:
+        summary = workspace.run()
+    finally:
+        assert held is not None
+        held.close()
+    assert summary.exit_code == 1
+    assert "another sentry-extract run" in summary.results[0].problems[0]
