@@ -274,7 +274,7 @@ def _stream_config(
     merged = {**defaults, **own}
 
     def path_of(key: str) -> str:
-        return f"{own_path}.{key}" if key in own else f"defaults.{key}"
+        return f"defaults.{key}" if key in defaults and key not in own else f"{own_path}.{key}"
 
     if merged.get("disabled") not in (None, False, True):
         raise reader.fail(path_of("disabled"), "expected true or false")
