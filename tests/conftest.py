@@ -68,9 +68,12 @@ class Workspace:
         replication = load_replication(path or self.folder / "replication.yaml", self.environ,
                                        started or datetime.now(UTC).replace(microsecond=0),
                                        overrides)
-        run_settings = RunSettings(sleep=self.sleeps.append,
-                                   retry=RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.05),
-                                   **settings)
+        chosen: dict[str, Any] = {
+            "sleep": self.sleeps.append,
+            "retry": RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.05),
+            **settings,
+        }
+        run_settings = RunSettings(**chosen)
         return run_replication(replication, discover_connections(self.environ), run_settings)
 
     def table(self, stream: str) -> pa.Table:

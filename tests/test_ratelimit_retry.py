@@ -1,0 +1,133 @@
+"""Client-side ceilings and the retry policy, with a fake clock and sleep."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from sentry_extract.errors import (
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ServerError,
+)
+from sentry_extract.source.client import classify_response, retry_after
+from sentry_extract.source.ratelimit import TokenBucket
+from sentry_extract.testing.fake_sentry import FakeSentry
+
+from .conftest import Workspace, sentry_connection
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
+
+
+def test_token_bucket_spaces_requests_at_the_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=3, burst=1, clock=clock, sleep=clock.sleep)
+    starts = []
+    for _ in range(10):
+        bucket.acquire()
+        starts.append(clock.now)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert starts[0] == 100.0
+    assert all(gap == pytest.approx(1 / 3) for gap in gaps)
+
+
+def test_rate_zero_lifts_the_cap() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=0, clock=clock, sleep=clock.sleep)
+    for _ in range(100):
+        assert bucket.acquire() == 0.0
+    assert clock.now == 100.0
+
+
+def test_rate_cap_holds_over_real_http(workspace: Workspace, fake: FakeSentry) -> None:
+    workspace.environ["SENTRY"] = sentry_connection(fake.base_url, rate_limit=20)
+    workspace.replication()
+    # The real sleep here: the cap is what is measured.
+    assert workspace.run(sleep=time.sleep).exit_code == 0
+    starts = sorted(record.started for record in fake.requests)
+    assert len(starts) > 20
+    # Never more than burst 1 + rate x elapsed requests in any stretch.
+    for index, start in enumerate(starts):
+        window = [s for s in starts[index:] if s - start < 1.0]
+        assert len(window) <= 21
+
+
+def request(status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, content=body, headers=headers or {},
+                          request=httpx.Request("GET", "http://h/api/0/x/"))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (401, b'{"detail": "Invalid token"}', AuthenticationError),
+        (403, b'{"detail": "You do not have permission to perform this action."}',
+         PermissionDeniedError),
+        (404, b'{"detail": "The requested resource does not exist"}', NotFoundError),
+        (400, b'{"detail": "Invalid cursor parameter."}', BadRequestError),
+        (400, b'{"detail": "Query timeout. Please try again."}', ServerError),
+        (429, b'"You are attempting to use this endpoint too frequently."', RateLimitedError),
+        (500, b'{"detail": "Internal Error"}', ServerError),
+        (503, b"<html>bad gateway</html>", ServerError),
+    ],
+)
+def test_classification(status: int, body: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        classify_response(request(status, body), "h")
+
+
+def test_429_bare_string_is_the_message() -> None:
+    with pytest.raises(RateLimitedError, match="too frequently"):
+        classify_response(request(429, b'"You are attempting to use this endpoint too frequently."'),
+                          "h")
+
+
+def test_retry_after_prefers_the_header_then_the_reset() -> None:
+    assert retry_after(request(429, headers={"Retry-After": "7"}), lambda: 0) == 7
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    http_date = format_datetime(moment + timedelta(seconds=30), usegmt=True)
+    assert retry_after(request(429, headers={"Retry-After": http_date}),
+                       lambda: moment.timestamp()) == pytest.approx(30)
+    assert retry_after(request(429, headers={"X-Sentry-Rate-Limit-Reset": "1012"}),
+                       lambda: 1000.0) == 12
+    assert retry_after(request(429), lambda: 0) is None
+
+
+def test_a_truncated_json_body_is_retried(workspace: Workspace, fake: FakeSentry) -> None:
+    from sentry_extract.testing.fake_sentry import Fault
+
+    fake.inject(Fault("/teams/", 200, raw=b'[{"id": "1", "sl', times=1))
+    workspace.replication("  teams:\n")
+    summary = workspace.run()
+    assert summary.exit_code == 0 and summary.results[0].retries == 1
+    assert summary.results[0].rows == 3
+
+
+def test_retries_are_bounded(workspace: Workspace, fake: FakeSentry) -> None:
+    from sentry_extract.testing.fake_sentry import Fault
+
+    fake.inject(Fault("/teams/", 502, body={"detail": "bad gateway"}, times=100))
+    workspace.replication("  teams:\n")
+    summary = workspace.run()
+    assert summary.exit_code == 1
+    assert len(fake.requests_to("/teams/")) == 4  # the policy's attempts
+    assert "502" in summary.results[0].problems[0]

@@ -1,0 +1,120 @@
+"""Column naming, typing and batches, with property-based tests for odd inputs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sentry_extract.records import RecordTyper, Selection, column_type_of, snake_case
+from sentry_extract.source.streams import EVENTS, ISSUES, TEAMS, ColumnType
+
+
+@pytest.mark.parametrize(
+    ("source", "snake"),
+    [("lastSeen", "last_seen"), ("eventID", "event_id"), ("event.type", "event_type"),
+     ("dateCreated", "date_created"), ("projectID", "project_id"), ("userCount", "user_count"),
+     ("require2FA", "require2_fa"), ("HTTPServer", "http_server"), ("id", "id"),
+     ("already_snake", "already_snake"), ("shortId", "short_id"), ("isPublic", "is_public")],
+)
+def test_snake_case(source: str, snake: str) -> None:
+    assert snake_case(source) == snake
+
+
+@given(st.text(max_size=40))
+def test_snake_case_gives_plain_lower_names_and_is_stable(name: str) -> None:
+    once = snake_case(name)
+    assert once and all(c.islower() or c.isdigit() or c == "_" for c in once if c.isascii())
+    assert snake_case(once) == once
+
+
+def test_issue_row_is_typed_as_declared() -> None:
+    typer = RecordTyper(ISSUES)
+    batch = typer.to_batch([{
+        "id": "42", "count": "1234", "userCount": 7, "isPublic": False,
+        "lastSeen": "2026-01-02T03:04:05.678Z", "firstSeen": "2026-01-01T00:00:00Z",
+        "project": {"id": "1", "slug": "p"}, "status": "resolved",
+    }])
+    row = batch.to_pylist()[0]
+    assert row["count"] == 1234 and row["user_count"] == 7 and row["is_public"] is False
+    assert row["last_seen"] == datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    assert json.loads(row["project"]) == {"id": "1", "slug": "p"}
+    assert column_type_of(batch.schema.field("project")) is ColumnType.JSON
+    assert column_type_of(batch.schema.field("count")) is ColumnType.INTEGER
+
+
+def test_values_that_do_not_fit_their_type_become_null() -> None:
+    batch = RecordTyper(ISSUES).to_batch([
+        {"id": "1", "count": "many", "lastSeen": "not a date", "isPublic": "maybe"},
+        {"id": "2", "count": "99999999999999999999999", "lastSeen": 12, "isPublic": "true"},
+    ])
+    rows = batch.to_pylist()
+    assert [r["count"] for r in rows] == [None, None]
+    assert [r["last_seen"] for r in rows] == [None, None]
+    assert [r["is_public"] for r in rows] == [None, True]
+
+
+def test_unknown_fields_become_text_columns_with_stable_names() -> None:
+    typer = RecordTyper(TEAMS)
+    first = typer.to_batch([{"id": "1", "brandNew": {"a": 1}}])
+    second = typer.to_batch([{"id": "2", "brandNew": "text", "brand_new": 3}])
+    assert json.loads(first.column("brand_new")[0].as_py()) == {"a": 1}
+    assert second.column("brand_new")[0].as_py() == "text"
+    assert second.column("brand_new_2")[0].as_py() == "3"
+
+
+def test_selection_keeps_the_key() -> None:
+    typer = RecordTyper(EVENTS, selection=Selection.parse(["title"]),
+                        key_columns=("project_id", "event_id"))
+    assert typer.to_batch([]).schema.names == ["project_id", "event_id", "title"]
+    typer = RecordTyper(EVENTS, selection=Selection.parse(["-entries", "-event_id"]),
+                        key_columns=("project_id", "event_id"))
+    names = typer.to_batch([]).schema.names
+    assert "entries" not in names and "event_id" in names
+
+
+# What JSON can carry: orjson, like the API, has no NaN or Infinity.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5),
+                                                                     children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(
+    st.sampled_from(["id", "count", "lastSeen", "isPublic", "project", "title", "userCount",
+                     "weird key", "ünïcode", "eventID"]) | st.text(max_size=8),
+    json_values, max_size=8), max_size=6))
+def test_any_record_shape_types_without_crashing_or_inventing_values(
+    rows: list[dict[str, Any]],
+) -> None:
+    batch = RecordTyper(ISSUES).to_batch(rows)
+    assert batch.num_rows == len(rows)
+    typed = batch.to_pylist()
+    for source, row in zip(rows, typed, strict=True):
+        title = source.get("title")
+        if isinstance(title, str):
+            assert row["title"] == title
+        elif title is None:
+            assert row["title"] is None
+        else:
+            assert json.loads(row["title"]) == title
+        count = source.get("count")
+        if row["count"] is not None:
+            assert int(str(count).strip()) == row["count"] or count == row["count"]
+        if isinstance(source.get("isPublic"), bool):
+            assert row["is_public"] is source["isPublic"]
+
+
+def test_huge_strings_survive() -> None:
+    text = "x" * 2_000_000
+    batch = RecordTyper(ISSUES).to_batch([{"id": "1", "title": text}])
+    assert batch.column("title")[0].as_py() == text
+    assert isinstance(batch, pa.RecordBatch)
