@@ -50,8 +50,17 @@ state_app = typer.Typer(help="Show or clear the incremental state of a replicati
 app.add_typer(conns_app, name="conns")
 app.add_typer(state_app, name="state")
 
-output = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """Tables fit the terminal; when piped (cron, CI) lines are never wrapped."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 400
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+output = _console()
+errors = _console(stderr=True)
 log = logging.getLogger("sentry_extract")
 
 DebugOption = Annotated[

@@ -9,6 +9,7 @@ extra text columns (strings as they are, anything else as JSON text).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -161,8 +162,8 @@ def _to_json_text(value: Any) -> str | None:
         return None
     try:
         return orjson.dumps(value).decode()
-    except TypeError:
-        return orjson.dumps(str(value)).decode()
+    except TypeError:  # integers beyond 64 bits, which the standard library writes exactly
+        return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _to_text(value: Any) -> str | None:

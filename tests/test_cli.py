@@ -1,0 +1,203 @@
+"""The command line as a user runs it: exit codes, exact messages, no secrets."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sentry_extract.cli import app
+from sentry_extract.testing.fake_sentry import FakeSentry
+
+from .conftest import TOKEN, invoke, sentry_connection
+
+REPLICATION = ("source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://out/{stream_name}\n"
+               "streams:\n  '*':\n")
+
+
+@pytest.fixture
+def with_sentry(cli: CliRunner, fake: FakeSentry, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    return cli
+
+
+def all_output(result: object) -> str:
+    return getattr(result, "stdout", "") + getattr(result, "stderr", "")
+
+
+def test_every_command_has_help(cli: CliRunner) -> None:
+    commands = [[], ["conns"], ["state"], ["run"], ["conns", "set"], ["conns", "unset"],
+                ["conns", "list"], ["conns", "test"], ["conns", "discover"], ["state", "show"],
+                ["state", "reset"]]
+    for words in commands:
+        result = invoke(cli, *words, "--help")
+        assert result.exit_code == 0, words
+        assert "Usage" in result.stdout
+    top = invoke(cli, "--help").stdout
+    for command in ("run", "conns", "state"):
+        assert command in top
+
+
+def test_conns_set_list_unset(cli: CliRunner, tmp_path: Path) -> None:
+    result = invoke(cli, "conns", "set", "sentry", "type=api", "spec=sentry",
+                    f"secrets={{ auth_token: {TOKEN} }}", "inputs={ organization: my-org }")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("connection SENTRY saved in")
+    listing = invoke(cli, "conns", "list")
+    assert listing.exit_code == 0
+    assert "SENTRY" in listing.stdout and "api/sentry" in listing.stdout
+    assert "LOCAL" in listing.stdout and "built-in" in listing.stdout
+    assert TOKEN not in all_output(listing)
+    assert invoke(cli, "conns", "unset", "sentry").exit_code == 0
+    missing = invoke(cli, "conns", "unset", "sentry")
+    assert missing.exit_code == 2 and "is not in" in missing.stderr
+
+
+def test_conns_set_refuses_an_incomplete_connection(cli: CliRunner) -> None:
+    result = invoke(cli, "conns", "set", "sentry", "type=api", "spec=sentry",
+                    "inputs={ organization: my-org }")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: connection SENTRY (conns set): secrets.auth_token is "
+                                     "required (a Sentry auth token, sntryu_...)")
+
+
+def test_conns_test_ok(with_sentry: CliRunner, fake: FakeSentry) -> None:
+    result = invoke(with_sentry, "conns", "test", "sentry")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"SENTRY: ok: organization 'Acme' (acme) at {fake.base_url}"
+
+
+def test_conns_test_rejected_token(cli: CliRunner, fake: FakeSentry,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url, token="sntryu_test_wrong"))
+    result = invoke(cli, "conns", "test", "SENTRY")
+    assert result.exit_code == 1
+    host = fake.base_url.removeprefix("http://")
+    assert result.stderr.strip() == f"error: the token was rejected by {host} (401)"
+
+
+def test_conns_test_unknown_organization(cli: CliRunner, fake: FakeSentry,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url, organization="nope"))
+    result = invoke(cli, "conns", "test", "SENTRY")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: organization 'nope' not found at {fake.base_url}: wrong slug, or an "
+        "organization in another region (EU organizations live on https://de.sentry.io)")
+
+
+def test_conns_test_network_error(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SENTRY", sentry_connection(f"http://127.0.0.1:{port}"))
+    result = invoke(cli, "conns", "test", "SENTRY")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: cannot reach 127.0.0.1:{port} (ConnectError")
+    assert "Traceback" not in all_output(result)
+
+
+def test_conns_discover(with_sentry: CliRunner) -> None:
+    result = invoke(with_sentry, "conns", "discover", "SENTRY")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 8
+    assert lines[6].split()[0] == "issues" and "yes" in lines[6] and "last_seen" in lines[6]
+    assert "project_id, event_id" in lines[7] and "date_created" in lines[7]
+    columns = invoke(with_sentry, "conns", "discover", "SENTRY", "--columns").stdout
+    assert "event_type" in columns and "timestamp" in columns and "json" in columns
+
+
+def test_run_writes_parquet_and_exits_0(with_sentry: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "replication.yaml").write_text(REPLICATION)
+    result = invoke(with_sentry, "run", "replication.yaml")
+    assert result.exit_code == 0, all_output(result)
+    assert "events" in result.stdout and "incremental" in result.stdout
+    assert (tmp_path / "out" / "events" / "data.parquet").exists()
+    shown = invoke(with_sentry, "state", "show", "replication.yaml")
+    assert shown.exit_code == 0 and "issues" in shown.stdout
+    reset = invoke(with_sentry, "state", "reset", "replication.yaml", "--streams", "issues")
+    assert reset.stdout.strip() == "issues: state cleared"
+    again = invoke(with_sentry, "state", "reset", "replication.yaml", "--streams", "issues")
+    assert again.stdout.strip() == "issues: no state"
+
+
+def test_run_with_a_bad_file_exits_2_with_one_line(with_sentry: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "replication.yaml").write_text(REPLICATION.replace("'*':", "isues:"))
+    result = invoke(with_sentry, "run", "replication.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in all_output(result)
+    assert result.stderr.startswith("error: replication.yaml: streams.isues: unknown stream")
+
+
+def test_run_with_an_undefined_connection(cli: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "replication.yaml").write_text(REPLICATION)
+    result = invoke(cli, "run", "replication.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: connection 'SENTRY' is not defined")
+
+
+def test_run_with_a_postgres_target_says_it_is_not_supported_yet(
+    with_sentry: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_POSTGRES", "postgresql://u:p@127.0.0.1:1/db")
+    example = Path(__file__).parent.parent / "examples" / "reference-sync-all-endpoints.yaml"
+    result = invoke(with_sentry, "run", str(example))
+    assert result.exit_code == 2
+    assert "PostgreSQL" in result.stderr
+
+
+def test_run_exits_1_when_a_stream_fails(with_sentry: CliRunner, fake: FakeSentry,
+                                         tmp_path: Path) -> None:
+    fake.settings.forbidden_projects = frozenset({"project-2"})
+    (tmp_path / "replication.yaml").write_text(REPLICATION)
+    result = invoke(with_sentry, "run", "replication.yaml", "--streams", "events")
+    assert result.exit_code == 1
+    assert "events: project 'project-2' skipped: You do not have permission" in result.stdout
+
+
+def test_the_token_never_appears_anywhere(cli: CliRunner, fake: FakeSentry, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    (tmp_path / "replication.yaml").write_text(REPLICATION)
+    outputs = [
+        invoke(cli, "run", "replication.yaml", "--debug"),
+        invoke(cli, "conns", "list", "--debug"),
+        invoke(cli, "conns", "test", "SENTRY", "--debug"),
+        invoke(cli, "state", "show", "replication.yaml"),
+    ]
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url, token=TOKEN + "x"))
+    outputs.append(invoke(cli, "run", "replication.yaml"))
+    for result in outputs:
+        assert TOKEN not in all_output(result)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_debug_logs_requests(with_sentry: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "replication.yaml").write_text(REPLICATION)
+    result = invoke(with_sentry, "run", "replication.yaml", "--debug", "--streams", "teams")
+    assert result.exit_code == 0
+    assert "GET organizations/acme/teams/ per_page=100 -> 200" in result.stderr
+
+
+def test_version(cli: CliRunner) -> None:
+    result = invoke(cli, "--version")
+    assert result.exit_code == 0 and result.stdout.startswith("sentry-extract ")
+
+
+def test_state_file_holds_no_secret_and_is_json(with_sentry: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "replication.yaml").write_text(REPLICATION)
+    invoke(with_sentry, "run", "replication.yaml", "--streams", "issues")
+    state = json.loads((tmp_path / "out" / "issues" / "_sentry_extract_state.json").read_text())
+    entry = next(iter(state["streams"].values()))
+    assert entry["organization"] == "acme" and entry["state"]["watermark"]
+
+
+def test_unknown_option_is_a_usage_error(cli: CliRunner) -> None:
+    result = CliRunner().invoke(app, ["run", "x.yaml", "--moed", "full-refresh"])
+    assert result.exit_code == 2
