@@ -38,8 +38,9 @@ def fake(organization: FakeOrganization) -> Iterator[FakeSentry]:
 
 def sentry_connection(base_url: str, token: str = TOKEN, **inputs: Any) -> str:
     values = {"organization": "acme", "base_url": base_url, "rate_limit": 0, **inputs}
-    return json.dumps({"type": "api", "spec": "sentry", "secrets": {"auth_token": token},
-                       "inputs": values})
+    return json.dumps(
+        {"type": "api", "spec": "sentry", "secrets": {"auth_token": token}, "inputs": values}
+    )
 
 
 @dataclass
@@ -55,19 +56,33 @@ class Workspace:
         path.write_text(text)
         return path
 
-    def replication(self, streams: str = "  '*':\n", mode: str | None = None,
-                    object_template: str = "file://{folder}/out/{{stream_name}}") -> Path:
+    def replication(
+        self,
+        streams: str = "  '*':\n",
+        mode: str | None = None,
+        object_template: str = "file://{folder}/out/{{stream_name}}",
+    ) -> Path:
         defaults = f"  mode: {mode}\n" if mode else ""
-        text = (f"source: SENTRY\ntarget: LOCAL\ndefaults:\n{defaults}"
-                f"  object: {object_template.format(folder=self.folder)}\n"
-                f"streams:\n{streams}")
+        text = (
+            f"source: SENTRY\ntarget: LOCAL\ndefaults:\n{defaults}"
+            f"  object: {object_template.format(folder=self.folder)}\n"
+            f"streams:\n{streams}"
+        )
         return self.write("replication.yaml", text)
 
-    def run(self, path: Path | None = None, overrides: Overrides = Overrides(),
-            started: datetime | None = None, **settings: Any) -> RunSummary:
-        replication = load_replication(path or self.folder / "replication.yaml", self.environ,
-                                       started or datetime.now(UTC).replace(microsecond=0),
-                                       overrides)
+    def run(
+        self,
+        path: Path | None = None,
+        overrides: Overrides = Overrides(),
+        started: datetime | None = None,
+        **settings: Any,
+    ) -> RunSummary:
+        replication = load_replication(
+            path or self.folder / "replication.yaml",
+            self.environ,
+            started or datetime.now(UTC).replace(microsecond=0),
+            overrides,
+        )
         chosen: dict[str, Any] = {
             "sleep": self.sleeps.append,
             "retry": RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.05),
@@ -82,8 +97,10 @@ class Workspace:
 
 @pytest.fixture
 def workspace(tmp_path: Path, fake: FakeSentry) -> Workspace:
-    environ = {"SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-               "SENTRY": sentry_connection(fake.base_url)}
+    environ = {
+        "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+        "SENTRY": sentry_connection(fake.base_url),
+    }
     return Workspace(tmp_path, environ, [])
 
 

@@ -14,8 +14,10 @@ from sentry_extract.testing.fake_sentry import FakeSentry
 
 from .conftest import TOKEN, invoke, sentry_connection
 
-REPLICATION = ("source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://out/{stream_name}\n"
-               "streams:\n  '*':\n")
+REPLICATION = (
+    "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://out/{stream_name}\n"
+    "streams:\n  '*':\n"
+)
 
 
 @pytest.fixture
@@ -29,9 +31,19 @@ def all_output(result: object) -> str:
 
 
 def test_every_command_has_help(cli: CliRunner) -> None:
-    commands = [[], ["conns"], ["state"], ["run"], ["conns", "set"], ["conns", "unset"],
-                ["conns", "list"], ["conns", "test"], ["conns", "discover"], ["state", "show"],
-                ["state", "reset"]]
+    commands = [
+        [],
+        ["conns"],
+        ["state"],
+        ["run"],
+        ["conns", "set"],
+        ["conns", "unset"],
+        ["conns", "list"],
+        ["conns", "test"],
+        ["conns", "discover"],
+        ["state", "show"],
+        ["state", "reset"],
+    ]
     for words in commands:
         result = invoke(cli, *words, "--help")
         assert result.exit_code == 0, words
@@ -42,8 +54,16 @@ def test_every_command_has_help(cli: CliRunner) -> None:
 
 
 def test_conns_set_list_unset(cli: CliRunner, tmp_path: Path) -> None:
-    result = invoke(cli, "conns", "set", "sentry", "type=api", "spec=sentry",
-                    f"secrets={{ auth_token: {TOKEN} }}", "inputs={ organization: my-org }")
+    result = invoke(
+        cli,
+        "conns",
+        "set",
+        "sentry",
+        "type=api",
+        "spec=sentry",
+        f"secrets={{ auth_token: {TOKEN} }}",
+        "inputs={ organization: my-org }",
+    )
     assert result.exit_code == 0
     assert result.stdout.startswith("connection SENTRY saved in")
     listing = invoke(cli, "conns", "list")
@@ -57,11 +77,14 @@ def test_conns_set_list_unset(cli: CliRunner, tmp_path: Path) -> None:
 
 
 def test_conns_set_refuses_an_incomplete_connection(cli: CliRunner) -> None:
-    result = invoke(cli, "conns", "set", "sentry", "type=api", "spec=sentry",
-                    "inputs={ organization: my-org }")
+    result = invoke(
+        cli, "conns", "set", "sentry", "type=api", "spec=sentry", "inputs={ organization: my-org }"
+    )
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("error: connection SENTRY (conns set): secrets.auth_token is "
-                                     "required (a Sentry auth token, sntryu_...)")
+    assert result.stderr.strip() == (
+        "error: connection SENTRY (conns set): secrets.auth_token is "
+        "required (a Sentry auth token, sntryu_...)"
+    )
 
 
 def test_conns_test_ok(with_sentry: CliRunner, fake: FakeSentry) -> None:
@@ -70,8 +93,9 @@ def test_conns_test_ok(with_sentry: CliRunner, fake: FakeSentry) -> None:
     assert result.stdout.strip() == f"SENTRY: ok: organization 'Acme' (acme) at {fake.base_url}"
 
 
-def test_conns_test_rejected_token(cli: CliRunner, fake: FakeSentry,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conns_test_rejected_token(
+    cli: CliRunner, fake: FakeSentry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url, token="sntryu_test_wrong"))
     result = invoke(cli, "conns", "test", "SENTRY")
     assert result.exit_code == 1
@@ -79,14 +103,16 @@ def test_conns_test_rejected_token(cli: CliRunner, fake: FakeSentry,
     assert result.stderr.strip() == f"error: the token was rejected by {host} (401)"
 
 
-def test_conns_test_unknown_organization(cli: CliRunner, fake: FakeSentry,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conns_test_unknown_organization(
+    cli: CliRunner, fake: FakeSentry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url, organization="nope"))
     result = invoke(cli, "conns", "test", "SENTRY")
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         f"error: organization 'nope' not found at {fake.base_url}: wrong slug, or an "
-        "organization in another region (EU organizations live on https://de.sentry.io)")
+        "organization in another region (EU organizations live on https://de.sentry.io)"
+    )
 
 
 def test_conns_test_network_error(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,8 +176,9 @@ def test_run_with_a_postgres_target_says_it_is_not_supported_yet(
     assert "PostgreSQL" in result.stderr
 
 
-def test_run_exits_1_when_a_stream_fails(with_sentry: CliRunner, fake: FakeSentry,
-                                         tmp_path: Path) -> None:
+def test_run_exits_1_when_a_stream_fails(
+    with_sentry: CliRunner, fake: FakeSentry, tmp_path: Path
+) -> None:
     fake.settings.forbidden_projects = frozenset({"project-2"})
     (tmp_path / "replication.yaml").write_text(REPLICATION)
     result = invoke(with_sentry, "run", "replication.yaml", "--streams", "events")
@@ -159,8 +186,9 @@ def test_run_exits_1_when_a_stream_fails(with_sentry: CliRunner, fake: FakeSentr
     assert "events: project 'project-2' skipped: You do not have permission" in result.stdout
 
 
-def test_the_token_never_appears_anywhere(cli: CliRunner, fake: FakeSentry, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_token_never_appears_anywhere(
+    cli: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
     (tmp_path / "replication.yaml").write_text(REPLICATION)
     outputs = [

@@ -33,15 +33,27 @@ def home(tmp_path: Path) -> dict[str, str]:
 
 def test_conns_set_stores_maps_upper_cased_with_mode_0600(tmp_path: Path) -> None:
     environ = home(tmp_path)
-    values = parse_assignments(["type=api", "spec=sentry",
-                                f"secrets={{ auth_token: {TOKEN} }}",
-                                "inputs={ organization: my-org }"])
+    values = parse_assignments(
+        [
+            "type=api",
+            "spec=sentry",
+            f"secrets={{ auth_token: {TOKEN} }}",
+            "inputs={ organization: my-org }",
+        ]
+    )
     path = set_connection(environ, "sentry", values)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     document = yaml.safe_load(path.read_text())
-    assert document == {"connections": {"SENTRY": {
-        "type": "api", "spec": "sentry", "secrets": {"auth_token": TOKEN},
-        "inputs": {"organization": "my-org"}}}}
+    assert document == {
+        "connections": {
+            "SENTRY": {
+                "type": "api",
+                "spec": "sentry",
+                "secrets": {"auth_token": TOKEN},
+                "inputs": {"organization": "my-org"},
+            }
+        }
+    }
     connection = resolve_connection(find_connection(discover_connections(environ), "Sentry"))
     assert isinstance(connection, SentryConnection)
     assert connection.organization == "my-org" and connection.auth_token == TOKEN
@@ -58,30 +70,46 @@ def test_reference_env_yaml_form(tmp_path: Path) -> None:
     (tmp_path / "home" / "env.yaml").write_text(
         "connections:\n  SENTRY:\n    type: api\n    spec: sentry\n    secrets:\n"
         f'      auth_token: "{TOKEN}"\n    inputs:\n      organization: my-org\n'
-        '      anchor_date: "2024-01-01T00:00:00Z"\n')
+        '      anchor_date: "2024-01-01T00:00:00Z"\n'
+    )
     connection = resolve_connection(discover_connections(environ)["SENTRY"])
     assert isinstance(connection, SentryConnection)
     assert connection.anchor_date is not None and connection.anchor_date.year == 2024
 
 
 def test_reference_environment_variable_form() -> None:
-    environ = {"SENTRY": '{ type: api, spec: sentry, secrets: { auth_token: "sntryu_test_x" }, '
-                         'inputs: { organization: "my-org" } }', "HOME": "/nonexistent"}
+    environ = {
+        "SENTRY": '{ type: api, spec: sentry, secrets: { auth_token: "sntryu_test_x" }, '
+        'inputs: { organization: "my-org" } }',
+        "HOME": "/nonexistent",
+    }
     connection = resolve_connection(discover_connections(environ)["SENTRY"])
     assert isinstance(connection, SentryConnection) and connection.organization == "my-org"
 
 
 def test_precedence_local_then_env_yaml_then_environment(tmp_path: Path) -> None:
     environ = home(tmp_path)
-    set_connection(environ, "SENTRY", {"type": "api", "spec": "sentry",
-                                       "secrets": {"auth_token": TOKEN},
-                                       "inputs": {"organization": "from-file"}})
+    set_connection(
+        environ,
+        "SENTRY",
+        {
+            "type": "api",
+            "spec": "sentry",
+            "secrets": {"auth_token": TOKEN},
+            "inputs": {"organization": "from-file"},
+        },
+    )
     found = discover_connections(environ)
     assert isinstance(resolve_connection(found["LOCAL"]), LocalConnection)
     assert found["SENTRY"].origin.endswith("env.yaml")
-    environ["SENTRY"] = json.dumps({"type": "api", "spec": "sentry",
-                                    "secrets": {"auth_token": TOKEN},
-                                    "inputs": {"organization": "from-env"}})
+    environ["SENTRY"] = json.dumps(
+        {
+            "type": "api",
+            "spec": "sentry",
+            "secrets": {"auth_token": TOKEN},
+            "inputs": {"organization": "from-env"},
+        }
+    )
     entry = discover_connections(environ)["SENTRY"]
     assert entry.origin == "environment variable"
     connection = resolve_connection(entry)
@@ -91,7 +119,8 @@ def test_precedence_local_then_env_yaml_then_environment(tmp_path: Path) -> None
 def test_dotenv_loads_without_overriding(tmp_path: Path) -> None:
     (tmp_path / ".env.sling").write_text(
         "# comment\n\nMY_POSTGRES='postgresql://u:p@localhost:5432/db'\n"
-        'export GREETING="hello world"\nKEPT=from-file\nPLAIN=value # trailing comment\n')
+        'export GREETING="hello world"\nKEPT=from-file\nPLAIN=value # trailing comment\n'
+    )
     environ = environment_with_dotenv({"KEPT": "from-environment"}, tmp_path)
     assert environ["GREETING"] == "hello world"
     assert environ["KEPT"] == "from-environment"
@@ -107,8 +136,12 @@ def test_dotenv_bad_line_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_postgres_connection_from_discrete_keys() -> None:
-    entry = discover_connections({"PG": '{type: postgres, host: db, port: 5433, user: me, '
-                                        'password: secret, database: warehouse}'})["PG"]
+    entry = discover_connections(
+        {
+            "PG": "{type: postgres, host: db, port: 5433, user: me, "
+            "password: secret, database: warehouse}"
+        }
+    )["PG"]
     connection = resolve_connection(entry)
     assert isinstance(connection, PostgresConnection)
     assert "host=db" in connection.url and "dbname=warehouse" in connection.url
@@ -117,20 +150,39 @@ def test_postgres_connection_from_discrete_keys() -> None:
 @pytest.mark.parametrize(
     ("variable", "message"),
     [
-        ('{ type: api, spec: sentry, inputs: { organization: x } }', "secrets.auth_token is required"),
-        ('{ type: api, spec: sentry, secrets: { auth_token: t } }', "inputs.organization is required"),
-        ('{ type: api, spec: github, secrets: { auth_token: t }, inputs: { organization: x } }',
-         "spec: 'github' is not supported"),
-        ('{ type: api, spec: sentry, secrets: { auth_token: t }, inputs: { organisation: x } }',
-         "unknown key 'organisation' (did you mean 'organization'?)"),
-        ('{ type: api, spec: sentry, secrets: { auth_token: t }, '
-         'inputs: { organization: x, anchor_date: yesterday } }', "inputs.anchor_date: 'yesterday'"),
-        ('{ type: api, spec: sentry, secrets: { auth_token: t }, '
-         'inputs: { organization: x, base_url: "sentry.io" } }', "inputs.base_url: 'sentry.io'"),
-        ('{ type: api, spec: sentry, secrets: { auth_token: t }, '
-         'inputs: { organization: x, rate_limit: fast } }', "inputs.rate_limit: expected a number"),
+        (
+            "{ type: api, spec: sentry, inputs: { organization: x } }",
+            "secrets.auth_token is required",
+        ),
+        (
+            "{ type: api, spec: sentry, secrets: { auth_token: t } }",
+            "inputs.organization is required",
+        ),
+        (
+            "{ type: api, spec: github, secrets: { auth_token: t }, inputs: { organization: x } }",
+            "spec: 'github' is not supported",
+        ),
+        (
+            "{ type: api, spec: sentry, secrets: { auth_token: t }, inputs: { organisation: x } }",
+            "unknown key 'organisation' (did you mean 'organization'?)",
+        ),
+        (
+            "{ type: api, spec: sentry, secrets: { auth_token: t }, "
+            "inputs: { organization: x, anchor_date: yesterday } }",
+            "inputs.anchor_date: 'yesterday'",
+        ),
+        (
+            "{ type: api, spec: sentry, secrets: { auth_token: t }, "
+            'inputs: { organization: x, base_url: "sentry.io" } }',
+            "inputs.base_url: 'sentry.io'",
+        ),
+        (
+            "{ type: api, spec: sentry, secrets: { auth_token: t }, "
+            "inputs: { organization: x, rate_limit: fast } }",
+            "inputs.rate_limit: expected a number",
+        ),
         ("{ type: api, spec: sentry, secrets: { auth_token: t", "malformed map"),
-        ('{ type: ftp }', "type: 'ftp' is not supported"),
+        ("{ type: ftp }", "type: 'ftp' is not supported"),
     ],
 )
 def test_bad_connections_say_what_to_fix(variable: str, message: str) -> None:
@@ -143,8 +195,12 @@ def test_bad_connections_say_what_to_fix(variable: str, message: str) -> None:
 
 
 def test_a_date_alone_is_accepted_as_anchor() -> None:
-    entry = discover_connections({"S": '{ type: api, spec: sentry, secrets: { auth_token: t }, '
-                                       'inputs: { organization: x, anchor_date: 2024-03-01 } }'})["S"]
+    entry = discover_connections(
+        {
+            "S": "{ type: api, spec: sentry, secrets: { auth_token: t }, "
+            "inputs: { organization: x, anchor_date: 2024-03-01 } }"
+        }
+    )["S"]
     connection = resolve_connection(entry)
     assert isinstance(connection, SentryConnection)
     assert connection.anchor_date is not None
@@ -152,7 +208,9 @@ def test_a_date_alone_is_accepted_as_anchor() -> None:
 
 
 def test_unknown_connection_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="connection 'SENTRI' is not defined.*did you mean 'SENTRY'"):
+    with pytest.raises(
+        ConfigError, match=r"connection 'SENTRI' is not defined.*did you mean 'SENTRY'"
+    ):
         find_connection(discover_connections({"SENTRY": "{ type: api }"}), "SENTRI")
 
 

@@ -15,8 +15,12 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STARTED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
-def load(tmp_path: Path, text: str, overrides: Overrides = Overrides(),
-         environ: dict[str, str] | None = None) -> Replication:
+def load(
+    tmp_path: Path,
+    text: str,
+    overrides: Overrides = Overrides(),
+    environ: dict[str, str] | None = None,
+) -> Replication:
     path = tmp_path / "replication.yaml"
     path.write_text(text)
     return load_replication(path, environ or {}, STARTED, overrides)
@@ -38,9 +42,15 @@ def test_reference_examples_load_unchanged(example: str) -> None:
 def test_reference_seed_modes_and_keys() -> None:
     replication = load_replication(EXAMPLES / "reference-sentry-to-postgres.yaml", {}, STARTED)
     modes = {s.name: s.mode for s in replication.streams}
-    assert modes == {"organizations": "full-refresh", "projects": "full-refresh",
-                     "teams": "full-refresh", "members": "full-refresh",
-                     "releases": "full-refresh", "issues": "incremental", "events": "incremental"}
+    assert modes == {
+        "organizations": "full-refresh",
+        "projects": "full-refresh",
+        "teams": "full-refresh",
+        "members": "full-refresh",
+        "releases": "full-refresh",
+        "issues": "incremental",
+        "events": "incremental",
+    }
     issues, events = replication.stream("issues"), replication.stream("events")
     assert issues.primary_key == ("id",) and issues.update_key == "last_seen"
     assert events.primary_key == ("event_id", "project_id")  # eventID is unique per project only
@@ -56,9 +66,12 @@ def test_wildcard_takes_each_endpoints_natural_mode() -> None:
 
 
 def test_explicit_stream_overrides_wildcard_and_takes_defaults_mode(tmp_path: Path) -> None:
-    replication = load(tmp_path, "source: S\ntarget: LOCAL\ndefaults:\n  mode: snapshot\n"
-                       "  object: out/{stream_name}\nstreams:\n  '*':\n  issues:\n"
-                       "    object: other/{stream_name}\n  teams:\n    disabled: true\n")
+    replication = load(
+        tmp_path,
+        "source: S\ntarget: LOCAL\ndefaults:\n  mode: snapshot\n"
+        "  object: out/{stream_name}\nstreams:\n  '*':\n  issues:\n"
+        "    object: other/{stream_name}\n  teams:\n    disabled: true\n",
+    )
     assert replication.stream("issues").mode == "snapshot"
     assert replication.stream("issues").object == "other/issues"
     assert replication.stream("events").mode == "incremental"
@@ -69,7 +82,9 @@ def test_cli_mode_and_streams_win(tmp_path: Path) -> None:
     text = "source: S\ntarget: LOCAL\ndefaults:\n  object: o/{stream_name}\nstreams:\n  '*':\n"
     replication = load(tmp_path, text, Overrides(("issues", "teams"), "full-refresh"))
     assert [(s.name, s.mode) for s in replication.streams] == [
-        ("teams", "full-refresh"), ("issues", "full-refresh")]
+        ("teams", "full-refresh"),
+        ("issues", "full-refresh"),
+    ]
 
 
 def test_object_templating(tmp_path: Path) -> None:
@@ -83,13 +98,18 @@ def test_object_templating(tmp_path: Path) -> None:
 
 
 def test_backfill_range(tmp_path: Path) -> None:
-    replication = load(tmp_path, "source: S\ntarget: LOCAL\nstreams:\n  events:\n"
-                       "    mode: backfill\n    object: o\n    source_options:\n"
-                       "      range: '2024-01-01,2024-02-01T12:00:00Z'\n")
+    replication = load(
+        tmp_path,
+        "source: S\ntarget: LOCAL\nstreams:\n  events:\n"
+        "    mode: backfill\n    object: o\n    source_options:\n"
+        "      range: '2024-01-01,2024-02-01T12:00:00Z'\n",
+    )
     window = replication.stream("events").backfill_range
     assert window is not None
     assert (window.start.isoformat(), window.end.isoformat()) == (
-        "2024-01-01T00:00:00+00:00", "2024-02-01T12:00:00+00:00")
+        "2024-01-01T00:00:00+00:00",
+        "2024-02-01T12:00:00+00:00",
+    )
 
 
 BASE = "source: S\ntarget: LOCAL\ndefaults:\n  object: o/{stream_name}\n"
@@ -98,49 +118,84 @@ BASE = "source: S\ntarget: LOCAL\ndefaults:\n  object: o/{stream_name}\n"
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (BASE + "streams:\n  issues:\n    mode: incremantal\n",
-         "replication.yaml: streams.issues.mode: 'incremantal' is not one of full-refresh, "
-         "incremental, truncate, snapshot, backfill"),
-        (BASE + "streams:\n  isues:\n",
-         "replication.yaml: streams.isues: unknown stream (did you mean 'issues'?); available: "
-         "organizations, projects, teams, members, releases, issues, events (or '*' for all)"),
-        (BASE + "streams:\n  issues:\n    primary_keys: [id]\n",
-         "replication.yaml: streams.issues.primary_keys: unknown key (did you mean "
-         "'primary_key'?); expected one of mode, object, primary_key, update_key, select, "
-         "disabled, source_options, target_options"),
-        (BASE + "stream:\n  issues:\n",
-         "replication.yaml: stream: unknown key (did you mean 'streams'?); expected one of "
-         "source, target, defaults, streams, env"),
-        (BASE + "streams:\n  issues:\n    update_key: lastSeen\n",
-         "replication.yaml: streams.issues.update_key: 'lastSeen' is not a column of issues "
-         "(did you mean 'last_seen'?); see 'sentry-extract conns discover NAME --columns'"),
-        (BASE + "streams:\n  events:\n    mode: backfill\n",
-         "replication.yaml: streams.events.source_options.range: backfill needs range: 'START,END' "
-         "(e.g. '2024-01-01,2024-02-01')"),
-        (BASE + "streams:\n  events:\n    mode: backfill\n    source_options:\n"
-         "      range: '2024-02-01,2024-01-01'\n",
-         "replication.yaml: streams.events.source_options.range: START must be before END"),
-        ("source: S\ntarget: LOCAL\nstreams:\n  issues:\n",
-         "replication.yaml: streams.issues.object: required: where to write the stream, e.g. "
-         "sentry.{stream_name} or file://./output/{stream_name}"),
-        (BASE + "streams:\n  issues:\n    object: 'x/{stream}'\n",
-         "replication.yaml: streams.issues.object: unknown placeholder '{stream}' (did you mean "
-         "'stream_name'?); use {stream_name}, {source_name}, {target_name}, {run_timestamp}"),
-        (BASE + "streams:\n  issues:\n    object: '${NOPE}/x'\n",
-         "replication.yaml: streams.issues.object: environment variable 'NOPE' is not set"),
-        (BASE + "streams:\n  issues:\n    target_options:\n      column_casing: camel\n",
-         "replication.yaml: streams.issues.target_options.column_casing: 'camel' is not one of "
-         "snake, source"),
-        (BASE + "streams:\n  issues:\n    select: 5\n",
-         "replication.yaml: streams.issues.select: expected a list of column names, got a number (5)"),
-        (BASE + "streams:\n  issues: [a]\n",
-         "replication.yaml: streams.issues: expected a map, got a list"),
-        (BASE + "streams:\n", "replication.yaml: streams: expected a map of stream names (or '*'),"
-         " got nothing"),
-        ("target: LOCAL\nstreams:\n  issues:\n", "replication.yaml: source: required: the name "
-         "of a connection"),
+        (
+            BASE + "streams:\n  issues:\n    mode: incremantal\n",
+            "replication.yaml: streams.issues.mode: 'incremantal' is not one of full-refresh, "
+            "incremental, truncate, snapshot, backfill",
+        ),
+        (
+            BASE + "streams:\n  isues:\n",
+            "replication.yaml: streams.isues: unknown stream (did you mean 'issues'?); available: "
+            "organizations, projects, teams, members, releases, issues, events (or '*' for all)",
+        ),
+        (
+            BASE + "streams:\n  issues:\n    primary_keys: [id]\n",
+            "replication.yaml: streams.issues.primary_keys: unknown key (did you mean "
+            "'primary_key'?); expected one of mode, object, primary_key, update_key, select, "
+            "disabled, source_options, target_options",
+        ),
+        (
+            BASE + "stream:\n  issues:\n",
+            "replication.yaml: stream: unknown key (did you mean 'streams'?); expected one of "
+            "source, target, defaults, streams, env",
+        ),
+        (
+            BASE + "streams:\n  issues:\n    update_key: lastSeen\n",
+            "replication.yaml: streams.issues.update_key: 'lastSeen' is not a column of issues "
+            "(did you mean 'last_seen'?); see 'sentry-extract conns discover NAME --columns'",
+        ),
+        (
+            BASE + "streams:\n  events:\n    mode: backfill\n",
+            "replication.yaml: streams.events.source_options.range: backfill needs range: "
+            "'START,END' "
+            "(e.g. '2024-01-01,2024-02-01')",
+        ),
+        (
+            BASE + "streams:\n  events:\n    mode: backfill\n    source_options:\n"
+            "      range: '2024-02-01,2024-01-01'\n",
+            "replication.yaml: streams.events.source_options.range: START must be before END",
+        ),
+        (
+            "source: S\ntarget: LOCAL\nstreams:\n  issues:\n",
+            "replication.yaml: streams.issues.object: required: where to write the stream, e.g. "
+            "sentry.{stream_name} or file://./output/{stream_name}",
+        ),
+        (
+            BASE + "streams:\n  issues:\n    object: 'x/{stream}'\n",
+            "replication.yaml: streams.issues.object: unknown placeholder '{stream}' (did you mean "
+            "'stream_name'?); use {stream_name}, {source_name}, {target_name}, {run_timestamp}",
+        ),
+        (
+            BASE + "streams:\n  issues:\n    object: '${NOPE}/x'\n",
+            "replication.yaml: streams.issues.object: environment variable 'NOPE' is not set",
+        ),
+        (
+            BASE + "streams:\n  issues:\n    target_options:\n      column_casing: camel\n",
+            "replication.yaml: streams.issues.target_options.column_casing: 'camel' is not one of "
+            "snake, source",
+        ),
+        (
+            BASE + "streams:\n  issues:\n    select: 5\n",
+            "replication.yaml: streams.issues.select: expected a list of column names, "
+            "got a number (5)",
+        ),
+        (
+            BASE + "streams:\n  issues: [a]\n",
+            "replication.yaml: streams.issues: expected a map, got a list",
+        ),
+        (
+            BASE + "streams:\n",
+            "replication.yaml: streams: expected a map of stream names (or '*'), got nothing",
+        ),
+        (
+            "target: LOCAL\nstreams:\n  issues:\n",
+            "replication.yaml: source: required: the name of a connection",
+        ),
         ("source: S\n  target: [\n", "replication.yaml: not valid YAML: "),
-        ("- a\n- b\n", "replication.yaml: expected a map with source, target and streams, got a list"),
+        (
+            "- a\n- b\n",
+            "replication.yaml: expected a map with source, target and streams, got a list",
+        ),
     ],
 )
 def test_errors_name_file_key_and_fix(tmp_path: Path, text: str, message: str) -> None:
@@ -151,11 +206,14 @@ def test_unknown_stream_on_the_command_line(tmp_path: Path) -> None:
     text = BASE + "streams:\n  issues:\n"
     assert error_of(tmp_path, text, Overrides(("evnts",))) == (
         "--streams: unknown stream 'evnts' (did you mean 'events'?); available: organizations, "
-        "projects, teams, members, releases, issues, events")
+        "projects, teams, members, releases, issues, events"
+    )
     assert error_of(tmp_path, text, Overrides(("events",))) == (
-        "--streams: stream 'events' is not in replication.yaml; it has: issues")
+        "--streams: stream 'events' is not in replication.yaml; it has: issues"
+    )
     assert error_of(tmp_path, text, Overrides(mode="merge")).startswith(
-        "--mode: 'merge' is not one of full-refresh")
+        "--mode: 'merge' is not one of full-refresh"
+    )
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -12,9 +12,11 @@ from sentry_extract.source.pagination import next_cursor
 
 
 def link(next_results: str, cursor: str = "1700000000000:100:0") -> str:
-    return (f'<https://other.host/api/0/x/?cursor=0:0:1>; rel="previous"; results="false"; '
-            f'cursor="0:0:1", <https://other.host/api/0/x/?cursor={cursor}>; rel="next"; '
-            f'results="{next_results}"; cursor="{cursor}"')
+    return (
+        f'<https://other.host/api/0/x/?cursor=0:0:1>; rel="previous"; results="false"; '
+        f'cursor="0:0:1", <https://other.host/api/0/x/?cursor={cursor}>; rel="next"; '
+        f'results="{next_results}"; cursor="{cursor}"'
+    )
 
 
 def response(header: str | bytes | None) -> httpx.Response:

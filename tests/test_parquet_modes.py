@@ -26,15 +26,17 @@ def expected_events(organization: FakeOrganization, until: datetime) -> set[tupl
     return {(e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION, until)}
 
 
-def assert_events_exact(workspace: Workspace, organization: FakeOrganization,
-                        until: datetime) -> None:
+def assert_events_exact(
+    workspace: Workspace, organization: FakeOrganization, until: datetime
+) -> None:
     got = keys(workspace.table("events"), "project_id", "event_id")
     assert len(got) == len(set(got)), "duplicate event keys"
     assert set(got) == expected_events(organization, until)
 
 
-def assert_issues_exact(workspace: Workspace, organization: FakeOrganization,
-                        until: datetime) -> None:
+def assert_issues_exact(
+    workspace: Workspace, organization: FakeOrganization, until: datetime
+) -> None:
     table = workspace.table("issues")
     ids = table.column("id").to_pylist()
     assert len(ids) == len(set(ids)), "duplicate issue ids"
@@ -44,8 +46,10 @@ def assert_issues_exact(workspace: Workspace, organization: FakeOrganization,
         issue = expected[row["id"]]
         assert row["count"] == int(issue["count"])
         assert row["status"] == issue["status"]
-        assert row["last_seen"].isoformat(timespec="milliseconds").replace("+00:00", "Z") == (
-            issue["lastSeen"])
+        assert (
+            row["last_seen"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            == (issue["lastSeen"])
+        )
 
 
 def test_incremental_runs_hold_exactly_the_organization(
@@ -91,7 +95,9 @@ def test_incremental_windows_start_at_the_previous_run_minus_lookback(
     expected_end = second.strftime("%Y-%m-%dT%H:%M:%SZ")
     windowed = fake.requests_to("/issues/") + fake.requests_to("/events/")
     assert windowed
-    assert {(r.param("start"), r.param("end")) for r in windowed} == {(expected_start, expected_end)}
+    assert {(r.param("start"), r.param("end")) for r in windowed} == {
+        (expected_start, expected_end)
+    }
 
 
 def test_full_refresh_replaces_rows(workspace: Workspace, organization: FakeOrganization) -> None:
@@ -111,17 +117,20 @@ def test_full_refresh_replaces_rows(workspace: Workspace, organization: FakeOrga
     assert_events_exact(workspace, organization, started)
 
 
-def test_truncate_behaves_like_full_refresh(workspace: Workspace,
-                                            organization: FakeOrganization) -> None:
+def test_truncate_behaves_like_full_refresh(
+    workspace: Workspace, organization: FakeOrganization
+) -> None:
     workspace.replication("  teams:\n", mode="truncate")
     workspace.run()
     workspace.run()
     assert sorted(workspace.table("teams").column("id").to_pylist()) == sorted(
-        t["id"] for t in organization.teams)
+        t["id"] for t in organization.teams
+    )
 
 
-def test_snapshot_appends_each_run_with_its_time(workspace: Workspace,
-                                                 organization: FakeOrganization) -> None:
+def test_snapshot_appends_each_run_with_its_time(
+    workspace: Workspace, organization: FakeOrganization
+) -> None:
     workspace.replication("  projects:\n", mode="snapshot")
     first, second = next_second(), next_second() + timedelta(seconds=5)
     workspace.run(started=first)
@@ -146,7 +155,8 @@ def test_backfill_merges_a_range_and_leaves_state_alone(
     start = (started - timedelta(days=20)).strftime("%Y-%m-%d")
     end = (started - timedelta(days=10)).strftime("%Y-%m-%d")
     workspace.replication(
-        f"  events:\n    mode: backfill\n    source_options:\n      range: '{start},{end}'\n")
+        f"  events:\n    mode: backfill\n    source_options:\n      range: '{start},{end}'\n"
+    )
     fake.reset_log()
     summary = workspace.run(started=started + timedelta(seconds=3))
     assert summary.exit_code == 0 and summary.results[0].rows > 0
@@ -156,8 +166,9 @@ def test_backfill_merges_a_range_and_leaves_state_alone(
 
 
 def test_select_keeps_columns_plus_key_and_excludes(workspace: Workspace) -> None:
-    workspace.replication("  issues:\n    select: [title, status]\n"
-                          "  events:\n    select: [-entries, -contexts]\n")
+    workspace.replication(
+        "  issues:\n    select: [title, status]\n  events:\n    select: [-entries, -contexts]\n"
+    )
     assert workspace.run().exit_code == 0
     assert workspace.table("issues").column_names == ["id", "title", "status"]
     events = workspace.table("events").column_names
@@ -165,8 +176,10 @@ def test_select_keeps_columns_plus_key_and_excludes(workspace: Workspace) -> Non
 
 
 def test_source_casing_keeps_api_names(workspace: Workspace) -> None:
-    workspace.replication("  events:\n    primary_key: [projectID, eventID]\n"
-                          "    target_options:\n      column_casing: source\n")
+    workspace.replication(
+        "  events:\n    primary_key: [projectID, eventID]\n"
+        "    target_options:\n      column_casing: source\n"
+    )
     assert workspace.run().exit_code == 0
     names = workspace.table("events").column_names
     assert "event.type" in names and "dateCreated" in names and "eventID" in names
@@ -208,8 +221,9 @@ def test_a_failed_run_leaves_data_and_state_as_they_were(
     state_before = (folder / "_sentry_extract_state.json").read_text()
     organization.add_events(5, project_slug="project-0")
     fake.inject(Fault("/events/", 500, body={"detail": "boom"}, times=50))
-    summary = workspace.run(started=first + timedelta(seconds=5),
-                            overrides=Overrides(mode="full-refresh"))
+    summary = workspace.run(
+        started=first + timedelta(seconds=5), overrides=Overrides(mode="full-refresh")
+    )
     assert summary.exit_code == 1
     assert (folder / "data.parquet").read_bytes() == data_before
     assert (folder / "_sentry_extract_state.json").read_text() == state_before
@@ -239,8 +253,9 @@ def test_a_crash_between_data_and_state_only_rereads(
     assert summary.exit_code == 1
     assert "No space left on device" in summary.results[0].problems[0]
     monkeypatch.undo()
-    state = json.loads((workspace.folder / "out" / "issues" / "_sentry_extract_state.json")
-                       .read_text())
+    state = json.loads(
+        (workspace.folder / "out" / "issues" / "_sentry_extract_state.json").read_text()
+    )
     watermark = next(iter(state["streams"].values()))["state"]["watermark"]
     assert datetime.fromisoformat(watermark) == first  # never ahead of the data
     third = first + timedelta(seconds=10)
@@ -255,11 +270,13 @@ def test_parquet_files_are_readable_by_duckdb(workspace: Workspace) -> None:
     workspace.run()
     folder = workspace.folder / "out"
     [(count,)] = duckdb.sql(
-        f"select count(*) from read_parquet('{folder}/events/*.parquet')").fetchall()
+        f"select count(*) from read_parquet('{folder}/events/*.parquet')"
+    ).fetchall()
     assert count == workspace.table("events").num_rows > 0
     types = duckdb.sql(
         f"select distinct json_extract_string(entries, '$[0].type') from "
-        f"read_parquet('{folder}/events/*.parquet')").fetchall()
+        f"read_parquet('{folder}/events/*.parquet')"
+    ).fetchall()
     assert types == [("exception",)]
     assert pq.read_metadata(folder / "events" / "data.parquet").num_rows == count
 

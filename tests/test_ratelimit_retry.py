@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,7 @@ def test_token_bucket_spaces_requests_at_the_rate() -> None:
     for _ in range(10):
         bucket.acquire()
         starts.append(clock.now)
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert starts[0] == 100.0
     assert all(gap == pytest.approx(1 / 3) for gap in gaps)
 
@@ -71,17 +72,26 @@ def test_rate_cap_holds_over_real_http(workspace: Workspace, fake: FakeSentry) -
         assert len(window) <= 21
 
 
-def request(status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, content=body, headers=headers or {},
-                          request=httpx.Request("GET", "http://h/api/0/x/"))
+def request(
+    status: int, body: bytes = b"{}", headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return httpx.Response(
+        status,
+        content=body,
+        headers=headers or {},
+        request=httpx.Request("GET", "http://h/api/0/x/"),
+    )
 
 
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [
         (401, b'{"detail": "Invalid token"}', AuthenticationError),
-        (403, b'{"detail": "You do not have permission to perform this action."}',
-         PermissionDeniedError),
+        (
+            403,
+            b'{"detail": "You do not have permission to perform this action."}',
+            PermissionDeniedError,
+        ),
         (404, b'{"detail": "The requested resource does not exist"}', NotFoundError),
         (400, b'{"detail": "Invalid cursor parameter."}', BadRequestError),
         (400, b'{"detail": "Query timeout. Please try again."}', ServerError),
@@ -97,18 +107,22 @@ def test_classification(status: int, body: bytes, error: type[Exception]) -> Non
 
 def test_429_bare_string_is_the_message() -> None:
     with pytest.raises(RateLimitedError, match="too frequently"):
-        classify_response(request(429, b'"You are attempting to use this endpoint too frequently."'),
-                          "h")
+        classify_response(
+            request(429, b'"You are attempting to use this endpoint too frequently."'), "h"
+        )
 
 
 def test_retry_after_prefers_the_header_then_the_reset() -> None:
     assert retry_after(request(429, headers={"Retry-After": "7"}), lambda: 0) == 7
     moment = datetime(2026, 1, 1, tzinfo=UTC)
     http_date = format_datetime(moment + timedelta(seconds=30), usegmt=True)
-    assert retry_after(request(429, headers={"Retry-After": http_date}),
-                       lambda: moment.timestamp()) == pytest.approx(30)
-    assert retry_after(request(429, headers={"X-Sentry-Rate-Limit-Reset": "1012"}),
-                       lambda: 1000.0) == 12
+    assert retry_after(
+        request(429, headers={"Retry-After": http_date}), lambda: moment.timestamp()
+    ) == pytest.approx(30)
+    assert (
+        retry_after(request(429, headers={"X-Sentry-Rate-Limit-Reset": "1012"}), lambda: 1000.0)
+        == 12
+    )
     assert retry_after(request(429), lambda: 0) is None
 
 

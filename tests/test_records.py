@@ -17,10 +17,20 @@ from sentry_extract.source.streams import EVENTS, ISSUES, TEAMS, ColumnType
 
 @pytest.mark.parametrize(
     ("source", "snake"),
-    [("lastSeen", "last_seen"), ("eventID", "event_id"), ("event.type", "event_type"),
-     ("dateCreated", "date_created"), ("projectID", "project_id"), ("userCount", "user_count"),
-     ("require2FA", "require2_fa"), ("HTTPServer", "http_server"), ("id", "id"),
-     ("already_snake", "already_snake"), ("shortId", "short_id"), ("isPublic", "is_public")],
+    [
+        ("lastSeen", "last_seen"),
+        ("eventID", "event_id"),
+        ("event.type", "event_type"),
+        ("dateCreated", "date_created"),
+        ("projectID", "project_id"),
+        ("userCount", "user_count"),
+        ("require2FA", "require2_fa"),
+        ("HTTPServer", "http_server"),
+        ("id", "id"),
+        ("already_snake", "already_snake"),
+        ("shortId", "short_id"),
+        ("isPublic", "is_public"),
+    ],
 )
 def test_snake_case(source: str, snake: str) -> None:
     assert snake_case(source) == snake
@@ -35,11 +45,20 @@ def test_snake_case_gives_plain_lower_names_and_is_stable(name: str) -> None:
 
 def test_issue_row_is_typed_as_declared() -> None:
     typer = RecordTyper(ISSUES)
-    batch = typer.to_batch([{
-        "id": "42", "count": "1234", "userCount": 7, "isPublic": False,
-        "lastSeen": "2026-01-02T03:04:05.678Z", "firstSeen": "2026-01-01T00:00:00Z",
-        "project": {"id": "1", "slug": "p"}, "status": "resolved",
-    }])
+    batch = typer.to_batch(
+        [
+            {
+                "id": "42",
+                "count": "1234",
+                "userCount": 7,
+                "isPublic": False,
+                "lastSeen": "2026-01-02T03:04:05.678Z",
+                "firstSeen": "2026-01-01T00:00:00Z",
+                "project": {"id": "1", "slug": "p"},
+                "status": "resolved",
+            }
+        ]
+    )
     row = batch.to_pylist()[0]
     assert row["count"] == 1234 and row["user_count"] == 7 and row["is_public"] is False
     assert row["last_seen"] == datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -49,10 +68,12 @@ def test_issue_row_is_typed_as_declared() -> None:
 
 
 def test_values_that_do_not_fit_their_type_become_null() -> None:
-    batch = RecordTyper(ISSUES).to_batch([
-        {"id": "1", "count": "many", "lastSeen": "not a date", "isPublic": "maybe"},
-        {"id": "2", "count": "99999999999999999999999", "lastSeen": 12, "isPublic": "true"},
-    ])
+    batch = RecordTyper(ISSUES).to_batch(
+        [
+            {"id": "1", "count": "many", "lastSeen": "not a date", "isPublic": "maybe"},
+            {"id": "2", "count": "99999999999999999999999", "lastSeen": 12, "isPublic": "true"},
+        ]
+    )
     rows = batch.to_pylist()
     assert [r["count"] for r in rows] == [None, None]
     assert [r["last_seen"] for r in rows] == [None, None]
@@ -69,29 +90,58 @@ def test_unknown_fields_become_text_columns_with_stable_names() -> None:
 
 
 def test_selection_keeps_the_key() -> None:
-    typer = RecordTyper(EVENTS, selection=Selection.parse(["title"]),
-                        key_columns=("project_id", "event_id"))
+    typer = RecordTyper(
+        EVENTS, selection=Selection.parse(["title"]), key_columns=("project_id", "event_id")
+    )
     assert typer.to_batch([]).schema.names == ["project_id", "event_id", "title"]
-    typer = RecordTyper(EVENTS, selection=Selection.parse(["-entries", "-event_id"]),
-                        key_columns=("project_id", "event_id"))
+    typer = RecordTyper(
+        EVENTS,
+        selection=Selection.parse(["-entries", "-event_id"]),
+        key_columns=("project_id", "event_id"),
+    )
     names = typer.to_batch([]).schema.names
     assert "entries" not in names and "event_id" in names
 
 
 # What JSON can carry: orjson, like the API, has no NaN or Infinity.
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=50),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5),
-                                                                     children, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=50),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.dictionaries(
-    st.sampled_from(["id", "count", "lastSeen", "isPublic", "project", "title", "userCount",
-                     "weird key", "ünïcode", "eventID"]) | st.text(max_size=8),
-    json_values, max_size=8), max_size=6))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "count",
+                    "lastSeen",
+                    "isPublic",
+                    "project",
+                    "title",
+                    "userCount",
+                    "weird key",
+                    "ünïcode",
+                    "eventID",
+                ]
+            )
+            | st.text(max_size=8),
+            json_values,
+            max_size=8,
+        ),
+        max_size=6,
+    )
+)
 def test_any_record_shape_types_without_crashing_or_inventing_values(
     rows: list[dict[str, Any]],
 ) -> None:

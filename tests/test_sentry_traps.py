@@ -28,8 +28,9 @@ def run_all(workspace: Workspace) -> None:
     assert summary.exit_code == 0, [r.problems for r in summary.results]
 
 
-def test_every_stream_is_read_completely(workspace: Workspace, fake: FakeSentry,
-                                         organization: FakeOrganization) -> None:
+def test_every_stream_is_read_completely(
+    workspace: Workspace, fake: FakeSentry, organization: FakeOrganization
+) -> None:
     started = datetime.now(UTC).replace(microsecond=0)
     workspace.replication()
     summary = workspace.run(started=started)
@@ -37,18 +38,23 @@ def test_every_stream_is_read_completely(workspace: Workspace, fake: FakeSentry,
     assert [r.name for r in summary.results] == list(STREAM_NAMES)
     assert workspace.table("organizations").column("slug").to_pylist() == ["acme"]
     assert sorted(workspace.table("projects").column("id").to_pylist()) == sorted(
-        p["id"] for p in organization.projects)
+        p["id"] for p in organization.projects
+    )
     assert sorted(workspace.table("teams").column("id").to_pylist()) == sorted(
-        t["id"] for t in organization.teams)
+        t["id"] for t in organization.teams
+    )
     assert sorted(workspace.table("members").column("id").to_pylist()) == sorted(
-        m["id"] for m in organization.members)
+        m["id"] for m in organization.members
+    )
     assert sorted(workspace.table("releases").column("id").to_pylist()) == sorted(
-        r["id"] for r in organization.releases)
+        r["id"] for r in organization.releases
+    )
     expected_issues = {i["id"] for i in organization.visible_issues(RETENTION, started)}
     issue_ids = workspace.table("issues").column("id").to_pylist()
     assert sorted(issue_ids) == sorted(expected_issues)
-    expected_events = {(e["projectID"], e["eventID"])
-                       for e in organization.visible_events(RETENTION, started)}
+    expected_events = {
+        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION, started)
+    }
     event_keys = keys(workspace.table("events"), "project_id", "event_id")
     assert len(event_keys) == len(set(event_keys)) == len(expected_events)
     assert set(event_keys) == expected_events
@@ -62,16 +68,18 @@ def test_issues_of_every_status_are_read(workspace: Workspace, fake: FakeSentry)
     assert request.has_param("query") and request.param("query") == ""
 
 
-def test_issues_and_releases_cover_every_project(workspace: Workspace, fake: FakeSentry,
-                                                 organization: FakeOrganization) -> None:
+def test_issues_and_releases_cover_every_project(
+    workspace: Workspace, fake: FakeSentry, organization: FakeOrganization
+) -> None:
     mine = organization.my_project_ids()
     assert mine != {p["id"] for p in organization.projects}  # the trap is armed
     run_all(workspace)
     projects = workspace.table("issues").column("project").to_pylist()
     issue_projects = {json.loads(project)["id"] for project in projects}
     assert issue_projects == {p["id"] for p in organization.projects}
-    release_projects = {json.loads(p)[0]["id"] for p in
-                        workspace.table("releases").column("projects").to_pylist()}
+    release_projects = {
+        json.loads(p)[0]["id"] for p in workspace.table("releases").column("projects").to_pylist()
+    }
     assert {str(p) for p in release_projects} - mine
     for path in ("/issues/", "/releases/"):
         assert all(r.param("project") == "-1" for r in fake.requests_to(path))
@@ -80,8 +88,9 @@ def test_issues_and_releases_cover_every_project(workspace: Workspace, fake: Fak
 def test_archived_releases_are_read(workspace: Workspace, fake: FakeSentry) -> None:
     run_all(workspace)
     assert "archived" in set(workspace.table("releases").column("status").to_pylist())
-    assert all(r.has_param("status") and r.param("status") == "" for r in
-               fake.requests_to("/releases/"))
+    assert all(
+        r.has_param("status") and r.param("status") == "" for r in fake.requests_to("/releases/")
+    )
 
 
 def test_windows_send_start_and_end_together(workspace: Workspace, fake: FakeSentry) -> None:
@@ -98,12 +107,19 @@ def test_short_and_empty_issue_pages_do_not_end_the_crawl(tmp_path: Path) -> Non
     # 260 issues, the 120 most recent of them phantoms: the search finds them, the page
     # drops them, so the first page is empty and the second short, with results="true".
     organization = FakeOrganization(
-        "acme", OrganizationSize(projects=2, issues=260, events=300, phantom_every=0), seed=5)
+        "acme", OrganizationSize(projects=2, issues=260, events=300, phantom_every=0), seed=5
+    )
     newest = sorted(organization.issues.values(), key=lambda i: i["lastSeen"], reverse=True)
     organization.phantoms.update(issue["id"] for issue in newest[:120])
     with FakeSentry(organization) as fake:
-        workspace = Workspace(tmp_path, {"SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-                                         "SENTRY": sentry_connection(fake.base_url)}, [])
+        workspace = Workspace(
+            tmp_path,
+            {
+                "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+                "SENTRY": sentry_connection(fake.base_url),
+            },
+            [],
+        )
         workspace.replication("  issues:\n")
         assert workspace.run().exit_code == 0
         rows = [r.rows for r in fake.requests_to("/issues/")]
@@ -133,10 +149,19 @@ def test_cursor_is_sent_with_our_own_url_and_parameters(
 
 
 def test_a_repeated_cursor_stops_with_an_error(workspace: Workspace, fake: FakeSentry) -> None:
-    link = ('<http://x/>; rel="previous"; results="false"; cursor="0:0:1", '
-            '<http://x/>; rel="next"; results="true"; cursor="0:100:0"')
-    fake.inject(Fault("/teams/", 200, body=[{"id": "1", "slug": "a", "name": "A"}], times=5,
-                      headers={"Link": link}))
+    link = (
+        '<http://x/>; rel="previous"; results="false"; cursor="0:0:1", '
+        '<http://x/>; rel="next"; results="true"; cursor="0:100:0"'
+    )
+    fake.inject(
+        Fault(
+            "/teams/",
+            200,
+            body=[{"id": "1", "slug": "a", "name": "A"}],
+            times=5,
+            headers={"Link": link},
+        )
+    )
     workspace.replication("  teams:\n")
     summary = workspace.run()
     result = summary.results[0]
@@ -161,8 +186,9 @@ def test_events_arriving_during_the_crawl_cause_no_duplicate_and_no_gap(
     workspace: Workspace, fake: FakeSentry, organization: FakeOrganization
 ) -> None:
     started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-    expected = {(e["projectID"], e["eventID"])
-                for e in organization.visible_events(RETENTION, started)}
+    expected = {
+        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION, started)
+    }
 
     def add_events(record: object) -> None:
         if "/events/" in getattr(record, "path", ""):
@@ -191,8 +217,9 @@ def test_same_event_id_in_two_projects_gives_two_rows(
     assert sorted(matching) == sorted([(first, event["eventID"]), (second, event["eventID"])])
 
 
-def test_no_page_size_above_100_and_never_all_projects(workspace: Workspace,
-                                                       fake: FakeSentry) -> None:
+def test_no_page_size_above_100_and_never_all_projects(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
     run_all(workspace)
     for request in fake.requests:
         assert int(request.param("per_page") or 0) <= 100
@@ -205,7 +232,8 @@ def test_history_older_than_retention_is_clamped_not_failed(
     workspace: Workspace, organization: FakeOrganization
 ) -> None:
     workspace.environ["SENTRY"] = workspace.environ["SENTRY"].replace(
-        '"rate_limit": 0', '"rate_limit": 0, "anchor_date": "2020-01-01"')
+        '"rate_limit": 0', '"rate_limit": 0, "anchor_date": "2020-01-01"'
+    )
     run_all(workspace)
     assert workspace.table("events").num_rows == len(organization.visible_events(RETENTION))
 
@@ -214,9 +242,16 @@ def test_429_with_a_bare_string_is_retried_after_the_reset(
     workspace: Workspace, fake: FakeSentry
 ) -> None:
     reset = int(datetime.now(UTC).timestamp()) + 2
-    fake.inject(Fault("/members/", 429, body="You are attempting to use this endpoint too "
-                      "frequently. Limit is 60 requests in 60 seconds", times=1,
-                      headers={"X-Sentry-Rate-Limit-Reset": str(reset)}))
+    fake.inject(
+        Fault(
+            "/members/",
+            429,
+            body="You are attempting to use this endpoint too "
+            "frequently. Limit is 60 requests in 60 seconds",
+            times=1,
+            headers={"X-Sentry-Rate-Limit-Reset": str(reset)},
+        )
+    )
     workspace.replication("  members:\n")
     summary = workspace.run()
     assert summary.exit_code == 0
@@ -235,8 +270,14 @@ def test_server_errors_are_retried(workspace: Workspace, fake: FakeSentry, statu
 
 
 def test_403_stops_the_stream_without_retrying(workspace: Workspace, fake: FakeSentry) -> None:
-    fake.inject(Fault("/members/", 403, body={"detail": "You do not have permission to perform "
-                                              "this action."}, times=1))
+    fake.inject(
+        Fault(
+            "/members/",
+            403,
+            body={"detail": "You do not have permission to perform this action."},
+            times=1,
+        )
+    )
     workspace.replication("  members:\n  teams:\n")
     summary = workspace.run()
     by_name = {r.name: r for r in summary.results}
@@ -249,7 +290,8 @@ def test_403_stops_the_stream_without_retrying(workspace: Workspace, fake: FakeS
 
 def test_401_stops_the_run(workspace: Workspace, fake: FakeSentry) -> None:
     workspace.environ["SENTRY"] = workspace.environ["SENTRY"].replace(
-        "sntryu_test_0123456789abcdef0123456789abcdef", "sntryu_test_rejected_token_000000000")
+        "sntryu_test_0123456789abcdef0123456789abcdef", "sntryu_test_rejected_token_000000000"
+    )
     workspace.replication()
     summary = workspace.run()
     assert summary.exit_code == 1

@@ -45,11 +45,11 @@ app = typer.Typer(
     add_completion=False,
 )
 conns_app = typer.Typer(help="Set, list, test and discover connections.", no_args_is_help=True)
-state_app = typer.Typer(help="Show or clear the incremental state of a replication.",
-                        no_args_is_help=True)
+state_app = typer.Typer(
+    help="Show or clear the incremental state of a replication.", no_args_is_help=True
+)
 app.add_typer(conns_app, name="conns")
 app.add_typer(state_app, name="state")
-
 
 
 def _console(stderr: bool = False) -> Console:
@@ -123,8 +123,9 @@ def _connections() -> dict[str, conns.ConnectionEntry]:
 def _sentry_connection(name: str) -> conns.SentryConnection:
     connection = conns.resolve_connection(conns.find_connection(_connections(), name))
     if not isinstance(connection, conns.SentryConnection):
-        raise ConfigError(f"connection {name.upper()} is not a Sentry connection "
-                          "(type=api spec=sentry)")
+        raise ConfigError(
+            f"connection {name.upper()} is not a Sentry connection (type=api spec=sentry)"
+        )
     return connection
 
 
@@ -136,8 +137,10 @@ def conns_set(
     name: Annotated[str, typer.Argument(help="Connection name (stored upper-cased).")],
     values: Annotated[
         list[str],
-        typer.Argument(help="key=value pairs, e.g. type=api spec=sentry "
-                       "secrets='{ auth_token: ... }' inputs='{ organization: my-org }'."),
+        typer.Argument(
+            help="key=value pairs, e.g. type=api spec=sentry "
+            "secrets='{ auth_token: ... }' inputs='{ organization: my-org }'."
+        ),
     ],
     debug: DebugOption = False,
 ) -> None:
@@ -155,8 +158,9 @@ def conns_unset(
     """Remove a connection from env.yaml."""
     with _errors_translated(debug):
         if not conns.unset_connection(_environment(), name):
-            raise ConfigError(f"connection {name.upper()} is not in "
-                              f"{conns.env_file_path(_environment())}")
+            raise ConfigError(
+                f"connection {name.upper()} is not in {conns.env_file_path(_environment())}"
+            )
         output.print(f"connection {name.upper()} removed", markup=False)
 
 
@@ -186,15 +190,23 @@ def conns_test(
 @conns_app.command("discover")
 def conns_discover(
     name: Annotated[str, typer.Argument(help="Connection name.")],
-    columns: Annotated[bool, typer.Option("--columns", help="Also list each stream's columns "
-                                          "and types.")] = False,
+    columns: Annotated[
+        bool, typer.Option("--columns", help="Also list each stream's columns and types.")
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """List the seven endpoints: description, incremental or not, keys."""
     with _errors_translated(debug):
         _sentry_connection(name)
-        table = Table("endpoint", "description", "incremental", "primary key", "update key",
-                      box=None, pad_edge=False)
+        table = Table(
+            "endpoint",
+            "description",
+            "incremental",
+            "primary key",
+            "update key",
+            box=None,
+            pad_edge=False,
+        )
         for spec in STREAMS:
             table.add_row(
                 spec.name,
@@ -239,10 +251,13 @@ def _signals_cancel(cancelled: threading.Event) -> Iterator[None]:
 @app.command("run")
 def run(
     replication: Annotated[Path, typer.Argument(help="The replication YAML file.")],
-    streams: Annotated[str | None, typer.Option("--streams", help="Only these streams, "
-                                                "comma-separated.")] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help=f"Override every stream's mode: "
-                                             f"{', '.join(MODES)}.")] = None,
+    streams: Annotated[
+        str | None, typer.Option("--streams", help="Only these streams, comma-separated.")
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option("--mode", help=f"Override every stream's mode: {', '.join(MODES)}."),
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Run a replication: read the streams from Sentry and write them to the target."""
@@ -257,11 +272,27 @@ def run(
 
 
 def _print_summary(summary: pipeline.RunSummary) -> None:
-    table = Table("stream", "mode", "rows", "requests", "retries", "seconds", "status",
-                  box=None, pad_edge=False)
+    table = Table(
+        "stream",
+        "mode",
+        "rows",
+        "requests",
+        "retries",
+        "seconds",
+        "status",
+        box=None,
+        pad_edge=False,
+    )
     for result in summary.results:
-        table.add_row(result.name, result.mode, f"{result.rows:,}", str(result.requests),
-                      str(result.retries), f"{result.seconds:.1f}", result.status)
+        table.add_row(
+            result.name,
+            result.mode,
+            f"{result.rows:,}",
+            str(result.requests),
+            str(result.retries),
+            f"{result.seconds:.1f}",
+            result.status,
+        )
     output.print(table)
     for result in summary.results:
         for problem in result.problems:
@@ -284,8 +315,9 @@ def state_show(
     """Show the saved state of each stream of a replication."""
     with _errors_translated(debug):
         loaded = _load(replication, None, None)
-        table = Table("stream", "object", "watermark", "projects", "kept in", box=None,
-                      pad_edge=False)
+        table = Table(
+            "stream", "object", "watermark", "projects", "kept in", box=None, pad_edge=False
+        )
         for stream, key, store in pipeline.state_stores(loaded, _connections()):
             state = store.load(key)
             watermark = state.watermark.isoformat() if state.watermark else "-"
@@ -297,8 +329,9 @@ def state_show(
 @state_app.command("reset")
 def state_reset(
     replication: Annotated[Path, typer.Argument(help="The replication YAML file.")],
-    streams: Annotated[str | None, typer.Option("--streams", help="Only these streams, "
-                                                "comma-separated.")] = None,
+    streams: Annotated[
+        str | None, typer.Option("--streams", help="Only these streams, comma-separated.")
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Clear saved state, so the next run reads from the anchor date again."""
@@ -306,8 +339,9 @@ def state_reset(
         loaded = _load(replication, streams, None)
         for stream, key, store in pipeline.state_stores(loaded, _connections()):
             cleared = store.reset(key)
-            output.print(f"{stream.name}: {'state cleared' if cleared else 'no state'}",
-                         markup=False)
+            output.print(
+                f"{stream.name}: {'state cleared' if cleared else 'no state'}", markup=False
+            )
 
 
 def _version(value: bool) -> None:
@@ -318,8 +352,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Extract Sentry data into Parquet or PostgreSQL, incrementally."""
 

@@ -113,7 +113,9 @@ class _Context:
     settings: RunSettings
 
 
-def resolve_source(replication: Replication, connections: Mapping[str, ConnectionEntry]) -> SentryConnection:
+def resolve_source(
+    replication: Replication, connections: Mapping[str, ConnectionEntry]
+) -> SentryConnection:
     connection = resolve_connection(find_connection(connections, replication.source))
     if not isinstance(connection, SentryConnection):
         raise ConfigError(
@@ -142,7 +144,9 @@ def open_target(replication: Replication, connections: Mapping[str, ConnectionEn
     for stream in replication.streams:
         problem = target.object_problem(stream.object)
         if problem:
-            raise ConfigError(problem, location=f"{replication.path.name}: streams.{stream.name}.object")
+            raise ConfigError(
+                problem, location=f"{replication.path.name}: streams.{stream.name}.object"
+            )
     return target
 
 
@@ -179,8 +183,9 @@ def build_client(source: SentryConnection, settings: RunSettings) -> SentryClien
 def run_replication(
     replication: Replication,
     connections: Mapping[str, ConnectionEntry],
-    settings: RunSettings = RunSettings(),  # noqa: B008 - frozen
+    settings: RunSettings | None = None,
 ) -> RunSummary:
+    settings = settings or RunSettings()
     started = time.monotonic()
     source = resolve_source(replication, connections)
     target = open_target(replication, connections)
@@ -240,15 +245,23 @@ def _run_stream(context: _Context, stream: StreamConfig) -> StreamResult:
         result.requests = counter.requests
         result.retries = counter.retries
         result.seconds = time.monotonic() - started
-    log.info("%s: %s, %d rows, %d requests, %.1fs", stream.name, result.status, result.rows,
-             result.requests, result.seconds)
+    log.info(
+        "%s: %s, %d rows, %d requests, %.1fs",
+        stream.name,
+        result.status,
+        result.rows,
+        result.requests,
+        result.seconds,
+    )
     return result
 
 
 def describe_source_error(error: SourceError, stream: str) -> str:
     if error.status == 403:
-        return (f"{error.message} (403): the token probably lacks the scope "
-                f"{REQUIRED_SCOPES.get(stream, 'org:read')}")
+        return (
+            f"{error.message} (403): the token probably lacks the scope "
+            f"{REQUIRED_SCOPES.get(stream, 'org:read')}"
+        )
     return error.message
 
 
@@ -303,8 +316,9 @@ class _Loader:
         if self.stream.mode == BACKFILL and self.stream.backfill_range is not None:
             return self.stream.backfill_range
         if self.stream.mode == INCREMENTAL:
-            return incremental_window(watermark, source.anchor_date, self.run_started_at,
-                                      source.lookback)
+            return incremental_window(
+                watermark, source.anchor_date, self.run_started_at, source.lookback
+            )
         return full_window(source.anchor_date, self.run_started_at)
 
     def load_organization_stream(self) -> None:
@@ -313,8 +327,14 @@ class _Loader:
         if spec.shape is Shape.WINDOWED:
             window = self._window(self.writer.load_state().watermark)
             log.info("%s: window %s to %s", self.stream.name, window.start, window.end)
-        pages = read_organization_stream(self.context.client, spec, self.context.source.organization,
-                                         self.counter, window, self.stream.query)
+        pages = read_organization_stream(
+            self.context.client,
+            spec,
+            self.context.source.organization,
+            self.counter,
+            window,
+            self.stream.query,
+        )
         for rows in pages:
             self._check_cancelled()
             self._add(rows)
@@ -329,12 +349,19 @@ class _Loader:
         every_project = list_projects(client, source.organization, self.counter)
         projects, missing = select_projects(every_project, source.projects)
         for slug in missing:
-            self.result.problems.append(f"project '{slug}' is not in organization "
-                                        f"'{source.organization}'; skipped")
+            self.result.problems.append(
+                f"project '{slug}' is not in organization '{source.organization}'; skipped"
+            )
         windows = {p: self._window(previous.project_watermarks.get(p.id)) for p in projects}
         done: dict[str, datetime] = dict(previous.project_watermarks)
-        items = read_events(client, source.organization, windows, self.counter,
-                            source.concurrency, self.context.settings.cancelled.is_set)
+        items = read_events(
+            client,
+            source.organization,
+            windows,
+            self.counter,
+            source.concurrency,
+            self.context.settings.cancelled.is_set,
+        )
         for item in items:
             self._check_cancelled()
             if not isinstance(item, ProjectDone):
@@ -387,7 +414,9 @@ def explain_organization_error(error: SourceError, connection: SentryConnection)
             "https://de.sentry.io)"
         )
     elif error.status == 403:
-        error.message = (f"the token may not read organization '{connection.organization}' "
-                         "(403): it needs the org:read scope")
+        error.message = (
+            f"the token may not read organization '{connection.organization}' "
+            "(403): it needs the org:read scope"
+        )
     error.args = (error.message,)
     return error

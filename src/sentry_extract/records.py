@@ -59,9 +59,7 @@ def column_name(source_name: str, casing: str) -> str:
 
 
 def arrow_field(name: str, column_type: ColumnType) -> pa.Field:
-    return pa.field(
-        name, ARROW_TYPES[column_type], metadata={TYPE_METADATA_KEY: column_type.value}
-    )
+    return pa.field(name, ARROW_TYPES[column_type], metadata={TYPE_METADATA_KEY: column_type.value})
 
 
 def column_type_of(field: pa.Field) -> ColumnType:

@@ -43,7 +43,8 @@ class StreamState:
         return {
             "watermark": self.watermark.isoformat() if self.watermark else None,
             "project_watermarks": {
-                project: moment.isoformat() for project, moment in sorted(self.project_watermarks.items())
+                project: moment.isoformat()
+                for project, moment in sorted(self.project_watermarks.items())
             },
         }
 
@@ -131,7 +132,9 @@ class FileStateStore:
 def write_atomically(path: Path, content: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, rename over it, fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(content)

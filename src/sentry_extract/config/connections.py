@@ -328,7 +328,9 @@ def _sentry_connection(entry: ConnectionEntry, where: str) -> SentryConnection:
         anchor_date=_optional(inputs, "anchor_date", parse_datetime, where),
         projects=_projects(inputs.get("projects"), where),
         rate_limit=_number(inputs.get("rate_limit", 3), "inputs.rate_limit", where, float),
-        concurrency=max(1, int(_number(inputs.get("concurrency", 2), "inputs.concurrency", where, int))),
+        concurrency=max(
+            1, int(_number(inputs.get("concurrency", 2), "inputs.concurrency", where, int))
+        ),
         lookback=_optional(inputs, "lookback", parse_duration, where) or timedelta(hours=1),
         ca_bundle=_ca_bundle(inputs.get("ca_bundle"), where),
     )

@@ -44,6 +44,7 @@ SOURCE_OPTION_KEYS = ("range", "query")
 TARGET_OPTION_KEYS = ("column_casing",)
 PLACEHOLDERS = ("stream_name", "source_name", "target_name", "run_timestamp")
 
+_PLACEHOLDER_LIST = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -89,7 +90,7 @@ def load_replication(
     path: Path,
     environ: Mapping[str, str],
     run_started_at: datetime,
-    overrides: Overrides = Overrides(),  # noqa: B008 - frozen, so a shared default is safe
+    overrides: Overrides = Overrides(),
 ) -> Replication:
     label = path.name
     try:
@@ -130,8 +131,7 @@ def parse_replication(
     selected = _selected_names(reader, entries, overrides.streams)
     context = _TemplateContext(source, target, run_started_at, variables)
     streams = tuple(
-        _stream_config(reader, name, entries, defaults, context, overrides)
-        for name in selected
+        _stream_config(reader, name, entries, defaults, context, overrides) for name in selected
     )
     return Replication(path, source, target, tuple(s for s in streams if s), run_started_at)
 
@@ -208,7 +208,9 @@ def _stream_entries(reader: _Reader, value: Any) -> dict[str, dict[str, Any]]:
 def _selected_names(
     reader: _Reader, entries: Mapping[str, Any], wanted: Sequence[str]
 ) -> list[str]:
-    present = STREAM_NAMES if WILDCARD in entries else tuple(n for n in STREAM_NAMES if n in entries)
+    present = (
+        STREAM_NAMES if WILDCARD in entries else tuple(n for n in STREAM_NAMES if n in entries)
+    )
     for name in wanted:
         if name not in STREAM_NAMES:
             raise ConfigError(
@@ -217,8 +219,7 @@ def _selected_names(
             )
         if name not in present:
             raise ConfigError(
-                f"--streams: stream '{name}' is not in {reader.label}; "
-                f"it has: {', '.join(present)}"
+                f"--streams: stream '{name}' is not in {reader.label}; it has: {', '.join(present)}"
             )
     return [name for name in present if not wanted or name in wanted]
 
@@ -231,8 +232,9 @@ class _TemplateContext:
     variables: Mapping[str, str]
 
 
-def render_object(template: str, stream: str, context: _TemplateContext, reader: _Reader,
-                  key_path: str) -> str:
+def render_object(
+    template: str, stream: str, context: _TemplateContext, reader: _Reader, key_path: str
+) -> str:
     def variable(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in context.variables:
@@ -252,7 +254,7 @@ def render_object(template: str, stream: str, context: _TemplateContext, reader:
             hint = did_you_mean(name, PLACEHOLDERS)
             raise reader.fail(
                 key_path,
-                f"unknown placeholder '{{{name}}}'{hint}; use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}",
+                f"unknown placeholder '{{{name}}}'{hint}; use {_PLACEHOLDER_LIST}",
             )
         return values[name]
 
@@ -311,8 +313,9 @@ def _stream_config(
     if merged.get("select") is not None:
         entries_ = reader.string_list(merged["select"], path_of("select"))
         selection = Selection.parse(entries_)
-        _columns(reader, list(selection.include + selection.exclude), columns, path_of("select"),
-                 name)
+        _columns(
+            reader, list(selection.include + selection.exclude), columns, path_of("select"), name
+        )
     template = merged.get("object")
     if not isinstance(template, str) or not template.strip():
         raise reader.fail(
@@ -325,8 +328,9 @@ def _stream_config(
         raise reader.fail(f"{path_of('source_options')}.query", "expected text")
     backfill_range = None
     if mode == BACKFILL:
-        backfill_range = _range(reader, source_options.get("range"),
-                                f"{path_of('source_options')}.range")
+        backfill_range = _range(
+            reader, source_options.get("range"), f"{path_of('source_options')}.range"
+        )
     return StreamConfig(
         name=name,
         mode=mode,
@@ -349,7 +353,10 @@ def _mode(
     own_path: str,
     overrides: Overrides,
 ) -> str:
-    for value, key_path in ((defaults.get("mode"), "defaults.mode"), (own.get("mode"), f"{own_path}.mode")):
+    for value, key_path in (
+        (defaults.get("mode"), "defaults.mode"),
+        (own.get("mode"), f"{own_path}.mode"),
+    ):
         if value is not None and value not in MODES:
             raise reader.fail(key_path, f"'{value}' is not one of {', '.join(MODES)}")
     if overrides.mode is not None:
@@ -377,7 +384,9 @@ def _columns(
 
 def _range(reader: _Reader, value: Any, key_path: str) -> Window:
     if not isinstance(value, str) or value.count(",") != 1:
-        raise reader.fail(key_path, "backfill needs range: 'START,END' (e.g. '2024-01-01,2024-02-01')")
+        raise reader.fail(
+            key_path, "backfill needs range: 'START,END' (e.g. '2024-01-01,2024-02-01')"
+        )
     start_text, end_text = (part.strip() for part in value.split(","))
     try:
         window = Window(parse_datetime(start_text), parse_datetime(end_text))

@@ -120,18 +120,23 @@ class SentryClient:
             try:
                 response = self._http.get(path, params=dict(params))
             except httpx.TimeoutException as error:
-                raise NetworkError(f"timed out talking to {self.host} ({type(error).__name__})",
-                                   url=path) from None
+                raise NetworkError(
+                    f"timed out talking to {self.host} ({type(error).__name__})", url=path
+                ) from None
             except httpx.TransportError as error:
-                raise NetworkError(f"cannot reach {self.host} ({type(error).__name__}: "
-                                   f"{_transport_reason(error)})", url=path) from None
+                raise NetworkError(
+                    f"cannot reach {self.host} ({type(error).__name__}: "
+                    f"{_transport_reason(error)})",
+                    url=path,
+                ) from None
         log.debug("GET %s %s -> %s", path, _params_text(params), response.status_code)
         classify_response(response, self.host, self.settings.wall_clock)
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             raise ServerError(
-                f"{self.host} sent a body that is not complete JSON", url=path,
+                f"{self.host} sent a body that is not complete JSON",
+                url=path,
                 status=response.status_code,
             ) from None
         return Page(body, next_cursor(response))
@@ -146,8 +151,9 @@ class SentryClient:
             page_params = dict(params) if cursor is None else {**params, "cursor": cursor}
             page = self.get(path, page_params, counter)
             if not isinstance(page.body, list):
-                raise PaginationError(f"{path}: expected a list, got {type(page.body).__name__}",
-                                      url=path)
+                raise PaginationError(
+                    f"{path}: expected a list, got {type(page.body).__name__}", url=path
+                )
             yield [row for row in page.body if isinstance(row, dict)]
             if page.cursor is None:
                 return
@@ -185,12 +191,15 @@ def classify_response(
     if status == 400:
         raise BadRequestError(detail or "bad request", url=path, status=400)
     if status >= 500:
-        raise ServerError(f"{host} answered {status}: {detail or 'server error'}", url=path,
-                          status=status)
+        raise ServerError(
+            f"{host} answered {status}: {detail or 'server error'}", url=path, status=status
+        )
     raise SourceError(f"{host} answered {status}: {detail}", url=path, status=status)
 
 
-def retry_after(response: httpx.Response, wall_clock: Callable[[], float] = time.time) -> float | None:
+def retry_after(
+    response: httpx.Response, wall_clock: Callable[[], float] = time.time
+) -> float | None:
     """Seconds to wait: `Retry-After` first, then the rate-limit reset; None when unknown."""
     header = response.headers.get("Retry-After")
     if header:

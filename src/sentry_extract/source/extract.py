@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentry_extract.errors import AuthenticationError, SourceError
-from sentry_extract.source.client import Params, RequestCounter, SentryClient
+from sentry_extract.source.client import RequestCounter, SentryClient
 from sentry_extract.source.streams import EVENTS, PAGE_SIZE, PROJECTS, Shape, StreamSpec
 from sentry_extract.source.windows import Window, format_datetime
 
@@ -40,7 +40,9 @@ class ProjectDone:
     error: SourceError | None = None
 
 
-def request_params(spec: StreamSpec, window: Window | None, query: str = "") -> dict[str, str | int]:
+def request_params(
+    spec: StreamSpec, window: Window | None, query: str = ""
+) -> dict[str, str | int]:
     params: dict[str, str | int] = dict(spec.params)
     if spec.page_size_param:
         params[spec.page_size_param] = PAGE_SIZE
@@ -76,8 +78,10 @@ def read_organization_stream(
     yield from client.paginate(path, params, counter)
 
 
-def list_projects(client: SentryClient, organization: str, counter: RequestCounter) -> list[Project]:
-    projects = []
+def list_projects(
+    client: SentryClient, organization: str, counter: RequestCounter
+) -> list[Project]:
+    projects: list[Project] = []
     for rows in read_organization_stream(client, PROJECTS, organization, counter):
         projects.extend(Project(str(row["id"]), str(row["slug"])) for row in rows if "slug" in row)
     return projects
@@ -127,7 +131,9 @@ def read_events(
 
     def crawl(project: Project) -> None:
         try:
-            for rows in read_project_events(client, organization, project, windows[project], counter):
+            for rows in read_project_events(
+                client, organization, project, windows[project], counter
+            ):
                 if stop.is_set() or is_cancelled():
                     return
                 put(ProjectPage(project, rows))

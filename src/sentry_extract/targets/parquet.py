@@ -54,8 +54,13 @@ class DatasetPaths:
         path = Path(object_name.removeprefix("file://")).expanduser()
         if path.suffix == ".parquet":
             name = path.name
-            return cls(path.parent, path, path.parent / f"_{name}.state.json",
-                       path.parent / f".{name}.lock", f".{name}")
+            return cls(
+                path.parent,
+                path,
+                path.parent / f"_{name}.state.json",
+                path.parent / f".{name}.lock",
+                f".{name}",
+            )
         return cls(path, path / DATA_FILE, path / STATE_FILE, path / ".sentry-extract.lock", "")
 
 
@@ -182,14 +187,19 @@ class ParquetStreamWriter:
                     for batch in pq.ParquetFile(existing).iter_batches(batch_size=READ_BATCH_ROWS):
                         batch = conform(batch, schema)
                         if self.request.mode in MERGING_MODES and len(replaced):
-                            batch = batch.filter(pc.invert(pc.is_in(self._keys(batch),
-                                                                     value_set=replaced)))
+                            batch = batch.filter(
+                                pc.invert(pc.is_in(self._keys(batch), value_set=replaced))
+                            )
                         writer.write_batch(batch)
                 position = 0
                 for batch in self._staged_batches():
                     keys = self._keys(batch).to_pylist()
-                    mask = [latest.get(key, position + index) == position + index if key is not None
-                            else True for index, key in enumerate(keys)]
+                    mask = [
+                        latest.get(key, position + index) == position + index
+                        if key is not None
+                        else True
+                        for index, key in enumerate(keys)
+                    ]
                     position += batch.num_rows
                     writer.write_batch(conform(batch, schema).filter(pa.array(mask)))
             with open(temporary, "rb") as handle:
@@ -212,8 +222,10 @@ class ParquetStreamWriter:
         return latest
 
     def _keys(self, batch: pa.RecordBatch) -> pa.Array:
-        columns = [batch.column(batch.schema.get_field_index(name)).cast(pa.string())
-                   for name in self.request.key_columns]
+        columns = [
+            batch.column(batch.schema.get_field_index(name)).cast(pa.string())
+            for name in self.request.key_columns
+        ]
         if len(columns) == 1:
             return columns[0]
         return pc.binary_join_element_wise(*columns, KEY_SEPARATOR)

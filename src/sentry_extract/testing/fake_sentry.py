@@ -50,11 +50,22 @@ ALL_GROUPS = "all"
 MAX_PAGE_SIZE = 100
 ISSUES_DEFAULT_LIMIT = 25
 DEFAULT_TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"
-ALL_SCOPES = frozenset({"org:read", "project:read", "team:read", "member:read", "event:read",
-                        "project:releases"})
+ALL_SCOPES = frozenset(
+    {"org:read", "project:read", "team:read", "member:read", "event:read", "project:releases"}
+)
 ORG_TOKEN_SCOPES = frozenset({"org:ci"})
-EVENT_ONLY_FIELDS = ("entries", "contexts", "context", "sdk", "dateReceived", "errors",
-                     "fingerprints", "packages", "size", "release")
+EVENT_ONLY_FIELDS = (
+    "entries",
+    "contexts",
+    "context",
+    "sdk",
+    "dateReceived",
+    "errors",
+    "fingerprints",
+    "packages",
+    "size",
+    "release",
+)
 
 
 @dataclass(frozen=True)
@@ -102,7 +113,8 @@ class Fault:
 @dataclass
 class ServerSettings:
     token_scopes: dict[str, frozenset[str]] = field(
-        default_factory=lambda: {DEFAULT_TOKEN: ALL_SCOPES})
+        default_factory=lambda: {DEFAULT_TOKEN: ALL_SCOPES}
+    )
     rate_limits: dict[str, RateLimit] | None = None  # None: no headers (self-hosted)
     retention: timedelta = timedelta(days=90)
     latency: float = 0.0  # seconds spent on each request
@@ -144,7 +156,7 @@ class FakeSentry:
     @property
     def base_url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> FakeSentry:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -182,8 +194,9 @@ class FakeSentry:
         with self._lock:
             for counted in (group, ALL_GROUPS):
                 self._in_flight[counted] = self._in_flight.get(counted, 0) + 1
-                self.max_in_flight[counted] = max(self.max_in_flight.get(counted, 0),
-                                                  self._in_flight[counted])
+                self.max_in_flight[counted] = max(
+                    self.max_in_flight.get(counted, 0), self._in_flight[counted]
+                )
             in_flight = self._in_flight[group]
             if limits is None:
                 return {}, None
@@ -197,16 +210,24 @@ class FakeSentry:
             headers = {
                 "X-Sentry-Rate-Limit-Limit": str(limit.limit),
                 "X-Sentry-Rate-Limit-Remaining": str(max(0, limit.limit - window.count)),
-                "X-Sentry-Rate-Limit-Reset": str(int(reset) if reset == int(reset) else int(reset) + 1),
+                "X-Sentry-Rate-Limit-Reset": str(
+                    int(reset) if reset == int(reset) else int(reset) + 1
+                ),
                 "X-Sentry-Rate-Limit-ConcurrentLimit": str(limit.concurrent),
-                "X-Sentry-Rate-Limit-ConcurrentRemaining": str(max(0, limit.concurrent - in_flight)),
+                "X-Sentry-Rate-Limit-ConcurrentRemaining": str(
+                    max(0, limit.concurrent - in_flight)
+                ),
             }
             if window.count > limit.limit:
-                return headers, (f"You are attempting to use this endpoint too frequently. "
-                                 f"Limit is {limit.limit} requests in {int(limit.window)} seconds")
+                return headers, (
+                    f"You are attempting to use this endpoint too frequently. "
+                    f"Limit is {limit.limit} requests in {int(limit.window)} seconds"
+                )
             if in_flight > limit.concurrent:
-                return headers, ("You are attempting to go above the allowed concurrency for "
-                                 f"this endpoint. Concurrency limit is {limit.concurrent}")
+                return headers, (
+                    "You are attempting to go above the allowed concurrency for "
+                    f"this endpoint. Concurrency limit is {limit.concurrent}"
+                )
             return headers, None
 
     def _release(self, group: str) -> None:
@@ -263,16 +284,22 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return None
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         params = parse_qsl(parts.query, keep_blank_values=True)
         if parts.path == "/_fake/requests":
-            self._send(200, [{"path": r.path, "params": r.params, "status": r.status}
-                             for r in self.fake.requests])
+            self._send(
+                200,
+                [
+                    {"path": r.path, "params": r.params, "status": r.status}
+                    for r in self.fake.requests
+                ],
+            )
             return
         path = parts.path.removeprefix("/api/0/")
-        route, match = next(((name, m) for pattern, name in _ROUTES
-                             if (m := pattern.match(path))), (None, None))
+        route, match = next(
+            ((name, m) for pattern, name in _ROUTES if (m := pattern.match(path))), (None, None)
+        )
         group = "events" if route == "events" else "default"
         record = RequestRecord(parts.path, params, 0, group, time.monotonic())
         with self.fake._lock:
@@ -281,8 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.fake.settings.latency:
                 time.sleep(self.fake.settings.latency)
-            status, body, link, raw, extra = self._answer(route, match, params, limited,
-                                                          parts.path)
+            status, body, link, raw, extra = self._answer(route, match, params, limited, parts.path)
             headers.update(extra)
             record.status = status
             record.rows = len(body) if isinstance(body, list) else 0
@@ -296,8 +322,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.fake.on_request(record)
 
     def _answer(
-        self, route: str | None, match: re.Match[str] | None, params: list[tuple[str, str]],
-        limited: str | None, path: str,
+        self,
+        route: str | None,
+        match: re.Match[str] | None,
+        params: list[tuple[str, str]],
+        limited: str | None,
+        path: str,
     ) -> tuple[int, Any, str | None, bytes | None, dict[str, str]]:
         fault = self.fake._take_fault(path)
         if fault is not None:
@@ -322,8 +352,13 @@ class _Handler(BaseHTTPRequestHandler):
             return error.status, {"detail": error.detail}, None, None, {}
         return 200, answer.body, answer.link, None, {}
 
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None,
-              raw: bytes | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> None:
         content = raw if raw is not None else orjson.dumps(body)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -383,10 +418,18 @@ def _link(path: str, previous: str, has_previous: bool, following: str, has_next
 
 def _offset_page(rows: list[Row], params: Params, path: str, size: int) -> Answer:
     _, offset, _ = _cursor(params)
-    page = rows[offset:offset + size]
+    page = rows[offset : offset + size]
     following = offset + len(page)
-    return Answer(page, _link(path, f"0:{max(0, offset - size)}:1", offset > 0,
-                              f"0:{following}:0", following < len(rows)))
+    return Answer(
+        page,
+        _link(
+            path,
+            f"0:{max(0, offset - size)}:1",
+            offset > 0,
+            f"0:{following}:0",
+            following < len(rows),
+        ),
+    )
 
 
 def _window(params: Params, now: datetime, retention: timedelta) -> tuple[datetime, datetime]:
@@ -404,7 +447,10 @@ def _window(params: Params, now: datetime, retention: timedelta) -> tuple[dateti
     if start is None or end is None:
         return max(now - timedelta(days=90), oldest), now
     try:
-        begin, finish = parse_iso(start.replace("Z", "+00:00")), parse_iso(end.replace("Z", "+00:00"))
+        begin, finish = (
+            parse_iso(start.replace("Z", "+00:00")),
+            parse_iso(end.replace("Z", "+00:00")),
+        )
     except ValueError:
         raise BadRequest("Error parsing start or end") from None
     if begin.tzinfo is None or finish.tzinfo is None:
@@ -414,26 +460,30 @@ def _window(params: Params, now: datetime, retention: timedelta) -> tuple[dateti
 
 def _organization(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     organization = fake.organization
-    return Answer({
-        "id": organization.id,
-        "slug": organization.slug,
-        "name": organization.slug.title(),
-        "status": {"id": "active", "name": "active"},
-        "dateCreated": iso(organization.created),
-        "isEarlyAdopter": False,
-        "require2FA": False,
-        "hasAuthProvider": False,
-        "allowMemberInvite": True,
-        "allowMemberProjectCreation": False,
-        "allowSuperuserAccess": False,
-        "avatar": {"avatarType": "letter_avatar", "avatarUuid": None},
-        "links": {"organizationUrl": f"https://{organization.slug}.sentry.example",
-                  "regionUrl": fake.base_url},
-        "features": ["discover-basic", "event-attachments"],
-        "access": ["org:read", "project:read"],
-        "extraOptions": {},
-        "onboardingTasks": [],
-    })
+    return Answer(
+        {
+            "id": organization.id,
+            "slug": organization.slug,
+            "name": organization.slug.title(),
+            "status": {"id": "active", "name": "active"},
+            "dateCreated": iso(organization.created),
+            "isEarlyAdopter": False,
+            "require2FA": False,
+            "hasAuthProvider": False,
+            "allowMemberInvite": True,
+            "allowMemberProjectCreation": False,
+            "allowSuperuserAccess": False,
+            "avatar": {"avatarType": "letter_avatar", "avatarUuid": None},
+            "links": {
+                "organizationUrl": f"https://{organization.slug}.sentry.example",
+                "regionUrl": fake.base_url,
+            },
+            "features": ["discover-basic", "event-attachments"],
+            "access": ["org:read", "project:read"],
+            "extraOptions": {},
+            "onboardingTasks": [],
+        }
+    )
 
 
 def _projects(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
@@ -471,7 +521,8 @@ def _releases(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
     projects = _project_filter(fake, params)
     with fake.organization.lock:
         rows = [
-            public(release) for release in fake.organization.releases
+            public(release)
+            for release in fake.organization.releases
             if (status == "" or release["status"] == (status or "open"))
             and any(str(p["id"]) in projects for p in release["projects"])
         ]
@@ -501,8 +552,10 @@ def _issues(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     low, high = iso(begin), iso(finish)
     with organization.lock:
         found = [
-            issue for issue in organization.issues.values()
-            if issue["project"]["id"] in projects and low <= issue["lastSeen"] < high
+            issue
+            for issue in organization.issues.values()
+            if issue["project"]["id"] in projects
+            and low <= issue["lastSeen"] < high
             and _matches_query(issue, query)
         ]
         found.sort(key=lambda issue: (issue["lastSeen"], int(issue["id"])), reverse=True)
@@ -519,8 +572,10 @@ def _issues(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         same = sum(1 for issue in page if _millis(issue["lastSeen"]) == last)
         carried = offset if value == last else 0
         following = f"{last}:{same + carried}:0"
-    return Answer(shown, _link("/api/0/organizations/x/issues/", f"{value}:0:1", bool(value),
-                               following, has_next))
+    return Answer(
+        shown,
+        _link("/api/0/organizations/x/issues/", f"{value}:0:1", bool(value), following, has_next),
+    )
 
 
 def _page_size_clamped(params: Params) -> int:
@@ -552,8 +607,11 @@ def _events(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     begin, finish = _window(params, organization.clock(), fake.settings.retention)
     low, high = iso(begin), iso(finish)
     with organization.lock:
-        rows = [event for event in organization.events[project["id"]]
-                if low <= event["dateCreated"] < high]
+        rows = [
+            event
+            for event in organization.events[project["id"]]
+            if low <= event["dateCreated"] < high
+        ]
         rows.sort(key=lambda event: (event["dateCreated"], event["eventID"]), reverse=True)
         answer = _offset_page(rows, params, f"/api/0/projects/x/{slug}/events/", size)
         hidden = () if full else EVENT_ONLY_FIELDS
@@ -581,21 +639,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--issues", type=int, default=40)
     parser.add_argument("--events", type=int, default=400)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
-    parser.add_argument("--sentry-io-limits", action="store_true",
-                        help="enforce sentry.io-like rate limits (events: 60/min, 1 in flight)")
+    parser.add_argument(
+        "--sentry-io-limits",
+        action="store_true",
+        help="enforce sentry.io-like rate limits (events: 60/min, 1 in flight)",
+    )
     parser.add_argument("--token", default=DEFAULT_TOKEN)
     arguments = parser.parse_args(argv)
-    size = OrganizationSize(projects=arguments.projects, issues=arguments.issues,
-                            events=arguments.events)
+    size = OrganizationSize(
+        projects=arguments.projects, issues=arguments.issues, events=arguments.events
+    )
     settings = ServerSettings(
         token_scopes={arguments.token: ALL_SCOPES},
         rate_limits=dict(SENTRY_IO_LIMITS) if arguments.sentry_io_limits else None,
         latency=arguments.latency,
     )
-    fake = FakeSentry(FakeOrganization(arguments.organization, size), settings,
-                      port=arguments.port, host=arguments.host)
-    print(f"fake Sentry serving organization '{arguments.organization}' at {fake.base_url}",
-          flush=True)
+    fake = FakeSentry(
+        FakeOrganization(arguments.organization, size),
+        settings,
+        port=arguments.port,
+        host=arguments.host,
+    )
+    print(
+        f"fake Sentry serving organization '{arguments.organization}' at {fake.base_url}",
+        flush=True,
+    )
     try:
         fake.server.serve_forever()
     except KeyboardInterrupt:

@@ -52,7 +52,7 @@ class FakeOrganization:
     def __init__(
         self,
         slug: str = "acme",
-        size: OrganizationSize = OrganizationSize(),  # noqa: B008 - frozen
+        size: OrganizationSize = OrganizationSize(),
         seed: int = 7,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -148,8 +148,12 @@ class FakeOrganization:
                 "hasUserReports": False,
                 "features": ["releases", "minidump"],
                 "access": ["project:read", "event:read"],
-                "team": {"id": team["id"], "slug": team["slug"], "name": team["name"]} if team else None,
-                "teams": [{"id": team["id"], "slug": team["slug"], "name": team["name"]}] if team else [],
+                "team": {"id": team["id"], "slug": team["slug"], "name": team["name"]}
+                if team
+                else None,
+                "teams": [{"id": team["id"], "slug": team["slug"], "name": team["name"]}]
+                if team
+                else [],
                 "platforms": [],
                 "environments": ["production"],
                 "latestRelease": None,
@@ -158,30 +162,40 @@ class FakeOrganization:
                 "_team_id": team["id"] if team else None,
             }
             self.projects.append(project)
-            self.events[project["id"]] = []
+            self.events[str(project["id"])] = []
             return project
 
     def _add_member(self, index: int, pending: bool, now: datetime) -> None:
         member_id = self._new_id()
         email = f"person{index}@example.com"
-        user = None if pending else {
-            "id": str(9000 + index), "name": f"Person {index}", "email": email,
-            "username": email, "isActive": True, "dateJoined": iso(now - timedelta(days=300)),
-        }
-        self.members.append({
-            "id": member_id,
-            "email": email,
-            "name": f"Person {index}" if not pending else email,
-            "user": user,
-            "orgRole": "member" if index else "owner",
-            "pending": pending,
-            "expired": False,
-            "flags": {"sso:linked": False},
-            "dateCreated": iso(now - timedelta(days=300 - index)),
-            "inviteStatus": "requested_to_be_invited" if pending else "approved",
-            "inviterName": "Person 0" if pending else None,
-            "externalUsers": [],
-        })
+        user = (
+            None
+            if pending
+            else {
+                "id": str(9000 + index),
+                "name": f"Person {index}",
+                "email": email,
+                "username": email,
+                "isActive": True,
+                "dateJoined": iso(now - timedelta(days=300)),
+            }
+        )
+        self.members.append(
+            {
+                "id": member_id,
+                "email": email,
+                "name": f"Person {index}" if not pending else email,
+                "user": user,
+                "orgRole": "member" if index else "owner",
+                "pending": pending,
+                "expired": False,
+                "flags": {"sso:linked": False},
+                "dateCreated": iso(now - timedelta(days=300 - index)),
+                "inviteStatus": "requested_to_be_invited" if pending else "approved",
+                "inviterName": "Person 0" if pending else None,
+                "externalUsers": [],
+            }
+        )
 
     def _add_release(self, index: int, now: datetime, archived: bool) -> Row:
         project = self.projects[index % len(self.projects)]
@@ -208,7 +222,9 @@ class FakeOrganization:
             "versionInfo": {"package": "app", "version": {"raw": f"1.{index}.0"}},
             "data": {},
             "authors": [],
-            "projects": [{"id": int(project["id"]), "slug": project["slug"], "name": project["name"]}],
+            "projects": [
+                {"id": int(project["id"]), "slug": project["slug"], "name": project["name"]}
+            ],
             "currentProjectMeta": {},
             "adoptionStages": None,
         }
@@ -228,18 +244,28 @@ class FakeOrganization:
             "logger": None,
             "level": LEVELS[number % len(LEVELS)],
             "status": status,
-            "substatus": {"unresolved": "ongoing", "resolved": None, "ignored": "archived_forever"}[status],
+            "substatus": {"unresolved": "ongoing", "resolved": None, "ignored": "archived_forever"}[
+                status
+            ],
             "statusDetails": {},
             "isPublic": False,
             "platform": project["platform"],
             "priority": "high" if number % 2 else "medium",
-            "project": {"id": project["id"], "name": project["name"], "slug": project["slug"],
-                        "platform": project["platform"]},
+            "project": {
+                "id": project["id"],
+                "name": project["name"],
+                "slug": project["slug"],
+                "platform": project["platform"],
+            },
             "type": "error",
             "issueType": "error",
             "issueCategory": "error",
-            "metadata": {"type": "ValueError", "value": f"bad value {number}",
-                         "filename": "app/handlers.py", "function": f"handle_{number}"},
+            "metadata": {
+                "type": "ValueError",
+                "value": f"bad value {number}",
+                "filename": "app/handlers.py",
+                "function": f"handle_{number}",
+            },
             "numComments": 0,
             "assignedTo": None,
             "isBookmarked": False,
@@ -268,8 +294,10 @@ class FakeOrganization:
                 "lineNo": 10 + depth * 7,
                 "colNo": None,
                 "inApp": depth > 2,
-                "context": [[9 + depth * 7, "    value = compute()"],
-                            [10 + depth * 7, "    return transform(value)"]],
+                "context": [
+                    [9 + depth * 7, "    value = compute()"],
+                    [10 + depth * 7, "    return transform(value)"],
+                ],
                 "vars": {"value": f"'{number}'", "depth": str(depth)},
             }
             for depth in range(self.size.frames)
@@ -289,28 +317,60 @@ class FakeOrganization:
             "title": issue["title"],
             "location": "app/handlers.py",
             "culprit": issue["culprit"],
-            "user": {"id": str(number % 50), "email": f"user{number % 50}@example.com",
-                     "username": None, "ip_address": "10.0.0.1", "name": None, "data": None},
-            "tags": [{"key": "environment", "value": "production"},
-                     {"key": "level", "value": issue["level"]}],
+            "user": {
+                "id": str(number % 50),
+                "email": f"user{number % 50}@example.com",
+                "username": None,
+                "ip_address": "10.0.0.1",
+                "name": None,
+                "data": None,
+            },
+            "tags": [
+                {"key": "environment", "value": "production"},
+                {"key": "level", "value": issue["level"]},
+            ],
             "platform": issue["platform"],
             "dateCreated": iso(created),
             "crashFile": None,
             "metadata": dict(issue["metadata"]),
             # full=true only:
             "entries": [
-                {"type": "exception", "data": {"values": [{
-                    "type": "ValueError", "value": issue["metadata"]["value"],
-                    "mechanism": {"type": "generic", "handled": False},
-                    "stacktrace": {"frames": self._frames(number), "framesOmitted": None},
-                }]}},
-                {"type": "breadcrumbs", "data": {"values": [
-                    {"timestamp": iso(created), "category": "http", "level": "info",
-                     "message": f"GET /items/{number}", "type": "http", "data": None},
-                ]}},
+                {
+                    "type": "exception",
+                    "data": {
+                        "values": [
+                            {
+                                "type": "ValueError",
+                                "value": issue["metadata"]["value"],
+                                "mechanism": {"type": "generic", "handled": False},
+                                "stacktrace": {
+                                    "frames": self._frames(number),
+                                    "framesOmitted": None,
+                                },
+                            }
+                        ]
+                    },
+                },
+                {
+                    "type": "breadcrumbs",
+                    "data": {
+                        "values": [
+                            {
+                                "timestamp": iso(created),
+                                "category": "http",
+                                "level": "info",
+                                "message": f"GET /items/{number}",
+                                "type": "http",
+                                "data": None,
+                            },
+                        ]
+                    },
+                },
             ],
-            "contexts": {"os": {"name": "Linux", "version": "6.1"},
-                         "runtime": {"name": "CPython", "version": "3.11.7"}},
+            "contexts": {
+                "os": {"name": "Linux", "version": "6.1"},
+                "runtime": {"name": "CPython", "version": "3.11.7"},
+            },
             "context": {},
             "sdk": {"name": "sentry.python", "version": "2.19.0"},
             "dateReceived": iso(received or created),
@@ -332,8 +392,12 @@ class FakeOrganization:
     # --- changes between (and during) runs ----------------------------------------------
 
     def add_events(
-        self, count: int, project_slug: str | None = None, age: timedelta = timedelta(0),
-        issue_id: str | None = None, new_issue: bool = False,
+        self,
+        count: int,
+        project_slug: str | None = None,
+        age: timedelta = timedelta(0),
+        issue_id: str | None = None,
+        new_issue: bool = False,
     ) -> list[Row]:
         """Events created `age` ago (0: now; larger: late arrivals with old timestamps)."""
         with self.lock:
@@ -344,8 +408,11 @@ class FakeOrganization:
             elif issue_id is not None:
                 issue = self.issues[issue_id]
             else:
-                candidates = [i for i in self.issues.values()
-                              if i["project"]["id"] == project["id"] and i["id"] not in self.phantoms]
+                candidates = [
+                    i
+                    for i in self.issues.values()
+                    if i["project"]["id"] == project["id"] and i["id"] not in self.phantoms
+                ]
                 issue = candidates[0] if candidates else self._new_issue(project, now - age)
             return [self._add_event(issue, now - age, received=now) for _ in range(count)]
 
@@ -377,8 +444,11 @@ class FakeOrganization:
             oldest = iso(now - retention)
             latest = iso(until) if until else None
             return [
-                event for events in self.events.values() for event in events
-                if event["dateCreated"] >= oldest and (latest is None or event["dateCreated"] < latest)
+                event
+                for events in self.events.values()
+                for event in events
+                if event["dateCreated"] >= oldest
+                and (latest is None or event["dateCreated"] < latest)
             ]
 
     def visible_issues(self, retention: timedelta, until: datetime | None = None) -> list[Row]:
@@ -386,8 +456,10 @@ class FakeOrganization:
             oldest = iso(self.clock() - retention)
             latest = iso(until) if until else None
             return [
-                issue for issue in self.issues.values()
-                if issue["id"] not in self.phantoms and issue["lastSeen"] >= oldest
+                issue
+                for issue in self.issues.values()
+                if issue["id"] not in self.phantoms
+                and issue["lastSeen"] >= oldest
                 and (latest is None or issue["lastSeen"] < latest)
             ]
 
