@@ -39,7 +39,7 @@ EXIT_TERMINATED = 143
 
 app = typer.Typer(
     name="sentry-extract",
-    help="Extract Sentry data into Parquet or PostgreSQL, incrementally.",
+    help="Extract Sentry data into Parquet, incrementally.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -359,7 +359,7 @@ def main_options(
         ),
     ] = False,
 ) -> None:
-    """Extract Sentry data into Parquet or PostgreSQL, incrementally."""
+    """Extract Sentry data into Parquet, incrementally."""
 
 
 def main() -> None:
