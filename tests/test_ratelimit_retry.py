@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -145,3 +146,59 @@ def test_retries_are_bounded(workspace: Workspace, fake: FakeSentry) -> None:
     assert summary.exit_code == 1
     assert len(fake.requests_to("/teams/")) == 4  # the policy's attempts
     assert "502" in summary.results[0].problems[0]
+
+
+def test_pacing_by_headers_earns_no_429(tmp_path: Path) -> None:
+    """sentry.io's shape, scaled down: events 6 per 2 s and 1 in flight; the rest 10/s."""
+    from sentry_extract.testing.fake_sentry import RateLimit, ServerSettings
+    from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
+
+    limits = {"events": RateLimit(limit=6, window=2.0, concurrent=1),
+              "default": RateLimit(limit=10, window=1.0, concurrent=2)}
+    organization = FakeOrganization("acme", OrganizationSize(projects=3, issues=20, events=150))
+    with FakeSentry(organization, ServerSettings(rate_limits=limits, latency=0.01)) as fake:
+        environ = {"SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+                   "SENTRY": sentry_connection(fake.base_url, rate_limit=0, concurrency=3)}
+        workspace = Workspace(tmp_path, environ, [])
+        workspace.replication()
+        summary = workspace.run(sleep=time.sleep)
+        assert summary.exit_code == 0, [r.problems for r in summary.results]
+        statuses = [r.status for r in fake.requests]
+        assert 429 not in statuses
+        assert fake.max_in_flight["events"] == 1
+        events = fake.requests_to("/events/")
+    expected = {(e["projectID"], e["eventID"])
+                for e in organization.visible_events(timedelta(days=90))}
+    assert len(workspace.table("events")) == len(expected)
+    # Never more than the window allows: any 2-second stretch holds at most 6 + 6 starts
+    # only across a window boundary; within one window, at most 6.
+    windows: dict[int, int] = {}
+    for record in events:
+        windows[int(record.started_wall // 2)] = windows.get(int(record.started_wall // 2), 0) + 1
+    assert max(windows.values()) <= 6
+
+
+def test_a_429_pauses_the_whole_group(tmp_path: Path) -> None:
+    from sentry_extract.source.ratelimit import ServerPacer
+
+    clock = FakeClock()
+    pacer = ServerPacer(wall_clock=clock, sleep=clock.sleep)
+    pacer.observe("events", {"X-Sentry-Rate-Limit-ConcurrentLimit": "2"})
+    pacer.pause("events", 30)
+    with pacer.slot("events") as waited:
+        assert waited == 30
+    with pacer.slot("default") as waited:
+        assert waited == 0
+
+
+def test_remaining_zero_waits_for_the_reset() -> None:
+    from sentry_extract.source.ratelimit import ServerPacer
+
+    clock = FakeClock()
+    pacer = ServerPacer(wall_clock=clock, sleep=clock.sleep)
+    with pacer.slot("events"):
+        pacer.observe("events", {"X-Sentry-Rate-Limit-Remaining": "0",
+                                 "X-Sentry-Rate-Limit-Reset": str(clock.now + 12),
+                                 "X-Sentry-Rate-Limit-ConcurrentLimit": "1"})
+    with pacer.slot("events") as waited:
+        assert waited == 12

@@ -43,7 +43,7 @@ from sentry_extract.source.extract import (
     read_organization_stream,
     select_projects,
 )
-from sentry_extract.source.ratelimit import RequestGate, TokenBucket
+from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.source.streams import Shape
 from sentry_extract.source.windows import Window, full_window, incremental_window
@@ -172,6 +172,7 @@ def build_client(source: SentryConnection, settings: RunSettings) -> SentryClien
             base_url=source.base_url,
             token=source.auth_token,
             gate=RequestGate(bucket, source.concurrency),
+            pacer=ServerPacer(sleep=settings.sleep),
             retry=settings.retry,
             verify=source.ca_bundle or True,
             sleep=settings.sleep,

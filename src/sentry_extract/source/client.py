@@ -32,7 +32,7 @@ from sentry_extract.errors import (
     SourceError,
 )
 from sentry_extract.source.pagination import next_cursor
-from sentry_extract.source.ratelimit import RequestGate
+from sentry_extract.source.ratelimit import RequestGate, ServerPacer, rate_limit_group
 from sentry_extract.source.retry import RetryPolicy, build_retrying
 
 log = logging.getLogger("sentry_extract.http")
@@ -61,6 +61,7 @@ class ClientSettings:
     base_url: str
     token: str = field(repr=False)
     gate: RequestGate
+    pacer: ServerPacer = field(default_factory=ServerPacer)
     retry: RetryPolicy = RetryPolicy()
     timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(60.0, connect=10.0))
     verify: bool | str = True
@@ -115,22 +116,19 @@ class SentryClient:
         return page
 
     def _get_once(self, path: str, params: Params, counter: RequestCounter) -> Page:
-        with self.settings.gate.slot() as waited:
-            counter.add(requests=1, waited=waited)
-            try:
-                response = self._http.get(path, params=dict(params))
-            except httpx.TimeoutException as error:
-                raise NetworkError(
-                    f"timed out talking to {self.host} ({type(error).__name__})", url=path
-                ) from None
-            except httpx.TransportError as error:
-                raise NetworkError(
-                    f"cannot reach {self.host} ({type(error).__name__}: "
-                    f"{_transport_reason(error)})",
-                    url=path,
-                ) from None
+        group = rate_limit_group(path)
+        pacer = self.settings.pacer
+        with pacer.slot(group) as paced, self.settings.gate.slot() as gated:
+            counter.add(requests=1, waited=paced + gated)
+            response = self._send(path, params)
+            pacer.observe(group, response.headers)
         log.debug("GET %s %s -> %s", path, _params_text(params), response.status_code)
-        classify_response(response, self.host, self.settings.wall_clock)
+        try:
+            classify_response(response, self.host, self.settings.wall_clock)
+        except RateLimitedError as error:
+            if error.retry_after:
+                pacer.pause(group, error.retry_after)  # the whole group waits, not one request
+            raise
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -140,6 +138,17 @@ class SentryClient:
                 status=response.status_code,
             ) from None
         return Page(body, next_cursor(response))
+
+    def _send(self, path: str, params: Params) -> httpx.Response:
+        try:
+            return self._http.get(path, params=dict(params))
+        except httpx.TimeoutException as error:
+            raise NetworkError(
+                f"timed out talking to {self.host} ({type(error).__name__})", url=path
+            ) from None
+        except httpx.TransportError as error:
+            reason = f"{type(error).__name__}: {_transport_reason(error)}"
+            raise NetworkError(f"cannot reach {self.host} ({reason})", url=path) from None
 
     def paginate(
         self, path: str, params: Params, counter: RequestCounter
@@ -200,7 +209,11 @@ def classify_response(
 def retry_after(
     response: httpx.Response, wall_clock: Callable[[], float] = time.time
 ) -> float | None:
-    """Seconds to wait: `Retry-After` first, then the rate-limit reset; None when unknown."""
+    """Seconds to wait: `Retry-After` first, then the rate-limit reset; None when unknown.
+
+    A 429 for going above the concurrency cap (requests left in the window) gets None:
+    a short backoff, not a wait for the window's reset.
+    """
     header = response.headers.get("Retry-After")
     if header:
         try:
@@ -213,7 +226,8 @@ def retry_after(
             if moment is not None:
                 return max(0.0, moment.timestamp() - wall_clock())
     reset = response.headers.get("X-Sentry-Rate-Limit-Reset")
-    if reset:
+    remaining = response.headers.get("X-Sentry-Rate-Limit-Remaining", "0")
+    if reset and remaining.strip() in ("0", ""):
         try:
             return max(0.0, float(reset) - wall_clock())
         except ValueError:

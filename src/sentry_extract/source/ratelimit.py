@@ -1,14 +1,15 @@
-"""Client-side ceilings shared by every stream of a run.
+"""Pacing shared by every stream of a run.
 
-A token bucket caps the rate of request starts (default 3/s, burst 1) and a
-semaphore caps the requests in flight (default 2). Clock and sleep are injectable.
+Client-side ceilings: a token bucket caps the rate of request starts (default 3/s,
+burst 1) and a semaphore caps the requests in flight (default 2). Below them, the
+server's rate-limit headers pace each endpoint group. Clocks and sleep are injectable.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 Clock = Callable[[], float]
@@ -56,3 +57,119 @@ class RequestGate:
     def slot(self) -> Iterator[float]:
         with self._slots:
             yield self.bucket.acquire()
+
+
+EVENTS_GROUP = "events"
+DEFAULT_GROUP = "default"
+
+
+def rate_limit_group(path: str) -> str:
+    """Sentry limits each endpoint on its own; the project events list far lower."""
+    return (
+        EVENTS_GROUP
+        if path.startswith("projects/") and path.endswith("/events/")
+        else DEFAULT_GROUP
+    )
+
+
+class _Group:
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.concurrent_limit: int | None = 1  # 1 until the server tells us its limit
+        self.budget: int | None = None  # requests left in the window, None when unknown
+        self.blocked_until = 0.0  # wall-clock seconds
+
+
+class ServerPacer:
+    """Paces each rate-limit group by the server's `X-Sentry-Rate-Limit-*` headers.
+
+    Never more requests in flight than the group's concurrent limit; when the window's
+    remaining requests reach 0, wait for its reset instead of earning a 429; after a
+    429 the whole group pauses. Without headers (self-hosted) only the client-side
+    ceiling applies.
+    """
+
+    def __init__(self, wall_clock: Clock = time.time, sleep: Sleep = time.sleep) -> None:
+        self.wall_clock = wall_clock
+        self.sleep = sleep
+        self._groups: dict[str, _Group] = {}
+        self._condition = threading.Condition()
+
+    def _group(self, name: str) -> _Group:
+        return self._groups.setdefault(name, _Group())
+
+    @contextmanager
+    def slot(self, name: str) -> Iterator[float]:
+        waited = self._enter(name)
+        try:
+            yield waited
+        finally:
+            with self._condition:
+                self._group(name).in_flight -= 1
+                self._condition.notify_all()
+
+    def _enter(self, name: str) -> float:
+        waited = 0.0
+        honoured = 0.0  # the pause already slept for (an injected sleep may not move clocks)
+        with self._condition:
+            group = self._group(name)
+            while True:
+                target = group.blocked_until
+                pause = target - self.wall_clock()
+                if pause > 0 and target > honoured:
+                    self._condition.release()
+                    try:
+                        self.sleep(pause)
+                    finally:
+                        self._condition.acquire()
+                    waited += pause
+                    honoured = target
+                    continue
+                if group.budget is not None and group.budget <= 0:
+                    group.budget = None  # the window has reset: the next answer tells
+                limit = group.concurrent_limit
+                if limit is not None and group.in_flight >= limit:
+                    self._condition.wait(timeout=1.0)
+                    continue
+                group.in_flight += 1
+                if group.budget is not None:
+                    group.budget -= 1
+                return waited
+
+    def observe(self, name: str, headers: Mapping[str, str]) -> None:
+        """Learn the group's limits from a response's headers."""
+        limit = _integer(headers.get("X-Sentry-Rate-Limit-ConcurrentLimit"))
+        remaining = _integer(headers.get("X-Sentry-Rate-Limit-Remaining"))
+        reset = _number(headers.get("X-Sentry-Rate-Limit-Reset"))
+        with self._condition:
+            group = self._group(name)
+            if limit is None and remaining is None:
+                group.concurrent_limit = None  # no headers: the client-side caps rule
+            if limit is not None:
+                group.concurrent_limit = max(1, limit)
+            if remaining is not None:
+                # Requests still in flight were counted by the server or will be.
+                group.budget = max(0, remaining - max(0, group.in_flight - 1))
+                if group.budget <= 0 and reset is not None:
+                    group.blocked_until = max(group.blocked_until, reset)
+            self._condition.notify_all()
+
+    def pause(self, name: str, seconds: float) -> None:
+        """Hold every request of the group for `seconds` (after a 429)."""
+        with self._condition:
+            group = self._group(name)
+            group.blocked_until = max(group.blocked_until, self.wall_clock() + seconds)
+
+
+def _integer(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None

@@ -88,6 +88,7 @@ class RequestRecord:
     status: int
     group: str
     started: float
+    started_wall: float = 0.0  # time.time(), the clock of the rate-limit windows
     ended: float = 0.0
     rows: int = 0
 
@@ -301,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
             ((name, m) for pattern, name in _ROUTES if (m := pattern.match(path))), (None, None)
         )
         group = "events" if route == "events" else "default"
-        record = RequestRecord(parts.path, params, 0, group, time.monotonic())
+        record = RequestRecord(parts.path, params, 0, group, time.monotonic(), time.time())
         with self.fake._lock:
             self.fake.requests.append(record)
         headers, limited = self.fake._admit(group)
