@@ -229,3 +229,31 @@ def test_state_file_holds_no_secret_and_is_json(with_sentry: CliRunner, tmp_path
 def test_unknown_option_is_a_usage_error(cli: CliRunner) -> None:
     result = CliRunner().invoke(app, ["run", "x.yaml", "--moed", "full-refresh"])
     assert result.exit_code == 2
+
+
+def test_conns_test_missing_scope(
+    cli: CliRunner, fake: FakeSentry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentry_extract.testing.fake_sentry import ORG_TOKEN_SCOPES
+
+    org_token = "sntrys_test_organization_token"
+    fake.settings.token_scopes[org_token] = ORG_TOKEN_SCOPES
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url, token=org_token))
+    result = invoke(cli, "conns", "test", "SENTRY")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: the token may not read organization 'acme' (403): it needs the org:read scope"
+    )
+
+
+def test_run_against_the_wrong_region_names_it(
+    cli: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url, organization="elsewhere"))
+    (tmp_path / "replication.yaml").write_text(REPLICATION)
+    result = invoke(cli, "run", "replication.yaml", "--streams", "organizations")
+    assert result.exit_code == 1
+    assert (
+        "organizations: organization 'elsewhere' not found at "
+        f"{fake.base_url}: wrong slug, or an organization in another region"
+    ) in result.stdout

@@ -153,12 +153,16 @@ def test_pacing_by_headers_earns_no_429(tmp_path: Path) -> None:
     from sentry_extract.testing.fake_sentry import RateLimit, ServerSettings
     from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-    limits = {"events": RateLimit(limit=6, window=2.0, concurrent=1),
-              "default": RateLimit(limit=10, window=1.0, concurrent=2)}
+    limits = {
+        "events": RateLimit(limit=6, window=2.0, concurrent=1),
+        "default": RateLimit(limit=10, window=1.0, concurrent=2),
+    }
     organization = FakeOrganization("acme", OrganizationSize(projects=3, issues=20, events=150))
     with FakeSentry(organization, ServerSettings(rate_limits=limits, latency=0.01)) as fake:
-        environ = {"SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-                   "SENTRY": sentry_connection(fake.base_url, rate_limit=0, concurrency=3)}
+        environ = {
+            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+            "SENTRY": sentry_connection(fake.base_url, rate_limit=0, concurrency=3),
+        }
         workspace = Workspace(tmp_path, environ, [])
         workspace.replication()
         summary = workspace.run(sleep=time.sleep)
@@ -167,8 +171,9 @@ def test_pacing_by_headers_earns_no_429(tmp_path: Path) -> None:
         assert 429 not in statuses
         assert fake.max_in_flight["events"] == 1
         events = fake.requests_to("/events/")
-    expected = {(e["projectID"], e["eventID"])
-                for e in organization.visible_events(timedelta(days=90))}
+    expected = {
+        (e["projectID"], e["eventID"]) for e in organization.visible_events(timedelta(days=90))
+    }
     assert len(workspace.table("events")) == len(expected)
     # Never more than the window allows: any 2-second stretch holds at most 6 + 6 starts
     # only across a window boundary; within one window, at most 6.
@@ -197,8 +202,13 @@ def test_remaining_zero_waits_for_the_reset() -> None:
     clock = FakeClock()
     pacer = ServerPacer(wall_clock=clock, sleep=clock.sleep)
     with pacer.slot("events"):
-        pacer.observe("events", {"X-Sentry-Rate-Limit-Remaining": "0",
-                                 "X-Sentry-Rate-Limit-Reset": str(clock.now + 12),
-                                 "X-Sentry-Rate-Limit-ConcurrentLimit": "1"})
+        pacer.observe(
+            "events",
+            {
+                "X-Sentry-Rate-Limit-Remaining": "0",
+                "X-Sentry-Rate-Limit-Reset": str(clock.now + 12),
+                "X-Sentry-Rate-Limit-ConcurrentLimit": "1",
+            },
+        )
     with pacer.slot("events") as waited:
         assert waited == 12

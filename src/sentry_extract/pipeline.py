@@ -224,6 +224,7 @@ def _run_stream(context: _Context, stream: StreamConfig) -> StreamResult:
                 loader.load_events()
             else:
                 loader.load_organization_stream()
+            loader.check_cancelled()  # a stopped run commits nothing it did not finish
             result.rows = writer.commit()
         except BaseException:
             writer.abort()
@@ -238,6 +239,8 @@ def _run_stream(context: _Context, stream: StreamConfig) -> StreamResult:
         result.problems.append("stopped before it finished; nothing of this run was saved")
     except SourceError as error:
         result.status = STATUS_FAILED
+        if error.status == 404 and stream.spec.shape is not Shape.PER_PROJECT:
+            error = explain_organization_error(error, context.source)
         result.problems.append(describe_source_error(error, stream.name))
     except SentryExtractError as error:
         result.status = STATUS_FAILED
@@ -298,7 +301,7 @@ class _Loader:
         self.buffer: list[dict[str, Any]] = []
         self.run_started_at: datetime = context.replication.run_started_at
 
-    def _check_cancelled(self) -> None:
+    def check_cancelled(self) -> None:
         if self.context.settings.cancelled.is_set():
             raise RunCancelled(self.stream.name)
 
@@ -337,7 +340,7 @@ class _Loader:
             self.stream.query,
         )
         for rows in pages:
-            self._check_cancelled()
+            self.check_cancelled()
             self._add(rows)
         self._flush()
         if spec.shape is Shape.WINDOWED and self.stream.mode in STATE_SAVING_MODES:
@@ -364,7 +367,7 @@ class _Loader:
             self.context.settings.cancelled.is_set,
         )
         for item in items:
-            self._check_cancelled()
+            self.check_cancelled()
             if not isinstance(item, ProjectDone):
                 self._add(item.rows)
                 continue

@@ -151,7 +151,12 @@ def read_events(
         for project in windows:
             pool.submit(crawl, project)
         while pending:
-            item = items.get()
+            try:
+                item = items.get(timeout=0.2)
+            except queue.Empty:
+                if is_cancelled():
+                    return  # the caller sees the cancellation and commits nothing
+                continue
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, ProjectDone):
