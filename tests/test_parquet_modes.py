@@ -295,3 +295,13 @@ def test_overlapping_runs_on_one_dataset_are_refused(workspace: Workspace) -> No
         held.close()
     assert summary.exit_code == 1
     assert "another sentry-extract run" in summary.results[0].problems[0]
+
+
+def test_an_object_ending_in_parquet_is_one_file(workspace: Workspace) -> None:
+    workspace.replication("  teams:\n", object_template="{folder}/single/{{stream_name}}.parquet")
+    assert workspace.run().exit_code == 0
+    assert workspace.run().exit_code == 0
+    path = workspace.folder / "single" / "teams.parquet"
+    assert pq.read_table(path).num_rows == 3
+    # No working file is left beside it (teams keep no state: they are re-read whole).
+    assert sorted(p.name for p in path.parent.iterdir()) == [".teams.parquet.lock", "teams.parquet"]

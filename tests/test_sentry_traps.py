@@ -321,3 +321,20 @@ def test_streams_run_side_by_side_within_the_in_flight_cap(
     workspace.replication()
     assert workspace.run(overrides=Overrides()).exit_code == 0
     assert fake.max_in_flight["all"] == 2  # concurrency used, and never above the default cap of 2
+
+
+def test_projects_input_limits_events_and_reports_unknown_slugs(
+    workspace: Workspace, fake: FakeSentry, organization: FakeOrganization
+) -> None:
+    workspace.environ["SENTRY"] = sentry_connection(
+        fake.base_url, projects=["project-2", "no-such-project"]
+    )
+    workspace.replication("  events:\n")
+    summary = workspace.run()
+    result = summary.results[0]
+    assert result.status == "partial" and summary.exit_code == 1
+    assert result.problems == ["project 'no-such-project' is not in organization 'acme'; skipped"]
+    assert set(workspace.table("events").column("project_id").to_pylist()) == {
+        organization.project("project-2")["id"]
+    }
+    assert {r.path.split("/")[5] for r in fake.requests_to("/events/")} == {"project-2"}
