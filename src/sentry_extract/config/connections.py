@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import yaml
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sentry_extract.config.values import did_you_mean, parse_datetime, parse_duration
 from sentry_extract.errors import ConfigError
@@ -404,8 +406,12 @@ def _postgres_connection(entry: ConnectionEntry, where: str) -> PostgresConnecti
         text = str(url)
         if not text.startswith(("postgresql://", "postgres://")):
             raise ConfigError("url: expected postgresql://user:pass@host:port/db", where)
+        try:
+            conninfo_to_dict(text)
+        except psycopg.ProgrammingError as error:
+            problem = str(error).strip().splitlines()[0]
+            raise ConfigError(f"url: not a valid PostgreSQL URL ({problem})", where) from None
         return PostgresConnection(entry.name, text)
-    from psycopg.conninfo import make_conninfo
 
     keys = {"host": "host", "port": "port", "user": "user", "password": "password"}
     parts = {key: str(entry.values[name]) for name, key in keys.items() if name in entry.values}

@@ -45,7 +45,10 @@ class Target(Protocol):
     def object_problem(self, object_name: str) -> str | None:
         """Why `object_name` cannot be written here, or None when it can."""
 
-    def open_stream(self, request: StreamRequest) -> StreamWriter: ...
+    def open_stream(
+        self, request: StreamRequest, external_state: StateStore | None = None
+    ) -> StreamWriter:
+        """A writer for one stream; `external_state` replaces the target's own state store."""
 
     def state_store(self, object_name: str) -> StateStore: ...
 

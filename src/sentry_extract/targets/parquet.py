@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from sentry_extract.errors import ConfigError, LockedError, TargetError
 from sentry_extract.records import SNAPSHOT_COLUMN, conform, unify_schemas
-from sentry_extract.state import FileStateStore, StreamState, fsync_folder
+from sentry_extract.state import FileStateStore, StateStore, StreamState, fsync_folder
 from sentry_extract.targets.base import StreamRequest
 
 DATA_FILE = "data.parquet"
@@ -76,18 +76,20 @@ class ParquetTarget:
     def state_store(self, object_name: str) -> FileStateStore:
         return FileStateStore(DatasetPaths.of(object_name).state)
 
-    def open_stream(self, request: StreamRequest) -> ParquetStreamWriter:
-        return ParquetStreamWriter(request)
+    def open_stream(
+        self, request: StreamRequest, external_state: StateStore | None = None
+    ) -> ParquetStreamWriter:
+        return ParquetStreamWriter(request, external_state)
 
     def close(self) -> None:
         return None
 
 
 class ParquetStreamWriter:
-    def __init__(self, request: StreamRequest) -> None:
+    def __init__(self, request: StreamRequest, external_state: StateStore | None = None) -> None:
         self.request = request
         self.paths = DatasetPaths.of(request.object)
-        self.store = FileStateStore(self.paths.state)
+        self.store: StateStore = external_state or FileStateStore(self.paths.state)
         try:
             self.paths.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -1,0 +1,447 @@
+"""The PostgreSQL target on a real server: modes across runs, types, atomicity, state, locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from sentry_extract.config.replication import Overrides
+from sentry_extract.testing.fake_sentry import FakeSentry, Fault, ServerSettings
+from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
+
+from .conftest import Workspace, database_url, invoke, pg_rows, sentry_connection
+
+RETENTION = timedelta(days=90)
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def next_second() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+
+def replicate(workspace: Workspace, streams: str, mode: str | None = None) -> None:
+    workspace.replication(
+        streams, mode=mode, object_template="sentry.{{stream_name}}", target="MY_POSTGRES"
+    )
+
+
+def event_keys(url: str) -> list[tuple[str, str]]:
+    return [
+        (row[0], row[1]) for row in pg_rows(url, "SELECT project_id, event_id FROM sentry.events")
+    ]
+
+
+def assert_exact(url: str, organization: FakeOrganization, until: datetime) -> None:
+    keys = event_keys(url)
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {
+        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION, until)
+    }
+    issues = {
+        row[0]: row
+        for row in pg_rows(url, "SELECT id, count, status, last_seen FROM sentry.issues")
+    }
+    expected = {i["id"]: i for i in organization.visible_issues(RETENTION, until)}
+    assert set(issues) == set(expected)
+    for issue_id, (_, count, status, last_seen) in issues.items():
+        assert count == int(expected[issue_id]["count"])
+        assert status == expected[issue_id]["status"]
+        assert (
+            last_seen.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            == (expected[issue_id]["lastSeen"])
+        )
+
+
+def test_incremental_runs_hold_exactly_the_organization(
+    pg_workspace: Workspace, pg_url: str, organization: FakeOrganization
+) -> None:
+    replicate(pg_workspace, "  issues:\n  events:\n", mode="incremental")
+    first = next_second()
+    assert pg_workspace.run(started=first).exit_code == 0
+    assert_exact(pg_url, organization, first)
+    resolved = next(i for i in organization.visible_issues(RETENTION) if i["status"] == "resolved")
+    organization.add_events(4, project_slug="project-0")
+    organization.set_issue_status(resolved["id"], "unresolved")
+    organization.add_events(1, project_slug=resolved["project"]["slug"], issue_id=resolved["id"])
+    organization.add_events(3, project_slug="project-1", new_issue=True)
+    organization.add_events(2, project_slug="project-2", age=timedelta(minutes=30))
+    second = next_second() + timedelta(seconds=1)
+    assert pg_workspace.run(started=second).exit_code == 0
+    assert_exact(pg_url, organization, second)
+    third = second + timedelta(seconds=1)
+    assert pg_workspace.run(started=third).exit_code == 0
+    assert_exact(pg_url, organization, third)
+    state = pg_rows(pg_url, "SELECT stream, state FROM sentry._sentry_extract_state ORDER BY 1")
+    assert [row[0] for row in state] == ["events", "issues"]
+    assert state[1][1]["watermark"] == third.isoformat()
+    assert set(state[0][1]["project_watermarks"].values()) == {third.isoformat()}
+
+
+def test_every_mode_across_runs(
+    pg_workspace: Workspace, pg_url: str, organization: FakeOrganization
+) -> None:
+    for mode in ("full-refresh", "truncate"):
+        replicate(pg_workspace, "  members:\n  releases:\n", mode=mode)
+        assert pg_workspace.run().exit_code == 0
+        removed = organization.members.pop()
+        organization.add_member()
+        organization.set_release_status(organization.releases[2]["version"], "archived")
+        assert pg_workspace.run().exit_code == 0
+        members = {row[0] for row in pg_rows(pg_url, "SELECT id FROM sentry.members")}
+        assert members == {m["id"] for m in organization.members}
+        assert removed["id"] not in members
+        releases = dict(pg_rows(pg_url, "SELECT id, status FROM sentry.releases"))
+        assert releases == {r["id"]: r["status"] for r in organization.releases}
+    replicate(pg_workspace, "  teams:\n", mode="snapshot")
+    first, second = next_second(), next_second() + timedelta(seconds=5)
+    pg_workspace.run(started=first)
+    pg_workspace.run(started=second)
+    counts = dict(pg_rows(pg_url, "SELECT _snapshot_at, count(*) FROM sentry.teams GROUP BY 1"))
+    assert counts == {first: 3, second: 3}
+
+
+def test_backfill_merges_and_leaves_state(
+    pg_workspace: Workspace, pg_url: str, organization: FakeOrganization
+) -> None:
+    replicate(pg_workspace, "  events:\n", mode="incremental")
+    started = next_second()
+    pg_workspace.run(started=started)
+    state_before = pg_rows(pg_url, "SELECT state FROM sentry._sentry_extract_state")
+    start = (started - timedelta(days=30)).strftime("%Y-%m-%d")
+    end = (started - timedelta(days=5)).strftime("%Y-%m-%d")
+    pg_workspace.replication(
+        f"  events:\n    mode: backfill\n    source_options:\n      range: '{start},{end}'\n",
+        object_template="sentry.{{stream_name}}",
+        target="MY_POSTGRES",
+    )
+    summary = pg_workspace.run(started=started + timedelta(seconds=2))
+    assert summary.exit_code == 0 and summary.results[0].rows > 0
+    assert pg_rows(pg_url, "SELECT state FROM sentry._sentry_extract_state") == state_before
+    keys = event_keys(pg_url)
+    assert len(keys) == len(set(keys)) == len(organization.visible_events(RETENTION, started))
+
+
+def test_columns_have_real_types_and_a_primary_key(pg_workspace: Workspace, pg_url: str) -> None:
+    replicate(pg_workspace, "  '*':\n")
+    assert pg_workspace.run().exit_code == 0
+    types = {
+        (row[0], row[1]): row[2]
+        for row in pg_rows(
+            pg_url,
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'sentry'",
+        )
+    }
+    assert types[("issues", "count")] == "bigint"
+    assert types[("issues", "last_seen")] == "timestamp with time zone"
+    assert types[("issues", "is_public")] == "boolean"
+    assert types[("issues", "project")] == "jsonb"
+    assert types[("issues", "id")] == "text"
+    assert types[("releases", "id")] == "bigint"
+    assert types[("events", "entries")] == "jsonb"
+    keys = pg_rows(
+        pg_url,
+        "SELECT tc.table_name, string_agg(kcu.column_name, ',' ORDER BY "
+        "kcu.ordinal_position) FROM information_schema.table_constraints tc JOIN "
+        "information_schema.key_column_usage kcu USING (constraint_name, table_schema) "
+        "WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = 'sentry' "
+        "GROUP BY 1",
+    )
+    assert dict(keys)["events"] == "project_id,event_id"
+    frames = pg_rows(
+        pg_url,
+        "SELECT count(*) FROM sentry.events WHERE "
+        "entries->0->'data'->'values'->0->'stacktrace'->'frames' IS NOT NULL",
+    )
+    assert frames[0][0] == pg_rows(pg_url, "SELECT count(*) FROM sentry.events")[0][0] > 0
+
+
+def test_a_new_field_becomes_a_column_and_user_columns_stay(
+    pg_workspace: Workspace, pg_url: str, organization: FakeOrganization
+) -> None:
+    replicate(pg_workspace, "  teams:\n", mode="incremental")
+    pg_workspace.run()
+    with psycopg.connect(pg_url) as connection:
+        connection.execute("ALTER TABLE sentry.teams ADD COLUMN my_note text")
+        connection.execute("UPDATE sentry.teams SET my_note = 'keep me'")
+    organization.teams[0]["newShinyField"] = {"nested": True}
+    assert pg_workspace.run().exit_code == 0
+    rows = dict(pg_rows(pg_url, "SELECT id, new_shiny_field FROM sentry.teams"))
+    assert json.loads(rows[organization.teams[0]["id"]]) == {"nested": True}
+    assert pg_rows(pg_url, "SELECT DISTINCT my_note FROM sentry.teams") == [("keep me",)]
+
+
+def test_full_refresh_never_shows_an_empty_or_partial_table(
+    pg_workspace: Workspace, pg_url: str, fake: FakeSentry
+) -> None:
+    replicate(pg_workspace, "  events:\n", mode="full-refresh")
+    assert pg_workspace.run().exit_code == 0
+    total = pg_rows(pg_url, "SELECT count(*) FROM sentry.events")[0][0]
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as connection:
+            while not stop.is_set():
+                seen.append(connection.execute("SELECT count(*) FROM sentry.events").fetchone()[0])
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(3):
+            assert pg_workspace.run(batch_rows=25).exit_code == 0
+    finally:
+        stop.set()
+        reader.join()
+    assert len(seen) > 10 and set(seen) == {total}
+
+
+def test_truncate_keeps_grants_and_indexes(pg_workspace: Workspace, pg_url: str) -> None:
+    replicate(pg_workspace, "  projects:\n", mode="truncate")
+    pg_workspace.run()
+    with psycopg.connect(pg_url) as connection:
+        connection.execute("CREATE ROLE sentry_reader_test")
+        connection.execute("GRANT SELECT ON sentry.projects TO sentry_reader_test")
+        connection.execute("CREATE INDEX projects_by_slug ON sentry.projects (slug)")
+    try:
+        assert pg_workspace.run().exit_code == 0
+        assert pg_rows(
+            pg_url,
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'projects' "
+            "AND indexname = 'projects_by_slug'",
+        ) == [("projects_by_slug",)]
+        assert pg_rows(
+            pg_url, "SELECT has_table_privilege('sentry_reader_test', 'sentry.projects', 'SELECT')"
+        ) == [(True,)]
+        assert pg_rows(pg_url, "SELECT count(*) FROM sentry.projects") == [(3,)]
+    finally:
+        with psycopg.connect(pg_url) as connection:
+            connection.execute("DROP OWNED BY sentry_reader_test")
+            connection.execute("DROP ROLE sentry_reader_test")
+
+
+def test_a_second_run_on_the_same_table_waits_then_stops(
+    pg_workspace: Workspace, pg_url: str
+) -> None:
+    replicate(pg_workspace, "  teams:\n")
+    with psycopg.connect(pg_url, autocommit=True) as holder:
+        holder.execute(
+            "SELECT pg_advisory_lock(hashtextextended('sentry_extract:sentry.teams', 0))"
+        )
+        started = time.monotonic()
+        summary = pg_workspace.run(lock_wait=1.0)
+        waited = time.monotonic() - started
+    assert summary.exit_code == 1 and waited >= 1.0
+    assert (
+        summary.results[0]
+        .problems[0]
+        .startswith("another sentry-extract run is loading sentry.teams; waited 1s")
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sentry.issues; DROP TABLE x",
+        "a.b.c",
+        'sentry."x"',
+        "sentry.",
+        "1sentry.issues",
+        "sentry.x-y",
+    ],
+)
+def test_hostile_object_names_are_config_errors(
+    cli: CliRunner,
+    fake: FakeSentry,
+    pg_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    monkeypatch.setenv("MY_POSTGRES", pg_url)
+    (tmp_path / "r.yaml").write_text(
+        f"source: SENTRY\ntarget: MY_POSTGRES\nstreams:\n  teams:\n    object: '{name}'\n"
+    )
+    result = invoke(cli, "run", "r.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        f"error: r.yaml: streams.teams.object: '{name}' is not a PostgreSQL table name"
+    )
+    assert pg_rows(
+        pg_url,
+        "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN "
+        "('pg_catalog', 'information_schema')",
+    ) == [(0,)]
+
+
+def test_mixed_case_names_are_quoted_not_folded(pg_workspace: Workspace, pg_url: str) -> None:
+    pg_workspace.replication(
+        "  teams:\n", object_template="Sentry.Teams_{{stream_name}}", target="MY_POSTGRES"
+    )
+    assert pg_workspace.run().exit_code == 0
+    assert pg_rows(pg_url, 'SELECT count(*) FROM "Sentry"."Teams_teams"') == [(3,)]
+
+
+@pytest.mark.parametrize(
+    "example",
+    [
+        "reference-sentry-to-postgres.yaml",
+        "reference-sync-all-endpoints.yaml",
+        "reference-error-monitoring.yaml",
+        "reference-organization-overview.yaml",
+    ],
+)
+def test_reference_examples_run_unchanged(
+    cli: CliRunner, fake: FakeSentry, pg_url: str, monkeypatch: pytest.MonkeyPatch, example: str
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    monkeypatch.setenv("MY_POSTGRES", pg_url)
+    result = invoke(cli, "run", str(EXAMPLES / example))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    schema = (
+        "error_monitoring"
+        if "error" in example
+        else ("sentry_meta" if "overview" in example else "sentry")
+    )
+    tables = {
+        row[0]
+        for row in pg_rows(pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = %s", schema)
+    }
+    assert tables >= {"projects"}
+    assert pg_rows(pg_url, f"SELECT count(*) FROM {schema}.projects") == [(3,)]
+
+
+def test_conns_test_postgres(cli: CliRunner, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_POSTGRES", pg_url)
+    ok = invoke(cli, "conns", "test", "MY_POSTGRES")
+    assert ok.exit_code == 0 and ok.stdout.startswith("MY_POSTGRES: ok: PostgreSQL 1")
+    monkeypatch.setenv("MY_POSTGRES", database_url(pg_url, "no_such_database"))
+    missing = invoke(cli, "conns", "test", "MY_POSTGRES")
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("error: PostgreSQL database missing:")
+    monkeypatch.setenv("MY_POSTGRES", "postgresql://user:secret-password@127.0.0.1:1/db")
+    unreachable = invoke(cli, "conns", "test", "MY_POSTGRES")
+    assert unreachable.exit_code == 1
+    assert unreachable.stderr.startswith("error: PostgreSQL host unreachable:")
+    assert "secret-password" not in unreachable.stderr
+
+
+def test_state_elsewhere(pg_workspace: Workspace, pg_url: str, tmp_path: Path) -> None:
+    replicate(pg_workspace, "  issues:\n", mode="incremental")
+    folder = tmp_path / "state"
+    assert pg_workspace.run(state_location=str(folder)).exit_code == 0
+    files = list(folder.glob("*.json"))
+    assert len(files) == 1 and "watermark" in files[0].read_text()
+    # With state kept elsewhere, no state table is made beside the data.
+    assert pg_rows(pg_url, "SELECT to_regclass('sentry._sentry_extract_state')") == [(None,)]
+    assert pg_workspace.run(state_location=pg_url).exit_code == 0
+    stored = pg_rows(pg_url, "SELECT stream FROM public._sentry_extract_state")
+    assert stored == [("issues",)]
+
+
+def test_state_show_and_reset_on_postgres(
+    cli: CliRunner, fake: FakeSentry, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    monkeypatch.setenv("MY_POSTGRES", pg_url)
+    example = str(EXAMPLES / "reference-error-monitoring.yaml")
+    assert invoke(cli, "run", example).exit_code == 0
+    shown = invoke(cli, "state", "show", example)
+    assert "table error_monitoring._sentry_extract_state" in shown.stdout
+    reset = invoke(cli, "state", "reset", example, "--streams", "events")
+    assert reset.stdout.strip() == "events: state cleared"
+    assert pg_rows(pg_url, "SELECT stream FROM error_monitoring._sentry_extract_state") == [
+        ("issues",)
+    ]
+
+
+def _run_process(folder: Path, environment: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentry_extract", "run", "r.yaml"],
+        cwd=folder,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_kill_between_batches_then_rerun_loses_nothing(tmp_path: Path, pg_url: str) -> None:
+    organization = FakeOrganization("acme", OrganizationSize(projects=5, issues=30, events=500))
+    random_moment = random.Random(11)
+    with FakeSentry(organization, ServerSettings(latency=0.02)) as fake:
+        (tmp_path / "r.yaml").write_text(
+            "source: SENTRY\ntarget: MY_POSTGRES\ndefaults:\n  object: sentry.{stream_name}\n"
+            "  mode: incremental\nstreams:\n  issues:\n  events:\n"
+        )
+        environment = {
+            **os.environ,
+            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+            "SENTRY": sentry_connection(fake.base_url, concurrency=1),
+            "MY_POSTGRES": pg_url,
+        }
+        for attempt in range(2):
+            process = _run_process(tmp_path, environment)
+            pages = 8 + random_moment.randrange(20) + attempt * 10
+            deadline = time.monotonic() + 60
+            while len(fake.requests_to("/events/")) < pages and time.monotonic() < deadline:
+                time.sleep(0.01)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            assert_state_not_ahead(pg_url, organization)
+        finished = _run_process(tmp_path, environment)
+        _, stderr = finished.communicate(timeout=120)
+        assert finished.returncode == 0, stderr
+    keys = event_keys(pg_url)
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {
+        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)
+    }
+
+
+def assert_state_not_ahead(url: str, organization: FakeOrganization) -> None:
+    """Every project the state calls done has all its events in the table."""
+    if not pg_rows(url, "SELECT to_regclass('sentry._sentry_extract_state')")[0][0]:
+        return
+    rows = pg_rows(url, "SELECT state FROM sentry._sentry_extract_state WHERE stream = 'events'")
+    if not rows:
+        return
+    done: dict[str, Any] = rows[0][0]["project_watermarks"]
+    stored = set(event_keys(url))
+    for project_id, watermark in done.items():
+        until = datetime.fromisoformat(watermark)
+        expected = {
+            (e["projectID"], e["eventID"])
+            for e in organization.visible_events(RETENTION, until)
+            if e["projectID"] == project_id
+        }
+        assert expected <= stored, f"state says project {project_id} is done, rows are missing"
+
+
+def test_a_failing_project_commits_the_others(
+    pg_workspace: Workspace, pg_url: str, fake: FakeSentry, organization: FakeOrganization
+) -> None:
+    replicate(pg_workspace, "  events:\n", mode="incremental")
+    fake.inject(Fault("/project-1/events/", 500, body={"detail": "boom"}, times=100))
+    summary = pg_workspace.run(overrides=Overrides())
+    assert summary.results[0].status == "partial"
+    state = pg_rows(pg_url, "SELECT state FROM sentry._sentry_extract_state")[0][0]
+    done = set(state["project_watermarks"])
+    assert done == {
+        organization.project("project-0")["id"],
+        organization.project("project-2")["id"],
+    }
