@@ -246,7 +246,7 @@ def test_a_crash_between_data_and_state_only_rereads(
     def crash(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(state_module, "write_atomically", crash)
+    monkeypatch.setattr(state_module, "write_atomically", crash)  # the name state.py calls
     organization.add_events(2, project_slug="project-0", new_issue=True)
     second = first + timedelta(seconds=5)
     summary = workspace.run(started=second)

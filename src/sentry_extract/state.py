@@ -8,8 +8,6 @@ so a crash leaves the old state, never one ahead of the data.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sentry_extract.errors import StateError
+from sentry_extract.files import write_atomically
 
 STATE_VERSION = 1
 
@@ -127,29 +126,3 @@ class FileStateStore:
             write_atomically(self.path, json.dumps(document, indent=2, sort_keys=True).encode())
         except OSError as error:
             raise StateError(f"cannot write state file {self.path}: {error.strerror}") from None
-
-
-def write_atomically(path: Path, content: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, rename over it, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
-
-
-def fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

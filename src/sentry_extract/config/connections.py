@@ -10,9 +10,7 @@ Where connections come from, later ones winning:
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sentry_extract.config.values import did_you_mean, parse_datetime, parse_duration
 from sentry_extract.errors import ConfigError
+from sentry_extract.files import write_atomically
 
 HOME_VARIABLE = "SENTRY_EXTRACT_HOME"
 ENV_FILE_NAME = "env.yaml"
@@ -147,17 +146,8 @@ def read_env_file(path: Path) -> dict[str, Any]:
 def write_env_file(path: Path, document: Mapping[str, Any]) -> None:
     """Write atomically with mode 0600: the file holds tokens."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".env.", suffix=".tmp")
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(dict(document), handle, sort_keys=False, default_flow_style=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    text = yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False)
+    write_atomically(path, text.encode("utf-8"), mode=0o600)
 
 
 def parse_assignments(arguments: Sequence[str]) -> dict[str, Any]:

@@ -28,8 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sentry_extract.errors import ConfigError, LockedError, TargetError
+from sentry_extract.files import fsync_folder
 from sentry_extract.records import SNAPSHOT_COLUMN, conform, unify_schemas
-from sentry_extract.state import FileStateStore, StateStore, StreamState, fsync_folder
+from sentry_extract.state import FileStateStore, StateStore, StreamState
 from sentry_extract.targets.base import StreamRequest
 
 DATA_FILE = "data.parquet"
