@@ -127,6 +127,17 @@ def test_retry_after_prefers_the_header_then_the_reset() -> None:
     assert retry_after(request(429), lambda: 0) is None
 
 
+def test_a_concurrency_429_waits_a_moment_not_for_the_reset() -> None:
+    headers = {
+        "X-Sentry-Rate-Limit-Remaining": "17",
+        "X-Sentry-Rate-Limit-Reset": "1050",
+        "X-Sentry-Rate-Limit-ConcurrentRemaining": "0",
+    }
+    assert retry_after(request(429, headers=headers), lambda: 1000.0) == 1.0
+    headers["X-Sentry-Rate-Limit-Remaining"] = "0"
+    assert retry_after(request(429, headers=headers), lambda: 1000.0) == 50
+
+
 def test_a_truncated_json_body_is_retried(workspace: Workspace, fake: FakeSentry) -> None:
     from sentry_extract.testing.fake_sentry import Fault
 

@@ -81,7 +81,6 @@ def _configure_logging(debug: bool) -> None:
     root = logging.getLogger("sentry_extract")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    root.propagate = False
 
 
 def _fail(message: str, code: int) -> NoReturn:

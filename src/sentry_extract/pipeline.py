@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from sentry_extract.config.connections import (
     ConnectionEntry,
     LocalConnection,
@@ -101,7 +103,7 @@ class RunSettings:
     """How to run; tests swap the transport, the sleep and the retry policy."""
 
     batch_rows: int = BATCH_ROWS
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy | None = None  # None: the source connection's retry inputs
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     transport: Any = None  # an httpx transport; None for real HTTP
@@ -186,13 +188,19 @@ def state_stores(
 
 def build_client(source: SentryConnection, settings: RunSettings) -> SentryClient:
     bucket = TokenBucket(source.rate_limit, burst=1, clock=settings.clock, sleep=settings.sleep)
+    retry = settings.retry or RetryPolicy(
+        attempts=source.retry_attempts,
+        max_total_wait=source.retry_max_wait.total_seconds(),
+    )
+    seconds = source.timeout.total_seconds()
     return SentryClient(
         ClientSettings(
             base_url=source.base_url,
             token=source.auth_token,
             gate=RequestGate(bucket, source.concurrency),
             pacer=ServerPacer(sleep=settings.sleep),
-            retry=settings.retry,
+            retry=retry,
+            timeout=httpx.Timeout(seconds, connect=min(seconds, 10.0)),
             verify=source.ca_bundle or True,
             sleep=settings.sleep,
             transport=settings.transport,
@@ -392,7 +400,9 @@ class _Loader:
                 self._add(item.rows)
                 continue
             if item.error is not None:
-                self.result.problems.append(self._project_problem(item.project, item.error))
+                problem = self._project_problem(item.project, item.error)
+                log.warning("%s: %s", self.stream.name, problem)
+                self.result.problems.append(problem)
                 continue
             done[item.project.id] = self.run_started_at
             self._flush()

@@ -67,6 +67,9 @@ class SentryConnection:
     concurrency: int = 2
     lookback: timedelta = timedelta(hours=1)
     ca_bundle: str | None = None
+    timeout: timedelta = timedelta(seconds=60)  # to connect, and between bytes of an answer
+    retry_attempts: int = 6  # attempts of one request, the first included
+    retry_max_wait: timedelta = timedelta(minutes=10)  # waits between those attempts, in all
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,9 @@ SENTRY_INPUT_KEYS = (
     "concurrency",
     "lookback",
     "ca_bundle",
+    "timeout",
+    "retry_attempts",
+    "retry_max_wait",
 )
 POSTGRES_KEYS = ("type", "url", "host", "port", "user", "password", "database", "sslmode")
 
@@ -325,6 +331,12 @@ def _sentry_connection(entry: ConnectionEntry, where: str) -> SentryConnection:
         ),
         lookback=_optional(inputs, "lookback", parse_duration, where) or timedelta(hours=1),
         ca_bundle=_ca_bundle(inputs.get("ca_bundle"), where),
+        timeout=_optional(inputs, "timeout", parse_duration, where) or timedelta(seconds=60),
+        retry_attempts=max(
+            1, int(_number(inputs.get("retry_attempts", 6), "inputs.retry_attempts", where, int))
+        ),
+        retry_max_wait=_optional(inputs, "retry_max_wait", parse_duration, where)
+        or timedelta(minutes=10),
     )
 
 

@@ -38,6 +38,7 @@ from sentry_extract.source.retry import RetryPolicy, build_retrying
 log = logging.getLogger("sentry_extract.http")
 
 Params = Mapping[str, str | int]
+CONCURRENCY_WAIT = 1.0  # seconds, after a 429 for too many requests in flight
 
 
 @dataclass
@@ -211,8 +212,9 @@ def retry_after(
 ) -> float | None:
     """Seconds to wait: `Retry-After` first, then the rate-limit reset; None when unknown.
 
-    A 429 for going above the concurrency cap (requests left in the window) gets None:
-    a short backoff, not a wait for the window's reset.
+    A 429 with requests left in the window is the concurrency cap: the server still
+    counts a request we stopped waiting for (a read timeout), so wait a moment for it
+    to finish rather than for the window's reset.
     """
     header = response.headers.get("Retry-After")
     if header:
@@ -226,8 +228,10 @@ def retry_after(
             if moment is not None:
                 return max(0.0, moment.timestamp() - wall_clock())
     reset = response.headers.get("X-Sentry-Rate-Limit-Reset")
-    remaining = response.headers.get("X-Sentry-Rate-Limit-Remaining", "0")
-    if reset and remaining.strip() in ("0", ""):
+    remaining = response.headers.get("X-Sentry-Rate-Limit-Remaining", "").strip()
+    if remaining.isdigit() and int(remaining) > 0:
+        return CONCURRENCY_WAIT
+    if reset:
         try:
             return max(0.0, float(reset) - wall_clock())
         except ValueError:

@@ -23,6 +23,7 @@ class RetryPolicy:
     initial_wait: float = 1.0  # first backoff, doubled each attempt, plus jitter
     max_wait: float = 60.0  # cap of one backoff
     max_server_wait: float = 300.0  # cap of one wait the server asked for
+    max_total_wait: float = 600.0  # cap of all the waits for one request
 
 
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
@@ -41,6 +42,17 @@ def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
     return wait
 
 
+class _WaitedEnough(tenacity.stop.stop_base):
+    """Stop once the waits so far reach the total allowed (counted, not clocked, so an
+    injected sleep counts the same)."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return retry_state.idle_for >= self.limit
+
+
 def build_retrying(
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
@@ -49,7 +61,9 @@ def build_retrying(
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(RetriableError),
         wait=_wait(policy),
-        stop=tenacity.stop_after_attempt(policy.attempts),
+        stop=tenacity.stop_any(
+            tenacity.stop_after_attempt(policy.attempts), _WaitedEnough(policy.max_total_wait)
+        ),
         sleep=sleep,
         before_sleep=on_retry,
         reraise=True,

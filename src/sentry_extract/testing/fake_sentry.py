@@ -24,6 +24,7 @@ Run it alone with `python -m sentry_extract.testing.fake_sentry --port 8000`.
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import threading
 import time
@@ -111,6 +112,29 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FaultRates:
+    """Per-request chances of the failures sentry.io shows now and then."""
+
+    server_error: float = 0.0  # 500, 502 or 503 with a detail
+    rate_limited: float = 0.0  # 429 with a bare string body and no Retry-After
+    reset: float = 0.0  # the connection closes without an answer
+    slow: float = 0.0  # the answer comes `slow_seconds` late
+    truncated: float = 0.0  # a 200 whose JSON body is cut short
+    query_timeout: float = 0.0  # 400 "Query timeout" (Snuba overloaded)
+    slow_seconds: float = 2.0
+    seed: int = 1
+
+    def pick(self, roll: float) -> str | None:
+        """The fault a roll in [0, 1) falls on, if any."""
+        for name in ("server_error", "rate_limited", "reset", "slow", "truncated", "query_timeout"):
+            chance = float(getattr(self, name))
+            if roll < chance:
+                return name
+            roll -= chance
+        return None
+
+
 @dataclass
 class ServerSettings:
     token_scopes: dict[str, frozenset[str]] = field(
@@ -121,6 +145,7 @@ class ServerSettings:
     latency: float = 0.0  # seconds spent on each request
     forbidden_projects: frozenset[str] = frozenset()
     events_page_cap: int = FULL_PAGE_CAP
+    faults: FaultRates = field(default_factory=FaultRates)
 
 
 class _Window:
@@ -145,13 +170,14 @@ class FakeSentry:
         self.requests: list[RequestRecord] = []
         self.faults: list[Fault] = []
         self.on_request: Callable[[RequestRecord], None] | None = None
+        self.injected: dict[str, int] = {}  # faults served, by kind
+        self._random = random.Random(self.settings.faults.seed)
         self.max_in_flight: dict[str, int] = {}
         self._in_flight: dict[str, int] = {}
         self._windows: dict[str, _Window] = {}
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"fake": self})
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -236,6 +262,13 @@ class FakeSentry:
             self._in_flight[group] -= 1
             self._in_flight[ALL_GROUPS] -= 1
 
+    def _roll_fault(self) -> str | None:
+        with self._lock:
+            kind = self.settings.faults.pick(self._random.random())
+            if kind is not None:
+                self.injected[kind] = self.injected.get(kind, 0) + 1
+            return kind
+
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
@@ -243,6 +276,13 @@ class FakeSentry:
                     fault.times -= 1
                     return fault
         return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up on a slow answer is not news."""
 
 
 class BadRequest(Exception):
@@ -309,7 +349,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.fake.settings.latency:
                 time.sleep(self.fake.settings.latency)
+            fault = self.fake._roll_fault() if route is not None else None
+            if fault == "reset":
+                self.close_connection = True
+                return  # no answer at all
+            if fault == "slow":
+                time.sleep(self.fake.settings.faults.slow_seconds)
             status, body, link, raw, extra = self._answer(route, match, params, limited, parts.path)
+            status, body, raw = _apply_fault(fault, status, body, raw)
             headers.update(extra)
             record.status = status
             record.rows = len(body) if isinstance(body, list) else 0
@@ -368,6 +415,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(content)
+
+
+def _apply_fault(
+    fault: str | None, status: int, body: Any, raw: bytes | None
+) -> tuple[int, Any, bytes | None]:
+    if fault is None or status != 200:
+        return status, body, raw
+    if fault == "server_error":
+        return 503, {"detail": "Service unavailable"}, None
+    if fault == "rate_limited":
+        return 429, "You are attempting to use this endpoint too frequently.", None
+    if fault == "query_timeout":
+        return 400, {"detail": "Query timeout. Please try with a smaller date range."}, None
+    if fault == "truncated":
+        content = orjson.dumps(body)
+        return 200, None, content[: max(1, len(content) // 2)]
+    return status, body, raw
 
 
 # --- endpoints ---------------------------------------------------------------------------
