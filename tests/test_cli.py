@@ -241,9 +241,10 @@ def test_run_against_the_wrong_region_names_it(
 ) -> None:
     monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url, organization="elsewhere"))
     (tmp_path / "replication.yaml").write_text(REPLICATION)
-    result = invoke(cli, "run", "replication.yaml", "--streams", "organizations")
-    assert result.exit_code == 1
-    assert (
-        "organizations: organization 'elsewhere' not found at "
-        f"{fake.base_url}: wrong slug, or an organization in another region"
-    ) in result.stdout
+    result = invoke(cli, "run", "replication.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: organization 'elsewhere' not found at {fake.base_url}: wrong slug, or an "
+        "organization in another region (EU organizations live on https://de.sentry.io)"
+    )
+    assert len(fake.requests) == 1  # stopped before any stream started

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sentry_extract.config.replication import Overrides
+from sentry_extract.errors import AuthenticationError
 from sentry_extract.source.streams import STREAM_NAMES
 from sentry_extract.testing.fake_sentry import FULL_PAGE_CAP, FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
@@ -288,16 +289,26 @@ def test_403_stops_the_stream_without_retrying(workspace: Workspace, fake: FakeS
     assert summary.exit_code == 1
 
 
-def test_401_stops_the_run(workspace: Workspace, fake: FakeSentry) -> None:
-    workspace.environ["SENTRY"] = workspace.environ["SENTRY"].replace(
-        "sntryu_test_0123456789abcdef0123456789abcdef", "sntryu_test_rejected_token_000000000"
-    )
+def test_a_rejected_token_stops_before_any_stream(workspace: Workspace, fake: FakeSentry) -> None:
+    workspace.environ["SENTRY"] = sentry_connection(fake.base_url, token="sntryu_test_rejected")
+    workspace.replication()
+    with pytest.raises(AuthenticationError, match=r"the token was rejected by .* \(401\)"):
+        workspace.run()
+    assert len(fake.requests) == 1
+    assert not (workspace.folder / "out").exists()
+
+
+def test_a_401_during_the_run_stops_every_stream(workspace: Workspace, fake: FakeSentry) -> None:
+    fake.settings.latency = 0.02
+    fake.inject(Fault("/issues/", 401, body={"detail": "Invalid token"}, times=1))
     workspace.replication()
     summary = workspace.run()
     assert summary.exit_code == 1
     assert summary.fatal is not None and "rejected" in summary.fatal
-    assert all(r.status in ("failed", "cancelled") for r in summary.results)
-    assert not (workspace.folder / "out" / "issues" / "data.parquet").exists()
+    by_name = {r.name: r for r in summary.results}
+    assert by_name["issues"].status == "failed"
+    assert by_name["events"].status == "cancelled"
+    assert not (workspace.folder / "out" / "events" / "data.parquet").exists()
 
 
 def test_a_forbidden_project_is_skipped_in_incremental_mode(

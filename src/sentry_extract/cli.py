@@ -28,6 +28,7 @@ from rich.table import Table
 from sentry_extract import __version__, pipeline
 from sentry_extract.config import connections as conns
 from sentry_extract.config.replication import MODES, Overrides, Replication, load_replication
+from sentry_extract.config.values import parse_duration
 from sentry_extract.errors import ConfigError, SentryExtractError
 from sentry_extract.records import SNAKE, column_name, declared_columns
 from sentry_extract.source.streams import STREAMS
@@ -258,17 +259,37 @@ def run(
         str | None,
         typer.Option("--mode", help=f"Override every stream's mode: {', '.join(MODES)}."),
     ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            "--deadline",
+            help="Stop the run after this long (e.g. 50m): unfinished streams save nothing "
+            "and the run exits 1.",
+        ),
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Run a replication: read the streams from Sentry and write them to the target."""
     with _errors_translated(debug):
         loaded = _load(replication, streams, mode)
-        settings = pipeline.RunSettings(state_location=_environment().get(STATE_VARIABLE))
+        settings = pipeline.RunSettings(
+            state_location=_environment().get(STATE_VARIABLE),
+            deadline=_seconds(deadline, "--deadline"),
+        )
         with _signals_cancel(settings.cancelled):
             summary = pipeline.run_replication(loaded, _connections(), settings)
         _print_summary(summary)
         if summary.exit_code:
             raise typer.Exit(summary.exit_code)
+
+
+def _seconds(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as error:
+        raise ConfigError(f"{option}: {error}") from None
 
 
 def _print_summary(summary: pipeline.RunSummary) -> None:

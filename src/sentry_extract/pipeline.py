@@ -37,7 +37,13 @@ from sentry_extract.config.replication import (
     Replication,
     StreamConfig,
 )
-from sentry_extract.errors import AuthenticationError, ConfigError, SentryExtractError, SourceError
+from sentry_extract.errors import (
+    AuthenticationError,
+    ConfigError,
+    NetworkError,
+    SentryExtractError,
+    SourceError,
+)
 from sentry_extract.records import RecordTyper
 from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
 from sentry_extract.source.extract import (
@@ -50,7 +56,7 @@ from sentry_extract.source.extract import (
 )
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
-from sentry_extract.source.streams import Shape
+from sentry_extract.source.streams import ORGANIZATIONS, Shape
 from sentry_extract.source.windows import Window, full_window, incremental_window
 from sentry_extract.state import FileStateStore, StateKey, StateStore, StreamState
 from sentry_extract.targets.base import StreamRequest, StreamWriter, Target
@@ -104,12 +110,13 @@ class RunSettings:
 
     batch_rows: int = BATCH_ROWS
     retry: RetryPolicy | None = None  # None: the source connection's retry inputs
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None  # None: real waits that a cancel ends
     clock: Callable[[], float] = time.monotonic
     transport: Any = None  # an httpx transport; None for real HTTP
     cancelled: threading.Event = field(default_factory=threading.Event)
     state_location: str | None = None  # SENTRY_EXTRACT_STATE: a folder or a PostgreSQL URL
     lock_wait: float = 10.0  # seconds to wait for another run's lock on a table
+    deadline: float | None = None  # seconds the whole run may take
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,8 @@ class _Context:
     target: Target
     client: SentryClient
     settings: RunSettings
+    organization: dict[str, Any] | None  # the preflight's answer, reused by its stream
+    preflight: RequestCounter  # its requests, counted in the organizations stream if run
 
 
 def resolve_source(
@@ -187,7 +196,8 @@ def state_stores(
 
 
 def build_client(source: SentryConnection, settings: RunSettings) -> SentryClient:
-    bucket = TokenBucket(source.rate_limit, burst=1, clock=settings.clock, sleep=settings.sleep)
+    sleep = settings.sleep or _interruptible_sleep(settings.cancelled)
+    bucket = TokenBucket(source.rate_limit, burst=1, clock=settings.clock, sleep=sleep)
     retry = settings.retry or RetryPolicy(
         attempts=source.retry_attempts,
         max_total_wait=source.retry_max_wait.total_seconds(),
@@ -198,11 +208,11 @@ def build_client(source: SentryConnection, settings: RunSettings) -> SentryClien
             base_url=source.base_url,
             token=source.auth_token,
             gate=RequestGate(bucket, source.concurrency),
-            pacer=ServerPacer(sleep=settings.sleep),
+            pacer=ServerPacer(sleep=sleep),
             retry=retry,
             timeout=httpx.Timeout(seconds, connect=min(seconds, 10.0)),
             verify=source.ca_bundle or True,
-            sleep=settings.sleep,
+            sleep=sleep,
             transport=settings.transport,
         )
     )
@@ -217,21 +227,90 @@ def run_replication(
     started = time.monotonic()
     source = resolve_source(replication, connections)
     target = open_target(replication, connections, settings.lock_wait)
-    with build_client(source, settings) as client:
-        context = _Context(replication, source, target, client, settings)
-        workers = max(1, len(replication.streams))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream") as pool:
-            futures = [pool.submit(_run_stream, context, stream) for stream in replication.streams]
-            results = [future.result() for future in futures]
-    target.close()
+    deadline = _Deadline(settings)
+    try:
+        with build_client(source, settings) as client:
+            counter = RequestCounter()
+            organization = preflight(client, source, counter)
+            context = _Context(replication, source, target, client, settings, organization, counter)
+            workers = max(1, len(replication.streams))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream") as pool:
+                futures = [pool.submit(_run_stream, context, s) for s in replication.streams]
+                results = [future.result() for future in futures]
+    finally:
+        deadline.cancel()
+        target.close()
     fatal = next((result.problems[0] for result in results if result.stopped_run), None)
+    if not any(stream.spec is ORGANIZATIONS for stream in replication.streams):
+        results.append(_preflight_result(counter))
+    if deadline.passed:
+        fatal = (
+            f"the run's deadline ({settings.deadline:g}s) passed; unfinished streams saved nothing"
+        )
     return RunSummary(results, time.monotonic() - started, fatal)
+
+
+def _preflight_result(counter: RequestCounter) -> StreamResult:
+    """The organization read before the streams, shown when no stream accounts for it."""
+    return StreamResult("(preflight)", "-", "-", requests=counter.requests, retries=counter.retries)
+
+
+class _Deadline:
+    """Cancels the run when its optional deadline passes."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.passed = False
+        self._timer: threading.Timer | None = None
+        if settings.deadline:
+            self._timer = threading.Timer(settings.deadline, self._expire, (settings.cancelled,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self, cancelled: threading.Event) -> None:
+        self.passed = True
+        log.warning("the run's deadline passed: stopping")
+        cancelled.set()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _interruptible_sleep(cancelled: threading.Event) -> Callable[[float], None]:
+    """Waits that end early when the run is cancelled (deadline, signal, 401)."""
+
+    def sleep(seconds: float) -> None:
+        cancelled.wait(seconds)
+
+    return sleep
+
+
+def preflight(
+    client: SentryClient, source: SentryConnection, counter: RequestCounter
+) -> dict[str, Any] | None:
+    """Read the organization once before any stream: a wrong host or slug is bad input.
+
+    None when the token may not read it (403): an org token can still read releases.
+    """
+    path = f"organizations/{source.organization}/"
+    try:
+        body = client.get(path, {}, counter).body
+    except NetworkError as error:
+        raise ConfigError(f"{error.message}: check inputs.base_url ({source.base_url})") from None
+    except SourceError as error:
+        if error.status == 404:
+            raise ConfigError(explain_organization_error(error, source).message) from None
+        if error.status == 403:
+            return None
+        raise
+    return body if isinstance(body, dict) else None
 
 
 def _run_stream(context: _Context, stream: StreamConfig) -> StreamResult:
     result = StreamResult(stream.name, stream.mode, stream.object)
     started = time.monotonic()
-    counter = RequestCounter()
+    reuses_preflight = stream.spec is ORGANIZATIONS and context.organization is not None
+    counter = context.preflight if reuses_preflight else RequestCounter()
     log.info("%s: starting (%s into %s)", stream.name, stream.mode, stream.object)
     try:
         typer = RecordTyper(stream.spec, stream.column_casing, stream.selection, stream.primary_key)
@@ -367,6 +446,8 @@ class _Loader:
             window,
             self.stream.query,
         )
+        if spec is ORGANIZATIONS and self.context.organization is not None:
+            pages = iter([[self.context.organization]])  # read once, by the preflight
         for rows in pages:
             self.check_cancelled()
             self._add(rows)

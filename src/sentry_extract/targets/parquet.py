@@ -72,6 +72,12 @@ class ParquetTarget:
             return f"'{object_name}' is not a file path: use file://path or a plain path"
         if not text.strip():
             return "the object is an empty path"
+        folder = DatasetPaths.of(object_name).folder
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return f"cannot write under {existing}: it is a file, not a folder"
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            return f"cannot write under {existing}: permission denied"
         return None
 
     def state_store(self, object_name: str) -> FileStateStore:
