@@ -75,7 +75,8 @@ CASES: list[tuple[str, str, dict[str, str], list[str], str]] = [
         GOOD,
         {"anchor_date": "last year"},
         [],
-        "connection SENTRY (environment variable): inputs.anchor_date: 'last year' is not a date-time",
+        "connection SENTRY (environment variable): inputs.anchor_date: 'last year' is not a "
+        "date-time",
     ),
     (
         "no-organization",
@@ -161,7 +162,8 @@ def test_broken_configuration(
 @pytest.mark.parametrize(
     "variable",
     [
-        "{ type: api, spec: sentry, secrets: { auth_token: sntryu_test_x }, inputs: { organization: ",
+        "{ type: api, spec: sentry, secrets: { auth_token: sntryu_test_x }, "
+        "inputs: { organization: ",
         "{ type: api, spec: sentry, secrets: [sntryu_test_x], inputs: { organization: acme } }",
         "{ type: api, spec: sentry, inputs: { organization: acme } }",
     ],
