@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from sentry_extract.config.replication import Overrides
-from sentry_extract.testing.fake_sentry import FakeSentry, Fault, ServerSettings
-from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
+from sentry_extract.testing.fake_sentry import FakeSentry, Fault
+from sentry_extract.testing.organization import FakeOrganization
 
 from .conftest import Workspace, database_url, invoke, pg_rows, sentry_connection
 
@@ -367,69 +361,6 @@ def test_state_show_and_reset_on_postgres(
     assert pg_rows(pg_url, "SELECT stream FROM error_monitoring._sentry_extract_state") == [
         ("issues",)
     ]
-
-
-def _run_process(folder: Path, environment: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sentry_extract", "run", "r.yaml"],
-        cwd=folder,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def test_kill_between_batches_then_rerun_loses_nothing(tmp_path: Path, pg_url: str) -> None:
-    organization = FakeOrganization("acme", OrganizationSize(projects=5, issues=30, events=500))
-    random_moment = random.Random(11)
-    with FakeSentry(organization, ServerSettings(latency=0.02)) as fake:
-        (tmp_path / "r.yaml").write_text(
-            "source: SENTRY\ntarget: MY_POSTGRES\ndefaults:\n  object: sentry.{stream_name}\n"
-            "  mode: incremental\nstreams:\n  issues:\n  events:\n"
-        )
-        environment = {
-            **os.environ,
-            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-            "SENTRY": sentry_connection(fake.base_url, concurrency=1),
-            "MY_POSTGRES": pg_url,
-        }
-        for attempt in range(2):
-            process = _run_process(tmp_path, environment)
-            pages = 8 + random_moment.randrange(20) + attempt * 10
-            deadline = time.monotonic() + 60
-            while len(fake.requests_to("/events/")) < pages and time.monotonic() < deadline:
-                time.sleep(0.01)
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
-            assert_state_not_ahead(pg_url, organization)
-        finished = _run_process(tmp_path, environment)
-        _, stderr = finished.communicate(timeout=120)
-        assert finished.returncode == 0, stderr
-    keys = event_keys(pg_url)
-    assert len(keys) == len(set(keys))
-    assert set(keys) == {
-        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)
-    }
-
-
-def assert_state_not_ahead(url: str, organization: FakeOrganization) -> None:
-    """Every project the state calls done has all its events in the table."""
-    if not pg_rows(url, "SELECT to_regclass('sentry._sentry_extract_state')")[0][0]:
-        return
-    rows = pg_rows(url, "SELECT state FROM sentry._sentry_extract_state WHERE stream = 'events'")
-    if not rows:
-        return
-    done: dict[str, Any] = rows[0][0]["project_watermarks"]
-    stored = set(event_keys(url))
-    for project_id, watermark in done.items():
-        until = datetime.fromisoformat(watermark)
-        expected = {
-            (e["projectID"], e["eventID"])
-            for e in organization.visible_events(RETENTION, until)
-            if e["projectID"] == project_id
-        }
-        assert expected <= stored, f"state says project {project_id} is done, rows are missing"
 
 
 def test_a_failing_project_commits_the_others(
