@@ -8,7 +8,9 @@ their `next` cursor, sent with our own URL and parameters, until the server says
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -131,8 +133,8 @@ class SentryClient:
                 pacer.pause(group, error.retry_after)  # the whole group waits, not one request
             raise
         try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
+            body = parse_json(response.content)
+        except ValueError:
             raise ServerError(
                 f"{self.host} sent a body that is not complete JSON",
                 url=path,
@@ -175,6 +177,16 @@ class SentryClient:
                 )
             seen.add(page.cursor)
             cursor = page.cursor
+
+
+_LONG_NUMBER = re.compile(rb"\d{20,}")
+
+
+def parse_json(content: bytes) -> Any:
+    """orjson, except for bodies with numbers beyond 64 bits: it would make them floats."""
+    if _LONG_NUMBER.search(content):
+        return json.loads(content)
+    return orjson.loads(content)
 
 
 def classify_response(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -164,6 +165,7 @@ class FakeSentry:
         settings: ServerSettings | None = None,
         port: int = 0,
         host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.organization = organization or FakeOrganization()
         self.settings = settings or ServerSettings()
@@ -178,12 +180,16 @@ class FakeSentry:
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"fake": self})
         self.server = _Server((host, port), handler)
+        self.scheme = "http"
+        if tls is not None:  # HTTPS, with a certificate the caller made
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
 
     def start(self) -> FakeSentry:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
