@@ -223,3 +223,31 @@ def test_remaining_zero_waits_for_the_reset() -> None:
         )
     with pacer.slot("events") as waited:
         assert waited == 12
+
+
+def test_each_endpoint_is_paced_on_its_own() -> None:
+    from sentry_extract.source.ratelimit import ServerPacer, rate_limit_group
+
+    assert rate_limit_group("projects/acme/p1/events/") == rate_limit_group(
+        "projects/acme/p2/events/"
+    )
+    issues, teams = (
+        rate_limit_group("organizations/acme/issues/"),
+        rate_limit_group("organizations/acme/teams/"),
+    )
+    assert issues != teams
+    clock = FakeClock()
+    pacer = ServerPacer(wall_clock=clock, sleep=clock.sleep)
+    with pacer.slot(issues):
+        pacer.observe(
+            issues,
+            {
+                "X-Sentry-Rate-Limit-Remaining": "0",
+                "X-Sentry-Rate-Limit-Reset": str(clock.now + 30),
+                "X-Sentry-Rate-Limit-ConcurrentLimit": "2",
+            },
+        )
+    with pacer.slot(teams) as waited:
+        assert waited == 0  # the issues window being spent does not hold the teams list
+    with pacer.slot(issues) as waited:
+        assert waited == 30

@@ -2,7 +2,7 @@
 
 Client-side ceilings: a token bucket caps the rate of request starts (default 3/s,
 burst 1) and a semaphore caps the requests in flight (default 2). Below them, the
-server's rate-limit headers pace each endpoint group. Clocks and sleep are injectable.
+server's rate-limit headers pace each endpoint. Clocks and sleep are injectable.
 """
 
 from __future__ import annotations
@@ -60,16 +60,13 @@ class RequestGate:
 
 
 EVENTS_GROUP = "events"
-DEFAULT_GROUP = "default"
 
 
 def rate_limit_group(path: str) -> str:
-    """Sentry limits each endpoint on its own; the project events list far lower."""
-    return (
-        EVENTS_GROUP
-        if path.startswith("projects/") and path.endswith("/events/")
-        else DEFAULT_GROUP
-    )
+    """Sentry limits each endpoint on its own: one group per endpoint. Every project's
+    events list is one endpoint (the lowest limit of all), whatever the project."""
+    is_events = path.startswith("projects/") and path.endswith("/events/")
+    return EVENTS_GROUP if is_events else path
 
 
 class _Group:

@@ -13,7 +13,7 @@ What it reproduces (see the API notes in the README):
 - events: newest first with a plain offset cursor that drifts when events arrive
   inside the window; `full=` (any value) adds stack traces and caps pages at 10;
 - `per_page` above 100 is a 400; retention (90 days) hides older data;
-- rate-limit headers per endpoint group, fixed windows plus a concurrency cap,
+- rate-limit headers per endpoint, fixed windows plus a concurrency cap,
   429 with a bare JSON string body and no `Retry-After`;
 - 401/403/404 bodies as `{"detail": ...}`.
 
@@ -347,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
         route, match = next(
             ((name, m) for pattern, name in _ROUTES if (m := pattern.match(path))), (None, None)
         )
-        group = "events" if route == "events" else "default"
+        group = route or "unknown"  # sentry.io limits each endpoint on its own
         record = RequestRecord(parts.path, params, 0, group, time.monotonic(), time.time())
         with self.fake._lock:
             self.fake.requests.append(record)
