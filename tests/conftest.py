@@ -9,7 +9,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -177,3 +177,18 @@ def pg_rows(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
 def pg_workspace(workspace: Workspace, pg_url: str) -> Workspace:
     workspace.environ["MY_POSTGRES"] = pg_url
     return workspace
+
+
+def change_between_runs(organization: FakeOrganization) -> None:
+    """What happens between two runs: new events on an existing issue, a regression of a
+    resolved issue, a brand-new issue, and late events with timestamps from the past."""
+    resolved = next(
+        issue
+        for issue in organization.visible_issues(timedelta(days=90))
+        if issue["status"] == "resolved"
+    )
+    organization.add_events(4, project_slug="project-0")
+    organization.set_issue_status(resolved["id"], "unresolved")
+    organization.add_events(1, project_slug=resolved["project"]["slug"], issue_id=resolved["id"])
+    organization.add_events(3, project_slug="project-1", new_issue=True)
+    organization.add_events(2, project_slug="project-2", age=timedelta(minutes=30))

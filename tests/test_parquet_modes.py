@@ -12,7 +12,7 @@ from sentry_extract.config.replication import Overrides
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import Workspace, keys
+from .conftest import Workspace, change_between_runs, keys
 
 RETENTION = timedelta(days=90)
 
@@ -61,14 +61,7 @@ def test_incremental_runs_hold_exactly_the_organization(
     assert_events_exact(workspace, organization, first)
     assert_issues_exact(workspace, organization, first)
 
-    # Between runs: new events on an existing issue, a regression of a resolved issue,
-    # a brand-new issue, and late events with timestamps from before the first run.
-    resolved = next(i for i in organization.visible_issues(RETENTION) if i["status"] == "resolved")
-    organization.add_events(4, project_slug="project-0")
-    organization.set_issue_status(resolved["id"], "unresolved")
-    organization.add_events(1, project_slug=resolved["project"]["slug"], issue_id=resolved["id"])
-    organization.add_events(3, project_slug="project-1", new_issue=True)
-    organization.add_events(2, project_slug="project-2", age=timedelta(minutes=30))
+    change_between_runs(organization)
     second = next_second() + timedelta(seconds=1)
     summary = workspace.run(started=second)
     assert summary.exit_code == 0

@@ -16,7 +16,14 @@ from sentry_extract.config.replication import Overrides
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import Workspace, database_url, invoke, pg_rows, sentry_connection
+from .conftest import (
+    Workspace,
+    change_between_runs,
+    database_url,
+    invoke,
+    pg_rows,
+    sentry_connection,
+)
 
 RETENTION = timedelta(days=90)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -66,12 +73,7 @@ def test_incremental_runs_hold_exactly_the_organization(
     first = next_second()
     assert pg_workspace.run(started=first).exit_code == 0
     assert_exact(pg_url, organization, first)
-    resolved = next(i for i in organization.visible_issues(RETENTION) if i["status"] == "resolved")
-    organization.add_events(4, project_slug="project-0")
-    organization.set_issue_status(resolved["id"], "unresolved")
-    organization.add_events(1, project_slug=resolved["project"]["slug"], issue_id=resolved["id"])
-    organization.add_events(3, project_slug="project-1", new_issue=True)
-    organization.add_events(2, project_slug="project-2", age=timedelta(minutes=30))
+    change_between_runs(organization)
     second = next_second() + timedelta(seconds=1)
     assert pg_workspace.run(started=second).exit_code == 0
     assert_exact(pg_url, organization, second)
