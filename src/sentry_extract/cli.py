@@ -227,9 +227,15 @@ def conns_discover(
 # --- run -------------------------------------------------------------------------------
 
 
-def _load(path: Path, streams: str | None, mode: str | None) -> Replication:
+def _no_wait(seconds: float) -> None:
+    """A replay has nothing to wait for: the recording already waited."""
+
+
+def _load(
+    path: Path, streams: str | None, mode: str | None, started: datetime | None = None
+) -> Replication:
     wanted = tuple(name.strip() for name in (streams or "").split(",") if name.strip())
-    run_started_at = datetime.now(UTC).replace(microsecond=0)
+    run_started_at = started or datetime.now(UTC).replace(microsecond=0)
     return load_replication(path, _environment(), run_started_at, Overrides(wanted, mode))
 
 
@@ -267,14 +273,41 @@ def run(
             "and the run exits 1.",
         ),
     ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            "--record",
+            help="Write every HTTP exchange to cassettes in this folder "
+            "(vcrpy format; the token is never written).",
+            file_okay=False,
+        ),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            "--replay",
+            help="Run offline from the cassettes in this folder: no token and no network needed.",
+            file_okay=False,
+        ),
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Run a replication: read the streams from Sentry and write them to the target."""
     with _errors_translated(debug):
-        loaded = _load(replication, streams, mode)
+        if record is not None and replay is not None:
+            raise ConfigError("--record and --replay: choose one")
+        transport, recording = pipeline.load_replay(replay) if replay is not None else (None, None)
+        started = recording.run_started_at if recording is not None else None
+        loaded = _load(replication, streams, mode, started)
+        if record is not None:
+            record.mkdir(parents=True, exist_ok=True)
         settings = pipeline.RunSettings(
             state_location=_environment().get(STATE_VARIABLE),
             deadline=_seconds(deadline, "--deadline"),
+            record_to=record,
+            replay=recording,
+            transport=transport,
+            sleep=_no_wait if recording is not None else None,
         )
         with _signals_cancel(settings.cancelled):
             summary = pipeline.run_replication(loaded, _connections(), settings)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from sentry_extract.config.connections import (
     LocalConnection,
     PostgresConnection,
     SentryConnection,
+    connection_inputs,
     find_connection,
+    replay_connection,
     resolve_connection,
 )
 from sentry_extract.config.replication import (
@@ -45,6 +48,7 @@ from sentry_extract.errors import (
     SourceError,
 )
 from sentry_extract.records import RecordTyper
+from sentry_extract.source.cassettes import Recording, RecordingTransport, load_replay
 from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
 from sentry_extract.source.extract import (
     Project,
@@ -113,6 +117,8 @@ class RunSettings:
     sleep: Callable[[float], None] | None = None  # None: real waits that a cancel ends
     clock: Callable[[], float] = time.monotonic
     transport: Any = None  # an httpx transport; None for real HTTP
+    record_to: Path | None = None  # --record: keep every exchange in cassettes there
+    replay: Recording | None = None  # --replay: the recording (settings.transport answers)
     cancelled: threading.Event = field(default_factory=threading.Event)
     state_location: str | None = None  # SENTRY_EXTRACT_STATE: a folder or a PostgreSQL URL
     lock_wait: float = 10.0  # seconds to wait for another run's lock on a table
@@ -130,9 +136,16 @@ class _Context:
     preflight: RequestCounter  # its requests, counted in the organizations stream if run
 
 
+__all__ = ["load_replay"]  # the CLI reaches recordings through the pipeline
+
+
 def resolve_source(
-    replication: Replication, connections: Mapping[str, ConnectionEntry]
+    replication: Replication,
+    connections: Mapping[str, ConnectionEntry],
+    replay: Recording | None = None,
 ) -> SentryConnection:
+    if replay is not None:  # the recorded inputs make the very same requests; no token
+        return replay_connection(replication.source, replay.connection_inputs)
     connection = resolve_connection(find_connection(connections, replication.source))
     if not isinstance(connection, SentryConnection):
         raise ConfigError(
@@ -211,7 +224,7 @@ def build_client(source: SentryConnection, settings: RunSettings) -> SentryClien
             pacer=ServerPacer(sleep=sleep),
             retry=retry,
             timeout=httpx.Timeout(seconds, connect=min(seconds, 10.0)),
-            verify=source.ca_bundle or True,
+            verify=_verify(source),
             sleep=sleep,
             transport=settings.transport,
         )
@@ -225,9 +238,14 @@ def run_replication(
 ) -> RunSummary:
     settings = settings or RunSettings()
     started = time.monotonic()
-    source = resolve_source(replication, connections)
+    source = resolve_source(replication, connections, settings.replay)
     target = open_target(replication, connections, settings.lock_wait)
     deadline = _Deadline(settings)
+    recorder = None
+    if settings.record_to is not None:
+        inner = httpx.HTTPTransport(verify=_verify(source))
+        recorder = RecordingTransport(inner, source.auth_token)
+        settings = replace(settings, transport=recorder)
     try:
         with build_client(source, settings) as client:
             counter = RequestCounter()
@@ -240,6 +258,9 @@ def run_replication(
     finally:
         deadline.cancel()
         target.close()
+        if recorder is not None and settings.record_to is not None:
+            recording = Recording(replication.run_started_at, connection_inputs(source))
+            recorder.save(settings.record_to, recording)
     fatal = next((result.problems[0] for result in results if result.stopped_run), None)
     if not any(stream.spec is ORGANIZATIONS for stream in replication.streams):
         results.append(_preflight_result(counter))
@@ -274,6 +295,13 @@ class _Deadline:
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+
+
+def _verify(source: SentryConnection) -> ssl.SSLContext | bool:
+    """TLS certificates are checked: against the named CA bundle, or the system's."""
+    if source.ca_bundle:
+        return ssl.create_default_context(cafile=source.ca_bundle)
+    return True
 
 
 def _interruptible_sleep(cancelled: threading.Event) -> Callable[[float], None]:

@@ -432,3 +432,32 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     if mark is not None:
         return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
     return str(problem)
+
+
+def connection_inputs(connection: SentryConnection) -> dict[str, Any]:
+    """The inputs that shape a connection's requests, secrets and local paths excepted."""
+    inputs: dict[str, Any] = {
+        "organization": connection.organization,
+        "base_url": connection.base_url,
+        "rate_limit": connection.rate_limit,
+        "concurrency": connection.concurrency,
+        "lookback": f"{connection.lookback.total_seconds():g}s",
+    }
+    if connection.anchor_date is not None:
+        inputs["anchor_date"] = connection.anchor_date.isoformat()
+    if connection.projects is not None:
+        inputs["projects"] = list(connection.projects)
+    return inputs
+
+
+def replay_connection(name: str, inputs: Mapping[str, Any]) -> SentryConnection:
+    """The connection a recording was made with, with a stand-in for its token."""
+    values = {
+        "type": "api",
+        "spec": "sentry",
+        "secrets": {"auth_token": "<TOKEN>"},
+        "inputs": dict(inputs),
+    }
+    connection = resolve_connection(ConnectionEntry(name.upper(), values, "the recording"))
+    assert isinstance(connection, SentryConnection)
+    return connection

@@ -11,6 +11,7 @@ import email.utils
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -67,7 +68,7 @@ class ClientSettings:
     pacer: ServerPacer = field(default_factory=ServerPacer)
     retry: RetryPolicy = RetryPolicy()
     timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(60.0, connect=10.0))
-    verify: bool | str = True
+    verify: ssl.SSLContext | bool = True
     sleep: Callable[[float], None] = time.sleep
     wall_clock: Callable[[], float] = time.time
     transport: httpx.BaseTransport | None = None
