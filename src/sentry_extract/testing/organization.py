@@ -41,6 +41,32 @@ class OrganizationSize:
     phantom_every: int = 7  # one issue in N is found by search but dropped from its page
 
 
+PROJECT_FLAGS = (
+    "hasFeedbacks",
+    "hasFlags",
+    "hasInsightsAgentMonitoring",
+    "hasInsightsAppStart",
+    "hasInsightsAssets",
+    "hasInsightsCaches",
+    "hasInsightsDb",
+    "hasInsightsHttp",
+    "hasInsightsMCP",
+    "hasInsightsQueues",
+    "hasInsightsScreenLoad",
+    "hasInsightsVitals",
+    "hasLogs",
+    "hasMinifiedStackTrace",
+    "hasNewFeedbacks",
+    "hasTraceMetrics",
+)
+MEMBER_FLAGS = (
+    "idp:provisioned",
+    "idp:role-restricted",
+    "member-limit:restricted",
+    "partnership:restricted",
+    "sso:invalid",
+    "sso:linked",
+)
 LEVELS = ("error", "warning", "fatal", "info")
 STATUSES = ("unresolved", "resolved", "ignored")
 PLATFORMS = ("python", "javascript", "go", "java")
@@ -146,6 +172,7 @@ class FakeOrganization:
                 "hasReplays": False,
                 "hasMonitors": False,
                 "hasUserReports": False,
+                **{flag: False for flag in PROJECT_FLAGS},
                 "features": ["releases", "minidump"],
                 "access": ["project:read", "event:read"],
                 "team": {"id": team["id"], "slug": team["slug"], "name": team["name"]}
@@ -178,6 +205,17 @@ class FakeOrganization:
                 "username": email,
                 "isActive": True,
                 "dateJoined": iso(now - timedelta(days=300)),
+                "avatarUrl": f"https://avatars.example/{index}.png",
+                "emails": [{"id": str(8000 + index), "email": email, "is_verified": True}],
+                "experiments": {},
+                "has2fa": index % 2 == 0,
+                "hasPasswordAuth": True,
+                "isManaged": False,
+                "isStaff": False,
+                "isSuperuser": False,
+                "isSuspended": False,
+                "lastActive": iso(now - timedelta(hours=index)),
+                "lastLogin": None,
             }
         )
         self.members.append(
@@ -189,7 +227,7 @@ class FakeOrganization:
                 "orgRole": "member" if index else "owner",
                 "pending": pending,
                 "expired": False,
-                "flags": {"sso:linked": False},
+                "flags": dict.fromkeys(MEMBER_FLAGS, False),
                 "dateCreated": iso(now - timedelta(days=300 - index)),
                 "inviteStatus": "requested_to_be_invited" if pending else "approved",
                 "inviterName": "Person 0" if pending else None,
@@ -219,11 +257,23 @@ class FakeOrganization:
             "owner": None,
             "lastCommit": None,
             "lastDeploy": None,
-            "versionInfo": {"package": "app", "version": {"raw": f"1.{index}.0"}},
+            "versionInfo": {
+                "package": "app",
+                "version": {"raw": f"1.{index}.0"},
+                "buildHash": None,
+            },
             "data": {},
             "authors": [],
             "projects": [
-                {"id": int(project["id"]), "slug": project["slug"], "name": project["name"]}
+                {
+                    "id": int(project["id"]),
+                    "slug": project["slug"],
+                    "name": project["name"],
+                    "platform": project["platform"],
+                    "platforms": [project["platform"]],
+                    "hasHealthData": False,
+                    "newGroups": index % 3,
+                }
             ],
             "currentProjectMeta": {},
             "adoptionStages": None,
@@ -280,6 +330,31 @@ class FakeOrganization:
             "annotations": [],
             "stats": {"24h": []},
             "subscriptionDetails": None,
+            "derivedData": {
+                "blocker": "",
+                "hasOpenFixPr": False,
+                "hasRootCause": False,
+                "isAssigned": False,
+                "lastCompletedAutofixStep": "",
+                "lastProgressedAt": None,
+                "progress": "",
+                "status": "",
+                "viewCount": 0,
+            },
+            "filtered": None,
+            "inbox": {"date_added": iso(first_seen), "reason": 0, "reason_details": None},
+            "integrationIssues": [],
+            "sentryAppIssues": [],
+            "latestEventHasAttachments": False,
+            "lifetime": {},
+            "owners": {"date_added": iso(first_seen), "owner": "team:1", "type": "codeowners"},
+            "matchingEventEnvironment": None,
+            "matchingEventId": None,
+            "priorityLockedAt": None,
+            "seerAutofixLastTriggered": None,
+            "seerExplorerAutofixLastTriggered": None,
+            "seerFixabilityScore": None,
+            "sessionCount": 0,
         }
         self.issues[issue_id] = issue
         return issue

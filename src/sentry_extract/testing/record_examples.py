@@ -21,8 +21,7 @@ from sentry_extract.testing.fake_sentry import DEFAULT_TOKEN, FakeSentry, Server
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
 EXAMPLES = Path("examples")
-SIZE = OrganizationSize(projects=3, teams=2, members=5, releases=6, issues=18, events=60,
-                        frames=4)
+SIZE = OrganizationSize(projects=3, teams=2, members=5, releases=6, issues=18, events=60, frames=4)
 EXPECTED_FILE = "expected-rows.json"
 
 
@@ -30,19 +29,35 @@ def record(replication: Path) -> dict[str, int]:
     name = replication.stem.removeprefix("parquet-")
     folder = EXAMPLES / "cassettes" / name
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch, FakeSentry(
-        FakeOrganization("my-org", SIZE, seed=42), ServerSettings()
-    ) as fake:
-        connection = {"type": "api", "spec": "sentry", "secrets": {"auth_token": DEFAULT_TOKEN},
-                      "inputs": {"organization": "my-org", "base_url": fake.base_url}}
-        environment = {**os.environ, "SENTRY": json.dumps(connection),
-                       "SENTRY_EXTRACT_HOME": str(Path(scratch) / "home")}
-        command = [sys.executable, "-m", "sentry_extract", "run",
-                   str(replication.resolve()), "--record", str(folder.resolve())]
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        FakeSentry(FakeOrganization("my-org", SIZE, seed=42), ServerSettings()) as fake,
+    ):
+        connection = {
+            "type": "api",
+            "spec": "sentry",
+            "secrets": {"auth_token": DEFAULT_TOKEN},
+            "inputs": {"organization": "my-org", "base_url": fake.base_url},
+        }
+        environment = {
+            **os.environ,
+            "SENTRY": json.dumps(connection),
+            "SENTRY_EXTRACT_HOME": str(Path(scratch) / "home"),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "sentry_extract",
+            "run",
+            str(replication.resolve()),
+            "--record",
+            str(folder.resolve()),
+        ]
         subprocess.run(command, cwd=scratch, env=environment, check=True)
         rows = {
             dataset.name: ds.dataset(dataset / "data.parquet").count_rows()
-            for dataset in sorted(Path(scratch).glob("output/*/*")) if dataset.is_dir()
+            for dataset in sorted(Path(scratch).glob("output/*/*"))
+            if dataset.is_dir()
         }
     (folder / EXPECTED_FILE).write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
     return rows
