@@ -9,6 +9,7 @@ one-line message and an exit code:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -30,8 +31,10 @@ from sentry_extract.config import connections as conns
 from sentry_extract.config.replication import MODES, Overrides, Replication, load_replication
 from sentry_extract.config.values import parse_duration
 from sentry_extract.errors import ConfigError, SentryExtractError
+from sentry_extract.files import write_atomically
 from sentry_extract.records import SNAKE, column_name, declared_columns
-from sentry_extract.source.streams import STREAMS
+from sentry_extract.reporting import LOG_FORMATS, TEXT, Reporting, reporting
+from sentry_extract.source.streams import STREAMS, StreamSpec
 
 STATE_VARIABLE = "SENTRY_EXTRACT_STATE"
 EXIT_FAILED = 1
@@ -75,26 +78,20 @@ class Interrupted(Exception):
         self.code = code
 
 
-def _configure_logging(debug: bool) -> None:
-    level = logging.DEBUG if debug else (logging.INFO if sys.stderr.isatty() else logging.WARNING)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    root = logging.getLogger("sentry_extract")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
 def _fail(message: str, code: int) -> NoReturn:
     errors.print(f"error: {message}", markup=False)
     raise typer.Exit(code)
 
 
 @contextmanager
-def _errors_translated(debug: bool) -> Iterator[None]:
-    """Our exceptions become one line and an exit code; tracebacks only with --debug."""
-    _configure_logging(debug)
+def _errors_translated(debug: bool, log_format: str = TEXT) -> Iterator[Reporting]:
+    """Our exceptions become one line and an exit code; tracebacks only with --debug.
+
+    Log records go where `log_format` says while the block runs (see `reporting`).
+    """
     try:
-        yield
+        with reporting(log_format, debug) as shown:
+            yield shown
     except typer.Exit:
         raise
     except ConfigError as error:
@@ -194,11 +191,20 @@ def conns_discover(
     columns: Annotated[
         bool, typer.Option("--columns", help="Also list each stream's columns and types.")
     ] = False,
+    output_format: Annotated[
+        str, typer.Option("--output", "-o", help="table, or json for machines.")
+    ] = "table",
     debug: DebugOption = False,
 ) -> None:
     """List the seven endpoints: description, incremental or not, keys."""
     with _errors_translated(debug):
+        if output_format not in ("table", "json"):
+            raise ConfigError(f"--output: '{output_format}' is not one of table, json")
         _sentry_connection(name)
+        endpoints = [_endpoint(spec, columns) for spec in STREAMS]
+        if output_format == "json":
+            output.print_json(json.dumps(endpoints))
+            return
         table = Table(
             "endpoint",
             "description",
@@ -208,20 +214,35 @@ def conns_discover(
             box=None,
             pad_edge=False,
         )
-        for spec in STREAMS:
+        for endpoint in endpoints:
             table.add_row(
-                spec.name,
-                spec.description,
-                "yes" if spec.is_incremental else "no",
-                ", ".join(column_name(key, SNAKE) for key in spec.primary_key),
-                column_name(spec.update_key, SNAKE) if spec.update_key else "",
+                endpoint["endpoint"],
+                endpoint["description"],
+                "yes" if endpoint["incremental"] else "no",
+                ", ".join(endpoint["primary_key"]),
+                endpoint["update_key"] or "",
             )
         output.print(table)
-        if columns:
-            for spec in STREAMS:
-                output.print(f"\n{spec.name}", markup=False)
-                for column, column_type in declared_columns(spec, SNAKE).items():
-                    output.print(f"  {column:<32} {column_type.value}", markup=False)
+        for endpoint in endpoints if columns else []:
+            output.print(f"\n{endpoint['endpoint']}", markup=False)
+            for column in endpoint["columns"]:
+                output.print(f"  {column['name']:<32} {column['type']}", markup=False)
+
+
+def _endpoint(spec: StreamSpec, with_columns: bool) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "endpoint": spec.name,
+        "description": spec.description,
+        "incremental": spec.is_incremental,
+        "primary_key": [column_name(key, SNAKE) for key in spec.primary_key],
+        "update_key": column_name(spec.update_key, SNAKE) if spec.update_key else None,
+    }
+    if with_columns:
+        described["columns"] = [
+            {"name": name, "type": column_type.value}
+            for name, column_type in declared_columns(spec, SNAKE).items()
+        ]
+    return described
 
 
 # --- run -------------------------------------------------------------------------------
@@ -290,10 +311,46 @@ def run(
             file_okay=False,
         ),
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            help="text (progress bars on a terminal, plain lines "
+            "elsewhere) or json (one JSON object per event, on stderr).",
+        ),
+    ] = TEXT,
+    summary_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--summary-json",
+            help="Also write the run's summary to this file, as JSON.",
+            dir_okay=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (streams, modes, objects, windows "
+            "from the saved state, first requests) and write nothing.",
+        ),
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Run a replication: read the streams from Sentry and write them to the target."""
-    with _errors_translated(debug):
+    if log_format not in LOG_FORMATS:
+        _fail(
+            f"--log-format: '{log_format}' is not one of {', '.join(LOG_FORMATS)}", EXIT_BAD_INPUT
+        )
+    with _errors_translated(debug, log_format) as shown:
+        if dry_run:
+            loaded = _load(replication, streams, mode)
+            _print_plan(
+                pipeline.plan_replication(
+                    loaded, _connections(), _environment().get(STATE_VARIABLE)
+                )
+            )
+            return
         if record is not None and replay is not None:
             raise ConfigError("--record and --replay: choose one")
         transport, recording = pipeline.load_replay(replay) if replay is not None else (None, None)
@@ -311,9 +368,20 @@ def run(
         )
         with _signals_cancel(settings.cancelled):
             summary = pipeline.run_replication(loaded, _connections(), settings)
+        shown.finish()  # progress bars end before the summary prints
+        if summary_json is not None:
+            write_atomically(summary_json, json.dumps(summary.to_json(), indent=2).encode())
         _print_summary(summary)
         if summary.exit_code:
             raise typer.Exit(summary.exit_code)
+
+
+def _print_plan(plans: list[pipeline.StreamPlan]) -> None:
+    table = Table("stream", "mode", "object", "window", "first request", box=None, pad_edge=False)
+    for plan in plans:
+        table.add_row(plan.name, plan.mode, plan.object, plan.window, plan.first_request)
+    output.print(table)
+    output.print("dry run: nothing was requested or written", markup=False)
 
 
 def _seconds(text: str | None, option: str) -> float | None:

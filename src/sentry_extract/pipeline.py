@@ -13,9 +13,9 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from sentry_extract.errors import (
     SentryExtractError,
     SourceError,
 )
+from sentry_extract.events import emit
 from sentry_extract.records import RecordTyper
 from sentry_extract.source.cassettes import Recording, RecordingTransport, load_replay
 from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
@@ -56,12 +57,19 @@ from sentry_extract.source.extract import (
     list_projects,
     read_events,
     read_organization_stream,
+    request_params,
     select_projects,
+    stream_path,
 )
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.source.streams import ORGANIZATIONS, Shape
-from sentry_extract.source.windows import Window, full_window, incremental_window
+from sentry_extract.source.windows import (
+    Window,
+    format_datetime,
+    full_window,
+    incremental_window,
+)
 from sentry_extract.state import FileStateStore, StateKey, StateStore, StreamState
 from sentry_extract.targets.base import StreamRequest, StreamWriter, Target
 from sentry_extract.targets.parquet import ParquetTarget
@@ -101,6 +109,24 @@ class RunSummary:
     results: list[StreamResult]
     seconds: float
     fatal: str | None = None  # what stopped the whole run, if anything
+
+    @property
+    def rows(self) -> int:
+        return sum(result.rows for result in self.results)
+
+    @property
+    def requests(self) -> int:
+        return sum(result.requests for result in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "seconds": round(self.seconds, 3),
+            "rows": self.rows,
+            "requests": self.requests,
+            "fatal": self.fatal,
+            "streams": [asdict(result) for result in self.results],
+        }
 
     @property
     def exit_code(self) -> int:
@@ -240,6 +266,19 @@ def run_replication(
     started = time.monotonic()
     source = resolve_source(replication, connections, settings.replay)
     target = open_target(replication, connections, settings.lock_wait)
+    names = [stream.name for stream in replication.streams]
+    emit(
+        log,
+        logging.INFO,
+        "run_start",
+        f"run {replication.path.name}: {', '.join(names)} from {replication.source} "
+        f"into {replication.target}",
+        replication=str(replication.path),
+        streams=names,
+        source=replication.source,
+        target=replication.target,
+        run_started_at=replication.run_started_at.isoformat(),
+    )
     deadline = _Deadline(settings)
     recorder = None
     if settings.record_to is not None:
@@ -248,7 +287,7 @@ def run_replication(
         settings = replace(settings, transport=recorder)
     try:
         with build_client(source, settings) as client:
-            counter = RequestCounter()
+            counter = RequestCounter("organizations")
             organization = preflight(client, source, counter)
             context = _Context(replication, source, target, client, settings, organization, counter)
             workers = max(1, len(replication.streams))
@@ -268,7 +307,20 @@ def run_replication(
         fatal = (
             f"the run's deadline ({settings.deadline:g}s) passed; unfinished streams saved nothing"
         )
-    return RunSummary(results, time.monotonic() - started, fatal)
+    summary = RunSummary(results, time.monotonic() - started, fatal)
+    emit(
+        log,
+        logging.INFO,
+        "run_end",
+        f"run ended: {summary.rows} rows, {summary.requests} requests in "
+        f"{summary.seconds:.1f}s, exit code {summary.exit_code}",
+        rows=summary.rows,
+        requests=summary.requests,
+        seconds=round(summary.seconds, 3),
+        exit_code=summary.exit_code,
+        fatal=fatal,
+    )
+    return summary
 
 
 def _preflight_result(counter: RequestCounter) -> StreamResult:
@@ -338,8 +390,16 @@ def _run_stream(context: _Context, stream: StreamConfig) -> StreamResult:
     result = StreamResult(stream.name, stream.mode, stream.object)
     started = time.monotonic()
     reuses_preflight = stream.spec is ORGANIZATIONS and context.organization is not None
-    counter = context.preflight if reuses_preflight else RequestCounter()
-    log.info("%s: starting (%s into %s)", stream.name, stream.mode, stream.object)
+    counter = context.preflight if reuses_preflight else RequestCounter(stream.name)
+    emit(
+        log,
+        logging.INFO,
+        "stream_start",
+        f"{stream.name}: starting ({stream.mode} into {stream.object})",
+        stream=stream.name,
+        mode=stream.mode,
+        object=stream.object,
+    )
     try:
         typer = RecordTyper(stream.spec, stream.column_casing, stream.selection, stream.primary_key)
         request = StreamRequest(
@@ -384,13 +444,19 @@ def _run_stream(context: _Context, stream: StreamConfig) -> StreamResult:
         result.requests = counter.requests
         result.retries = counter.retries
         result.seconds = time.monotonic() - started
-    log.info(
-        "%s: %s, %d rows, %d requests, %.1fs",
-        stream.name,
-        result.status,
-        result.rows,
-        result.requests,
-        result.seconds,
+    emit(
+        log,
+        logging.INFO,
+        "stream_end",
+        f"{stream.name}: {result.status}, {result.rows} rows, {result.requests} requests, "
+        f"{result.seconds:.1f}s",
+        stream=stream.name,
+        status=result.status,
+        rows=result.rows,
+        requests=result.requests,
+        retries=result.retries,
+        seconds=round(result.seconds, 3),
+        problems=result.problems,
     )
     return result
 
@@ -434,13 +500,25 @@ class _Loader:
         self.counter = counter
         self.result = result
         self.buffer: list[dict[str, Any]] = []
+        self.read = 0
         self.run_started_at: datetime = context.replication.run_started_at
 
     def check_cancelled(self) -> None:
         if self.context.settings.cancelled.is_set():
             raise RunCancelled(self.stream.name)
 
-    def _add(self, rows: Iterable[dict[str, Any]]) -> None:
+    def _add(self, rows: list[dict[str, Any]]) -> None:
+        self.read += len(rows)
+        emit(
+            log,
+            logging.INFO,
+            "page",
+            f"{self.stream.name}: {self.read} rows read",
+            stream=self.stream.name,
+            rows=len(rows),
+            total_rows=self.read,
+            requests=self.counter.requests,
+        )
         self.buffer.extend(rows)
         if len(self.buffer) >= self.context.settings.batch_rows:
             self._flush()
@@ -451,21 +529,14 @@ class _Loader:
             self.buffer = []
 
     def _window(self, watermark: datetime | None) -> Window:
-        source = self.context.source
-        if self.stream.mode == BACKFILL and self.stream.backfill_range is not None:
-            return self.stream.backfill_range
-        if self.stream.mode == INCREMENTAL:
-            return incremental_window(
-                watermark, source.anchor_date, self.run_started_at, source.lookback
-            )
-        return full_window(source.anchor_date, self.run_started_at)
+        return stream_window(self.stream, self.context.source, watermark, self.run_started_at)
 
     def load_organization_stream(self) -> None:
         spec = self.stream.spec
         window = None
         if spec.shape is Shape.WINDOWED:
             window = self._window(self.writer.load_state().watermark)
-            log.info("%s: window %s to %s", self.stream.name, window.start, window.end)
+            log.debug("%s: window %s to %s", self.stream.name, window.start, window.end)
         pages = read_organization_stream(
             self.context.client,
             spec,
@@ -563,3 +634,64 @@ def explain_organization_error(error: SourceError, connection: SentryConnection)
         )
     error.args = (error.message,)
     return error
+
+
+def stream_window(
+    stream: StreamConfig, source: SentryConnection, watermark: datetime | None, started: datetime
+) -> Window:
+    """The time range a windowed stream asks for: by mode, from the saved watermark."""
+    if stream.mode == BACKFILL and stream.backfill_range is not None:
+        return stream.backfill_range
+    if stream.mode == INCREMENTAL:
+        return incremental_window(watermark, source.anchor_date, started, source.lookback)
+    return full_window(source.anchor_date, started)
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What a run would do for one stream (`run --dry-run`)."""
+
+    name: str
+    mode: str
+    object: str
+    window: str
+    first_request: str
+
+
+def plan_replication(
+    replication: Replication,
+    connections: Mapping[str, ConnectionEntry],
+    state_location: str | None = None,
+) -> list[StreamPlan]:
+    """The plan of a run, from the saved state; no request is sent and nothing written."""
+    source = resolve_source(replication, connections)
+    plans = []
+    for stream, key, store in state_stores(replication, connections, state_location):
+        spec = stream.spec
+        state = store.load(key) if spec.is_incremental else StreamState()
+        started = replication.run_started_at
+        window: Window | None = None
+        described = "-"
+        if spec.shape is Shape.WINDOWED:
+            window = stream_window(stream, source, state.watermark, started)
+            described = f"{format_datetime(window.start)} to {format_datetime(window.end)}"
+        elif spec.shape is Shape.PER_PROJECT:
+            window = stream_window(stream, source, None, started)
+            saved = len(state.project_watermarks)
+            described = (
+                f"per project: {saved} from their saved state, others "
+                f"{format_datetime(window.start)} to {format_datetime(window.end)}"
+            )
+        path = stream_path(spec, source.organization, "{project}")
+        params = request_params(spec, window, stream.query)
+        query = "&".join(f"{name}={value}" for name, value in params.items())
+        plans.append(
+            StreamPlan(
+                stream.name,
+                stream.mode,
+                stream.object,
+                described,
+                f"GET /api/0/{path}" + (f"?{query}" if query else ""),
+            )
+        )
+    return plans

@@ -34,6 +34,7 @@ from sentry_extract.errors import (
     ServerError,
     SourceError,
 )
+from sentry_extract.events import emit
 from sentry_extract.source.pagination import next_cursor
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, rate_limit_group
 from sentry_extract.source.retry import RetryPolicy, build_retrying
@@ -48,6 +49,7 @@ CONCURRENCY_WAIT = 1.0  # seconds, after a 429 for too many requests in flight
 class RequestCounter:
     """Requests and retries of one stream; shared by its threads."""
 
+    name: str = ""  # the stream counted
     requests: int = 0
     retries: int = 0
     waited: float = 0.0
@@ -113,7 +115,18 @@ class SentryClient:
             counter.add(retries=1)
             outcome = state.outcome
             error = outcome.exception() if outcome is not None else None
-            log.info("retrying %s after %s", path, _short(error))
+            wait = state.upcoming_sleep
+            emit(
+                log,
+                logging.INFO,
+                "retry",
+                f"retrying {path} in {wait:.1f}s after {_short(error)}",
+                stream=counter.name,
+                path=path,
+                attempt=state.attempt_number,
+                wait=wait,
+                reason=_short(error),
+            )
 
         retrying = build_retrying(self.settings.retry, self.settings.sleep, count_retry)
         page: Page = retrying(self._get_once, path, params, counter)

@@ -7,10 +7,15 @@ server's rate-limit headers pace each endpoint. Clocks and sleep are injectable.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+
+from sentry_extract.events import emit
+
+log = logging.getLogger("sentry_extract.http")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -114,6 +119,14 @@ class ServerPacer:
                 target = group.blocked_until
                 pause = target - self.wall_clock()
                 if pause > 0 and target > honoured:
+                    emit(
+                        log,
+                        logging.INFO,
+                        "rate_limit_wait",
+                        f"waiting {pause:.1f}s for the rate limit of {name}",
+                        group=name,
+                        seconds=round(pause, 3),
+                    )
                     self._condition.release()
                     try:
                         self.sleep(pause)
@@ -153,6 +166,14 @@ class ServerPacer:
 
     def pause(self, name: str, seconds: float) -> None:
         """Hold every request of the group for `seconds` (after a 429)."""
+        emit(
+            log,
+            logging.INFO,
+            "rate_limit_wait",
+            f"rate limited: {name} waits {seconds:.1f}s",
+            group=name,
+            seconds=round(seconds, 3),
+        )
         with self._condition:
             group = self._group(name)
             group.blocked_until = max(group.blocked_until, self.wall_clock() + seconds)

@@ -1,0 +1,174 @@
+"""Operating from cron and CI: JSON event lines, the summary file, dry runs, progress
+bars, discovery for machines, and help for every command and option."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+from sentry_extract.cli import app
+from sentry_extract.events import emit
+from sentry_extract.reporting import ProgressHandler, progress_bars
+from sentry_extract.testing.fake_sentry import FakeSentry, Fault
+
+from .conftest import invoke, sentry_connection
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+REPLICATION = (
+    "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://out/{stream_name}\n"
+    "streams:\n  '*':\n"
+)
+
+
+@pytest.fixture
+def ready(
+    cli: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> CliRunner:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    (tmp_path / "r.yaml").write_text(REPLICATION)
+    return cli
+
+
+def test_json_log_lines_carry_every_event(ready: CliRunner, fake: FakeSentry) -> None:
+    fake.inject(Fault("/teams/", 503, body={"detail": "busy"}, times=1))
+    fake.inject(Fault("/members/", 429, body="slow down", times=1, headers={"Retry-After": "0.2"}))
+    result = invoke(ready, "run", "r.yaml", "--log-format", "json")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    events = [line["event"] for line in lines]
+    assert events[0] == "run_start" and events[-1] == "run_end"
+    for event in ("stream_start", "page", "retry", "rate_limit_wait", "stream_end"):
+        assert event in events, event
+    ends = {line["stream"]: line for line in lines if line["event"] == "stream_end"}
+    assert set(ends) == {
+        "organizations",
+        "projects",
+        "teams",
+        "members",
+        "releases",
+        "issues",
+        "events",
+    }
+    assert ends["events"]["rows"] > 0 and ends["events"]["requests"] > 1
+    assert ends["teams"]["retries"] == 1
+    assert lines[-1]["exit_code"] == 0 and lines[-1]["rows"] == sum(
+        end["rows"] for end in ends.values()
+    )
+    assert all({"time", "level", "message"} <= set(line) for line in lines)
+
+
+def test_summary_json_for_machines(ready: CliRunner, fake: FakeSentry, tmp_path: Path) -> None:
+    fake.settings.forbidden_projects = frozenset({"project-1"})
+    result = invoke(ready, "run", "r.yaml", "--summary-json", "summary.json")
+    assert result.exit_code == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["exit_code"] == 1
+    streams = {stream["name"]: stream for stream in summary["streams"]}
+    assert streams["events"]["status"] == "partial"
+    assert streams["events"]["problems"][0].startswith("project 'project-1' skipped")
+    assert set(streams["issues"]) >= {"mode", "rows", "requests", "retries", "seconds", "status"}
+    assert summary["rows"] == sum(stream["rows"] for stream in summary["streams"])
+
+
+def test_dry_run_plans_from_the_saved_state_and_writes_nothing(
+    ready: CliRunner, fake: FakeSentry, tmp_path: Path
+) -> None:
+    plan = invoke(ready, "run", "r.yaml", "--dry-run")
+    assert plan.exit_code == 0
+    assert fake.requests == [] and not (tmp_path / "out").exists()
+    lines = {line.split()[0]: line for line in plan.stdout.splitlines()[1:-1]}
+    assert (
+        "incremental" in lines["issues"]
+        and "query=&project=-1&sort=date&limit=100" in (lines["issues"])
+    )
+    assert "GET /api/0/projects/acme/{project}/events/?full=true&per_page=100" in lines["events"]
+    assert plan.stdout.strip().endswith("dry run: nothing was requested or written")
+    assert invoke(ready, "run", "r.yaml").exit_code == 0
+    state = json.loads((tmp_path / "out" / "issues" / "_sentry_extract_state.json").read_text())
+    watermark = next(iter(state["streams"].values()))["state"]["watermark"]
+    again = invoke(ready, "run", "r.yaml", "--dry-run")
+    start = watermark[:19]  # the next window starts an hour (the lookback) before it
+    hour = f"{int(start[11:13]) - 1:02d}" if start[11:13] != "00" else "23"
+    assert f"T{hour}{start[13:19]}Z to " in again.stdout
+    assert "1 from their saved state" not in again.stdout  # events: 3 projects saved
+    assert "per project: 3 from their saved state" in again.stdout
+
+
+def test_discover_for_machines(ready: CliRunner) -> None:
+    result = invoke(ready, "conns", "discover", "SENTRY", "--columns", "-o", "json")
+    assert result.exit_code == 0
+    endpoints = {endpoint["endpoint"]: endpoint for endpoint in json.loads(result.stdout)}
+    assert list(endpoints) == [
+        "organizations",
+        "projects",
+        "teams",
+        "members",
+        "releases",
+        "issues",
+        "events",
+    ]
+    assert endpoints["events"]["primary_key"] == ["project_id", "event_id"]
+    assert {"name": "date_created", "type": "timestamp"} in endpoints["events"]["columns"]
+    assert endpoints["issues"]["incremental"] is True
+
+
+def test_progress_bars_show_rows_requests_and_waits() -> None:
+    screen = io.StringIO()
+    progress = progress_bars(Console(file=screen, force_terminal=True, width=120))
+    handler = ProgressHandler(progress)
+    logger = logging.getLogger("sentry_extract.test_progress")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with progress:
+            emit(logger, logging.INFO, "stream_start", "start", stream="events")
+            emit(logger, logging.INFO, "page", "page", stream="events", total_rows=1234, requests=7)
+            emit(logger, logging.INFO, "rate_limit_wait", "wait", group="events", seconds=12.5)
+            progress.refresh()
+            logger.warning("project 'x' skipped")
+            emit(
+                logger,
+                logging.INFO,
+                "stream_end",
+                "end",
+                stream="events",
+                rows=1234,
+                requests=7,
+                status="ok",
+            )
+    finally:
+        logger.removeHandler(handler)
+    text = screen.getvalue()
+    assert "events" in text and "1,234 rows" in text and "7 requests" in text
+    assert "waiting 12.5s (rate limit)" in text
+    assert "project 'x' skipped" in text
+
+
+def commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every command under a group, with its path (typer vendors its own click)."""
+    found = []
+    for name, command in getattr(group, "commands", {}).items():
+        found.append(((*prefix, name), command))
+        found.extend(commands(command, (*prefix, name)))
+    return found
+
+
+def test_every_command_and_option_has_help_and_is_in_the_readme() -> None:
+    readme = README.read_text()
+    listed = commands(typer.main.get_command(app))
+    assert len(listed) == 10  # run, conns and its 5, state and its 2: each checked below
+    for path, command in listed:
+        assert command.help, f"{' '.join(path)} has no help"
+        assert f"sentry-extract {' '.join(path)}" in readme, f"{' '.join(path)} not in README"
+        for parameter in command.params:
+            if parameter.param_type_name == "option" and parameter.name != "help":
+                assert parameter.help, f"{' '.join(path)} {parameter.opts[0]} has no help"
+                assert parameter.opts[0] in readme, f"{parameter.opts[0]} not in README"
