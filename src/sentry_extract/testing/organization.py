@@ -98,6 +98,7 @@ class FakeOrganization:
         self.phantoms: set[str] = set()
         self.events: dict[str, list[Row]] = {}  # project id -> events
         self.my_team_ids: set[str] = set()
+        self.version = 0  # counts changes made through the methods below
         self._next_id = 5000
         self._generate(now)
 
@@ -456,6 +457,7 @@ class FakeOrganization:
             "release": None,
         }
         self.events[project_id].append(event)
+        self.version += 1
         if iso(created) > issue["lastSeen"]:
             issue["lastSeen"] = iso(created)
         if iso(created) < issue["firstSeen"]:
