@@ -23,6 +23,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
 cassettes: $(STAMP)
 	$(BIN)/python -m sentry_extract.testing.record_examples
 

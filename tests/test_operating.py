@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from sentry_extract.cli import app
 from sentry_extract.events import emit
 from sentry_extract.reporting import ProgressHandler, progress_bars
+from sentry_extract.source.streams import STREAM_NAMES
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 
 from .conftest import invoke, sentry_connection
@@ -48,15 +49,7 @@ def test_json_log_lines_carry_every_event(ready: CliRunner, fake: FakeSentry) ->
     for event in ("stream_start", "page", "retry", "rate_limit_wait", "stream_end"):
         assert event in events, event
     ends = {line["stream"]: line for line in lines if line["event"] == "stream_end"}
-    assert set(ends) == {
-        "organizations",
-        "projects",
-        "teams",
-        "members",
-        "releases",
-        "issues",
-        "events",
-    }
+    assert set(ends) == set(STREAM_NAMES)
     assert ends["events"]["rows"] > 0 and ends["events"]["requests"] > 1
     assert ends["teams"]["retries"] == 1
     assert lines[-1]["exit_code"] == 0 and lines[-1]["rows"] == sum(
@@ -106,15 +99,7 @@ def test_discover_for_machines(ready: CliRunner) -> None:
     result = invoke(ready, "conns", "discover", "SENTRY", "--columns", "-o", "json")
     assert result.exit_code == 0
     endpoints = {endpoint["endpoint"]: endpoint for endpoint in json.loads(result.stdout)}
-    assert list(endpoints) == [
-        "organizations",
-        "projects",
-        "teams",
-        "members",
-        "releases",
-        "issues",
-        "events",
-    ]
+    assert list(endpoints) == list(STREAM_NAMES)
     assert endpoints["events"]["primary_key"] == ["project_id", "event_id"]
     assert {"name": "date_created", "type": "timestamp"} in endpoints["events"]["columns"]
     assert endpoints["issues"]["incremental"] is True

@@ -36,7 +36,7 @@ from sentry_extract.targets.base import StreamRequest
 DATA_FILE = "data.parquet"
 STATE_FILE = "_sentry_extract_state.json"
 KEY_SEPARATOR = "\x1f"
-READ_BATCH_ROWS = 10_000
+READ_BATCH_ROWS = 2_000  # full-payload events: about 10 MB a batch
 
 MERGING_MODES = ("incremental", "backfill")
 APPENDING_MODES = ("snapshot",)

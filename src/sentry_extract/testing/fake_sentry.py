@@ -227,6 +227,20 @@ class FakeSentry:
         with self._lock:
             return [record for record in self.requests if path_part in record.path]
 
+    def stats(self) -> dict[str, Any]:
+        """What it received: requests by endpoint and status, and the most in flight."""
+        with self._lock:
+            by_group: dict[str, dict[str, int]] = {}
+            for record in self.requests:
+                statuses = by_group.setdefault(record.group, {})
+                statuses[str(record.status)] = statuses.get(str(record.status), 0) + 1
+            return {
+                "requests": len(self.requests),
+                "by_endpoint": by_group,
+                "max_in_flight": dict(self.max_in_flight),
+                "rows": sum(record.rows for record in self.requests),
+            }
+
     def reset_log(self) -> None:
         with self._lock:
             self.requests.clear()
@@ -356,6 +370,13 @@ class _Handler(BaseHTTPRequestHandler):
                     for r in self.fake.requests
                 ],
             )
+            return
+        if parts.path == "/_fake/stats":
+            self._send(200, self.fake.stats())
+            return
+        if parts.path == "/_fake/reset":
+            self.fake.reset_log()
+            self._send(200, {"reset": True})
             return
         path = parts.path.removeprefix("/api/0/")
         route, match = next(
@@ -736,20 +757,45 @@ def main(argv: list[str] | None = None) -> None:
         help="enforce sentry.io-like rate limits (events: 60/min, 1 in flight)",
     )
     parser.add_argument("--token", default=DEFAULT_TOKEN)
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=120,
+        help="events spread over this many days (retention keeps 90)",
+    )
+    parser.add_argument("--frames", type=int, default=12, help="stack frames per event")
+    parser.add_argument(
+        "--events-page-cap",
+        type=int,
+        default=FULL_PAGE_CAP,
+        help="rows per full-payload events page (sentry.io: 10)",
+    )
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     arguments = parser.parse_args(argv)
     size = OrganizationSize(
-        projects=arguments.projects, issues=arguments.issues, events=arguments.events
+        projects=arguments.projects,
+        issues=arguments.issues,
+        events=arguments.events,
+        history_days=arguments.history_days,
+        frames=arguments.frames,
     )
     settings = ServerSettings(
         token_scopes={arguments.token: ALL_SCOPES},
         rate_limits=dict(SENTRY_IO_LIMITS) if arguments.sentry_io_limits else None,
         latency=arguments.latency,
+        events_page_cap=arguments.events_page_cap,
     )
+    tls = None
+    if arguments.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(arguments.tls_cert, arguments.tls_key)
     fake = FakeSentry(
         FakeOrganization(arguments.organization, size),
         settings,
         port=arguments.port,
         host=arguments.host,
+        tls=tls,
     )
     print(
         f"fake Sentry serving organization '{arguments.organization}' at {fake.base_url}",

