@@ -45,18 +45,45 @@ def free_port() -> int:
 class Fake:
     """The fake Sentry in its own process."""
 
-    def __init__(self, events: int, projects: int = 4, issues: int = 100, latency: float = 0.0,
-                 limits: bool = False, page_cap: int = 10, frames: int = 12) -> None:
+    def __init__(
+        self,
+        events: int,
+        projects: int = 4,
+        issues: int = 100,
+        latency: float = 0.0,
+        limits: bool = False,
+        page_cap: int = 10,
+        frames: int = 12,
+    ) -> None:
         self.port = free_port()
-        command = [PYTHON, "-m", "sentry_extract.testing.fake_sentry", "--port", str(self.port),
-                   "--organization", "acme", "--events", str(events), "--projects",
-                   str(projects), "--issues", str(issues), "--latency", str(latency),
-                   "--events-page-cap", str(page_cap), "--frames", str(frames),
-                   "--history-days", "80"]
+        command = [
+            PYTHON,
+            "-m",
+            "sentry_extract.testing.fake_sentry",
+            "--port",
+            str(self.port),
+            "--organization",
+            "acme",
+            "--events",
+            str(events),
+            "--projects",
+            str(projects),
+            "--issues",
+            str(issues),
+            "--latency",
+            str(latency),
+            "--events-page-cap",
+            str(page_cap),
+            "--frames",
+            str(frames),
+            "--history-days",
+            "80",
+        ]
         if limits:
             command.append("--sentry-io-limits")
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        text=True)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         assert self.process.stdout is not None
         self.process.stdout.readline()  # "serving ..." once the organization is generated
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -93,52 +120,162 @@ class Measure:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_measured(command: list[str], environment: dict[str, str], cwd: Path) -> tuple[
-        float, float, float, int, str]:
-    """Wall seconds, CPU seconds, peak RSS (MB), exit code and stderr of one process."""
+def run_measured(
+    command: list[str], environment: dict[str, str], cwd: Path
+) -> tuple[float, float, float, int, str, str]:
+    """Wall seconds, CPU seconds, peak RSS (MB), exit code, stdout and stderr of a process."""
     started = time.monotonic()
-    with tempfile.TemporaryFile(mode="w+") as errors:
-        process = subprocess.Popen(command, env=environment, cwd=cwd, stdout=subprocess.DEVNULL,
-                                   stderr=errors)
+    with tempfile.TemporaryFile(mode="w+") as errors, tempfile.TemporaryFile(mode="w+") as out:
+        process = subprocess.Popen(command, env=environment, cwd=cwd, stdout=out, stderr=errors)
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.monotonic() - started
         errors.seek(0)
-        text = errors.read()[-2000:]
+        out.seek(0)
+        text, printed = errors.read()[-2000:], out.read()[-100_000:]
     code = os.waitstatus_to_exitcode(status)
-    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code, text
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code, printed, text
 
 
-def ours(fake: Fake, root: Path, streams: str, target: str, scenario: str,
-         inputs: dict[str, Any] | None = None, mode: str = "full-refresh",
-         postgres_url: str | None = None) -> Measure:
+def ours(
+    fake: Fake,
+    root: Path,
+    streams: str,
+    target: str,
+    scenario: str,
+    inputs: dict[str, Any] | None = None,
+    mode: str = "full-refresh",
+    postgres_url: str | None = None,
+) -> Measure:
     folder = root / scenario.split()[0]  # each scenario its own data and state
     folder.mkdir(exist_ok=True)
-    connection = {"type": "api", "spec": "sentry", "secrets": {"auth_token": TOKEN},
-                  "inputs": {"organization": "acme", "base_url": fake.base_url, **(inputs or {})}}
-    object_name = (f"bench{scenario.split()[0]}.{{stream_name}}" if target == "postgres"
-                   else f"file://{folder}/{{stream_name}}")
+    connection = {
+        "type": "api",
+        "spec": "sentry",
+        "secrets": {"auth_token": TOKEN},
+        "inputs": {"organization": "acme", "base_url": fake.base_url, **(inputs or {})},
+    }
+    object_name = (
+        f"bench{scenario.split()[0]}.{{stream_name}}"
+        if target == "postgres"
+        else f"file://{folder}/{{stream_name}}"
+    )
     target_name = "BENCH_PG" if target == "postgres" else "LOCAL"
     replication = folder / "r.yaml"
-    replication.write_text(f"source: SENTRY\ntarget: {target_name}\ndefaults:\n  mode: {mode}\n"
-                           f"  object: {object_name}\nstreams:\n{streams}")
-    environment = {**os.environ, "SENTRY": json.dumps(connection),
-                   "SENTRY_EXTRACT_HOME": str(folder / "home")}
+    replication.write_text(
+        f"source: SENTRY\ntarget: {target_name}\ndefaults:\n  mode: {mode}\n"
+        f"  object: {object_name}\nstreams:\n{streams}"
+    )
+    environment = {
+        **os.environ,
+        "SENTRY": json.dumps(connection),
+        "SENTRY_EXTRACT_HOME": str(folder / "home"),
+    }
     if postgres_url:
         environment["BENCH_PG"] = postgres_url
     fake.reset()
     fake_cpu = fake.cpu_seconds()
     summary = folder / "summary.json"
-    command = [PYTHON, "-m", "sentry_extract", "run", str(replication), "--summary-json",
-               str(summary)]
-    seconds, cpu, rss, code, errors = run_measured(command, environment, folder)
+    command = [
+        PYTHON,
+        "-m",
+        "sentry_extract",
+        "run",
+        str(replication),
+        "--summary-json",
+        str(summary),
+    ]
+    seconds, cpu, rss, code, _, errors = run_measured(command, environment, folder)
     stats = fake.stats()
     rows = json.loads(summary.read_text())["rows"] if summary.exists() else 0
     status_429 = sum(statuses.get("429", 0) for statuses in stats["by_endpoint"].values())
-    measure = Measure("sentry-extract", scenario, target, seconds, cpu, rss, rows,
-                      stats["requests"], status_429, fake.cpu_seconds() - fake_cpu, code)
+    measure = Measure(
+        "sentry-extract",
+        scenario,
+        target,
+        seconds,
+        cpu,
+        rss,
+        rows,
+        stats["requests"],
+        status_429,
+        fake.cpu_seconds() - fake_cpu,
+        code,
+    )
     measure.extra["by_endpoint"] = stats["by_endpoint"]
     if code != 0:
         measure.extra["errors"] = errors
+    return measure
+
+
+PEERS = ROOT / "bench" / "peers"
+VENVS = ROOT / "bench" / ".venvs"
+
+
+def peer_python(name: str, requirement: str) -> Path | str:
+    """The peer's own virtualenv, made on first use; a string says why it cannot run."""
+    python = VENVS / name / "bin" / "python"
+    if python.exists():
+        return python
+    try:
+        subprocess.run([PYTHON, "-m", "venv", str(VENVS / name)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", requirement],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    except subprocess.CalledProcessError as error:
+        shutil.rmtree(VENVS / name, ignore_errors=True)
+        return f"cannot install {requirement}: {str(error.stderr or error)[-300:]}"
+    return python
+
+
+def dlt_peer(fake: Fake, root: Path, target: str, scenario: str, postgres_url: str) -> Measure:
+    python = peer_python("dlt", "dlt[parquet,postgres]")
+    if isinstance(python, str):
+        return Measure("dlt", scenario, target, 0, 0, 0, extra={"reason": python})
+    folder = root / f"dlt-{target}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    # dlt's credentials want a host and a password even for a local socket with trust.
+    dlt_url = postgres_url.replace("postgres:@/", "postgres:unused@localhost/")
+    destination = dlt_url if target == "postgres" else str(folder / "out")
+    end = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    command = [
+        str(python),
+        str(PEERS / "dlt_sentry.py"),
+        fake.base_url,
+        TOKEN,
+        "acme",
+        "events",
+        target,
+        destination,
+        "2025-01-01T00:00:00Z",
+        end,
+    ]
+    fake.reset()
+    fake_cpu = fake.cpu_seconds()
+    seconds, cpu, rss, code, printed, errors = run_measured(command, dict(os.environ), folder)
+    stats = fake.stats()
+    rows = 0
+    if code == 0:
+        rows = json.loads(printed.strip().splitlines()[-1])["rows"].get("events", 0)
+    measure = Measure(
+        "dlt",
+        scenario,
+        target,
+        seconds,
+        cpu,
+        rss,
+        rows,
+        stats["requests"],
+        0,
+        fake.cpu_seconds() - fake_cpu,
+        code,
+    )
+    if code != 0:
+        measure.extra["reason"] = errors.strip().splitlines()[-1][:200] if errors else "failed"
     return measure
 
 
@@ -152,26 +289,42 @@ def scenario_limits_binding(events: int, folder: Path) -> list[Measure]:
     events_requests = sum(by_endpoint.get("events", {}).values())
     # The best possible: events at 60 per 60 s (1/s); everything at our 3 requests/s.
     minimum = max(events_requests / 1.0, measure.requests / 3.0)
-    measure.extra.update(minimum_seconds=minimum, ratio=measure.seconds / minimum,
-                         events_requests=events_requests)
+    measure.extra.update(
+        minimum_seconds=minimum, ratio=measure.seconds / minimum, events_requests=events_requests
+    )
     return [measure]
 
 
-def scenario_limits_lifted(events: int, runs: int, folder: Path,
-                           postgres_url: str) -> list[Measure]:
+def scenario_limits_lifted(
+    events: int, runs: int, folder: Path, postgres_url: str
+) -> list[Measure]:
     fake = Fake(events=events, projects=4, issues=100)
     measures = []
     try:
         for target in ("parquet", "postgres"):
-            trials = [ours(fake, folder, "  events:\n", target, "2 limits lifted",
-                           {"rate_limit": 0, "concurrency": 4}, postgres_url=postgres_url)
-                      for _ in range(runs)]
+            trials = [
+                ours(
+                    fake,
+                    folder,
+                    "  events:\n",
+                    target,
+                    "2 limits lifted",
+                    {"rate_limit": 0, "concurrency": 4},
+                    postgres_url=postgres_url,
+                )
+                for _ in range(runs)
+            ]
             measures.append(median_of(trials))
+            peer = [
+                dlt_peer(fake, folder, target, "2 limits lifted", postgres_url) for _ in range(runs)
+            ]
+            measures.append(median_of(peer))
     finally:
         fake.stop()
     for measure in measures:
-        measure.extra["rows_per_second"] = measure.rows / measure.seconds
-        measure.extra["cpu_seconds_per_10k_rows"] = measure.cpu_seconds / measure.rows * 10_000
+        if measure.rows:
+            measure.extra["rows_per_second"] = measure.rows / measure.seconds
+            measure.extra["cpu_seconds_per_10k_rows"] = measure.cpu_seconds / measure.rows * 10_000
     return measures
 
 
@@ -180,8 +333,14 @@ def scenario_scale(folder: Path) -> list[Measure]:
     for events in (20_000, 200_000):
         fake = Fake(events=events, projects=10, issues=200, frames=6)
         try:
-            measure = ours(fake, folder, "  events:\n", "parquet", f"3 scale {events:,}",
-                           {"rate_limit": 0, "concurrency": 4})
+            measure = ours(
+                fake,
+                folder,
+                "  events:\n",
+                "parquet",
+                f"3 scale {events:,}",
+                {"rate_limit": 0, "concurrency": 4},
+            )
         finally:
             fake.stop()
         measures.append(measure)
@@ -192,10 +351,24 @@ def scenario_scale(folder: Path) -> list[Measure]:
 def scenario_nothing_new(folder: Path) -> list[Measure]:
     fake = Fake(events=2_000, projects=4, issues=100)
     try:
-        first = ours(fake, folder, "  issues:\n  events:\n", "parquet", "4 first run",
-                     {"rate_limit": 0}, mode="incremental")
-        second = ours(fake, folder, "  issues:\n  events:\n", "parquet",
-                      "4 incremental, nothing new", {"rate_limit": 0}, mode="incremental")
+        first = ours(
+            fake,
+            folder,
+            "  issues:\n  events:\n",
+            "parquet",
+            "4 first run",
+            {"rate_limit": 0},
+            mode="incremental",
+        )
+        second = ours(
+            fake,
+            folder,
+            "  issues:\n  events:\n",
+            "parquet",
+            "4 incremental, nothing new",
+            {"rate_limit": 0},
+            mode="incremental",
+        )
     finally:
         fake.stop()
     second.extra["expected_requests"] = "1 organization + 1 projects list + 1 issues + 4 events"
@@ -221,22 +394,39 @@ def start_postgres(folder: Path) -> tuple[Any, str]:
 def write_results(measures: list[Measure], started: datetime) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / started.strftime("%Y-%m-%d")
-    stem.with_suffix(".json").write_text(json.dumps([asdict(m) for m in measures], indent=2,
-                                                    default=str))
-    lines = [f"# Benchmark {started:%Y-%m-%d %H:%M} UTC", "",
-             f"Machine: {os.cpu_count()} cores. Command: `make bench`.", "",
-             "| scenario | tool | target | rows | requests | 429s | seconds | client CPU s "
-             "| peak RSS MB | fake CPU s | notes |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    stem.with_suffix(".json").write_text(
+        json.dumps([asdict(m) for m in measures], indent=2, default=str)
+    )
+    lines = [
+        f"# Benchmark {started:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {os.cpu_count()} cores. Command: `make bench`.",
+        "",
+        "| scenario | tool | target | rows | requests | 429s | seconds | client CPU s "
+        "| peak RSS MB | fake CPU s | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for m in measures:
-        notes = "; ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
-                          for key, value in m.extra.items()
-                          if key in ("ratio", "minimum_seconds", "rows_per_second",
-                                     "cpu_seconds_per_10k_rows", "rss_growth",
-                                     "expected_requests", "runs", "reason"))
-        lines.append(f"| {m.scenario} | {m.tool} | {m.target} | {m.rows:,} | {m.requests:,} "
-                     f"| {m.status_429} | {m.seconds:.1f} | {m.cpu_seconds:.1f} "
-                     f"| {m.peak_rss_mb:.0f} | {m.fake_cpu_seconds:.1f} | {notes} |")
+        notes = "; ".join(
+            f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in m.extra.items()
+            if key
+            in (
+                "ratio",
+                "minimum_seconds",
+                "rows_per_second",
+                "cpu_seconds_per_10k_rows",
+                "rss_growth",
+                "expected_requests",
+                "runs",
+                "reason",
+            )
+        )
+        lines.append(
+            f"| {m.scenario} | {m.tool} | {m.target} | {m.rows:,} | {m.requests:,} "
+            f"| {m.status_429} | {m.seconds:.1f} | {m.cpu_seconds:.1f} "
+            f"| {m.peak_rss_mb:.0f} | {m.fake_cpu_seconds:.1f} | {notes} |"
+        )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return stem.with_suffix(".md")
 
@@ -257,8 +447,9 @@ def main() -> int:
         if "1" in chosen:
             measures += scenario_limits_binding(arguments.binding_events, folder)
         if "2" in chosen:
-            measures += scenario_limits_lifted(arguments.events, arguments.runs, folder,
-                                               postgres_url)
+            measures += scenario_limits_lifted(
+                arguments.events, arguments.runs, folder, postgres_url
+            )
         if "3" in chosen:
             measures += scenario_scale(folder)
         if "4" in chosen:
