@@ -172,8 +172,6 @@ def ours(
     }
     if postgres_url:
         environment["BENCH_PG"] = postgres_url
-    fake.reset()
-    fake_cpu = fake.cpu_seconds()
     summary = folder / "summary.json"
     command = [
         PYTHON,
@@ -184,18 +182,36 @@ def ours(
         "--summary-json",
         str(summary),
     ]
-    seconds, cpu, rss, code, _, errors = run_measured(command, environment, folder)
+    measure, _ = measure_tool(
+        "sentry-extract", fake, command, environment, folder, scenario, target
+    )
+    measure.rows = json.loads(summary.read_text())["rows"] if summary.exists() else 0
+    return measure
+
+
+def measure_tool(
+    tool: str,
+    fake: Fake,
+    command: list[str],
+    environment: dict[str, str],
+    folder: Path,
+    scenario: str,
+    target: str,
+) -> tuple[Measure, str]:
+    """Run one tool against the fake; its measure (rows left to the caller) and stdout."""
+    fake.reset()
+    fake_cpu = fake.cpu_seconds()
+    seconds, cpu, rss, code, printed, errors = run_measured(command, environment, folder)
     stats = fake.stats()
-    rows = json.loads(summary.read_text())["rows"] if summary.exists() else 0
     status_429 = sum(statuses.get("429", 0) for statuses in stats["by_endpoint"].values())
     measure = Measure(
-        "sentry-extract",
+        tool,
         scenario,
         target,
         seconds,
         cpu,
         rss,
-        rows,
+        0,
         stats["requests"],
         status_429,
         fake.cpu_seconds() - fake_cpu,
@@ -203,8 +219,8 @@ def ours(
     )
     measure.extra["by_endpoint"] = stats["by_endpoint"]
     if code != 0:
-        measure.extra["errors"] = errors
-    return measure
+        measure.extra["reason"] = (errors.strip().splitlines() or ["failed"])[-1][:200]
+    return measure, printed
 
 
 PEERS = ROOT / "bench" / "peers"
@@ -254,28 +270,11 @@ def dlt_peer(fake: Fake, root: Path, target: str, scenario: str, postgres_url: s
         "2025-01-01T00:00:00Z",
         end,
     ]
-    fake.reset()
-    fake_cpu = fake.cpu_seconds()
-    seconds, cpu, rss, code, printed, errors = run_measured(command, dict(os.environ), folder)
-    stats = fake.stats()
-    rows = 0
-    if code == 0:
-        rows = json.loads(printed.strip().splitlines()[-1])["rows"].get("events", 0)
-    measure = Measure(
-        "dlt",
-        scenario,
-        target,
-        seconds,
-        cpu,
-        rss,
-        rows,
-        stats["requests"],
-        0,
-        fake.cpu_seconds() - fake_cpu,
-        code,
+    measure, printed = measure_tool(
+        "dlt", fake, command, dict(os.environ), folder, scenario, target
     )
-    if code != 0:
-        measure.extra["reason"] = errors.strip().splitlines()[-1][:200] if errors else "failed"
+    if measure.exit_code == 0:
+        measure.rows = json.loads(printed.strip().splitlines()[-1])["rows"].get("events", 0)
     return measure
 
 
