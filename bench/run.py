@@ -54,8 +54,10 @@ class Fake:
         limits: bool = False,
         page_cap: int = 10,
         frames: int = 12,
+        tls_folder: Path | None = None,
     ) -> None:
         self.port = free_port()
+        self.authority: str | bool = True
         command = [
             PYTHON,
             "-m",
@@ -81,19 +83,38 @@ class Fake:
         ]
         if limits:
             command.append("--sentry-io-limits")
+        scheme = "http"
+        if tls_folder is not None:  # Airbyte's source insists on https: a throwaway CA
+            import trustme
+
+            authority = trustme.CA()
+            certificate = authority.issue_cert("127.0.0.1")
+            self.authority = str(tls_folder / "ca.pem")
+            authority.cert_pem.write_to_path(self.authority)
+            certificate.private_key_pem.write_to_path(str(tls_folder / "key.pem"))
+            certificate.cert_chain_pems[0].write_to_path(str(tls_folder / "cert.pem"))
+            command += [
+                "--tls-cert",
+                str(tls_folder / "cert.pem"),
+                "--tls-key",
+                str(tls_folder / "key.pem"),
+            ]
+            scheme = "https"
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
         assert self.process.stdout is not None
         self.process.stdout.readline()  # "serving ..." once the organization is generated
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
 
     def stats(self) -> dict[str, Any]:
-        answer: dict[str, Any] = httpx.get(f"{self.base_url}/_fake/stats", timeout=30).json()
+        answer: dict[str, Any] = httpx.get(
+            f"{self.base_url}/_fake/stats", timeout=30, verify=self.authority
+        ).json()
         return answer
 
     def reset(self) -> None:
-        httpx.get(f"{self.base_url}/_fake/reset", timeout=30)
+        httpx.get(f"{self.base_url}/_fake/reset", timeout=30, verify=self.authority)
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -278,6 +299,31 @@ def dlt_peer(fake: Fake, root: Path, target: str, scenario: str, postgres_url: s
     return measure
 
 
+def airbyte_peer(fake: Fake, root: Path, scenario: str, projects: int) -> Measure:
+    python = peer_python("airbyte", "airbyte-source-sentry==0.6.11")
+    if isinstance(python, str):
+        return Measure("airbyte", scenario, "source only", 0, 0, 0, extra={"reason": python})
+    folder = root / "airbyte"
+    folder.mkdir(parents=True, exist_ok=True)
+    slugs = ",".join(f"project-{index}" for index in range(projects))
+    command = [
+        str(python),
+        str(PEERS / "airbyte_sentry.py"),
+        f"127.0.0.1:{fake.port}",
+        TOKEN,
+        "acme",
+        slugs,
+        str(folder),
+    ]
+    environment = {**os.environ, "BENCH_CA_BUNDLE": str(fake.authority)}
+    measure, printed = measure_tool(
+        "airbyte", fake, command, environment, folder, scenario, "source only"
+    )
+    if measure.exit_code == 0:
+        measure.rows = json.loads(printed.strip().splitlines()[-1])["rows"]["events"]
+    return measure
+
+
 def scenario_limits_binding(events: int, folder: Path) -> list[Measure]:
     fake = Fake(events=events, projects=4, issues=100, latency=0.3, limits=True)
     try:
@@ -320,6 +366,14 @@ def scenario_limits_lifted(
             measures.append(median_of(peer))
     finally:
         fake.stop()
+    tls_folder = folder / "tls"
+    tls_folder.mkdir(exist_ok=True)
+    secure = Fake(events=events, projects=4, issues=100, tls_folder=tls_folder)
+    try:
+        trials = [airbyte_peer(secure, folder, "2 limits lifted", 4) for _ in range(runs)]
+        measures.append(median_of(trials))
+    finally:
+        secure.stop()
     for measure in measures:
         if measure.rows:
             measure.extra["rows_per_second"] = measure.rows / measure.seconds
