@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -298,3 +299,38 @@ def test_an_object_ending_in_parquet_is_one_file(workspace: Workspace) -> None:
     assert pq.read_table(path).num_rows == 3
     # No working file is left beside it (teams keep no state: they are re-read whole).
     assert sorted(p.name for p in path.parent.iterdir()) == [".teams.parquet.lock", "teams.parquet"]
+
+
+@pytest.mark.parametrize("mode", ["full-refresh", "incremental", "snapshot"])
+def test_the_newest_read_of_a_key_wins_within_a_run(tmp_path: Path, mode: str) -> None:
+    from sentry_extract.records import RecordTyper
+    from sentry_extract.source.streams import TEAMS
+    from sentry_extract.state import StateKey
+    from sentry_extract.targets.base import StreamRequest
+    from sentry_extract.targets.parquet import ParquetTarget
+
+    typer = RecordTyper(TEAMS)
+    request = StreamRequest(
+        "teams",
+        f"file://{tmp_path}/teams",
+        mode,
+        ("id",),
+        typer.to_batch([]).schema,
+        StateKey("S", "o", "teams", "x"),
+        datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    writer = ParquetTarget().open_stream(request)
+    writer.write(
+        typer.to_batch(
+            [
+                {"id": "1", "name": "old"},
+                {"id": "2", "name": "two"},
+                {"id": None, "name": "no key a"},
+            ]
+        )
+    )
+    writer.write(typer.to_batch([{"id": "1", "name": "new"}, {"id": None, "name": "no key b"}]))
+    writer.commit()
+    rows = pq.read_table(tmp_path / "teams" / "data.parquet").to_pylist()
+    names = sorted((row["id"] or "", row["name"]) for row in rows)
+    assert names == [("", "no key a"), ("", "no key b"), ("1", "new"), ("2", "two")]
