@@ -10,7 +10,6 @@ one-line message and an exit code:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -66,7 +65,6 @@ def _console(stderr: bool = False) -> Console:
 
 output = _console()
 errors = _console(stderr=True)
-log = logging.getLogger("sentry_extract")
 
 DebugOption = Annotated[
     bool, typer.Option("--debug", help="Log every request (never a secret) and show tracebacks.")

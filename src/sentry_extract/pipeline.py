@@ -49,7 +49,8 @@ from sentry_extract.errors import (
 )
 from sentry_extract.events import emit
 from sentry_extract.records import RecordTyper
-from sentry_extract.source.cassettes import Recording, RecordingTransport, load_replay
+from sentry_extract.source.cassettes import Recording, RecordingTransport
+from sentry_extract.source.cassettes import load_replay as load_replay  # for the CLI
 from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
 from sentry_extract.source.extract import (
     Project,
@@ -160,9 +161,6 @@ class _Context:
     settings: RunSettings
     organization: dict[str, Any] | None  # the preflight's answer, reused by its stream
     preflight: RequestCounter  # its requests, counted in the organizations stream if run
-
-
-__all__ = ["load_replay"]  # the CLI reaches recordings through the pipeline
 
 
 def resolve_source(

@@ -52,14 +52,12 @@ class RequestCounter:
     name: str = ""  # the stream counted
     requests: int = 0
     retries: int = 0
-    waited: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, requests: int = 0, retries: int = 0, waited: float = 0.0) -> None:
+    def add(self, requests: int = 0, retries: int = 0) -> None:
         with self._lock:
             self.requests += requests
             self.retries += retries
-            self.waited += waited
 
 
 @dataclass(frozen=True)
@@ -135,8 +133,8 @@ class SentryClient:
     def _get_once(self, path: str, params: Params, counter: RequestCounter) -> Page:
         group = rate_limit_group(path)
         pacer = self.settings.pacer
-        with pacer.slot(group) as paced, self.settings.gate.slot() as gated:
-            counter.add(requests=1, waited=paced + gated)
+        with pacer.slot(group), self.settings.gate.slot():
+            counter.add(requests=1)
             response = self._send(path, params)
             pacer.observe(group, response.headers)
         log.debug("GET %s %s -> %s", path, _params_text(params), response.status_code)

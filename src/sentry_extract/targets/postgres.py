@@ -492,8 +492,6 @@ class PostgresStreamWriter:
                     self.connection, self.state_table, self.request.state_key, self.pending_state
                 )
             self.connection.commit()
-        except psycopg.errors.DependentObjectsStillExist:
-            raise
         except psycopg.Error as error:
             raise TargetError(f"{self.target}: {describe_connection_error(error)}") from None
         if self.pending_state is not None and self.external_state is not None:
