@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentry_extract.records import RecordTyper, Selection, column_type_of, snake_case
+from sentry_extract.source.client import parse_raw_rows
 from sentry_extract.source.streams import EVENTS, ISSUES, TEAMS, ColumnType
+from sentry_extract.testing.organization import FakeOrganization, public
 
 
 @pytest.mark.parametrize(
@@ -103,7 +105,7 @@ def test_selection_keeps_the_key() -> None:
     assert "entries" not in names and "event_id" in names
 
 
-# What JSON can carry: orjson, like the API, has no NaN or Infinity.
+# What JSON can carry: msgspec, like the API, has no NaN or Infinity.
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -168,3 +170,55 @@ def test_huge_strings_survive() -> None:
     batch = RecordTyper(ISSUES).to_batch([{"id": "1", "title": text}])
     assert batch.column("title")[0].as_py() == text
     assert isinstance(batch, pa.RecordBatch)
+
+
+def _raw_rows(rows: list[dict[str, Any]]) -> Any:
+    return parse_raw_rows(json.dumps(rows, ensure_ascii=False).encode())
+
+
+def _same_values(raw: pa.RecordBatch, plain: pa.RecordBatch) -> None:
+    """Equal column by column; JSON text is compared as JSON (the raw keeps the spacing)."""
+    assert raw.schema == plain.schema
+    for field in plain.schema:
+        left, right = raw.column(field.name).to_pylist(), plain.column(field.name).to_pylist()
+        if column_type_of(field) is ColumnType.JSON:
+            left = [None if text is None else json.loads(text) for text in left]
+            right = [None if text is None else json.loads(text) for text in right]
+        assert left == right, field.name
+
+
+def test_a_full_event_page_types_the_same_undecoded_as_decoded() -> None:
+    organization = FakeOrganization()
+    events = [public(event) for event in organization.visible_events(timedelta(days=90))[:50]]
+    events[0]["size"] = 123456789012345678901234567890  # beyond 64 bits: null, not a float
+    events[1]["message"] = "ünïcode \u2028 and a NUL \x00"
+    events[2]["brandNew"] = {"nested": [1, 2.5, None]}
+    events[3]["size"] = 2.0
+    raw = RecordTyper(EVENTS).to_batch(_raw_rows(events))
+    plain = RecordTyper(EVENTS).to_batch(events)
+    _same_values(raw, plain)
+    assert raw.num_rows == 50
+    assert raw.column("size")[0].as_py() is None and raw.column("size")[3].as_py() == 2
+
+
+def test_undecoded_values_out_of_range_or_null_become_null() -> None:
+    rows = parse_raw_rows(b'[{"eventID": "a", "size": 1e999, "user": null, "tags": [1e999]}]')
+    typed = RecordTyper(EVENTS).to_batch(rows).to_pylist()[0]
+    assert typed["size"] is None and typed["user"] is None
+    assert typed["tags"] == "[1e999]"  # JSON text as sent; PostgreSQL's jsonb reads it
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.dictionaries(
+            st.sampled_from(["eventID", "size", "dateCreated", "tags", "message", "odd"])
+            | st.text(max_size=6),
+            json_values,
+            max_size=6,
+        ),
+        max_size=5,
+    )
+)
+def test_any_rows_type_the_same_undecoded_as_decoded(rows: list[dict[str, Any]]) -> None:
+    _same_values(RecordTyper(EVENTS).to_batch(_raw_rows(rows)), RecordTyper(EVENTS).to_batch(rows))

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from sentry_extract.errors import SourceError
+from sentry_extract.records import decoded
 from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
 from sentry_extract.source.ratelimit import RequestGate, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
@@ -99,15 +100,33 @@ links = st.none() | st.sampled_from(
 
 
 @settings(max_examples=150, deadline=None)
-@given(body=json_bodies | st.binary(max_size=40).map(lambda raw: raw), link=links)
-def test_any_body_gives_pages_of_dicts_or_a_source_error(body: Any, link: str | None) -> None:
+@given(
+    body=json_bodies | st.binary(max_size=40).map(lambda raw: raw),
+    link=links,
+    raw_values=st.booleans(),
+)
+def test_any_body_gives_pages_of_dicts_or_a_source_error(
+    body: Any, link: str | None, raw_values: bool
+) -> None:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     with client_answering(content, link) as client:
-        pages = client.paginate("organizations/acme/teams/", {}, RequestCounter())
+        pages = client.paginate("organizations/acme/teams/", {}, RequestCounter(), raw_values)
         try:
             for index, page in enumerate(pages):
                 assert all(isinstance(row, dict) for row in page)
+                if isinstance(body, list):
+                    rows = [row for row in body if isinstance(row, dict)]
+                    assert [{k: decoded(v) for k, v in row.items()} for row in page] == rows
                 if index > 3:
                     break
         except SourceError:
             pass  # ours, with a message; never anything else
+
+
+@pytest.mark.parametrize("raw_values", [False, True])
+def test_a_body_that_is_not_utf8_is_refused_not_stored(raw_values: bool) -> None:
+    body = b'[{"eventID": "1", "message": "caf\xe9"}]'
+    with client_answering(body, None) as client:
+        pages = client.paginate("projects/acme/p/events/", {}, RequestCounter(), raw_values)
+        with pytest.raises(SourceError, match="not complete JSON"):
+            list(pages)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+import msgspec
 import pyarrow as pa
 
 from sentry_extract.source.streams import Column, ColumnType, StreamSpec
@@ -151,16 +151,32 @@ class RecordTyper:
 
 
 def convert_column(values: list[Any], column_type: ColumnType) -> pa.Array:
+    """Values (decoded, or undecoded `msgspec.Raw` JSON) as an Arrow array of the type."""
     converter = _CONVERTERS[column_type]
+    if column_type is not ColumnType.JSON:  # JSON columns take raw JSON text as it is
+        values = [decoded(value) for value in values]
     return converter(values)
+
+
+def decoded(value: Any) -> Any:
+    """A `msgspec.Raw` value decoded (None if it is not valid for Python); others as given."""
+    if type(value) is not msgspec.Raw:
+        return value
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError:  # a number beyond a float's range
+        return None
 
 
 def _to_json_text(value: Any) -> str | None:
     if value is None:
         return None
+    if type(value) is msgspec.Raw:
+        text = bytes(value).decode()
+        return None if text == "null" else text
     try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # integers beyond 64 bits, which the standard library writes exactly
+        return msgspec.json.encode(value).decode()
+    except TypeError:  # a value JSON has no form for: its text, as the standard library writes
         return json.dumps(value, ensure_ascii=False, default=str)
 
 

@@ -8,9 +8,7 @@ their `next` cursor, sent with our own URL and parameters, until the server says
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
-import re
 import ssl
 import threading
 import time
@@ -20,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import orjson
+import msgspec
 import tenacity
 
 from sentry_extract.errors import (
@@ -106,8 +104,14 @@ class SentryClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def get(self, path: str, params: Params, counter: RequestCounter) -> Page:
-        """One request, retried by the policy; raises our errors only."""
+    def get(
+        self, path: str, params: Params, counter: RequestCounter, raw_values: bool = False
+    ) -> Page:
+        """One request, retried by the policy; raises our errors only.
+
+        With `raw_values`, a list of objects keeps each top-level value as undecoded JSON
+        (`msgspec.Raw`): see `parse_raw_rows`.
+        """
 
         def count_retry(state: tenacity.RetryCallState) -> None:
             counter.add(retries=1)
@@ -127,10 +131,12 @@ class SentryClient:
             )
 
         retrying = build_retrying(self.settings.retry, self.settings.sleep, count_retry)
-        page: Page = retrying(self._get_once, path, params, counter)
+        page: Page = retrying(self._get_once, path, params, counter, raw_values)
         return page
 
-    def _get_once(self, path: str, params: Params, counter: RequestCounter) -> Page:
+    def _get_once(
+        self, path: str, params: Params, counter: RequestCounter, raw_values: bool
+    ) -> Page:
         group = rate_limit_group(path)
         pacer = self.settings.pacer
         with pacer.slot(group), self.settings.gate.slot():
@@ -145,7 +151,7 @@ class SentryClient:
                 pacer.pause(group, error.retry_after)  # the whole group waits, not one request
             raise
         try:
-            body = parse_json(response.content)
+            body = (parse_raw_rows if raw_values else parse_json)(response.content)
         except ValueError:
             raise ServerError(
                 f"{self.host} sent a body that is not complete JSON",
@@ -166,14 +172,14 @@ class SentryClient:
             raise NetworkError(f"cannot reach {self.host} ({reason})", url=path) from None
 
     def paginate(
-        self, path: str, params: Params, counter: RequestCounter
+        self, path: str, params: Params, counter: RequestCounter, raw_values: bool = False
     ) -> Iterator[list[dict[str, Any]]]:
         """Every page of a list; stops only on `results="false"` or a missing Link header."""
         seen: set[str] = set()
         cursor: str | None = None
         while True:
             page_params = dict(params) if cursor is None else {**params, "cursor": cursor}
-            page = self.get(path, page_params, counter)
+            page = self.get(path, page_params, counter, raw_values)
             if not isinstance(page.body, list):
                 raise PaginationError(
                     f"{path}: expected a list, got {type(page.body).__name__}", url=path
@@ -191,14 +197,28 @@ class SentryClient:
             cursor = page.cursor
 
 
-_LONG_NUMBER = re.compile(rb"\d{20,}")
-
-
 def parse_json(content: bytes) -> Any:
-    """orjson, except for bodies with numbers beyond 64 bits: it would make them floats."""
-    if _LONG_NUMBER.search(content):
-        return json.loads(content)
-    return orjson.loads(content)
+    """msgspec: as fast as orjson, and integers beyond 64 bits stay exact integers."""
+    return msgspec.json.decode(content)
+
+
+_RAW_ROWS = msgspec.json.Decoder(list[dict[str, msgspec.Raw]])
+
+
+def parse_raw_rows(content: bytes) -> Any:
+    """A list of objects whose values stay undecoded JSON, or else what `parse_json` gives.
+
+    Full event payloads are mostly nested JSON that is stored as JSON text: keeping it
+    raw skips building (and then re-encoding) millions of Python objects. The typer
+    decodes the scalar columns (`records.decoded`). The JSON is still checked whole.
+    """
+    try:
+        rows = _RAW_ROWS.decode(content)
+    except msgspec.ValidationError:  # valid JSON of another shape: the caller names it
+        return parse_json(content)
+    if not content.isascii():
+        content.decode()  # raw values skip the UTF-8 check that decoding makes
+    return rows
 
 
 def classify_response(
@@ -265,8 +285,8 @@ def retry_after(
 
 def _detail(response: httpx.Response) -> str:
     try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
         return response.text[:200].strip()
     if isinstance(body, str):
         return body  # 429 bodies are a bare JSON string

@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from sentry_extract.errors import AuthenticationError, SourceError
 from sentry_extract.source.client import RequestCounter, SentryClient
 from sentry_extract.source.streams import EVENTS, PAGE_SIZE, PROJECTS, Shape, StreamSpec
@@ -94,11 +96,16 @@ def read_project_events(
     window: Window,
     counter: RequestCounter,
 ) -> Iterator[Rows]:
-    """Newest first; the window's `end` is frozen so new events cannot shift the offsets."""
+    """Newest first; the window's `end` is frozen so new events cannot shift the offsets.
+
+    Row values are undecoded JSON (`msgspec.Raw`), for the typer to decode.
+    """
     params = request_params(EVENTS, window)
-    for rows in client.paginate(stream_path(EVENTS, organization, project.slug), params, counter):
+    path = stream_path(EVENTS, organization, project.slug)
+    project_id = msgspec.Raw(msgspec.json.encode(project.id))
+    for rows in client.paginate(path, params, counter, raw_values=True):
         for row in rows:
-            row.setdefault("projectID", project.id)
+            row.setdefault("projectID", project_id)
         yield rows
 
 

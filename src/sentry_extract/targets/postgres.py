@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -238,7 +238,7 @@ def save_state(
             key.organization,
             key.stream,
             key.object,
-            orjson.dumps(state.to_json()).decode(),
+            msgspec.json.encode(state.to_json()).decode(),
         ),
     )
 

@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import orjson
+import msgspec
 
 from sentry_extract.testing.organization import (
     FakeOrganization,
@@ -448,7 +448,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
     ) -> None:
-        content = raw if raw is not None else orjson.dumps(body)
+        content = raw if raw is not None else msgspec.json.encode(body)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(content)))
@@ -470,7 +470,7 @@ def _apply_fault(
     if fault == "query_timeout":
         return 400, {"detail": "Query timeout. Please try with a smaller date range."}, None
     if fault == "truncated":
-        content = orjson.dumps(body)
+        content = msgspec.json.encode(body)
         return 200, None, content[: max(1, len(content) // 2)]
     return status, body, raw
 
