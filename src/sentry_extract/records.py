@@ -9,12 +9,13 @@ extra text columns (strings as they are, anything else as JSON text).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pyarrow as pa
@@ -245,7 +246,31 @@ def _convert_texts(values: list[Any]) -> pa.Array:
 
 
 def _convert_json(values: list[Any]) -> pa.Array:
+    if all(value is None or type(value) is msgspec.Raw for value in values):
+        return _raw_json_texts(values)
     return pa.array([_to_json_text(value) for value in values], type=pa.string())
+
+
+_JSON_NULL = b"null"
+
+
+def _raw_json_texts(values: list[msgspec.Raw | None]) -> pa.Array:
+    """Undecoded JSON straight into an Arrow string array: one copy, no Python strings."""
+    valid = [
+        value is not None and (len(value) != 4 or bytes(value) != _JSON_NULL) for value in values
+    ]
+    # msgspec.Raw has the buffer protocol (len, bytes.join), which its stubs do not say.
+    kept = zip(values, valid, strict=True)
+    parts = cast(list[bytes], [value if keep else b"" for value, keep in kept])
+    offsets = pa.array([0, *itertools.accumulate(len(part) for part in parts)], pa.int64())
+    texts = pa.LargeStringArray.from_buffers(
+        len(parts),
+        offsets.buffers()[1],
+        pa.py_buffer(b"".join(parts)),
+        pa.array(valid, pa.bool_()).buffers()[1],
+    )
+    texts.validate(full=True)  # UTF-8, as the parser checked it
+    return texts.cast(pa.string())
 
 
 def _convert_integers(values: list[Any]) -> pa.Array:
