@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sentry_extract.config.replication import Overrides
+from sentry_extract.targets.parquet import _older_duplicates
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
@@ -334,3 +339,48 @@ def test_the_newest_read_of_a_key_wins_within_a_run(tmp_path: Path, mode: str) -
     rows = pq.read_table(tmp_path / "teams" / "data.parquet").to_pylist()
     names = sorted((row["id"] or "", row["name"]) for row in rows)
     assert names == [("", "no key a"), ("", "no key b"), ("1", "new"), ("2", "two")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.none() | st.sampled_from(["a", "b", "c", "d\x1fe", ""]), max_size=30))
+def test_only_older_reads_of_a_repeated_key_are_dropped(keys_read: list[str | None]) -> None:
+    last = {key: position for position, key in enumerate(keys_read) if key is not None}
+    expected = {p for p, key in enumerate(keys_read) if key is not None and last[key] != p}
+    assert _older_duplicates(pa.array(keys_read, type=pa.string())) == expected
+
+
+@pytest.mark.parametrize(("ids", "writers"), [(["1", "2", "3"], 1), (["1", "2", "1"], 2)])
+def test_a_full_refresh_is_rewritten_only_when_a_key_repeats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ids: list[str], writers: int
+) -> None:
+    """Without repeated keys the staged file is renamed into place: one write, not two."""
+    from sentry_extract.records import RecordTyper
+    from sentry_extract.source.streams import TEAMS
+    from sentry_extract.state import StateKey
+    from sentry_extract.targets.base import StreamRequest
+    from sentry_extract.targets.parquet import ParquetTarget
+
+    opened: list[Path] = []
+
+    class CountingWriter(pq.ParquetWriter):  # type: ignore[misc]
+        def __init__(self, where: Path, *arguments: Any, **options: Any) -> None:
+            opened.append(Path(where))
+            super().__init__(where, *arguments, **options)
+
+    monkeypatch.setattr(pq, "ParquetWriter", CountingWriter)
+    typer = RecordTyper(TEAMS)
+    request = StreamRequest(
+        "teams",
+        f"file://{tmp_path}/teams",
+        "full-refresh",
+        ("id",),
+        typer.to_batch([]).schema,
+        StateKey("S", "o", "teams", "x"),
+        datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    writer = ParquetTarget().open_stream(request)
+    writer.write(typer.to_batch([{"id": key, "name": str(n)} for n, key in enumerate(ids)]))
+    writer.commit()
+    rows = pq.read_table(tmp_path / "teams" / "data.parquet").to_pylist()
+    assert sorted(row["id"] for row in rows) == sorted(set(ids))
+    assert len(opened) == writers

@@ -174,9 +174,12 @@ class ParquetStreamWriter:
             self._writer.close()
             self._writer = None
 
-    def _staged_batches(self) -> Iterator[pa.RecordBatch]:
+    def _staged_batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         for part in self.parts:
-            yield from pq.ParquetFile(part).iter_batches(batch_size=READ_BATCH_ROWS)
+            # One thread: Arrow's per-thread arenas would each keep a batch's worth of memory.
+            yield from pq.ParquetFile(part).iter_batches(
+                batch_size=READ_BATCH_ROWS, columns=columns, use_threads=False
+            )
 
     # --- the new data file -----------------------------------------------------------
 
@@ -187,13 +190,21 @@ class ParquetStreamWriter:
         if keeps_old_rows and existing is not None:
             schemas.insert(0, _read_schema(existing))
         schema = unify_schemas(schemas)
-        latest = self._latest_positions()
+        keys = self._staged_keys()
+        dropped = _older_duplicates(keys)
+        staged_as_is = len(self.parts) == 1 and self.schemas[1].equals(schema, check_metadata=True)
+        if staged_as_is and not keeps_old_rows and not dropped:
+            self._publish(self.parts[0])  # the staged file is already the new data
+            return
         temporary = self.paths.folder / f"{self.paths.prefix}.data-{uuid.uuid4().hex[:12]}.tmp"
         try:
             with pq.ParquetWriter(temporary, schema) as writer:
                 if keeps_old_rows and existing is not None:
-                    replaced = pa.array(list(latest), type=pa.string())
-                    for batch in pq.ParquetFile(existing).iter_batches(batch_size=READ_BATCH_ROWS):
+                    replaced = pc.unique(keys).drop_null()
+                    old_batches = pq.ParquetFile(existing).iter_batches(
+                        batch_size=READ_BATCH_ROWS, use_threads=False
+                    )
+                    for batch in old_batches:
                         batch = conform(batch, schema)
                         if self.request.mode in MERGING_MODES and len(replaced):
                             batch = batch.filter(
@@ -202,33 +213,30 @@ class ParquetStreamWriter:
                         writer.write_batch(batch)
                 position = 0
                 for batch in self._staged_batches():
-                    keys = self._keys(batch).to_pylist()
-                    mask = [
-                        latest.get(key, position + index) == position + index
-                        if key is not None
-                        else True
-                        for index, key in enumerate(keys)
-                    ]
-                    position += batch.num_rows
-                    writer.write_batch(conform(batch, schema).filter(pa.array(mask)))
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.paths.data)
-            fsync_folder(self.paths.folder)
+                    end = position + batch.num_rows
+                    batch = conform(batch, schema)
+                    if any(position <= index < end for index in dropped):
+                        batch = batch.filter(
+                            pa.array([i not in dropped for i in range(position, end)])
+                        )
+                    position = end
+                    writer.write_batch(batch)
+            self._publish(temporary)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
 
-    def _latest_positions(self) -> dict[str, int]:
-        """Key -> position of its last staged row: the newest read of each key wins."""
-        latest: dict[str, int] = {}
-        position = 0
-        for batch in self._staged_batches():
-            for index, key in enumerate(self._keys(batch).to_pylist()):
-                if key is not None:
-                    latest[key] = position + index
-            position += batch.num_rows
-        return latest
+    def _publish(self, path: Path) -> None:
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(path, self.paths.data)
+        fsync_folder(self.paths.folder)
+
+    def _staged_keys(self) -> pa.Array:
+        """The key of every staged row, in order (null for rows without one)."""
+        names = list(self.request.key_columns)
+        keys = [self._keys(batch) for batch in self._staged_batches(columns=names)]
+        return pa.concat_arrays(keys) if keys else pa.array([], type=pa.string())
 
     def _keys(self, batch: pa.RecordBatch) -> pa.Array:
         columns = [
@@ -254,6 +262,26 @@ class ParquetStreamWriter:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def _older_duplicates(keys: pa.Array) -> set[int]:
+    """Positions of rows whose key comes again later: the newest read of a key wins.
+
+    Arrow counts the keys; only the (usually no) repeated ones are looked at in Python,
+    so memory stays flat however many rows a run reads.
+    """
+    counts = pc.value_counts(keys)
+    repeated = pc.filter(
+        counts.field("values"),
+        pc.and_(pc.greater(counts.field("counts"), 1), pc.is_valid(counts.field("values"))),
+    )
+    if not len(repeated):
+        return set()
+    positions = pc.indices_nonzero(pc.is_in(keys, value_set=repeated)).to_pylist()
+    latest: dict[str, int] = {}
+    for position, key in zip(positions, keys.take(positions).to_pylist(), strict=True):
+        latest[key] = position
+    return set(positions) - set(latest.values())
 
 
 def _read_schema(path: Path) -> pa.Schema:
