@@ -74,7 +74,6 @@ from sentry_extract.source.windows import (
 from sentry_extract.state import FileStateStore, StateKey, StateStore, StreamState
 from sentry_extract.targets.base import StreamRequest, StreamWriter, Target
 from sentry_extract.targets.parquet import ParquetTarget
-from sentry_extract.targets.postgres import PostgresStateStore, PostgresTarget, test_postgres
 
 log = logging.getLogger("sentry_extract")
 
@@ -187,6 +186,8 @@ def open_target(
     if isinstance(connection, LocalConnection):
         target: Target = ParquetTarget()
     elif isinstance(connection, PostgresConnection):
+        from sentry_extract.targets.postgres import PostgresTarget  # psycopg: only when used
+
         target = PostgresTarget(connection.url, lock_wait)
     else:
         raise ConfigError(
@@ -211,6 +212,8 @@ def external_state_store(location: str | None, key: StateKey) -> StateStore | No
     if not location:
         return None
     if location.startswith(("postgresql://", "postgres://")):
+        from sentry_extract.targets.postgres import PostgresStateStore
+
         return PostgresStateStore(location)
     digest = hashlib.sha256(key.as_text().encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{key.source}-{key.organization}-{key.stream}")
@@ -604,6 +607,8 @@ def test_connection(connection: SentryConnection | LocalConnection | PostgresCon
     if isinstance(connection, LocalConnection):
         return "ok (files on this machine)"
     if isinstance(connection, PostgresConnection):
+        from sentry_extract.targets.postgres import test_postgres
+
         return test_postgres(connection.url)
     settings = RunSettings(retry=RetryPolicy(attempts=3, initial_wait=0.5, max_wait=5.0))
     with build_client(connection, settings) as client:

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import psycopg
 import yaml
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sentry_extract.config.values import did_you_mean, parse_datetime, parse_duration
 from sentry_extract.errors import ConfigError
@@ -402,6 +400,10 @@ def _ca_bundle(value: Any, where: str) -> str | None:
 
 
 def _postgres_connection(entry: ConnectionEntry, where: str) -> PostgresConnection:
+    # psycopg loads on first use: a run into Parquet never needs it (a tenth of start-up).
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     _check_keys(entry.values, POSTGRES_KEYS, where)
     url = entry.values.get("url")
     if url:
