@@ -324,20 +324,43 @@ def airbyte_peer(fake: Fake, root: Path, scenario: str, projects: int) -> Measur
     return measure
 
 
-def scenario_limits_binding(events: int, folder: Path) -> list[Measure]:
-    fake = Fake(events=events, projects=4, issues=100, latency=0.3, limits=True)
+def with_floor(measure: Measure) -> Measure:
+    """The limit-implied minimum: events at 60 per 60 s (1/s), the rest at 3 requests/s."""
+    by_endpoint = measure.extra.get("by_endpoint", {})
+    events_requests = sum(by_endpoint.get("events", {}).values())
+    minimum = max(events_requests / 1.0, measure.requests / 3.0)
+    if minimum and measure.exit_code == 0:
+        measure.extra.update(
+            minimum_seconds=minimum,
+            ratio=measure.seconds / minimum,
+            events_requests=events_requests,
+        )
+    return measure
+
+
+def tls_fake(folder: Path, **options: Any) -> Fake:
+    """The same fake over TLS, for Airbyte's source (it insists on https)."""
+    tls_folder = folder / "tls"
+    tls_folder.mkdir(exist_ok=True)
+    return Fake(tls_folder=tls_folder, **options)
+
+
+def scenario_limits_binding(events: int, folder: Path, postgres_url: str) -> list[Measure]:
+    options: dict[str, Any] = dict(events=events, projects=4, issues=100, latency=0.3, limits=True)
+    fake = Fake(**options)
     try:
-        measure = ours(fake, folder, "  '*':\n", "parquet", "1 limits binding")
+        measures = [
+            ours(fake, folder, "  '*':\n", "parquet", "1 limits binding"),
+            dlt_peer(fake, folder, "parquet", "1 limits binding", postgres_url),
+        ]
     finally:
         fake.stop()
-    by_endpoint = measure.extra["by_endpoint"]
-    events_requests = sum(by_endpoint.get("events", {}).values())
-    # The best possible: events at 60 per 60 s (1/s); everything at our 3 requests/s.
-    minimum = max(events_requests / 1.0, measure.requests / 3.0)
-    measure.extra.update(
-        minimum_seconds=minimum, ratio=measure.seconds / minimum, events_requests=events_requests
-    )
-    return [measure]
+    secure = tls_fake(folder, **options)
+    try:
+        measures.append(airbyte_peer(secure, folder, "1 limits binding", 4))
+    finally:
+        secure.stop()
+    return [with_floor(measure) for measure in measures]
 
 
 def scenario_limits_lifted(
@@ -354,7 +377,7 @@ def scenario_limits_lifted(
                     "  events:\n",
                     target,
                     "2 limits lifted",
-                    {"rate_limit": 0, "concurrency": 4},
+                    {"rate_limit": 0},  # and the default concurrency (2 requests in flight)
                     postgres_url=postgres_url,
                 )
                 for _ in range(runs)
@@ -366,9 +389,7 @@ def scenario_limits_lifted(
             measures.append(median_of(peer))
     finally:
         fake.stop()
-    tls_folder = folder / "tls"
-    tls_folder.mkdir(exist_ok=True)
-    secure = Fake(events=events, projects=4, issues=100, tls_folder=tls_folder)
+    secure = tls_fake(folder, events=events, projects=4, issues=100)
     try:
         trials = [airbyte_peer(secure, folder, "2 limits lifted", 4) for _ in range(runs)]
         measures.append(median_of(trials))
@@ -381,23 +402,30 @@ def scenario_limits_lifted(
     return measures
 
 
-def scenario_scale(folder: Path) -> list[Measure]:
-    measures = []
+def scenario_scale(folder: Path, postgres_url: str) -> list[Measure]:
+    by_tool: dict[str, list[Measure]] = {"sentry-extract": [], "dlt": [], "airbyte": []}
     for events in (20_000, 200_000):
-        fake = Fake(events=events, projects=10, issues=200, frames=6)
+        scenario = f"3 scale {events:,}"
+        options: dict[str, Any] = dict(events=events, projects=10, issues=200, frames=6)
+        fake = Fake(**options)
         try:
-            measure = ours(
-                fake,
-                folder,
-                "  events:\n",
-                "parquet",
-                f"3 scale {events:,}",
-                {"rate_limit": 0, "concurrency": 4},
+            inputs = {"rate_limit": 0}
+            by_tool["sentry-extract"].append(
+                ours(fake, folder, "  events:\n", "parquet", scenario, inputs)
             )
+            by_tool["dlt"].append(dlt_peer(fake, folder, "parquet", scenario, postgres_url))
         finally:
             fake.stop()
-        measures.append(measure)
-    measures[1].extra["rss_growth"] = measures[1].peak_rss_mb / measures[0].peak_rss_mb - 1
+        secure = tls_fake(folder, **options)
+        try:
+            by_tool["airbyte"].append(airbyte_peer(secure, folder, scenario, 10))
+        finally:
+            secure.stop()
+    measures = []
+    for small, large in by_tool.values():
+        if small.peak_rss_mb and large.peak_rss_mb:
+            large.extra["rss_growth"] = large.peak_rss_mb / small.peak_rss_mb - 1
+        measures += [small, large]
     return measures
 
 
@@ -498,13 +526,13 @@ def main() -> int:
     measures: list[Measure] = []
     try:
         if "1" in chosen:
-            measures += scenario_limits_binding(arguments.binding_events, folder)
+            measures += scenario_limits_binding(arguments.binding_events, folder, postgres_url)
         if "2" in chosen:
             measures += scenario_limits_lifted(
                 arguments.events, arguments.runs, folder, postgres_url
             )
         if "3" in chosen:
-            measures += scenario_scale(folder)
+            measures += scenario_scale(folder, postgres_url)
         if "4" in chosen:
             measures += scenario_nothing_new(folder)
     finally:
