@@ -9,7 +9,6 @@ one-line message and an exit code:
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
@@ -365,7 +364,6 @@ def run(
             transport=transport,
             sleep=_no_wait if recording is not None else None,
         )
-        _collect_garbage_rarely()
         with _signals_cancel(settings.cancelled):
             summary = pipeline.run_replication(loaded, _connections(), settings)
         shown.finish()  # progress bars end before the summary prints
@@ -374,16 +372,6 @@ def run(
         _print_summary(summary)
         if summary.exit_code:
             raise typer.Exit(summary.exit_code)
-
-
-def _collect_garbage_rarely() -> None:
-    """Fewer cyclic collections during a run: a third less CPU (`make bench`).
-
-    Parsed pages hold no cycles and are freed by reference counting as soon as they are
-    written, but every full collection would walk all the rows still waiting in a batch.
-    """
-    gc.freeze()  # what the imports made lives as long as the process
-    gc.set_threshold(50_000, 50, 1_000)
 
 
 def _print_plan(plans: list[pipeline.StreamPlan]) -> None:
