@@ -16,7 +16,12 @@ from typer.testing import CliRunner
 
 from sentry_extract.errors import SourceError
 from sentry_extract.records import decoded
-from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
+from sentry_extract.source.client import (
+    ClientSettings,
+    RequestCounter,
+    SentryClient,
+    environment_proxy,
+)
 from sentry_extract.source.ratelimit import RequestGate, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.testing.fake_sentry import FakeSentry
@@ -130,3 +135,18 @@ def test_a_body_that_is_not_utf8_is_refused_not_stored(raw_values: bool) -> None
         pages = client.paginate("projects/acme/p/events/", {}, RequestCounter(), raw_values)
         with pytest.raises(SourceError, match="not complete JSON"):
             list(pages)
+
+
+def test_the_environment_names_the_proxy_as_for_any_http_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    assert environment_proxy("https://sentry.io") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    assert environment_proxy("https://sentry.io") == "http://proxy.test:3128"
+    assert environment_proxy("http://sentry.internal") is None  # https only
+    monkeypatch.setenv("NO_PROXY", "sentry.io,localhost")
+    assert environment_proxy("https://de.sentry.io") is None
+    assert environment_proxy("https://sentry.example.com") == "http://proxy.test:3128"

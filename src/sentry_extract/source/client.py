@@ -12,6 +12,7 @@ import logging
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,24 +80,30 @@ class Page:
 
 
 class SentryClient:
+    """GETs on Sentry's API through an httpx transport.
+
+    The transport is called directly rather than through `httpx.Client`: a client's
+    cookie jar, auth flow, redirect handling and URL merging cost a third of the CPU of a
+    request (`make bench`), and a read-only API client uses none of them. What the client
+    would read from the environment is kept: `HTTPS_PROXY`/`NO_PROXY`, `SSL_CERT_FILE`.
+    """
+
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self.host = urlsplit(settings.base_url).netloc
-        self._http = httpx.Client(
-            base_url=f"{settings.base_url}/api/0/",
-            headers={
-                "Authorization": f"Bearer {settings.token}",
-                "Accept": "application/json",
-                "User-Agent": "sentry-extract",
-            },
-            timeout=settings.timeout,
-            verify=settings.verify,
-            transport=settings.transport,
-            follow_redirects=False,
+        self._api = f"{settings.base_url}/api/0/"
+        self._headers = {
+            "Authorization": f"Bearer {settings.token}",
+            "Accept": "application/json",
+            "User-Agent": "sentry-extract",
+        }
+        self._extensions = {"timeout": settings.timeout.as_dict()}
+        self._transport = settings.transport or httpx.HTTPTransport(
+            verify=settings.verify, proxy=environment_proxy(settings.base_url), trust_env=True
         )
 
     def close(self) -> None:
-        self._http.close()
+        self._transport.close()
 
     def __enter__(self) -> SentryClient:
         return self
@@ -161,8 +168,19 @@ class SentryClient:
         return Page(body, next_cursor(response))
 
     def _send(self, path: str, params: Params) -> httpx.Response:
+        request = httpx.Request(
+            "GET",
+            self._api + path.lstrip("/"),
+            params=dict(params),
+            headers=self._headers,
+            extensions=self._extensions,
+        )
         try:
-            return self._http.get(path, params=dict(params))
+            response = self._transport.handle_request(request)
+            try:
+                response.read()
+            finally:
+                response.close()
         except httpx.TimeoutException as error:
             raise NetworkError(
                 f"timed out talking to {self.host} ({type(error).__name__})", url=path
@@ -170,6 +188,8 @@ class SentryClient:
         except httpx.TransportError as error:
             reason = f"{type(error).__name__}: {_transport_reason(error)}"
             raise NetworkError(f"cannot reach {self.host} ({reason})", url=path) from None
+        response.request = request
+        return response
 
     def paginate(
         self, path: str, params: Params, counter: RequestCounter, raw_values: bool = False
@@ -195,6 +215,16 @@ class SentryClient:
                 )
             seen.add(page.cursor)
             cursor = page.cursor
+
+
+def environment_proxy(base_url: str) -> str | None:
+    """The proxy the environment names for this URL (as httpx.Client would read it)."""
+    parts = urlsplit(base_url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
 
 
 def parse_json(content: bytes) -> Any:
