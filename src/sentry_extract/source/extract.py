@@ -23,6 +23,10 @@ from sentry_extract.source.windows import Window, format_datetime
 
 Rows = list[dict[str, Any]]
 
+# Pages read ahead of the writer: about a batch of full events (some 10 MB, kept as raw
+# JSON), so the crawl goes on while the writer copies a batch into PostgreSQL.
+QUEUED_PAGES = 200
+
 
 @dataclass(frozen=True)
 class Project:
@@ -125,7 +129,7 @@ def read_events(
     A project that fails (403, 404, retries exhausted) ends with a `ProjectDone`
     carrying the error; the others go on. A 401 stops everything.
     """
-    items: queue.Queue[EventsItem | BaseException] = queue.Queue(maxsize=max(2, concurrency * 2))
+    items: queue.Queue[EventsItem | BaseException] = queue.Queue(maxsize=QUEUED_PAGES)
     stop = threading.Event()
 
     def put(item: EventsItem | BaseException) -> None:
