@@ -28,6 +28,7 @@ class Counter(io.TextIOBase):
     def __init__(self) -> None:
         self.records = 0
         self.pending = ""
+        self.error = ""  # the last error the source reported
 
     def write(self, text: str) -> int:
         lines = (self.pending + text).split("\n")
@@ -35,6 +36,9 @@ class Counter(io.TextIOBase):
         for line in lines:
             if line.startswith('{"type":"RECORD"') and '"stream":"events"' in line[:200]:
                 self.records += 1
+            elif line.startswith('{"type":"TRACE"') and '"ERROR"' in line:
+                error = json.loads(line).get("trace", {}).get("error", {})
+                self.error = str(error.get("internal_message") or error.get("message"))
         return len(text)
 
 
@@ -78,8 +82,12 @@ def main() -> int:
             )
         )
         arguments = ["read", "--config", str(config_path), "--catalog", str(catalog_path)]
-        with contextlib.redirect_stdout(counter):
-            launch(_get_source(arguments), arguments)
+        try:
+            with contextlib.redirect_stdout(counter):
+                launch(_get_source(arguments), arguments)
+        finally:
+            if counter.error:  # the harness shows stderr's last line as the reason
+                print(counter.error.replace("\n", " ")[:300], file=sys.stderr, flush=True)
     sys.__stdout__ = real_stdout  # type: ignore[misc]
     print(json.dumps({"rows": {"events": counter.records}}), file=real_stdout, flush=True)
     return 0
