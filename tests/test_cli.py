@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -248,3 +251,20 @@ def test_run_against_the_wrong_region_names_it(
         "organization in another region (EU organizations live on https://de.sentry.io)"
     )
     assert len(fake.requests) == 1  # stopped before any stream started
+
+
+@pytest.mark.parametrize(("variable", "backend"), [(None, "system"), ("mimalloc", "mimalloc")])
+def test_the_command_makes_arrow_allocate_with_malloc_unless_told(
+    variable: str | None, backend: str
+) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if variable:
+        environment["ARROW_DEFAULT_MEMORY_POOL"] = variable
+    script = (
+        "import pyarrow as pa; from sentry_extract.cli import use_system_allocator; "
+        "use_system_allocator(); print(pa.default_memory_pool().backend_name)"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True
+    )
+    assert printed.stdout.strip() == backend
