@@ -21,7 +21,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, NoReturn
 
-import pyarrow as pa
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -486,15 +485,4 @@ def main_options(
 
 
 def main() -> None:
-    use_system_allocator()
     app()
-
-
-def use_system_allocator() -> None:
-    """Arrow allocates with the C library's malloc unless ARROW_DEFAULT_MEMORY_POOL says.
-
-    pyarrow's default, mimalloc, keeps the pages a batch has freed: a 200,000-event run
-    peaked at 187 MB with it and at 134 MB without, for the same CPU (`make bench`).
-    """
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        pa.set_memory_pool(pa.system_memory_pool())
