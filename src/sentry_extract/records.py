@@ -153,10 +153,11 @@ class RecordTyper:
 
 def convert_column(values: list[Any], column_type: ColumnType) -> pa.Array:
     """Values (decoded, or undecoded `msgspec.Raw` JSON) as an Arrow array of the type."""
-    converter = _CONVERTERS[column_type]
-    if column_type is not ColumnType.JSON:  # JSON columns take raw JSON text as it is
-        values = [decoded(value) for value in values]
-    return converter(values)
+    if column_type is ColumnType.JSON and all(
+        value is None or type(value) is msgspec.Raw for value in values
+    ):
+        return _raw_json_texts(values)  # the JSON text as sent: never decoded, never re-encoded
+    return _CONVERTERS[column_type]([decoded(value) for value in values])
 
 
 def decoded(value: Any) -> Any:
@@ -172,9 +173,6 @@ def decoded(value: Any) -> Any:
 def _to_json_text(value: Any) -> str | None:
     if value is None:
         return None
-    if type(value) is msgspec.Raw:
-        text = bytes(value).decode()
-        return None if text == "null" else text
     try:
         return msgspec.json.encode(value).decode()
     except TypeError:  # a value JSON has no form for: its text, as the standard library writes
@@ -246,8 +244,6 @@ def _convert_texts(values: list[Any]) -> pa.Array:
 
 
 def _convert_json(values: list[Any]) -> pa.Array:
-    if all(value is None or type(value) is msgspec.Raw for value in values):
-        return _raw_json_texts(values)
     return pa.array([_to_json_text(value) for value in values], type=pa.string())
 
 
