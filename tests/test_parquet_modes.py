@@ -14,7 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentry_extract.config.replication import Overrides
-from sentry_extract.targets.parquet import _older_duplicates
+from sentry_extract.records import RecordTyper
+from sentry_extract.source.streams import TEAMS
+from sentry_extract.state import StateKey
+from sentry_extract.targets.base import StreamRequest
+from sentry_extract.targets.parquet import ParquetStreamWriter, ParquetTarget, _older_duplicates
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
@@ -306,25 +310,24 @@ def test_an_object_ending_in_parquet_is_one_file(workspace: Workspace) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == [".teams.parquet.lock", "teams.parquet"]
 
 
-@pytest.mark.parametrize("mode", ["full-refresh", "incremental", "snapshot"])
-def test_the_newest_read_of_a_key_wins_within_a_run(tmp_path: Path, mode: str) -> None:
-    from sentry_extract.records import RecordTyper
-    from sentry_extract.source.streams import TEAMS
-    from sentry_extract.state import StateKey
-    from sentry_extract.targets.base import StreamRequest
-    from sentry_extract.targets.parquet import ParquetTarget
-
+def teams_writer(folder: Path, mode: str) -> tuple[RecordTyper, ParquetStreamWriter]:
+    """A typer and a Parquet writer for teams (key `id`) in `folder`, driven by hand."""
     typer = RecordTyper(TEAMS)
     request = StreamRequest(
         "teams",
-        f"file://{tmp_path}/teams",
+        f"file://{folder}/teams",
         mode,
         ("id",),
         typer.to_batch([]).schema,
         StateKey("S", "o", "teams", "x"),
         datetime(2026, 1, 1, tzinfo=UTC),
     )
-    writer = ParquetTarget().open_stream(request)
+    return typer, ParquetTarget().open_stream(request)
+
+
+@pytest.mark.parametrize("mode", ["full-refresh", "incremental", "snapshot"])
+def test_the_newest_read_of_a_key_wins_within_a_run(tmp_path: Path, mode: str) -> None:
+    typer, writer = teams_writer(tmp_path, mode)
     writer.write(
         typer.to_batch(
             [
@@ -354,12 +357,6 @@ def test_a_full_refresh_is_rewritten_only_when_a_key_repeats(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ids: list[str], writers: int
 ) -> None:
     """Without repeated keys the staged file is renamed into place: one write, not two."""
-    from sentry_extract.records import RecordTyper
-    from sentry_extract.source.streams import TEAMS
-    from sentry_extract.state import StateKey
-    from sentry_extract.targets.base import StreamRequest
-    from sentry_extract.targets.parquet import ParquetTarget
-
     opened: list[Path] = []
 
     class CountingWriter(pq.ParquetWriter):  # type: ignore[misc]
@@ -368,17 +365,7 @@ def test_a_full_refresh_is_rewritten_only_when_a_key_repeats(
             super().__init__(where, *arguments, **options)
 
     monkeypatch.setattr(pq, "ParquetWriter", CountingWriter)
-    typer = RecordTyper(TEAMS)
-    request = StreamRequest(
-        "teams",
-        f"file://{tmp_path}/teams",
-        "full-refresh",
-        ("id",),
-        typer.to_batch([]).schema,
-        StateKey("S", "o", "teams", "x"),
-        datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    writer = ParquetTarget().open_stream(request)
+    typer, writer = teams_writer(tmp_path, "full-refresh")
     writer.write(typer.to_batch([{"id": key, "name": str(n)} for n, key in enumerate(ids)]))
     writer.commit()
     rows = pq.read_table(tmp_path / "teams" / "data.parquet").to_pylist()
