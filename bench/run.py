@@ -124,6 +124,12 @@ class Fake:
         self.process.terminate()
         self.process.wait(timeout=30)
 
+    def __enter__(self) -> Fake:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 @dataclass
 class Measure:
@@ -347,28 +353,21 @@ def tls_fake(folder: Path, **options: Any) -> Fake:
 
 def scenario_limits_binding(events: int, folder: Path, postgres_url: str) -> list[Measure]:
     options: dict[str, Any] = dict(events=events, projects=4, issues=100, latency=0.3, limits=True)
-    fake = Fake(**options)
-    try:
+    with Fake(**options) as fake:
         measures = [
             ours(fake, folder, "  '*':\n", "parquet", "1 limits binding"),
             dlt_peer(fake, folder, "parquet", "1 limits binding", postgres_url),
         ]
-    finally:
-        fake.stop()
-    secure = tls_fake(folder, **options)
-    try:
+    with tls_fake(folder, **options) as secure:
         measures.append(airbyte_peer(secure, folder, "1 limits binding", 4))
-    finally:
-        secure.stop()
     return [with_floor(measure) for measure in measures]
 
 
 def scenario_limits_lifted(
     events: int, runs: int, folder: Path, postgres_url: str
 ) -> list[Measure]:
-    fake = Fake(events=events, projects=4, issues=100)
     measures = []
-    try:
+    with Fake(events=events, projects=4, issues=100) as fake:
         for target in ("parquet", "postgres"):
             trials = [
                 ours(
@@ -387,14 +386,9 @@ def scenario_limits_lifted(
                 dlt_peer(fake, folder, target, "2 limits lifted", postgres_url) for _ in range(runs)
             ]
             measures.append(median_of(peer))
-    finally:
-        fake.stop()
-    secure = tls_fake(folder, events=events, projects=4, issues=100)
-    try:
+    with tls_fake(folder, events=events, projects=4, issues=100) as secure:
         trials = [airbyte_peer(secure, folder, "2 limits lifted", 4) for _ in range(runs)]
         measures.append(median_of(trials))
-    finally:
-        secure.stop()
     for measure in measures:
         if measure.rows:
             measure.extra["rows_per_second"] = measure.rows / measure.seconds
@@ -407,20 +401,14 @@ def scenario_scale(folder: Path, postgres_url: str) -> list[Measure]:
     for events in (20_000, 200_000):
         scenario = f"3 scale {events:,}"
         options: dict[str, Any] = dict(events=events, projects=10, issues=200, frames=6)
-        fake = Fake(**options)
-        try:
+        with Fake(**options) as fake:
             inputs = {"rate_limit": 0}
             by_tool["sentry-extract"].append(
                 ours(fake, folder, "  events:\n", "parquet", scenario, inputs)
             )
             by_tool["dlt"].append(dlt_peer(fake, folder, "parquet", scenario, postgres_url))
-        finally:
-            fake.stop()
-        secure = tls_fake(folder, **options)
-        try:
+        with tls_fake(folder, **options) as secure:
             by_tool["airbyte"].append(airbyte_peer(secure, folder, scenario, 10))
-        finally:
-            secure.stop()
     measures = []
     for small, large in by_tool.values():
         if small.peak_rss_mb and large.peak_rss_mb:
@@ -430,8 +418,7 @@ def scenario_scale(folder: Path, postgres_url: str) -> list[Measure]:
 
 
 def scenario_nothing_new(folder: Path) -> list[Measure]:
-    fake = Fake(events=2_000, projects=4, issues=100)
-    try:
+    with Fake(events=2_000, projects=4, issues=100) as fake:
         first = ours(
             fake,
             folder,
@@ -450,8 +437,6 @@ def scenario_nothing_new(folder: Path) -> list[Measure]:
             {"rate_limit": 0},
             mode="incremental",
         )
-    finally:
-        fake.stop()
     second.extra["expected_requests"] = "1 organization + 1 projects list + 1 issues + 4 events"
     return [first, second]
 
