@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from sentry_extract.records import RecordTyper, column_type_of
 from sentry_extract.source.streams import TEAMS, ColumnType
 from sentry_extract.state import StateKey, StreamState
-from sentry_extract.targets.base import StreamRequest
+from sentry_extract.targets.base import StreamRequest, Target
 from sentry_extract.targets.parquet import ParquetTarget
 from sentry_extract.targets.postgres import PostgresTarget
 
@@ -76,6 +77,18 @@ def request(object_name: str, typer: RecordTyper, mode: str = "incremental") -> 
     )
 
 
+def load_typed(target: Target, object_name: str, rows: list[dict[str, Any]]) -> pa.RecordBatch:
+    """The rows (given ids) typed as teams, written and committed; returns the typed batch."""
+    rows = with_ids(rows)
+    typer = RecordTyper(TEAMS)
+    batch = typer.to_batch(rows)
+    writer = target.open_stream(request(object_name, typer))
+    writer.write(batch)
+    writer.checkpoint(StreamState())
+    assert writer.commit() == len(rows)
+    return batch
+
+
 def stored_form(value: Any, column_type: ColumnType) -> Any:
     """What PostgreSQL gives back for a typed value: jsonb parsed, NUL as U+FFFD."""
     if value is None:
@@ -94,14 +107,8 @@ def stored_form(value: Any, column_type: ColumnType) -> Any:
 )
 @given(rows=records)
 def test_parquet_stores_exactly_the_typed_rows(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
-    rows = with_ids(rows)
-    typer = RecordTyper(TEAMS)
-    batch = typer.to_batch(rows)
     folder = tmp_path / uuid.uuid4().hex
-    writer = ParquetTarget().open_stream(request(f"file://{folder}", typer))
-    writer.write(batch)
-    writer.checkpoint(StreamState())
-    assert writer.commit() == len(rows)
+    batch = load_typed(ParquetTarget(), f"file://{folder}", rows)
     stored = {row["id"]: row for row in pq.read_table(folder / "data.parquet").to_pylist()}
     for expected in batch.to_pylist():
         assert stored[expected["id"]] == expected
@@ -112,14 +119,8 @@ def test_parquet_stores_exactly_the_typed_rows(tmp_path: Path, rows: list[dict[s
 )
 @given(rows=records)
 def test_postgres_stores_exactly_the_typed_rows(pg_url: str, rows: list[dict[str, Any]]) -> None:
-    rows = with_ids(rows)
-    typer = RecordTyper(TEAMS)
-    batch = typer.to_batch(rows)
     table = f"t_{uuid.uuid4().hex[:10]}"
-    writer = PostgresTarget(pg_url).open_stream(request(f"props.{table}", typer))
-    writer.write(batch)
-    writer.checkpoint(StreamState())
-    assert writer.commit() == len(rows)
+    batch = load_typed(PostgresTarget(pg_url), f"props.{table}", rows)
     with psycopg.connect(pg_url) as connection:
         cursor = connection.execute(f'SELECT * FROM props."{table}"')
         names = [column.name for column in cursor.description or []]
