@@ -28,6 +28,7 @@ from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from typer.testing import CliRunner
 
+from sentry_extract.modes import Mode
 from sentry_extract.records import RecordTyper, column_name, declared_columns
 from sentry_extract.source.streams import STREAMS_BY_NAME, ColumnType
 from sentry_extract.state import StateKey
@@ -171,7 +172,7 @@ def test_the_descriptions_examples_load_into_both_targets(
         request = StreamRequest(
             stream,
             object_name,
-            "full-refresh",
+            Mode.FULL_REFRESH,
             key,
             typer.to_batch([]).schema,
             StateKey("S", "o", stream, object_name),

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentry_extract.config.replication import Overrides
+from sentry_extract.modes import Mode
 from sentry_extract.records import RecordTyper
 from sentry_extract.source.streams import TEAMS
 from sentry_extract.state import StateKey
@@ -316,7 +317,7 @@ def teams_writer(folder: Path, mode: str) -> tuple[RecordTyper, ParquetStreamWri
     request = StreamRequest(
         "teams",
         f"file://{folder}/teams",
-        mode,
+        Mode(mode),
         ("id",),
         typer.to_batch([]).schema,
         StateKey("S", "o", "teams", "x"),

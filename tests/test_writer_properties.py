@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sentry_extract.modes import Mode
 from sentry_extract.records import RecordTyper, column_type_of
 from sentry_extract.source.streams import TEAMS, ColumnType
 from sentry_extract.state import StateKey, StreamState
@@ -69,7 +70,7 @@ def request(object_name: str, typer: RecordTyper, mode: str = "incremental") -> 
     return StreamRequest(
         stream="teams",
         object=object_name,
-        mode=mode,
+        mode=Mode(mode),
         key_columns=KEY,
         base_schema=typer.to_batch([]).schema,
         state_key=StateKey("SENTRY", "acme", "teams", object_name),

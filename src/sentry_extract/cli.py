@@ -27,10 +27,11 @@ from rich.table import Table
 
 from sentry_extract import __version__, pipeline
 from sentry_extract.config import connections as conns
-from sentry_extract.config.replication import MODES, Overrides, Replication, load_replication
+from sentry_extract.config.replication import Overrides, Replication, load_replication
 from sentry_extract.config.values import parse_duration
 from sentry_extract.errors import ConfigError, SentryExtractError
 from sentry_extract.files import write_atomically
+from sentry_extract.modes import MODE_NAMES
 from sentry_extract.records import SNAKE, column_name, declared_columns
 from sentry_extract.reporting import LOG_FORMATS, TEXT, Reporting, reporting
 from sentry_extract.source.streams import STREAMS, StreamSpec
@@ -282,7 +283,7 @@ def run(
     ] = None,
     mode: Annotated[
         str | None,
-        typer.Option("--mode", help=f"Override every stream's mode: {', '.join(MODES)}."),
+        typer.Option("--mode", help=f"Override every stream's mode: {', '.join(MODE_NAMES)}."),
     ] = None,
     deadline: Annotated[
         str | None,

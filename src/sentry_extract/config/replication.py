@@ -17,16 +17,10 @@ import yaml
 
 from sentry_extract.config.values import did_you_mean, parse_datetime
 from sentry_extract.errors import ConfigError
+from sentry_extract.modes import MODE_NAMES, Mode
 from sentry_extract.records import COLUMN_CASINGS, SNAKE, Selection, column_name
 from sentry_extract.source.streams import STREAM_NAMES, STREAMS_BY_NAME, Shape, StreamSpec
 from sentry_extract.source.windows import Window
-
-FULL_REFRESH = "full-refresh"
-INCREMENTAL = "incremental"
-TRUNCATE = "truncate"
-SNAPSHOT = "snapshot"
-BACKFILL = "backfill"
-MODES = (FULL_REFRESH, INCREMENTAL, TRUNCATE, SNAPSHOT, BACKFILL)
 
 WILDCARD = "*"
 ROOT_KEYS = ("source", "target", "defaults", "streams", "env")
@@ -52,7 +46,7 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 @dataclass(frozen=True)
 class StreamConfig:
     name: str
-    mode: str
+    mode: Mode
     object: str
     primary_key: tuple[str, ...]  # output column names
     update_key: str | None  # output column name
@@ -126,8 +120,8 @@ def parse_replication(
     defaults = reader.mapping(root.get("defaults") or {}, "defaults", "a map of stream keys")
     reader.known_keys(defaults, STREAM_KEYS, "defaults")
     entries = _stream_entries(reader, root.get("streams"))
-    if overrides.mode is not None and overrides.mode not in MODES:
-        raise ConfigError(f"--mode: '{overrides.mode}' is not one of {', '.join(MODES)}")
+    if overrides.mode is not None and overrides.mode not in MODE_NAMES:
+        raise ConfigError(f"--mode: '{overrides.mode}' is not one of {', '.join(MODE_NAMES)}")
     selected = _selected_names(reader, entries, overrides.streams)
     context = _TemplateContext(source, target, run_started_at, variables)
     streams = tuple(
@@ -327,7 +321,7 @@ def _stream_config(
     if not isinstance(query, str):
         raise reader.fail(f"{path_of('source_options')}.query", "expected text")
     backfill_range = None
-    if mode == BACKFILL:
+    if mode.reads_range:
         backfill_range = _range(
             reader, source_options.get("range"), f"{path_of('source_options')}.range"
         )
@@ -352,20 +346,20 @@ def _mode(
     explicit: bool,
     own_path: str,
     overrides: Overrides,
-) -> str:
+) -> Mode:
     for value, key_path in (
         (defaults.get("mode"), "defaults.mode"),
         (own.get("mode"), f"{own_path}.mode"),
     ):
-        if value is not None and value not in MODES:
-            raise reader.fail(key_path, f"'{value}' is not one of {', '.join(MODES)}")
+        if value is not None and value not in MODE_NAMES:
+            raise reader.fail(key_path, f"'{value}' is not one of {', '.join(MODE_NAMES)}")
     if overrides.mode is not None:
-        return overrides.mode
+        return Mode(overrides.mode)
     if own.get("mode") is not None:
-        return str(own["mode"])
+        return Mode(own["mode"])
     if explicit and defaults.get("mode") is not None:
-        return str(defaults["mode"])
-    return spec.natural_mode
+        return Mode(defaults["mode"])
+    return Mode.INCREMENTAL if spec.is_incremental else Mode.FULL_REFRESH
 
 
 def _columns(

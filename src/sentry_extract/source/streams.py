@@ -51,10 +51,6 @@ class StreamSpec:
     def is_incremental(self) -> bool:
         return self.shape in (Shape.WINDOWED, Shape.PER_PROJECT)
 
-    @property
-    def natural_mode(self) -> str:
-        return "incremental" if self.is_incremental else "full-refresh"
-
 
 PAGE_SIZE = 100
 T = ColumnType

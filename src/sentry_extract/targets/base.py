@@ -13,6 +13,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from sentry_extract.modes import Mode
 from sentry_extract.state import StateKey, StateStore, StreamState
 
 
@@ -20,7 +21,7 @@ from sentry_extract.state import StateKey, StateStore, StreamState
 class StreamRequest:
     stream: str
     object: str
-    mode: str
+    mode: Mode
     key_columns: tuple[str, ...]
     base_schema: pa.Schema  # declared columns, present even when no row arrives
     state_key: StateKey

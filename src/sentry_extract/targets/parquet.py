@@ -38,8 +38,6 @@ STATE_FILE = "_sentry_extract_state.json"
 KEY_SEPARATOR = "\x1f"
 READ_BATCH_ROWS = 2_000  # full-payload events: about 10 MB a batch
 
-MERGING_MODES = ("incremental", "backfill")
-APPENDING_MODES = ("snapshot",)
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,7 @@ class ParquetStreamWriter:
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
-        if self.request.mode in APPENDING_MODES:
+        if self.request.mode.appends:
             moment = pa.scalar(self.request.run_started_at, type=pa.timestamp("us", tz="UTC"))
             column = pa.array([moment.value] * batch.num_rows, type=moment.type)
             batch = batch.append_column(pa.field(SNAPSHOT_COLUMN, moment.type), column)
@@ -157,7 +155,7 @@ class ParquetStreamWriter:
     # --- staging -------------------------------------------------------------------
 
     def _with_snapshot(self, schema: pa.Schema) -> pa.Schema:
-        if self.request.mode in APPENDING_MODES and SNAPSHOT_COLUMN not in schema.names:
+        if self.request.mode.appends and SNAPSHOT_COLUMN not in schema.names:
             return schema.append(pa.field(SNAPSHOT_COLUMN, pa.timestamp("us", tz="UTC")))
         return schema
 
@@ -185,7 +183,7 @@ class ParquetStreamWriter:
 
     def _replace_data(self) -> None:
         existing = self.paths.data if self.paths.data.exists() else None
-        keeps_old_rows = self.request.mode in MERGING_MODES + APPENDING_MODES and existing
+        keeps_old_rows = not self.request.mode.replaces_rows and existing
         schemas = list(self.schemas)
         if keeps_old_rows and existing is not None:
             schemas.insert(0, _read_schema(existing))
@@ -206,7 +204,7 @@ class ParquetStreamWriter:
                     )
                     for batch in old_batches:
                         batch = conform(batch, schema)
-                        if self.request.mode in MERGING_MODES and len(replaced):
+                        if self.request.mode.merges_by_key and len(replaced):
                             batch = batch.filter(
                                 pc.invert(pc.is_in(self._keys(batch), value_set=replaced))
                             )

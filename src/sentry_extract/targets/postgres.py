@@ -265,7 +265,7 @@ class PostgresStreamWriter:
         self.target = parse_table_name(request.object)
         self.state_table = self.target.sibling(STATE_TABLE)
         self.external_state = external_state
-        self.snapshot = request.mode == "snapshot"
+        self.snapshot = request.mode.appends
         self.key_columns = (*request.key_columns, *((SNAPSHOT_COLUMN,) if self.snapshot else ()))
         self.rows = 0
         self.pending_state: StreamState | None = None
@@ -313,7 +313,7 @@ class PostgresStreamWriter:
         self._add_missing_columns(self.target, base)
         connection.commit()  # the table exists from here on, whatever happens to the run
         self.load_table = self.target
-        if self.request.mode == "full-refresh":
+        if self.request.mode.replaces_table:
             self.load_table = self.target.sibling(self.target.table[:40] + NEW_TABLE_SUFFIX)
             connection.execute(
                 sql.SQL("DROP TABLE IF EXISTS {}").format(self.load_table.identifier)
@@ -407,12 +407,12 @@ class PostgresStreamWriter:
 
     def checkpoint(self, state: StreamState | None) -> None:
         self.pending_state = state
-        if self.request.mode in ("incremental", "backfill"):
+        if self.request.mode.merges_by_key:
             self._commit_work()
 
     def commit(self) -> int:
         try:
-            if self.request.mode == "full-refresh":
+            if self.request.mode.replaces_table:
                 self._flush()
                 self.connection.execute(sql.SQL("DROP TABLE {}").format(self.target.identifier))
                 self.connection.execute(
@@ -421,7 +421,7 @@ class PostgresStreamWriter:
                     )
                 )
                 self.load_table = self.target
-            elif self.request.mode == "truncate":
+            elif self.request.mode.replaces_rows:
                 self.connection.execute(sql.SQL("TRUNCATE {}").format(self.target.identifier))
             self._commit_work()
         except psycopg.errors.DependentObjectsStillExist:

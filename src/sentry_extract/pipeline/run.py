@@ -1,0 +1,256 @@
+"""The run: connections and a replication in, a summary out.
+
+Streams run side by side (each in its own thread) and share one client, so the
+client-side rate and in-flight caps hold for the whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sentry_extract.config.connections import ConnectionEntry, SentryConnection, connection_inputs
+from sentry_extract.config.replication import Replication, StreamConfig
+from sentry_extract.errors import AuthenticationError, SentryExtractError, SourceError
+from sentry_extract.events import emit
+from sentry_extract.pipeline.connect import (
+    _verify,
+    build_client,
+    describe_source_error,
+    explain_organization_error,
+    external_state_store,
+    open_target,
+    preflight,
+    resolve_source,
+    state_key,
+)
+from sentry_extract.pipeline.loader import Loader, RunCancelled
+from sentry_extract.pipeline.results import (
+    STATUS_CANCELLED,
+    STATUS_FAILED,
+    RunSummary,
+    StreamResult,
+)
+from sentry_extract.records import RecordTyper
+from sentry_extract.source.cassettes import Recording, RecordingTransport
+from sentry_extract.source.client import RequestCounter, SentryClient
+from sentry_extract.source.retry import RetryPolicy
+from sentry_extract.source.streams import ORGANIZATIONS, Shape
+from sentry_extract.targets.base import StreamRequest, Target
+
+log = logging.getLogger("sentry_extract")
+
+BATCH_ROWS = 2_000
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run; tests swap the transport, the sleep and the retry policy."""
+
+    batch_rows: int = BATCH_ROWS
+    retry: RetryPolicy | None = None  # None: the source connection's retry inputs
+    sleep: Callable[[float], None] | None = None  # None: real waits that a cancel ends
+    clock: Callable[[], float] = time.monotonic
+    transport: Any = None  # an httpx transport; None for real HTTP
+    record_to: Path | None = None  # --record: keep every exchange in cassettes there
+    replay: Recording | None = None  # --replay: the recording (settings.transport answers)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    state_location: str | None = None  # SENTRY_EXTRACT_STATE: a folder or a PostgreSQL URL
+    lock_wait: float = 10.0  # seconds to wait for another run's lock on a table
+    deadline: float | None = None  # seconds the whole run may take
+
+
+@dataclass(frozen=True)
+class RunContext:
+    replication: Replication
+    source: SentryConnection
+    target: Target
+    client: SentryClient
+    settings: RunSettings
+    organization: dict[str, Any] | None  # the preflight's answer, reused by its stream
+    preflight: RequestCounter  # its requests, counted in the organizations stream if run
+
+
+def run_replication(
+    replication: Replication,
+    connections: Mapping[str, ConnectionEntry],
+    settings: RunSettings | None = None,
+) -> RunSummary:
+    settings = settings or RunSettings()
+    started = time.monotonic()
+    source = resolve_source(replication, connections, settings.replay)
+    target = open_target(replication, connections, settings.lock_wait)
+    names = [stream.name for stream in replication.streams]
+    emit(
+        log,
+        logging.INFO,
+        "run_start",
+        f"run {replication.path.name}: {', '.join(names)} from {replication.source} "
+        f"into {replication.target}",
+        replication=str(replication.path),
+        streams=names,
+        source=replication.source,
+        target=replication.target,
+        run_started_at=replication.run_started_at.isoformat(),
+    )
+    deadline = _Deadline(settings)
+    recorder = None
+    if settings.record_to is not None:
+        inner = httpx.HTTPTransport(verify=_verify(source))
+        recorder = RecordingTransport(inner, source.auth_token)
+        settings = replace(settings, transport=recorder)
+    try:
+        client = build_client(
+            source,
+            settings.cancelled,
+            retry=settings.retry,
+            sleep=settings.sleep,
+            clock=settings.clock,
+            transport=settings.transport,
+        )
+        with client:
+            counter = RequestCounter("organizations")
+            organization = preflight(client, source, counter)
+            context = RunContext(
+                replication, source, target, client, settings, organization, counter
+            )
+            workers = max(1, len(replication.streams))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream") as pool:
+                futures = [pool.submit(_run_stream, context, s) for s in replication.streams]
+                results = [future.result() for future in futures]
+    finally:
+        deadline.cancel()
+        target.close()
+        if recorder is not None and settings.record_to is not None:
+            recording = Recording(replication.run_started_at, connection_inputs(source))
+            recorder.save(settings.record_to, recording)
+    fatal = next((result.problems[0] for result in results if result.stopped_run), None)
+    if not any(stream.spec is ORGANIZATIONS for stream in replication.streams):
+        results.append(_preflight_result(counter))
+    if deadline.passed:
+        fatal = (
+            f"the run's deadline ({settings.deadline:g}s) passed; unfinished streams saved nothing"
+        )
+    summary = RunSummary(results, time.monotonic() - started, fatal)
+    emit(
+        log,
+        logging.INFO,
+        "run_end",
+        f"run ended: {summary.rows} rows, {summary.requests} requests in "
+        f"{summary.seconds:.1f}s, exit code {summary.exit_code}",
+        rows=summary.rows,
+        requests=summary.requests,
+        seconds=round(summary.seconds, 3),
+        exit_code=summary.exit_code,
+        fatal=fatal,
+    )
+    return summary
+
+
+def _preflight_result(counter: RequestCounter) -> StreamResult:
+    """The organization read before the streams, shown when no stream accounts for it."""
+    return StreamResult("(preflight)", "-", "-", requests=counter.requests, retries=counter.retries)
+
+
+class _Deadline:
+    """Cancels the run when its optional deadline passes."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.passed = False
+        self._timer: threading.Timer | None = None
+        if settings.deadline:
+            self._timer = threading.Timer(settings.deadline, self._expire, (settings.cancelled,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self, cancelled: threading.Event) -> None:
+        self.passed = True
+        log.warning("the run's deadline passed: stopping")
+        cancelled.set()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
+    result = StreamResult(stream.name, stream.mode, stream.object)
+    started = time.monotonic()
+    reuses_preflight = stream.spec is ORGANIZATIONS and context.organization is not None
+    counter = context.preflight if reuses_preflight else RequestCounter(stream.name)
+    emit(
+        log,
+        logging.INFO,
+        "stream_start",
+        f"{stream.name}: starting ({stream.mode} into {stream.object})",
+        stream=stream.name,
+        mode=stream.mode,
+        object=stream.object,
+    )
+    try:
+        typer = RecordTyper(stream.spec, stream.column_casing, stream.selection, stream.primary_key)
+        request = StreamRequest(
+            stream=stream.name,
+            object=stream.object,
+            mode=stream.mode,
+            key_columns=stream.primary_key,
+            base_schema=typer.to_batch([]).schema,
+            state_key=state_key(context.replication, context.source, stream),
+            run_started_at=context.replication.run_started_at,
+        )
+        external = external_state_store(context.settings.state_location, request.state_key)
+        writer = context.target.open_stream(request, external)
+        try:
+            loader = Loader(context, stream, writer, typer, counter, result)
+            if stream.spec.shape is Shape.PER_PROJECT:
+                loader.load_events()
+            else:
+                loader.load_organization_stream()
+            loader.check_cancelled()  # a stopped run commits nothing it did not finish
+            result.rows = writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+    except AuthenticationError as error:
+        context.settings.cancelled.set()
+        result.status = STATUS_FAILED
+        result.stopped_run = True
+        result.problems.insert(0, error.message)
+    except RunCancelled:
+        result.status = STATUS_CANCELLED
+        result.problems.append("stopped before it finished; nothing of this run was saved")
+    except SourceError as error:
+        result.status = STATUS_FAILED
+        if error.status == 404 and stream.spec.shape is not Shape.PER_PROJECT:
+            error = explain_organization_error(error, context.source)
+        result.problems.append(describe_source_error(error, stream.name))
+    except SentryExtractError as error:
+        result.status = STATUS_FAILED
+        result.problems.append(str(error))
+    finally:
+        result.requests = counter.requests
+        result.retries = counter.retries
+        result.seconds = time.monotonic() - started
+    emit(
+        log,
+        logging.INFO,
+        "stream_end",
+        f"{stream.name}: {result.status}, {result.rows} rows, {result.requests} requests, "
+        f"{result.seconds:.1f}s",
+        stream=stream.name,
+        status=result.status,
+        rows=result.rows,
+        requests=result.requests,
+        retries=result.retries,
+        seconds=round(result.seconds, 3),
+        problems=result.problems,
+    )
+    return result
