@@ -66,7 +66,8 @@ def test_numbers_beyond_64_bits_are_read_exactly() -> None:
     body = b'[{"id": "1", "big": 123456789012345678901234567890}]'
     with client_answering(body, None) as client:
         [page] = list(client.paginate("organizations/acme/teams/", {}, RequestCounter()))
-    assert page == [{"id": "1", "big": 123456789012345678901234567890}]
+    assert page.rows == [{"id": "1", "big": 123456789012345678901234567890}]
+    assert page.nbytes == len(body)
 
 
 def client_answering(body: bytes, link: str | None) -> SentryClient:
@@ -118,10 +119,10 @@ def test_any_body_gives_pages_of_dicts_or_a_source_error(
         pages = client.paginate("organizations/acme/teams/", {}, RequestCounter(), raw_values)
         try:
             for index, page in enumerate(pages):
-                assert all(isinstance(row, dict) for row in page)
+                assert all(isinstance(row, dict) for row in page.rows)
                 if isinstance(body, list):
                     rows = [row for row in body if isinstance(row, dict)]
-                    assert [{k: decoded(v) for k, v in row.items()} for row in page] == rows
+                    assert [{k: decoded(v) for k, v in row.items()} for row in page.rows] == rows
                 if index > 3:
                     break
         except SourceError:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from sentry_extract.errors import StateError
 from sentry_extract.files import write_atomically
+from sentry_extract.source.windows import Coverage, Window
 
 STATE_VERSION = 1
 
@@ -33,28 +34,76 @@ class StateKey:
 
 @dataclass(frozen=True)
 class StreamState:
-    """`watermark`: start time of the last complete run; events also per project id."""
+    """Where a stream's crawl got to: one coverage (issues), or one per project id
+    (events); and when the stream was last reconciled with Sentry."""
 
-    watermark: datetime | None = None
-    project_watermarks: Mapping[str, datetime] = field(default_factory=dict)
+    coverage: Coverage = field(default_factory=Coverage)
+    projects: Mapping[str, Coverage] = field(default_factory=dict)
+    reconciled_at: datetime | None = None
+
+    @property
+    def watermark(self) -> datetime | None:
+        return self.coverage.watermark
+
+    @property
+    def project_watermarks(self) -> dict[str, datetime]:
+        return {
+            project: coverage.watermark
+            for project, coverage in self.projects.items()
+            if coverage.watermark is not None
+        }
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "watermark": self.watermark.isoformat() if self.watermark else None,
-            "project_watermarks": {
-                project: moment.isoformat()
-                for project, moment in sorted(self.project_watermarks.items())
-            },
+        document: dict[str, Any] = {
+            "watermark": _text(self.coverage.watermark),
+            "project_watermarks": dict(
+                sorted(
+                    (project, moment.isoformat())
+                    for project, moment in self.project_watermarks.items()
+                )
+            ),
         }
+        if self.coverage.ranges:
+            document["ranges"] = _ranges_json(self.coverage.ranges)
+        ranges = {p: _ranges_json(c.ranges) for p, c in sorted(self.projects.items()) if c.ranges}
+        if ranges:
+            document["project_ranges"] = ranges
+        if self.reconciled_at is not None:
+            document["reconciled_at"] = self.reconciled_at.isoformat()
+        return document
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StreamState:
-        watermark = data.get("watermark")
-        projects = data.get("project_watermarks") or {}
+        watermarks = data.get("project_watermarks") or {}
+        ranges = data.get("project_ranges") or {}
+        projects = {
+            str(project): Coverage(_moment(watermarks.get(project)), _ranges(ranges.get(project)))
+            for project in {*watermarks, *ranges}
+        }
         return cls(
-            watermark=datetime.fromisoformat(watermark) if watermark else None,
-            project_watermarks={str(k): datetime.fromisoformat(v) for k, v in projects.items()},
+            coverage=Coverage(_moment(data.get("watermark")), _ranges(data.get("ranges"))),
+            projects=projects,
+            reconciled_at=_moment(data.get("reconciled_at")),
         )
+
+
+def _text(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _moment(text: Any) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _ranges_json(ranges: tuple[Window, ...]) -> list[list[str]]:
+    return [[window.start.isoformat(), window.end.isoformat()] for window in ranges]
+
+
+def _ranges(data: Any) -> tuple[Window, ...]:
+    return tuple(
+        Window(datetime.fromisoformat(start), datetime.fromisoformat(end))
+        for start, end in data or ()
+    )
 
 
 class StateStore(Protocol):

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from sentry_extract.config.values import did_you_mean, parse_datetime, parse_duration
+from sentry_extract.config.values import did_you_mean, parse_datetime, parse_duration, parse_size
 from sentry_extract.errors import ConfigError
 from sentry_extract.files import write_atomically
 
@@ -28,6 +28,9 @@ HOME_VARIABLE = "SENTRY_EXTRACT_HOME"
 ENV_FILE_NAME = "env.yaml"
 DOTENV_FILE_NAME = ".env.sling"
 DEFAULT_BASE_URL = "https://sentry.io"
+DEFAULT_CHECKPOINT_EVERY = timedelta(minutes=1)
+DEFAULT_MEMORY_BUDGET = 128 * 1000**2
+DEFAULT_RECONCILE_EVERY = timedelta(hours=24)
 
 ORIGIN_BUILT_IN = "built-in"
 ORIGIN_ENVIRONMENT = "environment variable"
@@ -68,6 +71,9 @@ class SentryConnection:
     timeout: timedelta = timedelta(seconds=60)  # to connect, and between bytes of an answer
     retry_attempts: int = 6  # attempts of one request, the first included
     retry_max_wait: timedelta = timedelta(minutes=10)  # waits between those attempts, in all
+    checkpoint_every: timedelta = DEFAULT_CHECKPOINT_EVERY  # commit at least this often
+    memory_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of rows held in memory, about
+    reconcile_every: timedelta | None = DEFAULT_RECONCILE_EVERY  # None: never
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,9 @@ SENTRY_INPUT_KEYS = (
     "timeout",
     "retry_attempts",
     "retry_max_wait",
+    "checkpoint_every",
+    "memory_budget",
+    "reconcile_every",
 )
 POSTGRES_KEYS = ("type", "url", "host", "port", "user", "password", "database", "sslmode")
 
@@ -335,6 +344,10 @@ def _sentry_connection(entry: ConnectionEntry, where: str) -> SentryConnection:
         ),
         retry_max_wait=_optional(inputs, "retry_max_wait", parse_duration, where)
         or timedelta(minutes=10),
+        checkpoint_every=_optional(inputs, "checkpoint_every", parse_duration, where)
+        or DEFAULT_CHECKPOINT_EVERY,
+        memory_budget=_memory_budget(inputs.get("memory_budget"), where),
+        reconcile_every=_reconcile_every(inputs.get("reconcile_every"), where),
     )
 
 
@@ -345,6 +358,37 @@ def _optional(inputs: Mapping[str, Any], key: str, parse: Any, where: str) -> An
         return parse(inputs[key])
     except ValueError as error:
         raise ConfigError(f"inputs.{key}: {error}", location=where) from None
+
+
+MINIMUM_MEMORY_BUDGET = 16 * 1000**2
+
+
+def _memory_budget(value: Any, where: str) -> int:
+    if value in (None, ""):
+        return DEFAULT_MEMORY_BUDGET
+    try:
+        size = parse_size(value)
+    except ValueError as error:
+        raise ConfigError(f"inputs.memory_budget: {error}", location=where) from None
+    if size < MINIMUM_MEMORY_BUDGET:
+        raise ConfigError("inputs.memory_budget: at least 16MB", location=where)
+    return size
+
+
+def _reconcile_every(value: Any, where: str) -> timedelta | None:
+    """A duration; 0 reconciles on every run; `off` never does."""
+    if value in (None, ""):
+        return DEFAULT_RECONCILE_EVERY
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "never")):
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ConfigError(
+            f"inputs.reconcile_every: {value!r} is not a duration (24h, 7d, 0 for every run) "
+            "or off",
+            location=where,
+        ) from None
 
 
 def _base_url(value: Any, where: str) -> str:
@@ -449,6 +493,8 @@ def connection_inputs(connection: SentryConnection) -> dict[str, Any]:
         inputs["anchor_date"] = connection.anchor_date.isoformat()
     if connection.projects is not None:
         inputs["projects"] = list(connection.projects)
+    reconcile = connection.reconcile_every
+    inputs["reconcile_every"] = "off" if reconcile is None else f"{reconcile.total_seconds():g}s"
     return inputs
 
 
@@ -458,7 +504,8 @@ def replay_connection(name: str, inputs: Mapping[str, Any]) -> SentryConnection:
         "type": "api",
         "spec": "sentry",
         "secrets": {"auth_token": "<TOKEN>"},
-        "inputs": dict(inputs),
+        # Recordings made before reconcile existed never reconciled.
+        "inputs": {"reconcile_every": "off", **inputs},
     }
     connection = resolve_connection(ConnectionEntry(name.upper(), values, "the recording"))
     assert isinstance(connection, SentryConnection)

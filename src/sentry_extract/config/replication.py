@@ -21,6 +21,7 @@ from sentry_extract.modes import MODE_NAMES, Mode
 from sentry_extract.records import COLUMN_CASINGS, SNAKE, Selection, column_name
 from sentry_extract.source.streams import STREAM_NAMES, STREAMS_BY_NAME, Shape, StreamSpec
 from sentry_extract.source.windows import Window
+from sentry_extract.targets.partitions import PARTITION_VARIABLES
 
 WILDCARD = "*"
 ROOT_KEYS = ("source", "target", "defaults", "streams", "env")
@@ -37,8 +38,10 @@ STREAM_KEYS = (
 SOURCE_OPTION_KEYS = ("range", "query")
 TARGET_OPTION_KEYS = ("column_casing",)
 PLACEHOLDERS = ("stream_name", "source_name", "target_name", "run_timestamp")
+# Filled per row by file targets, from the update key: kept as they are here.
+ROW_PLACEHOLDERS = PARTITION_VARIABLES
 
-_PLACEHOLDER_LIST = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
+_PLACEHOLDER_LIST = ", ".join("{" + name + "}" for name in (*PLACEHOLDERS, *PARTITION_VARIABLES))
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -244,8 +247,10 @@ def render_object(
 
     def placeholder(match: re.Match[str]) -> str:
         name = match.group(1)
+        if name in ROW_PLACEHOLDERS:
+            return match.group(0)
         if name not in values:
-            hint = did_you_mean(name, PLACEHOLDERS)
+            hint = did_you_mean(name, PLACEHOLDERS + ROW_PLACEHOLDERS)
             raise reader.fail(
                 key_path,
                 f"unknown placeholder '{{{name}}}'{hint}; use {_PLACEHOLDER_LIST}",

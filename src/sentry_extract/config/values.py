@@ -52,6 +52,22 @@ def parse_duration(value: object) -> timedelta:
     return timedelta(**{_DURATION_UNITS[unit]: float(amount)})
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_SIZE_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(value: object) -> int:
+    """`256MB`, `1GiB`, `500kB` (or a number of bytes)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a size: use e.g. 128MB, 512MB, 1GB")
+    amount, unit = match.groups()
+    return int(float(amount) * _SIZE_UNITS[(unit or "b").lower()])
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` when a choice is close, else an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1)

@@ -20,6 +20,7 @@ class StreamResult:
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0
+    checkpoints: int = 0  # commits made while the stream was read
     status: str = STATUS_OK
     problems: list[str] = field(default_factory=list)
     stopped_run: bool = False  # its failure (a rejected token) stopped every stream

@@ -205,6 +205,9 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
             base_schema=typer.to_batch([]).schema,
             state_key=state_key(context.replication, context.source, stream),
             run_started_at=context.replication.run_started_at,
+            update_key=stream.update_key,
+            fixed_update_key=stream.spec.fixed_update_key,
+            memory_budget=context.source.memory_budget,
         )
         external = external_state_store(context.settings.state_location, request.state_key)
         writer = context.target.open_stream(request, external)
@@ -226,7 +229,13 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         result.problems.insert(0, error.message)
     except RunCancelled:
         result.status = STATUS_CANCELLED
-        result.problems.append("stopped before it finished; nothing of this run was saved")
+        if result.checkpoints:
+            result.problems.append(
+                f"stopped before it finished; its {result.checkpoints} checkpoints are kept "
+                "and the next run resumes after the last"
+            )
+        else:
+            result.problems.append("stopped before it finished; nothing of this run was saved")
     except SourceError as error:
         result.status = STATUS_FAILED
         if error.status == 404 and stream.spec.shape is not Shape.PER_PROJECT:

@@ -77,6 +77,17 @@ class ClientSettings:
 class Page:
     body: Any
     cursor: str | None  # the next cursor, None on the last page
+    nbytes: int = 0  # the size of the answer's body
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a list: its rows, and the size of the answer they came in (what
+    they hold in memory, for budgets counted in bytes)."""
+
+    rows: list[dict[str, Any]]
+    nbytes: int
+    last: bool  # no page follows
 
 
 class SentryClient:
@@ -165,7 +176,7 @@ class SentryClient:
                 url=path,
                 status=response.status_code,
             ) from None
-        return Page(body, next_cursor(response))
+        return Page(body, next_cursor(response), len(response.content))
 
     def _send(self, path: str, params: Params) -> httpx.Response:
         request = httpx.Request(
@@ -193,7 +204,7 @@ class SentryClient:
 
     def paginate(
         self, path: str, params: Params, counter: RequestCounter, raw_values: bool = False
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[ListPage]:
         """Every page of a list; stops only on `results="false"` or a missing Link header."""
         seen: set[str] = set()
         cursor: str | None = None
@@ -204,7 +215,8 @@ class SentryClient:
                 raise PaginationError(
                     f"{path}: expected a list, got {type(page.body).__name__}", url=path
                 )
-            yield [row for row in page.body if isinstance(row, dict)]
+            rows = [row for row in page.body if isinstance(row, dict)]
+            yield ListPage(rows, page.nbytes, page.cursor is None)
             if page.cursor is None:
                 return
             if page.cursor in seen:

@@ -46,6 +46,7 @@ class StreamSpec:
     primary_key: tuple[str, ...]  # source field names
     update_key: str | None  # source field name
     columns: tuple[Column, ...] = field(default=())
+    fixed_update_key: bool = False  # a row's update key never changes (an event's time)
 
     @property
     def is_incremental(self) -> bool:
@@ -272,6 +273,7 @@ EVENTS = StreamSpec(
     page_size_param="per_page",
     primary_key=("projectID", "eventID"),
     update_key="dateCreated",
+    fixed_update_key=True,
     columns=_columns(
         **{
             "projectID": T.TEXT,
