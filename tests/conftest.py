@@ -125,6 +125,20 @@ def invoke(runner: CliRunner, *arguments: str) -> Any:
     return runner.invoke(app, list(arguments), catch_exceptions=False)
 
 
+def parquet_files(folder: Path) -> list[Path]:
+    """The data files of a dataset folder, as a reader lists them (hidden ones left out)."""
+    return sorted(
+        path
+        for path in folder.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in path.relative_to(folder).parts)
+    )
+
+
+def working_files(folder: Path) -> list[Path]:
+    """Working files a run leaves only while it runs."""
+    return [path for path in folder.rglob("*") if path.name.startswith(".sentry-extract-")]
+
+
 def keys(table: pa.Table, *columns: str) -> list[tuple[Any, ...]]:
     values = [table.column(column).to_pylist() for column in columns]
     return list(zip(*values, strict=True))

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from sentry_extract.testing.fake_sentry import FakeSentry
 
-from .conftest import invoke, sentry_connection
+from .conftest import invoke, parquet_files, sentry_connection
 
 GOOD = (
     "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://out/{stream_name}\n"
@@ -219,4 +219,4 @@ def test_a_deadline_stops_the_run(
     assert (
         "error: the run's deadline (1s) passed; unfinished streams saved nothing" in result.stderr
     )
-    assert not (tmp_path / "out" / "events" / "data.parquet").exists()
+    assert not parquet_files(tmp_path / "out" / "events")

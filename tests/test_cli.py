@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from sentry_extract.cli import app
 from sentry_extract.testing.fake_sentry import FakeSentry
 
-from .conftest import TOKEN, invoke, sentry_connection
+from .conftest import TOKEN, invoke, parquet_files, sentry_connection
 
 REPLICATION = (
     "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://out/{stream_name}\n"
@@ -145,7 +145,7 @@ def test_run_writes_parquet_and_exits_0(with_sentry: CliRunner, tmp_path: Path) 
     result = invoke(with_sentry, "run", "replication.yaml")
     assert result.exit_code == 0, all_output(result)
     assert "events" in result.stdout and "incremental" in result.stdout
-    assert (tmp_path / "out" / "events" / "data.parquet").exists()
+    assert parquet_files(tmp_path / "out" / "events")
     shown = invoke(with_sentry, "state", "show", "replication.yaml")
     assert shown.exit_code == 0 and "issues" in shown.stdout
     reset = invoke(with_sentry, "state", "reset", "replication.yaml", "--streams", "issues")

@@ -181,7 +181,7 @@ def test_the_descriptions_examples_load_into_both_targets(
         writer = target.open_stream(request)
         writer.write(batch)
         assert writer.commit() == len(rows)
-    table = pq.read_table(tmp_path / stream / "data.parquet")
+    table = pq.read_table(tmp_path / stream)
     assert table.num_rows == len(rows)
     for name, column_type in declared.items():
         assert str(table.schema.field(name).type) == ARROW[column_type], name

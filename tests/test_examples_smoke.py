@@ -34,7 +34,7 @@ def test_replay_into_parquet(cli: CliRunner, tmp_path: Path, name: str) -> None:
     )
     assert result.exit_code == 0, result.stdout + result.stderr
     stored = {
-        dataset.name: ds.dataset(dataset / "data.parquet").count_rows()
+        dataset.name: ds.dataset(dataset, format="parquet").count_rows()
         for dataset in (tmp_path / "output").glob("*/*")
     }
     assert stored == expected_rows(name)

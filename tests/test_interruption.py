@@ -14,7 +14,7 @@ import pytest
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import sentry_connection
+from .conftest import parquet_files, sentry_connection, working_files
 
 
 @pytest.mark.parametrize(("number", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -51,6 +51,6 @@ def test_a_signal_stops_the_run_and_leaves_no_partial_data(
     assert "interrupted: committed rows and state are kept" in stderr
     assert "Traceback" not in stderr
     folder = tmp_path / "out" / "events"
-    assert not (folder / "data.parquet").exists()
+    assert not parquet_files(folder)
     assert not (folder / "_sentry_extract_state.json").exists()
-    assert not [p for p in folder.iterdir() if p.name.startswith(".staging")]
+    assert not working_files(folder)

@@ -19,7 +19,7 @@ import pytest
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import pg_rows, sentry_connection
+from .conftest import parquet_files, pg_rows, sentry_connection
 
 RETENTION = timedelta(days=90)
 KILLS = 4
@@ -32,10 +32,10 @@ def stored_events(target: str, folder: Path, url: str) -> list[tuple[str, str]]:
         return [
             (r[0], r[1]) for r in pg_rows(url, "SELECT project_id, event_id FROM sentry.events")
         ]
-    data = folder / "out" / "events" / "data.parquet"
-    if not data.exists():
+    data = folder / "out" / "events"
+    if not parquet_files(data):
         return []
-    table = ds.dataset(data).to_table(columns=["project_id", "event_id"])
+    table = ds.dataset(data, format="parquet").to_table(columns=["project_id", "event_id"])
     return list(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
 
 

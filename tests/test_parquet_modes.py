@@ -19,11 +19,12 @@ from sentry_extract.records import RecordTyper
 from sentry_extract.source.streams import TEAMS
 from sentry_extract.state import StateKey
 from sentry_extract.targets.base import StreamRequest
-from sentry_extract.targets.parquet import ParquetStreamWriter, ParquetTarget, _older_duplicates
+from sentry_extract.targets.dataset import older_duplicates
+from sentry_extract.targets.parquet import ParquetStreamWriter, ParquetTarget
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import Workspace, change_between_runs, keys
+from .conftest import Workspace, change_between_runs, keys, parquet_files, working_files
 
 RETENTION = timedelta(days=90)
 
@@ -164,7 +165,11 @@ def test_backfill_merges_a_range_and_leaves_state_alone(
     fake.reset_log()
     summary = workspace.run(started=started + timedelta(seconds=3))
     assert summary.exit_code == 0 and summary.results[0].rows > 0
-    assert {r.param("start") for r in fake.requests_to("/events/")} == {f"{start}T00:00:00Z"}
+    ranges = {(r.param("start"), r.param("end")) for r in fake.requests_to("/events/")}
+    # Read in slices, oldest first, that tile the range exactly.
+    assert min(low for low, _ in ranges) == f"{start}T00:00:00Z"
+    assert max(high for _, high in ranges) == f"{end}T00:00:00Z"
+    assert all(f"{start}T00:00:00Z" <= low < high <= f"{end}T00:00:00Z" for low, high in ranges)
     assert state_file.read_text() == state_before
     assert_events_exact(workspace, organization, started)
 
@@ -221,7 +226,7 @@ def test_a_failed_run_leaves_data_and_state_as_they_were(
     first = next_second()
     workspace.run(started=first)
     folder = workspace.folder / "out" / "events"
-    data_before = (folder / "data.parquet").read_bytes()
+    data_before = {path: path.read_bytes() for path in parquet_files(folder)}
     state_before = (folder / "_sentry_extract_state.json").read_text()
     organization.add_events(5, project_slug="project-0")
     fake.inject(Fault("/events/", 500, body={"detail": "boom"}, times=50))
@@ -229,9 +234,9 @@ def test_a_failed_run_leaves_data_and_state_as_they_were(
         started=first + timedelta(seconds=5), overrides=Overrides(mode="full-refresh")
     )
     assert summary.exit_code == 1
-    assert (folder / "data.parquet").read_bytes() == data_before
+    assert {path: path.read_bytes() for path in parquet_files(folder)} == data_before
     assert (folder / "_sentry_extract_state.json").read_text() == state_before
-    assert not [p for p in folder.iterdir() if p.name.startswith(".staging")]
+    assert not working_files(folder)
     fake.faults.clear()
     later = first + timedelta(seconds=10)
     assert workspace.run(started=later).exit_code == 0
@@ -274,29 +279,27 @@ def test_parquet_files_are_readable_by_duckdb(workspace: Workspace) -> None:
     workspace.run()
     folder = workspace.folder / "out"
     [(count,)] = duckdb.sql(
-        f"select count(*) from read_parquet('{folder}/events/*.parquet')"
+        f"select count(*) from read_parquet('{folder}/events/**/*.parquet')"
     ).fetchall()
     assert count == workspace.table("events").num_rows > 0
     types = duckdb.sql(
         f"select distinct json_extract_string(entries, '$[0].type') from "
-        f"read_parquet('{folder}/events/*.parquet')"
+        f"read_parquet('{folder}/events/**/*.parquet')"
     ).fetchall()
     assert types == [("exception",)]
-    assert pq.read_metadata(folder / "events" / "data.parquet").num_rows == count
+    assert pq.read_table(folder / "events").num_rows == count
 
 
 def test_overlapping_runs_on_one_dataset_are_refused(workspace: Workspace) -> None:
-    from sentry_extract.targets.parquet import _take_lock
+    from sentry_extract.targets.storage import LocalStorage
 
     workspace.replication("  teams:\n")
     folder = workspace.folder / "out" / "teams"
-    folder.mkdir(parents=True)
-    held = _take_lock(folder / ".sentry-extract.lock")
+    held = LocalStorage(folder).lock()
     try:
         summary = workspace.run()
     finally:
-        assert held is not None
-        held.close()
+        held.release()
     assert summary.exit_code == 1
     assert "another sentry-extract run" in summary.results[0].problems[0]
 
@@ -340,7 +343,7 @@ def test_the_newest_read_of_a_key_wins_within_a_run(tmp_path: Path, mode: str) -
     )
     writer.write(typer.to_batch([{"id": "1", "name": "new"}, {"id": None, "name": "no key b"}]))
     writer.commit()
-    rows = pq.read_table(tmp_path / "teams" / "data.parquet").to_pylist()
+    rows = pq.read_table(tmp_path / "teams").to_pylist()
     names = sorted((row["id"] or "", row["name"]) for row in rows)
     assert names == [("", "no key a"), ("", "no key b"), ("1", "new"), ("2", "two")]
 
@@ -350,25 +353,26 @@ def test_the_newest_read_of_a_key_wins_within_a_run(tmp_path: Path, mode: str) -
 def test_only_older_reads_of_a_repeated_key_are_dropped(keys_read: list[str | None]) -> None:
     last = {key: position for position, key in enumerate(keys_read) if key is not None}
     expected = {p for p, key in enumerate(keys_read) if key is not None and last[key] != p}
-    assert _older_duplicates(pa.array(keys_read, type=pa.string())) == expected
+    assert older_duplicates(pa.chunked_array([keys_read], type=pa.string())) == expected
 
 
-@pytest.mark.parametrize(("ids", "writers"), [(["1", "2", "3"], 1), (["1", "2", "1"], 2)])
+@pytest.mark.parametrize(("ids", "writers"), [(["1", "2", "3"], 1), (["1", "2", "1"], 3)])
 def test_a_full_refresh_is_rewritten_only_when_a_key_repeats(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ids: list[str], writers: int
 ) -> None:
-    """Without repeated keys the staged file is renamed into place: one write, not two."""
-    opened: list[Path] = []
+    """Without repeated keys the staged file is renamed into place: one write. With them,
+    the rows are sorted out (one more) and written to the dataset (one more)."""
+    opened: list[object] = []
 
     class CountingWriter(pq.ParquetWriter):  # type: ignore[misc]
-        def __init__(self, where: Path, *arguments: Any, **options: Any) -> None:
-            opened.append(Path(where))
+        def __init__(self, where: object, *arguments: Any, **options: Any) -> None:
+            opened.append(where)
             super().__init__(where, *arguments, **options)
 
     monkeypatch.setattr(pq, "ParquetWriter", CountingWriter)
     typer, writer = teams_writer(tmp_path, "full-refresh")
     writer.write(typer.to_batch([{"id": key, "name": str(n)} for n, key in enumerate(ids)]))
     writer.commit()
-    rows = pq.read_table(tmp_path / "teams" / "data.parquet").to_pylist()
+    rows = pq.read_table(tmp_path / "teams").to_pylist()
     assert sorted(row["id"] for row in rows) == sorted(set(ids))
     assert len(opened) == writers

@@ -22,7 +22,7 @@ REPLICATION = (
 def snapshot(folder: Path) -> dict[str, list[dict[str, object]]]:
     tables = {}
     for stream in sorted(p.name for p in folder.iterdir() if p.is_dir()):
-        table = ds.dataset(folder / stream / "data.parquet").to_table()
+        table = ds.dataset(folder / stream, format="parquet").to_table()
         key = "event_id" if stream == "events" else "id"
         tables[stream] = sorted(table.to_pylist(), key=lambda row: str(row[key]))
     return tables

@@ -110,7 +110,7 @@ def stored_form(value: Any, column_type: ColumnType) -> Any:
 def test_parquet_stores_exactly_the_typed_rows(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     folder = tmp_path / uuid.uuid4().hex
     batch = load_typed(ParquetTarget(), f"file://{folder}", rows)
-    stored = {row["id"]: row for row in pq.read_table(folder / "data.parquet").to_pylist()}
+    stored = {row["id"]: row for row in pq.read_table(folder).to_pylist()}
     for expected in batch.to_pylist():
         assert stored[expected["id"]] == expected
 

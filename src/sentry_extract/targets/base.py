@@ -26,6 +26,9 @@ class StreamRequest:
     base_schema: pa.Schema  # declared columns, present even when no row arrives
     state_key: StateKey
     run_started_at: datetime
+    update_key: str | None = None  # the column partition variables come from
+    fixed_update_key: bool = False  # a key's update key never changes (events)
+    memory_budget: int = 128_000_000  # bytes of rows a writer may hold, about
 
 
 class StreamWriter(Protocol):
@@ -34,7 +37,10 @@ class StreamWriter(Protocol):
     def write(self, batch: pa.RecordBatch) -> None: ...
 
     def checkpoint(self, state: StreamState | None) -> None:
-        """The rows written so far are covered by `state` (None: leave state as it is)."""
+        """The rows written so far are covered by `state` (None: leave state as it is).
+
+        In modes that commit as they go, the rows are committed now and `state` right
+        after them (or in the same transaction); otherwise at `commit`."""
 
     def commit(self) -> int:
         """Make rows durable, then the last checkpoint's state; returns rows in the run."""

@@ -1,66 +1,64 @@
-"""The Parquet target: one dataset per stream, replaced atomically on every commit.
+"""The Parquet target: one dataset per stream, a folder of part files (see `dataset`).
 
-`object: file://out/{stream_name}` (or a plain path) is a folder holding
-`data.parquet`; a path ending in `.parquet` is that file. Rows are staged in
-hidden files as they arrive, then merged into a new data file that is renamed over
-the old one: readers see the old rows or the new rows, never a partial file.
-State lives beside the data (`_sentry_extract_state.json`, which pyarrow and DuckDB
-readers skip), written after the data.
+`object: file://out/{stream_name}` (or a plain path) is a folder; partition variables
+(`{part_year}/{part_month}`, ...) put rows in folders below it; a path ending in
+`.parquet` is that one file. Rows are staged in a hidden working folder as they
+arrive. Checkpoints (modes that merge by key) and the final commit move them into the
+dataset, then save the state: a crash leaves the state behind the data, never ahead.
+State lives beside the data (`_sentry_extract_state.json`, which readers skip).
 
-Modes: full-refresh and truncate replace the rows; incremental and backfill merge
-by primary key (the newest read wins); snapshot appends with `_snapshot_at`.
-Every mode keeps one row per key within a run.
+Modes: full-refresh and truncate replace the rows at the end of the run; incremental
+and backfill merge by primary key (the newest read wins) at every checkpoint; snapshot
+appends with `_snapshot_at` at the end. Every mode keeps one row per key within a run.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sentry_extract.errors import ConfigError, LockedError, TargetError
-from sentry_extract.files import fsync_folder
-from sentry_extract.records import SNAPSHOT_COLUMN, conform, unify_schemas
+from sentry_extract.errors import ConfigError, TargetError
+from sentry_extract.records import SNAPSHOT_COLUMN, unify_schemas
 from sentry_extract.state import FileStateStore, StateStore, StreamState
 from sentry_extract.targets.base import StreamRequest
+from sentry_extract.targets.dataset import DatasetOptions, ParquetDataset
+from sentry_extract.targets.partitions import Layout
+from sentry_extract.targets.storage import TEMPORARY_PREFIX, LocalStorage, Lock
 
-DATA_FILE = "data.parquet"
 STATE_FILE = "_sentry_extract_state.json"
-KEY_SEPARATOR = "\x1f"
-READ_BATCH_ROWS = 2_000  # full-payload events: about 10 MB a batch
-
+LOCK_FILE = ".sentry-extract.lock"
 
 
 @dataclass(frozen=True)
 class DatasetPaths:
-    folder: Path
-    data: Path
+    """Where a stream's dataset, state and lock live, from its `object`."""
+
+    root: Path
+    layout: Layout
     state: Path
-    lock: Path
-    prefix: str  # for hidden working files beside the data
+    lock_name: str
+    single_file: str | None  # the file's name when `object` names one .parquet file
 
     @classmethod
     def of(cls, object_name: str) -> DatasetPaths:
-        path = Path(object_name.removeprefix("file://")).expanduser()
-        if path.suffix == ".parquet":
+        text = object_name.removeprefix("file://")
+        layout = Layout.parse(text)
+        path = Path(layout.root).expanduser()
+        if not layout.template and path.suffix == ".parquet":
             name = path.name
             return cls(
                 path.parent,
-                path,
+                Layout(str(path.parent)),
                 path.parent / f"_{name}.state.json",
-                path.parent / f".{name}.lock",
-                f".{name}",
+                f".{name}.lock",
+                name,
             )
-        return cls(path, path / DATA_FILE, path / STATE_FILE, path / ".sentry-extract.lock", "")
+        return cls(path, Layout(str(path), layout.template), path / STATE_FILE, LOCK_FILE, None)
 
 
 class ParquetTarget:
@@ -70,13 +68,13 @@ class ParquetTarget:
             return f"'{object_name}' is not a file path: use file://path or a plain path"
         if not text.strip():
             return "the object is an empty path"
-        folder = DatasetPaths.of(object_name).folder
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            return f"cannot write under {existing}: it is a file, not a folder"
-        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-            return f"cannot write under {existing}: permission denied"
-        return None
+        layout = Layout.parse(text)
+        problem = layout.problem()
+        if problem is not None:
+            return problem
+        if layout.template and text.endswith(".parquet"):
+            return "a single .parquet file cannot have partition folders: name a folder"
+        return LocalStorage(DatasetPaths.of(object_name).root).can_write()
 
     def state_store(self, object_name: str) -> FileStateStore:
         return FileStateStore(DatasetPaths.of(object_name).state)
@@ -95,23 +93,39 @@ class ParquetStreamWriter:
         self.request = request
         self.paths = DatasetPaths.of(request.object)
         self.store: StateStore = external_state or FileStateStore(self.paths.state)
+        self.storage = LocalStorage(self.paths.root, self.paths.lock_name)
         try:
-            self.paths.folder.mkdir(parents=True, exist_ok=True)
+            self.paths.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ConfigError(
-                f"cannot create output folder {self.paths.folder}: {error.strerror}"
+                f"cannot create output folder {self.paths.root}: {error.strerror}"
             ) from None
-        if not os.access(self.paths.folder, os.W_OK):
-            raise ConfigError(f"output folder {self.paths.folder} is not writable")
-        self._lock = _take_lock(self.paths.lock)
-        self._remove_leftovers()
-        run_id = uuid.uuid4().hex[:12]
-        self.staging = self.paths.folder / f"{self.paths.prefix}.staging-{run_id}"
-        self.staging.mkdir()
+        self._lock: Lock | None = self.storage.lock()
+        try:
+            self._remove_leftovers()
+            self.scratch = self.paths.root / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:12]}"
+            self.scratch.mkdir()
+            self.dataset = ParquetDataset(
+                self.storage,
+                self.paths.layout,
+                DatasetOptions(
+                    key_columns=request.key_columns,
+                    update_column=request.update_key,
+                    fixed_update_key=request.fixed_update_key,
+                    read_bytes=max(1, request.memory_budget // 8),
+                    run_started_at=request.run_started_at,
+                    single_file=self.paths.single_file,
+                ),
+                self.scratch,
+            )
+        except BaseException:
+            self._cleanup()
+            raise
         self.parts: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._writer_schema: pa.Schema | None = None
-        self.schemas: list[pa.Schema] = [self._with_snapshot(request.base_schema)]
+        self.base_schema = self._with_snapshot(request.base_schema)
+        self.schemas: list[pa.Schema] = [self.base_schema]
         self.rows = 0
         self.pending_state: StreamState | None = None
 
@@ -127,19 +141,28 @@ class ParquetStreamWriter:
             moment = pa.scalar(self.request.run_started_at, type=pa.timestamp("us", tz="UTC"))
             column = pa.array([moment.value] * batch.num_rows, type=moment.type)
             batch = batch.append_column(pa.field(SNAPSHOT_COLUMN, moment.type), column)
-        if self._writer is None or batch.schema != self._writer_schema:
-            self._start_part(batch.schema)
-        assert self._writer is not None
-        self._writer.write_batch(batch)
+        try:
+            if self._writer is None or batch.schema != self._writer_schema:
+                self._start_part(batch.schema)
+            assert self._writer is not None
+            self._writer.write_batch(batch)
+        except (OSError, pa.ArrowException) as error:
+            raise TargetError(f"cannot stage rows in {self.scratch}: {error}") from None
         self.rows += batch.num_rows
 
     def checkpoint(self, state: StreamState | None) -> None:
-        self.pending_state = state
+        """Modes that merge by key commit the rows so far, then `state`; others keep
+        `state` for the commit at the end of the run."""
+        if not self.request.mode.commits_as_it_goes:
+            self.pending_state = state
+            return
+        self._move_staged()
+        if state is not None:
+            self.store.save(self.request.state_key, state)
 
     def commit(self) -> int:
         try:
-            self._close_part()
-            self._replace_data()
+            self._move_staged()
             if self.pending_state is not None:
                 self.store.save(self.request.state_key, self.pending_state)
         finally:
@@ -152,6 +175,10 @@ class ParquetStreamWriter:
         finally:
             self._cleanup()
 
+    @property
+    def written_bytes(self) -> int:
+        return self.dataset.written_bytes
+
     # --- staging -------------------------------------------------------------------
 
     def _with_snapshot(self, schema: pa.Schema) -> pa.Schema:
@@ -161,7 +188,7 @@ class ParquetStreamWriter:
 
     def _start_part(self, schema: pa.Schema) -> None:
         self._close_part()
-        part = self.staging / f"part-{len(self.parts):05d}.parquet"
+        part = self.scratch / f"part-{len(self.parts):05d}.staged"
         self._writer = pq.ParquetWriter(part, schema)
         self._writer_schema = schema
         self.parts.append(part)
@@ -172,123 +199,43 @@ class ParquetStreamWriter:
             self._writer.close()
             self._writer = None
 
-    def _staged_batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        for part in self.parts:
-            # One thread: Arrow's per-thread arenas would each keep a batch's worth of memory.
-            yield from pq.ParquetFile(part).iter_batches(
-                batch_size=READ_BATCH_ROWS, columns=columns, use_threads=False
-            )
-
-    # --- the new data file -----------------------------------------------------------
-
-    def _replace_data(self) -> None:
-        existing = self.paths.data if self.paths.data.exists() else None
-        keeps_old_rows = not self.request.mode.replaces_rows and existing
-        schemas = list(self.schemas)
-        if keeps_old_rows and existing is not None:
-            schemas.insert(0, _read_schema(existing))
-        schema = unify_schemas(schemas)
-        keys = self._staged_keys()
-        dropped = _older_duplicates(keys)
-        staged_as_is = len(self.parts) == 1 and self.schemas[1].equals(schema, check_metadata=True)
-        if staged_as_is and not keeps_old_rows and not dropped:
-            self._publish(self.parts[0])  # the staged file is already the new data
+    def _move_staged(self) -> None:
+        """The staged rows into the dataset, as the mode says."""
+        self._close_part()
+        mode = self.request.mode
+        if not self.parts and not mode.replaces_rows:
             return
-        temporary = self.paths.folder / f"{self.paths.prefix}.data-{uuid.uuid4().hex[:12]}.tmp"
+        schema = unify_schemas(self.schemas)
         try:
-            with pq.ParquetWriter(temporary, schema) as writer:
-                if keeps_old_rows and existing is not None:
-                    replaced = pc.unique(keys).drop_null()
-                    old_batches = pq.ParquetFile(existing).iter_batches(
-                        batch_size=READ_BATCH_ROWS, use_threads=False
-                    )
-                    for batch in old_batches:
-                        batch = conform(batch, schema)
-                        if self.request.mode.merges_by_key and len(replaced):
-                            batch = batch.filter(
-                                pc.invert(pc.is_in(self._keys(batch), value_set=replaced))
-                            )
-                        writer.write_batch(batch)
-                position = 0
-                for batch in self._staged_batches():
-                    end = position + batch.num_rows
-                    batch = conform(batch, schema)
-                    if any(position <= index < end for index in dropped):
-                        batch = batch.filter(
-                            pa.array([i not in dropped for i in range(position, end)])
-                        )
-                    position = end
-                    writer.write_batch(batch)
-            self._publish(temporary)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-
-    def _publish(self, path: Path) -> None:
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(path, self.paths.data)
-        fsync_folder(self.paths.folder)
-
-    def _staged_keys(self) -> pa.ChunkedArray:
-        """The key of every staged row, in order (null for rows without one)."""
-        names = list(self.request.key_columns)
-        keys = [self._keys(batch) for batch in self._staged_batches(columns=names)]
-        return pa.chunked_array(keys, type=pa.string())  # chunks: no copy into one array
-
-    def _keys(self, batch: pa.RecordBatch) -> pa.Array:
-        columns = [
-            batch.column(batch.schema.get_field_index(name)).cast(pa.string())
-            for name in self.request.key_columns
-        ]
-        if len(columns) == 1:
-            return columns[0]
-        return pc.binary_join_element_wise(*columns, KEY_SEPARATOR)
+            if mode.replaces_rows:
+                self.dataset.replace(self.parts, schema)
+            else:
+                self.dataset.merge(self.parts, schema, by_key=mode.merges_by_key)
+        except (OSError, pa.ArrowException) as error:
+            raise TargetError(f"cannot write {self.paths.root}: {error}") from None
+        for part in self.parts:
+            part.unlink(missing_ok=True)
+        self.parts = []
+        self.schemas = [self.base_schema]
 
     # --- housekeeping ----------------------------------------------------------------
 
     def _remove_leftovers(self) -> None:
         """Working files of a run that was killed (we hold the lock: nobody else writes)."""
-        prefix = self.paths.prefix
-        for path in self.paths.folder.glob(f"{prefix}.staging-*"):
-            shutil.rmtree(path, ignore_errors=True)
-        for path in self.paths.folder.glob(f"{prefix}.data-*.tmp"):
-            path.unlink(missing_ok=True)
+        root = self.paths.root
+        for pattern in (f"{TEMPORARY_PREFIX}*", ".staging-*", ".*.staging-*"):
+            for path in root.glob(pattern):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+        for pattern in (".data-*.tmp", ".*.data-*.tmp"):
+            for path in root.glob(pattern):
+                path.unlink(missing_ok=True)
+        self.storage.remove_temporary()
 
     def _cleanup(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+        scratch = getattr(self, "scratch", None)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         if self._lock is not None:
-            self._lock.close()
+            self._lock.release()
             self._lock = None
-
-
-def _older_duplicates(keys: pa.Array | pa.ChunkedArray) -> set[int]:
-    """Positions of rows whose key comes again later: the newest read of a key wins.
-
-    A stable sort puts equal keys side by side, oldest first; each one but the last is
-    dropped. Keyless rows (null) never equal anything. Sorting needs a third of the
-    memory that counting keys in a hash table does, and only the drops reach Python.
-    """
-    order = pc.sort_indices(keys)
-    ordered = keys.take(order)
-    same_as_next = pc.equal(ordered[:-1], ordered[1:])
-    return set(pc.filter(order[:-1], same_as_next).to_pylist())
-
-
-def _read_schema(path: Path) -> pa.Schema:
-    try:
-        return pq.read_schema(path)
-    except (OSError, pa.ArrowInvalid) as error:
-        raise TargetError(f"cannot read existing data {path}: {error}") from None
-
-
-def _take_lock(path: Path) -> IO[bytes] | None:
-    handle = open(path, "ab")  # noqa: SIM115 - held until commit or abort
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise LockedError(
-            f"another sentry-extract run is writing {path.parent}; try again when it ends"
-        ) from None
-    return handle

@@ -55,7 +55,7 @@ def record(replication: Path) -> dict[str, int]:
         ]
         subprocess.run(command, cwd=scratch, env=environment, check=True)
         rows = {
-            dataset.name: ds.dataset(dataset / "data.parquet").count_rows()
+            dataset.name: ds.dataset(dataset, format="parquet").count_rows()
             for dataset in sorted(Path(scratch).glob("output/*/*"))
             if dataset.is_dir()
         }

@@ -1,0 +1,562 @@
+"""A Parquet dataset: a folder of part files that grows without being rewritten.
+
+Layout (see the README): the root holds part files (`part-<time>-<id>.parquet`), in
+partition folders when the object names some, plus hidden files readers skip: the
+state (`_sentry_extract_state.json`), a journal while files are swapped, and a lock.
+
+The rules that keep readers exact while commits run:
+- a key lives in exactly one file. A commit rewrites a file that holds keys it
+  replaces under the same name, in one step, with their new rows in it; new keys go
+  into the folder's newest file while it is small, else into a new file;
+- files that lose a key (a row that moves to another partition) are rewritten before
+  the file that gains it, so a reader can miss a moving row for a moment, never see it
+  twice. A crash in between leaves state behind, and the rerun reads the row again;
+- swaps of many files at once (a full refresh, a compaction) delete the old files
+  before the new ones appear, from a journal that a rerun completes;
+- every file has the dataset's whole schema: when a field appears, every file is
+  rewritten with the new column (null where it was not read), so readers that take
+  the schema from one file (pandas, `pyarrow.parquet.read_table`) see every column.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sentry_extract.errors import TargetError
+from sentry_extract.records import conform, unify_schemas
+from sentry_extract.targets.partitions import Layout
+from sentry_extract.targets.storage import Storage, StoredFile
+
+DATA_SUFFIX = ".parquet"
+JOURNAL = "_sentry_extract_journal.json"
+FILE_BYTES = 4_000_000  # a folder's newest file takes new rows until it is about this big
+SMALL_FILES = 8  # a folder with more files smaller than half FILE_BYTES is compacted
+KEY_SEPARATOR = "\x1f"
+Bounds = tuple[Any, Any]  # min and max of a column
+
+
+@dataclass
+class DataFile:
+    """A part file, with what its footer says."""
+
+    path: str
+    size: int
+    schema: pa.Schema
+    rows: int
+    row_bytes: int  # uncompressed bytes per row, about
+    bounds: Bounds | None = None  # min and max of the update key
+
+    @property
+    def folder(self) -> str:
+        return self.path.rpartition("/")[0]
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    key_columns: tuple[str, ...]
+    update_column: str | None  # the column partitions (and pruning) come from
+    fixed_update_key: bool  # a key's update key never changes (events' date_created)
+    read_bytes: int  # about this many bytes of rows in memory at once when reading
+    run_started_at: datetime
+    single_file: str | None = None  # `object` names one .parquet file
+
+
+@dataclass
+class _Destination:
+    """Where some of the staged rows go: an existing file (rewritten) or a new one."""
+
+    folder: str
+    existing: DataFile | None = None
+    staged: Path | None = None
+    writer: pq.ParquetWriter | None = None
+    rows: int = 0
+    moved_in: bool = False  # takes keys that leave another file
+    replaced: list[pa.Array] = field(default_factory=list)
+
+
+class ParquetDataset:
+    def __init__(
+        self, storage: Storage, layout: Layout, options: DatasetOptions, scratch: Path
+    ) -> None:
+        self.storage = storage
+        self.layout = layout
+        self.options = options
+        self.scratch = scratch  # a local folder for working files
+        self.written_bytes = 0  # bytes this dataset object wrote (a benchmark figure)
+        self.recover()
+        self.files = self._read_index()
+
+    # --- the index of files ---------------------------------------------------------
+
+    def _read_index(self) -> dict[str, DataFile]:
+        stored = self.storage.list_files(DATA_SUFFIX)
+        if self.options.single_file is not None:
+            stored = [entry for entry in stored if entry.path == self.options.single_file]
+        return {entry.path: self._describe(entry) for entry in stored}
+
+    def _describe(self, entry: StoredFile) -> DataFile:
+        try:
+            with self.storage.open_input(entry.path) as source:
+                metadata = pq.read_metadata(source)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise TargetError(
+                f"cannot read {self.storage.describe(entry.path)}: {error}; move the file away "
+                "if it is not part of this dataset"
+            ) from None
+        schema = metadata.schema.to_arrow_schema()
+        described = DataFile(
+            entry.path, entry.size, schema, metadata.num_rows, _row_bytes(metadata)
+        )
+        described.bounds = _bounds(metadata, schema, self.options.update_column)
+        return described
+
+    def schema(self) -> pa.Schema | None:
+        if not self.files:
+            return None
+        return unify_schemas(data_file.schema for data_file in self.files.values())
+
+    # --- reading -----------------------------------------------------------------------
+
+    def batches(
+        self, data_file: DataFile, columns: Sequence[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        rows = max(1, self.options.read_bytes // data_file.row_bytes)
+        with self.storage.open_input(data_file.path) as source:
+            # One thread: Arrow's per-thread arenas would each keep a batch's memory.
+            reader = pq.ParquetFile(source)
+            yield from reader.iter_batches(batch_size=rows, columns=columns, use_threads=False)
+
+    def keys(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
+        return key_values(batch, self.options.key_columns)
+
+    # --- commits -----------------------------------------------------------------------
+
+    def merge(self, staged: Sequence[Path], schema: pa.Schema, by_key: bool) -> None:
+        """Staged rows into the dataset: by key (replacing stored rows with the same key)
+        or appended. Within the staged rows the last read of a key wins."""
+        staged_keys = _chunked(self._staged_keys(staged))
+        dropped = older_duplicates(staged_keys)
+        unique = pc.unique(staged_keys).drop_null() if by_key else pa.array([], pa.string())
+        previous = self.schema()
+        schema = unify_schemas([previous, schema] if previous is not None else [schema])
+        homes = self._homes(unique, staged) if by_key and len(unique) else {}
+        destinations = self._route(staged, schema, dropped, homes)
+        for destination in sorted(destinations.values(), key=lambda d: d.moved_in):
+            self._write_destination(destination, schema)
+        if previous is not None and not previous.equals(schema):
+            self._widen(schema, {d.existing.path for d in destinations.values() if d.existing})
+        for folder in {d.folder for d in destinations.values()}:
+            self._compact_if_needed(folder, schema)
+
+    def replace(self, staged: Sequence[Path], schema: pa.Schema) -> None:
+        """The staged rows become the dataset's only rows. One file over one file of the
+        same folder is a single swap; more are swapped through the journal."""
+        staged_keys = _chunked(self._staged_keys(staged))
+        dropped = older_duplicates(staged_keys)
+        old = list(self.files.values())
+        if (
+            len(staged) == 1
+            and not dropped
+            and not self.layout.template
+            and pq.read_schema(staged[0]).equals(schema, check_metadata=True)
+        ):
+            self._adopt(staged[0], old)  # the staged file is already the new data
+            return
+        destinations = self._route(staged, schema, dropped, {}, absorb=False)
+        targets = [d for d in destinations.values() if d.rows]
+        if (
+            len(old) <= 1
+            and len(targets) <= 1
+            and (not old or not targets or old[0].folder == targets[0].folder)
+        ):
+            target = targets[0] if targets else None
+            if target is not None:
+                name = old[0].path if old else self._new_name(target.folder)
+                self._write_file(name, schema, self._destination_batches(target, schema))
+            elif old:
+                self._write_file(old[0].path, schema, iter(()))
+            return
+        moves: list[tuple[str, str]] = []
+        for target in targets:
+            for name in self._write_split(target, schema, hidden=True):
+                moves.append((name, _unhidden(name)))
+        self._run_journal([data_file.path for data_file in old], moves)
+
+    def _adopt(self, staged: Path, old: list[DataFile]) -> None:
+        """A staged file becomes the dataset's only file, without being rewritten."""
+        source = staged.relative_to(Path(self.storage.root)).as_posix()
+        if len(old) == 1 and old[0].folder == "":
+            name = old[0].path
+            self.storage.move(source, name)
+        else:
+            name = self._new_name("")
+            self._run_journal([data_file.path for data_file in old], [(source, name)])
+        self.files = {name: self._describe(StoredFile(name, self._size(name)))}
+        self.written_bytes += self.files[name].size
+
+    # --- routing ---------------------------------------------------------------------------
+
+    def _staged_keys(self, staged: Sequence[Path]) -> Iterator[pa.Array]:
+        for path in staged:
+            reader = pq.ParquetFile(path)
+            names = list(self.options.key_columns)
+            for batch in reader.iter_batches(columns=names, use_threads=False):
+                yield self.keys(batch)
+
+    def _homes(self, unique: pa.Array, staged: Sequence[Path]) -> dict[str, DataFile]:
+        """The file that holds each staged key already stored."""
+        candidates = list(self.files.values())
+        span = self._staged_span(staged) if self.options.fixed_update_key else None
+        if span is not None:
+            candidates = [f for f in candidates if _may_overlap(f.bounds, span)]
+        homes: dict[str, DataFile] = {}
+        for data_file in candidates:
+            for batch in self.batches(data_file, list(self.options.key_columns)):
+                keys = self.keys(batch)
+                found = keys.filter(pc.is_in(keys, value_set=unique))
+                for key in found.to_pylist():
+                    homes[key] = data_file
+        return homes
+
+    def _staged_span(self, staged: Sequence[Path]) -> Bounds | None:
+        column = self.options.update_column
+        if column is None:
+            return None
+        low: Any = None
+        high: Any = None
+        for path in staged:
+            metadata = pq.read_metadata(path)
+            bounds = _bounds(metadata, metadata.schema.to_arrow_schema(), column)
+            if bounds is None:
+                return None
+            low = bounds[0] if low is None else min(low, bounds[0])
+            high = bounds[1] if high is None else max(high, bounds[1])
+        return (low, high) if low is not None else None
+
+    def _route(
+        self,
+        staged: Sequence[Path],
+        schema: pa.Schema,
+        dropped: set[int],
+        homes: dict[str, DataFile],
+        absorb: bool = True,
+    ) -> dict[str, _Destination]:
+        """One pass over the staged rows, writing each to its destination's working file."""
+        destinations: dict[str, _Destination] = {}
+        tails = self._tails() if absorb else {}
+        position = 0
+        for path in staged:
+            for batch in pq.ParquetFile(path).iter_batches(
+                batch_size=self._staged_batch_rows(path), use_threads=False
+            ):
+                end = position + batch.num_rows
+                batch = conform(batch, schema)
+                if dropped and any(position <= index < end for index in dropped):
+                    batch = batch.filter(pa.array([i not in dropped for i in range(position, end)]))
+                position = end
+                if batch.num_rows:
+                    self._route_batch(batch, schema, homes, tails, destinations)
+        for destination in destinations.values():
+            if destination.writer is not None:
+                destination.writer.close()
+                destination.writer = None
+        return destinations
+
+    def _route_batch(
+        self,
+        batch: pa.RecordBatch,
+        schema: pa.Schema,
+        homes: dict[str, DataFile],
+        tails: dict[str, DataFile],
+        destinations: dict[str, _Destination],
+    ) -> None:
+        """New keys go to their folder's tail (or a new file); stored keys to the file that
+        holds them, unless their partition changed (then the old file loses them)."""
+        folders = self._folders(batch)
+        unique_folders = pc.unique(folders).to_pylist()
+        by_folder = {
+            folder: tails[folder].path if folder in tails else f"new:{folder}"
+            for folder in unique_folders
+        }
+        labels = pc.take(
+            pa.array([by_folder[f] for f in unique_folders], pa.string()),
+            pc.index_in(folders, value_set=pa.array(unique_folders, pa.string())),
+        )
+        keys = self.keys(batch) if homes else None
+        if keys is not None:
+            stored = pc.is_in(keys, value_set=pa.array(list(homes), pa.string()))
+            if pc.any(stored).as_py():
+                listed = labels.to_pylist()
+                for index in pc.indices_nonzero(stored).to_pylist():
+                    key, folder = keys[index].as_py(), folders[index].as_py()
+                    home = homes[key]
+                    if home.folder == folder:
+                        listed[index] = home.path
+                    else:  # the row moves to another partition: its old file loses it
+                        self._destination(listed[index], folder, destinations).moved_in = True
+                        loser = self._destination(home.path, home.folder, destinations)
+                        loser.replaced.append(pa.array([key], pa.string()))
+                labels = pa.array(listed, pa.string())
+        for label in pc.unique(labels).to_pylist():
+            part = batch.filter(pc.equal(labels, label))
+            destination = self._destination(label, part_folder(label, by_folder), destinations)
+            if destination.writer is None:
+                self.scratch.mkdir(parents=True, exist_ok=True)
+                destination.staged = self.scratch / f"route-{uuid.uuid4().hex[:12]}.staged"
+                destination.writer = pq.ParquetWriter(destination.staged, schema)
+            destination.writer.write_batch(part)
+            destination.rows += part.num_rows
+            if destination.existing is not None and homes:
+                destination.replaced.append(self.keys(part))
+
+    def _destination(
+        self, label: str, folder: str, destinations: dict[str, _Destination]
+    ) -> _Destination:
+        if label not in destinations:
+            destinations[label] = _Destination(folder, self.files.get(label))
+        return destinations[label]
+
+    def _folders(self, batch: pa.RecordBatch) -> pa.Array:
+        column = self.options.update_column
+        index = batch.schema.get_field_index(column) if column else -1
+        if index < 0 or not pa.types.is_timestamp(batch.schema.field(index).type):
+            moments = pa.nulls(batch.num_rows, pa.timestamp("us", tz="UTC"))
+        else:
+            moments = batch.column(index)
+        return self.layout.folders(moments, self.options.run_started_at)
+
+    def _tails(self) -> dict[str, DataFile]:
+        """Each folder's newest file, while it is small enough to take new rows."""
+        tails: dict[str, DataFile] = {}
+        for data_file in sorted(self.files.values(), key=lambda f: f.path):
+            tails[data_file.folder] = data_file
+        if self.options.single_file is not None:
+            return tails
+        return {folder: f for folder, f in tails.items() if f.size < FILE_BYTES}
+
+    def _staged_batch_rows(self, path: Path) -> int:
+        metadata = pq.read_metadata(path)
+        return max(1, self.options.read_bytes // _row_bytes(metadata))
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _write_destination(self, destination: _Destination, schema: pa.Schema) -> None:
+        if destination.existing is None:
+            for name in self._write_split(destination, schema, hidden=False):
+                self.files[name] = self._describe(StoredFile(name, self._size(name)))
+            return
+        existing = destination.existing
+        replaced = (
+            pc.unique(pa.chunked_array(destination.replaced, pa.string()))
+            if destination.replaced
+            else None
+        )
+
+        def rows() -> Iterator[pa.RecordBatch]:
+            for batch in self.batches(existing):
+                if replaced is not None and len(replaced):
+                    batch = batch.filter(pc.invert(pc.is_in(self.keys(batch), value_set=replaced)))
+                yield conform(batch, schema)
+            yield from self._destination_batches(destination, schema)
+
+        self._write_file(existing.path, schema, rows())
+
+    def _destination_batches(
+        self, destination: _Destination, schema: pa.Schema
+    ) -> Iterator[pa.RecordBatch]:
+        if destination.staged is None:
+            return
+        reader = pq.ParquetFile(destination.staged)
+        rows = self._staged_batch_rows(destination.staged)
+        for batch in reader.iter_batches(batch_size=rows, use_threads=False):
+            yield conform(batch, schema)
+
+    def _write_split(self, destination: _Destination, schema: pa.Schema, hidden: bool) -> list[str]:
+        """New files of about FILE_BYTES each (one, for a single-file object)."""
+        names: list[str] = []
+        batches = self._destination_batches(destination, schema)
+        pending = next(batches, None)
+        while pending is not None:
+
+            def fill(sink: pa.NativeFile, first: pa.RecordBatch = pending) -> None:
+                with pq.ParquetWriter(sink, schema) as writer:
+                    writer.write_batch(first)
+                    if self.options.single_file is None and sink.tell() >= FILE_BYTES:
+                        return
+                    for batch in batches:
+                        writer.write_batch(batch)
+                        if self.options.single_file is None and sink.tell() >= FILE_BYTES:
+                            return
+
+            name = self._new_name(destination.folder, hidden)
+            self._write_file_with(name, fill)
+            names.append(name)
+            pending = next(batches, None)
+        return names
+
+    def _write_file(self, name: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> None:
+        def fill(sink: pa.NativeFile) -> None:
+            with pq.ParquetWriter(sink, schema) as writer:
+                wrote = False
+                for batch in batches:
+                    writer.write_batch(batch)
+                    wrote = True
+                if not wrote:
+                    writer.write_table(schema.empty_table())
+
+        self._write_file_with(name, fill)
+        self.files[name] = self._describe(StoredFile(name, self._size(name)))
+
+    def _write_file_with(self, name: str, fill: Callable[[pa.NativeFile], None]) -> None:
+        try:
+            self.storage.write(name, fill)
+        except (OSError, pa.ArrowException) as error:
+            raise TargetError(f"cannot write {self.storage.describe(name)}: {error}") from None
+        self.written_bytes += self._size(name)
+
+    def _size(self, name: str) -> int:
+        size: int = self.storage.size(name)
+        return size
+
+    def _new_name(self, folder: str, hidden: bool = False) -> str:
+        if self.options.single_file is not None:
+            return self.options.single_file
+        moment = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        name = f"part-{moment}-{uuid.uuid4().hex[:8]}{DATA_SUFFIX}"
+        if hidden:
+            name = f".{name}.pending"
+        return f"{folder}/{name}" if folder else name
+
+    # --- schema, compaction, journal ----------------------------------------------------
+
+    def _widen(self, schema: pa.Schema, done: set[str]) -> None:
+        """Every file gets the dataset's whole schema (a field appeared)."""
+        for data_file in list(self.files.values()):
+            if data_file.path in done or data_file.schema.equals(schema):
+                continue
+            source = data_file
+            self._write_file(
+                source.path, schema, (conform(b, schema) for b in self.batches(source))
+            )
+
+    def _compact_if_needed(self, folder: str, schema: pa.Schema) -> None:
+        if self.options.single_file is not None:
+            return
+        small = sorted(
+            (f for f in self.files.values() if f.folder == folder and f.size < FILE_BYTES // 2),
+            key=lambda f: f.path,
+        )
+        if len(small) <= SMALL_FILES:
+            return
+        merged = _Destination(folder)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        merged.staged = self.scratch / f"compact-{uuid.uuid4().hex[:12]}.staged"
+        with pq.ParquetWriter(merged.staged, schema) as writer:
+            for data_file in small:
+                for batch in self.batches(data_file):
+                    writer.write_batch(conform(batch, schema))
+        names = self._write_split(merged, schema, hidden=True)
+        self._run_journal([f.path for f in small], [(name, _unhidden(name)) for name in names])
+
+    def _run_journal(self, deletes: list[str], moves: list[tuple[str, str]]) -> None:
+        """Delete, then move into place, recorded first so that a rerun finishes it."""
+        journal = {"delete": deletes, "move": [list(move) for move in moves]}
+        self.storage.write_bytes(JOURNAL, json.dumps(journal).encode())
+        self.recover()
+        self.files = self._read_index()
+
+    def recover(self) -> None:
+        """Finish the swap a killed run left in the journal (deletes, then moves)."""
+        content = self.storage.read_bytes(JOURNAL)
+        if content is None:
+            return
+        journal = json.loads(content)
+        for path in journal.get("delete", []):
+            self.storage.delete(path)
+        for source, target in journal.get("move", []):
+            self.storage.move(source, target)
+        self.storage.delete(JOURNAL)
+
+
+def key_values(batch: pa.RecordBatch | pa.Table, key_columns: Sequence[str]) -> pa.Array:
+    """The key of each row as text (composite keys joined), null where a part is null."""
+    columns = [batch.column(name).cast(pa.string()) for name in key_columns]
+    if isinstance(columns[0], pa.ChunkedArray):
+        columns = [column.combine_chunks() for column in columns]
+    if len(columns) == 1:
+        return columns[0]
+    joined: pa.Array = pc.binary_join_element_wise(*columns, KEY_SEPARATOR)
+    return joined
+
+
+def older_duplicates(keys: pa.ChunkedArray) -> set[int]:
+    """Positions of rows whose key comes again later: the newest read of a key wins.
+
+    A stable sort puts equal keys side by side, oldest first; each one but the last is
+    dropped. Keyless rows (null) never equal anything. Sorting needs a third of the
+    memory that counting keys in a hash table does, and only the drops reach Python.
+    """
+    if len(keys) < 2:
+        return set()
+    order = pc.sort_indices(keys)
+    ordered = keys.take(order)
+    same_as_next = pc.equal(ordered[:-1], ordered[1:])
+    return set(pc.filter(order[:-1], same_as_next).to_pylist())
+
+
+def part_folder(label: str, by_folder: dict[str, str]) -> str:
+    """The folder of a destination label (`new:<folder>`, or a file's path)."""
+    if label.startswith("new:"):
+        return label.removeprefix("new:")
+    return label.rpartition("/")[0]
+
+
+def _row_bytes(metadata: pq.FileMetaData) -> int:
+    """Uncompressed bytes per row, about (at least 1)."""
+    groups = range(metadata.num_row_groups)
+    total = sum(int(metadata.row_group(group).total_byte_size) for group in groups)
+    return max(1, total // max(int(metadata.num_rows), 1))
+
+
+def _chunked(arrays: Iterable[pa.Array]) -> pa.ChunkedArray:
+    return pa.chunked_array(list(arrays), type=pa.string())
+
+
+def _bounds(metadata: pq.FileMetaData, schema: pa.Schema, column: str | None) -> Bounds | None:
+    """Min and max of a column from the row groups' statistics, None when unknown."""
+    if column is None or column not in schema.names or metadata.num_row_groups == 0:
+        return None
+    index = schema.get_field_index(column)
+    low: Any = None
+    high: Any = None
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(index).statistics
+        if statistics is None or not statistics.has_min_max:
+            if metadata.row_group(group).num_rows:
+                return None
+            continue
+        low = statistics.min if low is None else min(low, statistics.min)
+        high = statistics.max if high is None else max(high, statistics.max)
+    return (low, high) if low is not None else None
+
+
+def _may_overlap(bounds: Bounds | None, span: Bounds) -> bool:
+    if bounds is None:
+        return True
+    return not (bounds[1] < span[0] or bounds[0] > span[1])
+
+
+def _unhidden(name: str) -> str:
+    folder, _, file_name = name.rpartition("/")
+    visible = file_name.removeprefix(".").removesuffix(".pending")
+    return f"{folder}/{visible}" if folder else visible
