@@ -128,9 +128,9 @@ def test_short_and_empty_issue_pages_do_not_end_the_crawl(tmp_path: Path) -> Non
     slices: dict[tuple[str | None, str | None], list[int]] = {}
     for request in requests:
         slices.setdefault((request.param("start"), request.param("end")), []).append(request.rows)
-    assert any(
-        len(rows) > 1 and rows[0] == 0 and 0 < rows[1] < 100 for rows in slices.values()
-    ), slices
+    assert any(len(rows) > 1 and rows[0] == 0 and 0 < rows[1] < 100 for rows in slices.values()), (
+        slices
+    )
     expected = {i["id"] for i in organization.visible_issues(RETENTION)}
     assert set(workspace.table("issues").column("id").to_pylist()) == expected
 
