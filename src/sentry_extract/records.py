@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sentry_extract.source.streams import Column, ColumnType, StreamSpec
 
@@ -28,6 +29,8 @@ COLUMN_CASINGS = (SNAKE, SOURCE)
 
 TYPE_METADATA_KEY = b"sentry_extract.type"
 SNAPSHOT_COLUMN = "_snapshot_at"
+DELETED_COLUMN = "_deleted_at"  # when a row vanished from Sentry; null while it is there
+KEY_SEPARATOR = "\x1f"
 
 ARROW_TYPES: dict[ColumnType, pa.DataType] = {
     ColumnType.TEXT: pa.string(),
@@ -120,6 +123,7 @@ class RecordTyper:
         self.known_sources = {column.source_name for column in spec.columns}
         self.taken_names = {column_name(c.source_name, casing) for c in spec.columns}
         self.extra_names: dict[str, str] = {}
+        self.soft_deletes = spec.soft_deletes
 
     def _extra_name(self, source_name: str) -> str:
         name = self.extra_names.get(source_name)
@@ -148,7 +152,21 @@ class RecordTyper:
             values = [row.get(source_name) for row in rows]
             fields.append(arrow_field(name, ColumnType.TEXT))
             arrays.append(convert_column(values, ColumnType.TEXT))
+        if self.soft_deletes:  # a row read is a row Sentry still has
+            fields.append(arrow_field(DELETED_COLUMN, ColumnType.TIMESTAMP))
+            arrays.append(pa.nulls(len(rows), ARROW_TYPES[ColumnType.TIMESTAMP]))
         return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def key_values(batch: pa.RecordBatch | pa.Table, key_columns: Sequence[str]) -> pa.Array:
+    """The key of each row as text (composite keys joined), null where a part is null."""
+    columns = [batch.column(name).cast(pa.string()) for name in key_columns]
+    if isinstance(columns[0], pa.ChunkedArray):
+        columns = [column.combine_chunks() for column in columns]
+    if len(columns) == 1:
+        return columns[0]
+    joined: pa.Array = pc.binary_join_element_wise(*columns, KEY_SEPARATOR)
+    return joined
 
 
 def convert_column(values: list[Any], column_type: ColumnType) -> pa.Array:

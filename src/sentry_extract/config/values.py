@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhdw])\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhdw])?\s*$")
 _DURATION_UNITS = {
     "ms": "milliseconds",
     "s": "seconds",
@@ -42,14 +42,14 @@ def parse_datetime(value: object) -> datetime:
 
 
 def parse_duration(value: object) -> timedelta:
-    """`500ms`, `90s`, `30m`, `1h`, `2d`, `1w` (or a number of seconds)."""
+    """`500ms`, `90s`, `30m`, `1h`, `2d`, `1w` (or a number of seconds, `0` included)."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return timedelta(seconds=value)
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None:
         raise ValueError(f"{value!r} is not a duration: use e.g. 90s, 30m, 1h, 2d")
     amount, unit = match.groups()
-    return timedelta(**{_DURATION_UNITS[unit]: float(amount)})
+    return timedelta(**{_DURATION_UNITS[unit or "s"]: float(amount)})
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)

@@ -71,7 +71,12 @@ def rate_limit_group(path: str) -> str:
     """Sentry limits each endpoint on its own: one group per endpoint. Every project's
     events list is one endpoint (the lowest limit of all), whatever the project."""
     is_events = path.startswith("projects/") and path.endswith("/events/")
-    return EVENTS_GROUP if is_events else path
+    if is_events:
+        return EVENTS_GROUP
+    parts = path.strip("/").split("/")
+    if len(parts) == 4 and parts[0] == "organizations" and parts[2] == "issues":
+        return "issue"  # one issue's details: one endpoint, whatever the issue
+    return path
 
 
 class _Group:

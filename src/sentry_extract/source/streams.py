@@ -47,6 +47,7 @@ class StreamSpec:
     update_key: str | None  # source field name
     columns: tuple[Column, ...] = field(default=())
     fixed_update_key: bool = False  # a row's update key never changes (an event's time)
+    soft_deletes: bool = False  # rows that vanish from Sentry get `_deleted_at`, not removed
 
     @property
     def is_incremental(self) -> bool:
@@ -100,6 +101,7 @@ PROJECTS = StreamSpec(
     page_size_param="per_page",
     primary_key=("id",),
     update_key=None,
+    soft_deletes=True,
     columns=_columns(
         id=T.TEXT,
         slug=T.TEXT,
@@ -137,6 +139,7 @@ TEAMS = StreamSpec(
     page_size_param="per_page",
     primary_key=("id",),
     update_key=None,
+    soft_deletes=True,
     columns=_columns(
         id=T.TEXT,
         slug=T.TEXT,
@@ -164,6 +167,7 @@ MEMBERS = StreamSpec(
     page_size_param="per_page",
     primary_key=("id",),
     update_key=None,
+    soft_deletes=True,
     columns=_columns(
         id=T.TEXT,
         email=T.TEXT,
@@ -190,6 +194,7 @@ RELEASES = StreamSpec(
     page_size_param="per_page",
     primary_key=("id",),
     update_key=None,
+    soft_deletes=True,
     columns=_columns(
         id=T.INTEGER,
         version=T.TEXT,
@@ -228,6 +233,7 @@ ISSUES = StreamSpec(
     page_size_param="limit",
     primary_key=("id",),
     update_key="lastSeen",
+    soft_deletes=True,
     columns=_columns(
         id=T.TEXT,
         shortId=T.TEXT,

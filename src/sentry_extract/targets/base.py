@@ -7,6 +7,7 @@ makes the rows durable first and the state second.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -14,6 +15,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from sentry_extract.modes import Mode
+from sentry_extract.source.windows import Window
 from sentry_extract.state import StateKey, StateStore, StreamState
 
 
@@ -28,7 +30,7 @@ class StreamRequest:
     run_started_at: datetime
     update_key: str | None = None  # the column partition variables come from
     fixed_update_key: bool = False  # a key's update key never changes (events)
-    memory_budget: int = 128_000_000  # bytes of rows a writer may hold, about
+    memory_budget: int = 64_000_000  # bytes of rows a writer may hold, about
 
 
 class StreamWriter(Protocol):
@@ -41,6 +43,14 @@ class StreamWriter(Protocol):
 
         In modes that commit as they go, the rows are committed now and `state` right
         after them (or in the same transaction); otherwise at `commit`."""
+
+    def live_keys(self, column: str | None, window: Window | None) -> set[str]:
+        """Keys of the stored rows not marked deleted, with `column` inside `window`
+        (every such row when `window` is None); composite keys joined as `key_values`."""
+
+    def mark_deleted(self, keys: Collection[str], moment: datetime) -> None:
+        """Stamp `_deleted_at = moment` on these keys' rows (where it is null) at the next
+        checkpoint or commit, after the rows written so far and before the state."""
 
     def commit(self) -> int:
         """Make rows durable, then the last checkpoint's state; returns rows in the run."""

@@ -24,7 +24,9 @@ from __future__ import annotations
 import io
 import re
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -35,8 +37,9 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from sentry_extract.errors import ConfigError, LockedError, TargetError
-from sentry_extract.records import SNAPSHOT_COLUMN, column_type_of
+from sentry_extract.records import DELETED_COLUMN, SNAPSHOT_COLUMN, column_type_of
 from sentry_extract.source.streams import ColumnType
+from sentry_extract.source.windows import Window
 from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import StreamRequest
 
@@ -269,6 +272,7 @@ class PostgresStreamWriter:
         self.key_columns = (*request.key_columns, *((SNAPSHOT_COLUMN,) if self.snapshot else ()))
         self.rows = 0
         self.pending_state: StreamState | None = None
+        self.pending_deletions: tuple[list[str], datetime] | None = None
         self.written_columns: set[str] = set()
         self.connection = connect(url)
         try:
@@ -410,6 +414,50 @@ class PostgresStreamWriter:
         if self.request.mode.merges_by_key:
             self._commit_work()
 
+    def live_keys(self, column: str | None, window: Window | None) -> set[str]:
+        key = self._key_expression()
+        condition = sql.SQL("{} IS NULL").format(sql.Identifier(DELETED_COLUMN))
+        params: list[Any] = []
+        if window is not None and column is not None:
+            condition = sql.SQL("{} AND {} >= %s AND {} < %s").format(
+                condition, sql.Identifier(column), sql.Identifier(column)
+            )
+            params = [window.start, window.end]
+        try:
+            rows = self.connection.execute(
+                sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                    key, self.load_table.identifier, condition
+                ),
+                params,
+            ).fetchall()
+        except psycopg.Error as error:
+            self.connection.rollback()
+            raise TargetError(f"{self.target}: {describe_connection_error(error)}") from None
+        return {row[0] for row in rows if row[0] is not None}
+
+    def mark_deleted(self, keys: Collection[str], moment: datetime) -> None:
+        self.pending_deletions = (sorted(keys), moment)
+
+    def _key_expression(self) -> sql.Composable:
+        """The key as text, composite keys joined like `records.key_values`."""
+        parts = [sql.SQL("{}::text").format(sql.Identifier(name)) for name in self.key_columns]
+        return sql.SQL(" || chr(31) || ").join(parts)
+
+    def _apply_deletions(self) -> None:
+        deletions, self.pending_deletions = self.pending_deletions, None
+        if not deletions or not deletions[0]:
+            return
+        keys, moment = deletions
+        self.connection.execute(
+            sql.SQL("UPDATE {} SET {} = %s WHERE {} IS NULL AND {} = ANY(%s)").format(
+                self.load_table.identifier,
+                sql.Identifier(DELETED_COLUMN),
+                sql.Identifier(DELETED_COLUMN),
+                self._key_expression(),
+            ),
+            (moment, keys),
+        )
+
     def commit(self) -> int:
         try:
             if self.request.mode.replaces_table:
@@ -487,6 +535,7 @@ class PostgresStreamWriter:
         """Rows and the state that covers them, in one transaction."""
         try:
             self._flush()
+            self._apply_deletions()
             if self.pending_state is not None and self.external_state is None:
                 save_state(
                     self.connection, self.state_table, self.request.state_key, self.pending_state

@@ -337,6 +337,7 @@ _ROUTES = (
     (re.compile(r"^organizations/(?P<org>[^/]+)/members/$"), "members"),
     (re.compile(r"^organizations/(?P<org>[^/]+)/releases/$"), "releases"),
     (re.compile(r"^organizations/(?P<org>[^/]+)/issues/$"), "issues"),
+    (re.compile(r"^organizations/(?P<org>[^/]+)/issues/(?P<issue>[^/]+)/$"), "issue"),
     (re.compile(r"^projects/(?P<org>[^/]+)/(?P<project>[^/]+)/events/$"), "events"),
 )
 _SCOPES = {
@@ -346,6 +347,7 @@ _SCOPES = {
     "members": {"member:read"},
     "releases": {"project:releases", "project:read", "org:ci"},
     "issues": {"event:read"},
+    "issue": {"event:read"},
     "events": {"event:read"},
 }
 NOT_FOUND = "The requested resource does not exist"
@@ -731,6 +733,16 @@ def _events(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     return Answer(body, link)
 
 
+def _issue(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+    """One issue by id: 404 once it is merged away or deleted."""
+    organization = fake.organization
+    with organization.lock:
+        issue = organization.issues.get(match["issue"])
+        if issue is None or issue["id"] in organization.phantoms:
+            raise BadRequest(NOT_FOUND, status=404)
+        return Answer(public(issue))
+
+
 _ENDPOINTS: dict[str, Callable[[FakeSentry, dict[str, str], Params], Answer]] = {
     "organization": _organization,
     "projects": _projects,
@@ -738,6 +750,7 @@ _ENDPOINTS: dict[str, Callable[[FakeSentry, dict[str, str], Params], Answer]] = 
     "members": _members,
     "releases": _releases,
     "issues": _issues,
+    "issue": _issue,
     "events": _events,
 }
 
