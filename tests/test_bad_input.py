@@ -217,6 +217,7 @@ def test_a_deadline_stops_the_run(
     result = invoke(cli, "run", "r.yaml", "--deadline", "1s")
     assert result.exit_code == 1
     assert (
-        "error: the run's deadline (1s) passed; unfinished streams saved nothing" in result.stderr
+        "error: the run's deadline (1s) passed; unfinished streams kept only their checkpoints"
+        in result.stderr
     )
     assert not parquet_files(tmp_path / "out" / "events")

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sentry_extract.config.connections import SentryConnection
 from sentry_extract.config.replication import StreamConfig
-from sentry_extract.errors import SentryExtractError, SourceError
+from sentry_extract.errors import NotFoundError, SentryExtractError, SourceError
 from sentry_extract.events import emit
+from sentry_extract.modes import Mode
 from sentry_extract.pipeline.results import STATUS_PARTIAL, StreamResult
-from sentry_extract.records import RecordTyper
+from sentry_extract.records import RecordTyper, key_values
 from sentry_extract.source.client import RequestCounter
 from sentry_extract.source.extract import (
     Crawl,
@@ -27,7 +28,13 @@ from sentry_extract.source.extract import (
     stream_path,
 )
 from sentry_extract.source.streams import ORGANIZATIONS, Shape
-from sentry_extract.source.windows import Coverage, Window, full_window, incremental_window
+from sentry_extract.source.windows import (
+    SENTRY_RETENTION,
+    Coverage,
+    Window,
+    full_window,
+    incremental_window,
+)
 from sentry_extract.state import StreamState
 from sentry_extract.targets.base import StreamWriter
 
@@ -42,6 +49,8 @@ class RunCancelled(SentryExtractError):
 
 
 CHECKPOINT_ROWS = 500  # rows between checkpoints, at least: a killed run reads these again
+MAX_CHECKED = 1_000  # stored issues missing from a reconcile asked for one by one, at most
+RETENTION_MARGIN = timedelta(days=1)  # the oldest day of Sentry's window is not checked
 
 
 class Checkpoints:
@@ -75,6 +84,18 @@ class Checkpoints:
         self.count += 1
 
 
+MIN_ROWS_FOR_RATES = 100  # fewer rows say nothing about rates
+
+
+def describe_lag(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{int(seconds % 60):02d}s"
+
+
 class Loader:
     """Reads one stream's pages and hands typed batches to its writer.
 
@@ -100,12 +121,15 @@ class Loader:
         self.result = result
         self.buffer: list[dict[str, Any]] = []
         self.buffered_bytes = 0
+        self.seen: set[str] | None = None  # keys read, while the stream reconciles
         self.batch_bytes = max(1, context.source.memory_budget // 4)
         self.read = 0
         self.run_started_at: datetime = context.replication.run_started_at
         self.checkpoints = Checkpoints(
             context.source.checkpoint_every.total_seconds(), context.settings.clock
         )
+        self.started = context.settings.clock()
+        self.progress: dict[str, tuple[Window, Coverage]] = {}  # each crawl's window and place
 
     def check_cancelled(self) -> None:
         if self.context.settings.cancelled.is_set():
@@ -134,7 +158,10 @@ class Loader:
 
     def _flush(self) -> None:
         if self.buffer:
-            self.writer.write(self.typer.to_batch(self.buffer))
+            batch = self.typer.to_batch(self.buffer)
+            if self.seen is not None:
+                self.seen.update(key_values(batch, self.stream.primary_key).to_pylist())
+            self.writer.write(batch)
             self.buffer = []
             self.buffered_bytes = 0
 
@@ -145,6 +172,7 @@ class Loader:
             self.writer.checkpoint(state)
             self.checkpoints.done()
             self.result.checkpoints = self.checkpoints.count
+            self.result.rows = self.checkpoints.committed_rows  # kept, even if the run stops
             emit(
                 log,
                 logging.INFO,
@@ -179,25 +207,105 @@ class Loader:
         )
         if spec is ORGANIZATIONS and self.context.organization is not None:
             pages = iter([[self.context.organization]])  # read once, by the preflight
+        vanishing = spec.soft_deletes and self.stream.mode is Mode.INCREMENTAL
+        self.seen = set() if vanishing else None
         for rows in pages:
             self.check_cancelled()
             self._add(rows)
+        if vanishing:  # the whole list was read: a stored key missing from it is gone
+            self._flush()
+            gone = self.writer.live_keys(None, None) - (self.seen or set())
+            self.writer.mark_deleted(gone, self.run_started_at)
+            self._reconciled(len(gone))
         self._finish(None)
 
     def load_windowed(self) -> None:
-        """Issues: one crawl over the window, in slices, with checkpoints."""
+        """Issues: one crawl over the window, in slices, with checkpoints. When a reconcile
+        is due, the crawl covers the whole window instead, and stored issues it did not
+        meet are checked one by one, then stamped `_deleted_at` if Sentry has them no more."""
         spec = self.stream.spec
         previous = self.writer.load_state()
-        crawl = self._crawl(previous.coverage, previous.watermark)
+        reconciling = self._is_reconcile_due(previous)
+        if reconciling:
+            window = full_window(self.context.source.anchor_date, self.run_started_at)
+            crawl = Crawl(window, Coverage(), self.context.source.lookback)
+            self.seen = set()
+        else:
+            crawl = self._crawl(previous.coverage, previous.watermark)
         log.debug("%s: window %s to %s", self.stream.name, crawl.window.start, crawl.window.end)
         path = stream_path(spec, self.context.source.organization)
         pages = read_sliced(self.context.client, spec, path, crawl, self.counter, self.stream.query)
+        start = crawl.window.start
         for page in pages:
             self.check_cancelled()
             self._add(page.rows, page.nbytes)
-            self._checkpoint_if_due(replace(previous, coverage=page.coverage))
-        done = crawl.coverage.started_at(crawl.window.start).add(crawl.window)
-        self._finish(replace(previous, coverage=done))
+            covered = (
+                previous.coverage.merged(page.coverage, start) if reconciling else page.coverage
+            )
+            self._checkpoint_if_due(replace(previous, coverage=covered))
+        done = crawl.coverage.started_at(start).add(crawl.window)
+        self.progress[""] = (crawl.window, done)
+        if reconciling:
+            done = previous.coverage.merged(done, start)
+            self._reconcile_issues(crawl.window)
+        reconciled_at = self.run_started_at if reconciling else previous.reconciled_at
+        self._finish(replace(previous, coverage=done, reconciled_at=reconciled_at))
+
+    def _is_reconcile_due(self, previous: StreamState) -> bool:
+        every = self.context.source.reconcile_every
+        if self.stream.mode is not Mode.INCREMENTAL or every is None:
+            return False
+        last = previous.reconciled_at
+        return last is None or self.run_started_at - last >= every
+
+    def _reconcile_issues(self, window: Window) -> None:
+        """Stored issues inside Sentry's window that the crawl did not meet: each is asked
+        for (a new event during the crawl moves an issue past the cursor); the ones Sentry
+        answers 404 for (merged away, deleted) are stamped."""
+        assert self.seen is not None
+        self._flush()
+        started = self.run_started_at
+        checked = Window(max(window.start, started - SENTRY_RETENTION + RETENTION_MARGIN), started)
+        missing = sorted(self.writer.live_keys(self.stream.update_key, checked) - self.seen)
+        if len(missing) > MAX_CHECKED:
+            problem = (
+                f"{len(missing)} stored issues are missing from Sentry's window; none was "
+                f"marked deleted (more than {MAX_CHECKED}: is the server's retention shorter "
+                "than 90 days?)"
+            )
+            log.warning("%s: %s", self.stream.name, problem)
+            self.result.problems.append(problem)
+            self.result.status = STATUS_PARTIAL
+            return
+        gone = [key for key in missing if self._is_gone(key)]
+        self._flush()
+        self.writer.mark_deleted(gone, started)
+        self._reconciled(len(gone))
+
+    def _is_gone(self, key: str) -> bool:
+        """Ask for one issue: 404 means gone; found, its row is stored anew."""
+        if self.stream.primary_key != ("id",):
+            return True  # a key of the user's choosing: no way to ask for it
+        path = f"{stream_path(self.stream.spec, self.context.source.organization)}{key}/"
+        try:
+            body = self.context.client.get(path, {}, self.counter).body
+        except NotFoundError:
+            return True
+        if isinstance(body, dict):
+            self._add([body])
+        return False
+
+    def _reconciled(self, deleted: int) -> None:
+        self.result.reconciled = True
+        self.result.deleted = deleted
+        emit(
+            log,
+            logging.INFO,
+            "reconcile",
+            f"{self.stream.name}: reconciled with Sentry, {deleted} rows marked deleted",
+            stream=self.stream.name,
+            deleted=deleted,
+        )
 
     def load_events(self) -> None:
         source = self.context.source
@@ -217,6 +325,8 @@ class Loader:
             for project in projects
         }
         progress = dict(previous.projects)
+        for project, crawl in crawls.items():
+            self.progress[project.id] = (crawl.window, crawl.coverage)
         items = read_events(
             client,
             source.organization,
@@ -231,6 +341,7 @@ class Loader:
             if isinstance(item, ProjectPage):
                 self._add(item.page.rows, item.page.nbytes)
                 progress[item.project.id] = item.page.coverage
+                self.progress[item.project.id] = (crawls[item.project].window, item.page.coverage)
             elif item.error is not None:
                 problem = self._project_problem(item.project, item.error)
                 log.warning("%s: %s", self.stream.name, problem)
@@ -240,12 +351,45 @@ class Loader:
                 crawl = crawls[item.project]
                 done = crawl.coverage.started_at(crawl.window.start).add(crawl.window)
                 progress[item.project.id] = done
+                self.progress[item.project.id] = (crawl.window, done)
             self._checkpoint_if_due(replace(previous, projects=dict(progress)))
         if self.result.problems and self.stream.mode.replaces_rows:
             raise SourceError(f"nothing replaced: {self.stream.mode} needs every project")
         self._finish(replace(previous, projects=dict(progress)))
         if self.result.problems:
             self.result.status = STATUS_PARTIAL
+
+    def behind(self) -> dict[str, Any] | None:
+        """Figures and advice when the stream cannot keep up, else None: its watermark is
+        behind the run's start (the run ended first), or rows arrive in Sentry faster than
+        this run read them."""
+        if not self.progress:
+            return None
+        started = self.run_started_at
+        crawls = list(self.progress.values())
+        lag = max(c.started_at(w.start).lag(started) for w, c in crawls).total_seconds()
+        covered = sum(coverage.measure(window) for window, coverage in crawls)
+        elapsed = max(self.context.settings.clock() - self.started, 1e-3)
+        read = self.read / elapsed * 60
+        arriving = self.read / covered * 60 if covered > 0 else 0.0
+        slower = self.read >= MIN_ROWS_FOR_RATES and arriving > read
+        if lag <= 0 and not slower:
+            return None
+        advice = (
+            "raise the rate limits (inputs.rate_limit, or ask Sentry for more), narrow "
+            "inputs.projects, or read a lighter stream (issues instead of events)"
+        )
+        if not slower:
+            advice = "the next run goes on from there; if this repeats, " + advice
+        return {
+            "lag_seconds": round(lag),
+            "rows_per_minute_read": round(read),
+            "rows_per_minute_arriving": round(arriving),
+            "message": (
+                f"falling behind: the watermark is {describe_lag(lag)} behind the run's start; "
+                f"read {read:,.0f} rows a minute while about {arriving:,.0f} arrive; {advice}"
+            ),
+        }
 
     def _project_problem(self, project: Project, error: SourceError) -> str:
         reason = error.message

@@ -21,6 +21,9 @@ class StreamResult:
     retries: int = 0
     seconds: float = 0.0
     checkpoints: int = 0  # commits made while the stream was read
+    reconciled: bool = False  # compared every stored key with Sentry
+    deleted: int = 0  # rows stamped `_deleted_at` by this run
+    behind: dict[str, Any] | None = None  # figures, when the stream cannot keep up
     status: str = STATUS_OK
     problems: list[str] = field(default_factory=list)
     stopped_run: bool = False  # its failure (a rejected token) stopped every stream

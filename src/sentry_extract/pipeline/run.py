@@ -137,7 +137,8 @@ def run_replication(
         results.append(_preflight_result(counter))
     if deadline.passed:
         fatal = (
-            f"the run's deadline ({settings.deadline:g}s) passed; unfinished streams saved nothing"
+            f"the run's deadline ({settings.deadline:g}s) passed; unfinished streams kept only "
+            "their checkpoints"
         )
     summary = RunSummary(results, time.monotonic() - started, fatal)
     emit(
@@ -195,6 +196,7 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         mode=stream.mode,
         object=stream.object,
     )
+    loader: Loader | None = None
     try:
         typer = RecordTyper(stream.spec, stream.column_casing, stream.selection, stream.primary_key)
         request = StreamRequest(
@@ -211,8 +213,8 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         )
         external = external_state_store(context.settings.state_location, request.state_key)
         writer = context.target.open_stream(request, external)
+        loader = Loader(context, stream, writer, typer, counter, result)
         try:
-            loader = Loader(context, stream, writer, typer, counter, result)
             if stream.spec.shape is Shape.PER_PROJECT:
                 loader.load_events()
             else:
@@ -248,6 +250,12 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         result.requests = counter.requests
         result.retries = counter.retries
         result.seconds = time.monotonic() - started
+    if loader is not None:
+        result.behind = loader.behind()
+    if result.behind is not None:
+        figures = {key: value for key, value in result.behind.items() if key != "message"}
+        message = f"{stream.name}: {result.behind['message']}"
+        emit(log, logging.WARNING, "falling_behind", message, stream=stream.name, **figures)
     emit(
         log,
         logging.INFO,

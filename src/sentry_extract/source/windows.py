@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 DEFAULT_HISTORY = timedelta(days=365)
+SENTRY_RETENTION = timedelta(days=90)  # what sentry.io keeps; older rows are history
 SECOND = timedelta(seconds=1)
 FIRST_SLICE = timedelta(days=1)  # a gap longer than this is read in slices
 SLICE_ROWS = 1_000  # rows a slice aims at
@@ -80,6 +81,15 @@ class Coverage:
             watermark = max(watermark, merged.pop(0).end)
         return Coverage(watermark, tuple(merged))
 
+    def merged(self, other: Coverage, since: datetime) -> Coverage:
+        """This coverage and `other`, a crawl that started at `since`."""
+        if self.watermark is None:
+            return other
+        result = self.add(Window(since, other.watermark)) if other.watermark else self
+        for window in other.ranges:
+            result = result.add(window)
+        return result
+
     def started_at(self, start: datetime) -> Coverage:
         """A crawl with no watermark yet starts at `start` (the anchor): nothing before it."""
         return self if self.watermark is not None else Coverage(start, self.ranges)
@@ -91,6 +101,17 @@ class Coverage:
             Window(r.start, r.end - lookback) for r in self.ranges if r.end - lookback > r.start
         ]
         return list(_subtract(window, done))
+
+    def measure(self, window: Window) -> float:
+        """Seconds of `window` this coverage holds (from `window.start` when it has no
+        watermark yet)."""
+        held = [Window(window.start, self.watermark)] if self.watermark else []
+        held += list(self.ranges)
+        total = 0.0
+        for item in held:
+            start, end = max(item.start, window.start), min(item.end, window.end)
+            total += max(0.0, (end - start).total_seconds())
+        return total
 
     def lag(self, moment: datetime) -> timedelta:
         """How far the watermark is behind `moment`."""
