@@ -29,7 +29,7 @@ ENV_FILE_NAME = "env.yaml"
 DOTENV_FILE_NAME = ".env.sling"
 DEFAULT_BASE_URL = "https://sentry.io"
 DEFAULT_CHECKPOINT_EVERY = timedelta(minutes=1)
-DEFAULT_MEMORY_BUDGET = 128 * 1000**2
+DEFAULT_MEMORY_BUDGET = 64 * 1000**2
 DEFAULT_RECONCILE_EVERY = timedelta(hours=24)
 
 ORIGIN_BUILT_IN = "built-in"

@@ -33,7 +33,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sentry_extract.errors import TargetError
-from sentry_extract.records import conform, unify_schemas
+from sentry_extract.records import DELETED_COLUMN, conform, key_values, unify_schemas
+from sentry_extract.source.windows import Window
 from sentry_extract.targets.partitions import Layout
 from sentry_extract.targets.storage import Storage, StoredFile
 
@@ -41,7 +42,6 @@ DATA_SUFFIX = ".parquet"
 JOURNAL = "_sentry_extract_journal.json"
 FILE_BYTES = 4_000_000  # a folder's newest file takes new rows until it is about this big
 SMALL_FILES = 8  # a folder with more files smaller than half FILE_BYTES is compacted
-KEY_SEPARATOR = "\x1f"
 Bounds = tuple[Any, Any]  # min and max of a column
 
 
@@ -138,6 +138,65 @@ class ParquetDataset:
 
     def keys(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         return key_values(batch, self.options.key_columns)
+
+    def live_keys(self, column: str | None, window: Window | None) -> set[str]:
+        """Keys of rows not marked deleted (with `column` inside `window`, if given)."""
+        found: set[str] = set()
+        for data_file in list(self.files.values()):
+            wanted = [*self.options.key_columns]
+            has_deleted = DELETED_COLUMN in data_file.schema.names
+            has_column = column is not None and column in data_file.schema.names
+            wanted += [DELETED_COLUMN] if has_deleted else []
+            if column is not None and has_column and column not in wanted:
+                wanted.append(column)
+            for batch in self.batches(data_file, wanted):
+                keep = pc.is_valid(self.keys(batch))
+                if has_deleted:
+                    keep = pc.and_(keep, pc.is_null(batch.column(DELETED_COLUMN)))
+                if window is not None and column is not None:
+                    if not has_column:
+                        continue
+                    moments = batch.column(column)
+                    inside = pc.and_(
+                        pc.greater_equal(moments, pa.scalar(window.start, moments.type)),
+                        pc.less(moments, pa.scalar(window.end, moments.type)),
+                    )
+                    keep = pc.and_(keep, pc.fill_null(inside, False))
+                found.update(self.keys(batch).filter(keep).to_pylist())
+        return found
+
+    def mark_deleted(self, keys: set[str], moment: datetime) -> None:
+        """Stamp `_deleted_at` on these keys' rows where it is null; their files are
+        rewritten in place (a key stays in its file)."""
+        if not keys:
+            return
+        value_set = pa.array(sorted(keys), pa.string())
+        schema = self.schema()
+        if schema is None:
+            return
+        if DELETED_COLUMN not in schema.names:
+            schema = schema.append(pa.field(DELETED_COLUMN, pa.timestamp("us", tz="UTC")))
+        stamp = pa.scalar(moment, pa.timestamp("us", tz="UTC"))
+        for data_file in list(self.files.values()):
+            names = list(self.options.key_columns)
+            hits = any(
+                pc.any(pc.is_in(self.keys(batch), value_set=value_set)).as_py()
+                for batch in self.batches(data_file, names)
+            )
+            if not hits and data_file.schema.equals(schema):
+                continue
+
+            def stamped(source: DataFile = data_file) -> Iterator[pa.RecordBatch]:
+                for batch in self.batches(source):
+                    batch = conform(batch, schema)
+                    index = batch.schema.get_field_index(DELETED_COLUMN)
+                    current = batch.column(index)
+                    hit = pc.fill_null(pc.is_in(self.keys(batch), value_set=value_set), False)
+                    newly = pc.and_(hit, pc.is_null(current))
+                    marked = pc.if_else(newly, stamp, current)
+                    yield batch.set_column(index, batch.schema.field(index), marked)
+
+            self._write_file(data_file.path, schema, stamped())
 
     # --- commits -----------------------------------------------------------------------
 
@@ -314,7 +373,7 @@ class ParquetDataset:
                 self.scratch.mkdir(parents=True, exist_ok=True)
                 destination.staged = self.scratch / f"route-{uuid.uuid4().hex[:12]}.staged"
                 destination.writer = pq.ParquetWriter(destination.staged, schema)
-            destination.writer.write_batch(part)
+            write_rows(destination.writer, part, self.options.read_bytes)
             destination.rows += part.num_rows
             if destination.existing is not None and homes:
                 destination.replaced.append(self.keys(part))
@@ -390,11 +449,11 @@ class ParquetDataset:
 
             def fill(sink: pa.NativeFile, first: pa.RecordBatch = pending) -> None:
                 with pq.ParquetWriter(sink, schema) as writer:
-                    writer.write_batch(first)
+                    write_rows(writer, first, self.options.read_bytes)
                     if self.options.single_file is None and sink.tell() >= FILE_BYTES:
                         return
                     for batch in batches:
-                        writer.write_batch(batch)
+                        write_rows(writer, batch, self.options.read_bytes)
                         if self.options.single_file is None and sink.tell() >= FILE_BYTES:
                             return
 
@@ -409,7 +468,7 @@ class ParquetDataset:
             with pq.ParquetWriter(sink, schema) as writer:
                 wrote = False
                 for batch in batches:
-                    writer.write_batch(batch)
+                    write_rows(writer, batch, self.options.read_bytes)
                     wrote = True
                 if not wrote:
                     writer.write_table(schema.empty_table())
@@ -464,7 +523,7 @@ class ParquetDataset:
         with pq.ParquetWriter(merged.staged, schema) as writer:
             for data_file in small:
                 for batch in self.batches(data_file):
-                    writer.write_batch(conform(batch, schema))
+                    write_rows(writer, conform(batch, schema), self.options.read_bytes)
         names = self._write_split(merged, schema, hidden=True)
         self._run_journal([f.path for f in small], [(name, _unhidden(name)) for name in names])
 
@@ -488,15 +547,10 @@ class ParquetDataset:
         self.storage.delete(JOURNAL)
 
 
-def key_values(batch: pa.RecordBatch | pa.Table, key_columns: Sequence[str]) -> pa.Array:
-    """The key of each row as text (composite keys joined), null where a part is null."""
-    columns = [batch.column(name).cast(pa.string()) for name in key_columns]
-    if isinstance(columns[0], pa.ChunkedArray):
-        columns = [column.combine_chunks() for column in columns]
-    if len(columns) == 1:
-        return columns[0]
-    joined: pa.Array = pc.binary_join_element_wise(*columns, KEY_SEPARATOR)
-    return joined
+def write_rows(writer: pq.ParquetWriter, batch: pa.RecordBatch, group_bytes: int) -> None:
+    """Row groups of about `group_bytes`: a reader holds a row group's columns at once."""
+    row_bytes = max(1, batch.nbytes // max(batch.num_rows, 1))
+    writer.write_batch(batch, row_group_size=max(1, group_bytes // row_bytes))
 
 
 def older_duplicates(keys: pa.ChunkedArray) -> set[int]:

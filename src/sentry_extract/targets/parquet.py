@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,9 +26,10 @@ import pyarrow.parquet as pq
 
 from sentry_extract.errors import ConfigError, TargetError
 from sentry_extract.records import SNAPSHOT_COLUMN, unify_schemas
+from sentry_extract.source.windows import Window
 from sentry_extract.state import FileStateStore, StateStore, StreamState
 from sentry_extract.targets.base import StreamRequest
-from sentry_extract.targets.dataset import DatasetOptions, ParquetDataset
+from sentry_extract.targets.dataset import DatasetOptions, ParquetDataset, write_rows
 from sentry_extract.targets.partitions import Layout
 from sentry_extract.targets.storage import TEMPORARY_PREFIX, LocalStorage, Lock
 
@@ -128,6 +131,7 @@ class ParquetStreamWriter:
         self.schemas: list[pa.Schema] = [self.base_schema]
         self.rows = 0
         self.pending_state: StreamState | None = None
+        self.pending_deletions: tuple[set[str], datetime] | None = None
 
     # --- StreamWriter --------------------------------------------------------------
 
@@ -145,7 +149,7 @@ class ParquetStreamWriter:
             if self._writer is None or batch.schema != self._writer_schema:
                 self._start_part(batch.schema)
             assert self._writer is not None
-            self._writer.write_batch(batch)
+            write_rows(self._writer, batch, self.dataset.options.read_bytes)
         except (OSError, pa.ArrowException) as error:
             raise TargetError(f"cannot stage rows in {self.scratch}: {error}") from None
         self.rows += batch.num_rows
@@ -159,6 +163,12 @@ class ParquetStreamWriter:
         self._move_staged()
         if state is not None:
             self.store.save(self.request.state_key, state)
+
+    def live_keys(self, column: str | None, window: Window | None) -> set[str]:
+        return self.dataset.live_keys(column, window)
+
+    def mark_deleted(self, keys: Collection[str], moment: datetime) -> None:
+        self.pending_deletions = (set(keys), moment)
 
     def commit(self) -> int:
         try:
@@ -203,14 +213,17 @@ class ParquetStreamWriter:
         """The staged rows into the dataset, as the mode says."""
         self._close_part()
         mode = self.request.mode
-        if not self.parts and not mode.replaces_rows:
+        deletions, self.pending_deletions = self.pending_deletions, None
+        if not self.parts and not mode.replaces_rows and deletions is None:
             return
         schema = unify_schemas(self.schemas)
         try:
             if mode.replaces_rows:
                 self.dataset.replace(self.parts, schema)
-            else:
+            elif self.parts:
                 self.dataset.merge(self.parts, schema, by_key=mode.merges_by_key)
+            if deletions is not None:
+                self.dataset.mark_deleted(*deletions)
         except (OSError, pa.ArrowException) as error:
             raise TargetError(f"cannot write {self.paths.root}: {error}") from None
         for part in self.parts:

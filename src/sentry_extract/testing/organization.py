@@ -100,6 +100,7 @@ class FakeOrganization:
         self.my_team_ids: set[str] = set()
         self.version = 0  # counts changes made through the methods below
         self._next_id = 5000
+        self._frames_by_issue: dict[int, list[Row]] = {}
         self._generate(now)
 
     # --- generation ----------------------------------------------------------------------
@@ -361,6 +362,14 @@ class FakeOrganization:
         return issue
 
     def _frames(self, number: int) -> list[Row]:
+        """An issue's stack frames, shared by its events (they depend only on the issue):
+        an organization of large events stays small in memory."""
+        cached = self._frames_by_issue.get(number)
+        if cached is None:
+            cached = self._frames_by_issue[number] = self._new_frames(number)
+        return cached
+
+    def _new_frames(self, number: int) -> list[Row]:
         return [
             {
                 "filename": f"app/module_{depth}.py",
@@ -496,6 +505,14 @@ class FakeOrganization:
     def set_issue_status(self, issue_id: str, status: str) -> None:
         with self.lock:
             self.issues[issue_id]["status"] = status
+
+    def delete_issue(self, issue_id: str) -> None:
+        """The issue and its events are gone (deleted, or merged away)."""
+        with self.lock:
+            issue = self.issues.pop(issue_id)
+            events = self.events[issue["project"]["id"]]
+            events[:] = [event for event in events if event["groupID"] != issue_id]
+            self.version += 1
 
     def set_release_status(self, version: str, status: str) -> None:
         with self.lock:
