@@ -1,0 +1,204 @@
+"""Parquet datasets that grow: part files, partitions, readers during commits, new fields."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from sentry_extract.pipeline import loader
+from sentry_extract.targets import dataset
+from sentry_extract.testing.fake_sentry import FakeSentry
+from sentry_extract.testing.organization import FakeOrganization
+
+from .conftest import Workspace, keys, parquet_files
+from .test_parquet_modes import assert_events_exact, assert_issues_exact
+
+RETENTION = timedelta(days=90)
+
+
+def next_second() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in parquet_files(folder)}
+
+
+@pytest.fixture
+def small_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of about 15 kB and checkpoints every 60 rows: many files and commits."""
+    monkeypatch.setattr(dataset, "FILE_BYTES", 15_000)
+    monkeypatch.setattr(dataset, "SMALL_FILES", 3)
+    monkeypatch.setattr(loader, "CHECKPOINT_ROWS", 60)
+
+
+def test_an_incremental_run_rewrites_only_the_files_it_touches(
+    workspace: Workspace, organization: FakeOrganization, small_files: None
+) -> None:
+    workspace.replication("  events:\n", mode="incremental")
+    first = next_second()
+    assert workspace.run(started=first).exit_code == 0
+    folder = workspace.folder / "out" / "events"
+    before = snapshot(folder)
+    assert len(before) >= 3  # the backfill made several files
+    organization.add_events(5, project_slug="project-1")
+    second = first + timedelta(seconds=5)
+    assert workspace.run(started=second).exit_code == 0
+    after = snapshot(folder)
+    changed = [path for path, stat in after.items() if before.get(path) != stat]
+    assert 1 <= len(changed) <= 2  # the tail file (and at most one more), not the dataset
+    written = sum(after[path][0] for path in changed)
+    assert written < 0.5 * sum(size for size, _ in after.values())
+    assert_events_exact(workspace, organization, second)
+
+
+def test_a_reader_polling_during_runs_never_sees_a_key_twice(
+    workspace: Workspace, organization: FakeOrganization, small_files: None
+) -> None:
+    workspace.replication("  events:\n", mode="incremental")
+    folder = workspace.folder / "out" / "events"
+    stop = threading.Event()
+    reads: list[int] = []
+    duplicates: list[int] = []
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                table = ds.dataset(folder, format="parquet").to_table(
+                    columns=["project_id", "event_id"]
+                )
+            except (OSError, pa.ArrowInvalid):
+                continue  # no file yet, or one went away between listing and reading
+            found = keys(table, "project_id", "event_id")
+            reads.append(len(found))
+            if len(found) != len(set(found)):
+                duplicates.append(len(found) - len(set(found)))
+
+    folder.mkdir(parents=True)
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        moment = next_second()
+        for run in range(4):
+            assert workspace.run(started=moment).exit_code == 0
+            organization.add_events(40, project_slug=f"project-{run % 3}")
+            organization.add_events(3, project_slug="project-2", age=timedelta(minutes=20))
+            moment += timedelta(seconds=3)
+    finally:
+        stop.set()
+        reader.join()
+    assert len(reads) > 10 and max(reads) > 0
+    assert duplicates == []
+
+
+def test_partition_variables_place_rows_by_their_update_key(
+    workspace: Workspace, organization: FakeOrganization
+) -> None:
+    workspace.replication(
+        "  issues:\n  events:\n",
+        mode="incremental",
+        object_template="file://{folder}/out/{{stream_name}}/year={{part_year}}/{{part_month}}",
+    )
+    first = next_second()
+    assert workspace.run(started=first).exit_code == 0
+    events = workspace.folder / "out" / "events"
+    files = parquet_files(events)
+    assert len({path.parent for path in files}) > 1
+    for path in files:
+        year, month = path.parent.parent.name, path.parent.name
+        moments = pq.read_table(path, columns=["date_created"]).column(0).to_pylist()
+        assert {(f"year={m.year}", f"{m.month:02d}") for m in moments} == {(year, month)}
+    # An issue last seen months ago gets a new event: it moves to this month's folder.
+    issues = workspace.folder / "out" / "issues"
+    old = min(organization.visible_issues(RETENTION), key=lambda issue: issue["lastSeen"])
+    organization.add_events(1, project_slug=old["project"]["slug"], issue_id=old["id"])
+    second = first + timedelta(seconds=5)
+    assert workspace.run(started=second).exit_code == 0
+    homes = [
+        path
+        for path in parquet_files(issues)
+        if old["id"] in pq.read_table(path, columns=["id"]).column(0).to_pylist()
+    ]
+    now = datetime.now(UTC)
+    assert [path.parent.name for path in homes] == [f"{now.month:02d}"]
+    table = ds.dataset(issues, format="parquet", partitioning="hive").to_table()
+    assert "year" in table.column_names  # Hive folders read as a column
+    assert_issues_exact(workspace, organization, second)
+    assert_events_exact(workspace, organization, second)
+
+
+def test_a_field_that_appears_later_is_in_every_file(
+    workspace: Workspace, organization: FakeOrganization, small_files: None
+) -> None:
+    workspace.replication("  events:\n", mode="incremental")
+    first = next_second()
+    assert workspace.run(started=first).exit_code == 0
+    for event in organization.add_events(3, project_slug="project-0"):
+        event["brandNewField"] = "x"  # Sentry starts sending a new field
+    second = first + timedelta(seconds=5)
+    assert workspace.run(started=second).exit_code == 0
+    folder = workspace.folder / "out" / "events"
+    assert len(parquet_files(folder)) > 2
+    for path in parquet_files(folder):
+        assert "brand_new_field" in pq.read_schema(path).names
+    assert "brand_new_field" in pq.read_table(folder).column_names  # schema of one file
+
+
+def test_a_full_refresh_killed_while_swapping_files_is_finished_by_the_next_run(
+    workspace: Workspace,
+    organization: FakeOrganization,
+    small_files: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sentry_extract.targets import storage
+
+    workspace.replication(
+        "  events:\n",
+        mode="full-refresh",
+        object_template="file://{folder}/out/{{stream_name}}/{{part_year_month}}",
+    )
+    assert workspace.run(started=next_second()).exit_code == 0
+    organization.add_events(30, project_slug="project-0")
+    moves: list[str] = []
+    real_move = storage.LocalStorage.move
+
+    def crash_after_one(self: storage.LocalStorage, source: str, target: str) -> None:
+        if moves:
+            raise KeyboardInterrupt  # killed in the middle of the swap
+        moves.append(target)
+        real_move(self, source, target)
+
+    monkeypatch.setattr(storage.LocalStorage, "move", crash_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        workspace.run(started=next_second() + timedelta(seconds=2))
+    monkeypatch.undo()
+    folder = workspace.folder / "out" / "events"
+    assert (folder / dataset.JOURNAL).exists()
+    stored = keys(workspace.table("events"), "project_id", "event_id")
+    assert len(stored) == len(set(stored))  # old files went first: never a key twice
+    later = next_second() + timedelta(seconds=4)
+    assert workspace.run(started=later).exit_code == 0
+    assert not (folder / dataset.JOURNAL).exists()
+    assert_events_exact(workspace, organization, later)
+
+
+def test_files_from_before_part_files_are_read_and_merged(
+    workspace: Workspace, organization: FakeOrganization, fake: FakeSentry
+) -> None:
+    """A dataset written as one data.parquet keeps working: it is one part file among others."""
+    workspace.replication("  events:\n", mode="incremental")
+    first = next_second()
+    assert workspace.run(started=first).exit_code == 0
+    folder = workspace.folder / "out" / "events"
+    [only] = parquet_files(folder)
+    only.rename(folder / "data.parquet")
+    organization.add_events(4, project_slug="project-0")
+    second = first + timedelta(seconds=5)
+    assert workspace.run(started=second).exit_code == 0
+    assert_events_exact(workspace, organization, second)
