@@ -75,6 +75,10 @@ class ProgressHandler(logging.Handler):
                     rate=f"{rows / seconds:,.0f} rows/s",
                     note="",
                 )
+            elif event == "checkpoint" and stream in self.tasks:
+                self.progress.update(
+                    self.tasks[stream], note=f"checkpoint {fields.get('checkpoints')}"
+                )
             elif event == "rate_limit_wait":
                 for task in self.tasks.values():
                     self.progress.update(
