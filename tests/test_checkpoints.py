@@ -8,14 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from sentry_extract.pipeline import loader
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import sentry_connection
+from .conftest import Workspace, sentry_connection
 from .test_kill import RETENTION, assert_state_not_ahead, stored_events
 
 SIZE = OrganizationSize(projects=2, issues=40, events=12_000, history_days=80)
@@ -102,3 +104,22 @@ def test_a_sliced_crawl_asks_oldest_slice_first(tmp_path: Path) -> None:
             # Slices tile the window: each starts where the one before ended.
             slices = list(dict.fromkeys(ranges))
             assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
+
+
+def test_a_backfill_checkpoints_its_rows_but_never_its_state(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loader, "CHECKPOINT_ROWS", 10)
+    workspace.replication("  events:\n", mode="incremental")
+    started = datetime.now(UTC).replace(microsecond=0)
+    assert workspace.run(started=started).exit_code == 0
+    state_file = workspace.folder / "out" / "events" / "_sentry_extract_state.json"
+    before = state_file.read_text()
+    start = (started - timedelta(days=60)).strftime("%Y-%m-%d")
+    end = (started - timedelta(days=1)).strftime("%Y-%m-%d")
+    workspace.replication(
+        f"  events:\n    mode: backfill\n    source_options:\n      range: '{start},{end}'\n"
+    )
+    summary = workspace.run(started=started + timedelta(seconds=3))
+    assert summary.exit_code == 0 and summary.results[0].checkpoints > 2
+    assert state_file.read_text() == before

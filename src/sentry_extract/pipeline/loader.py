@@ -169,7 +169,7 @@ class Loader:
         if self.stream.mode.commits_as_it_goes and self.checkpoints.is_due():
             self.check_cancelled()
             self._flush()
-            self.writer.checkpoint(state)
+            self.writer.checkpoint(state if self.stream.mode.keeps_state else None)
             self.checkpoints.done()
             self.result.checkpoints = self.checkpoints.count
             self.result.rows = self.checkpoints.committed_rows  # kept, even if the run stops
