@@ -21,8 +21,9 @@ LIMITS = {
 }
 
 
+@pytest.mark.parametrize("target", ["LOCAL", "MY_POSTGRES"])
 def test_events_arriving_faster_than_the_limits_allow_are_reported(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, pg_url: str, target: str
 ) -> None:
     organization = FakeOrganization("acme", OrganizationSize(projects=1, events=50), seed=4)
     with FakeSentry(organization, ServerSettings(rate_limits=LIMITS)) as fake:
@@ -31,9 +32,17 @@ def test_events_arriving_faster_than_the_limits_allow_are_reported(
             "SENTRY": sentry_connection(
                 fake.base_url, reconcile_every="off", checkpoint_every="1s"
             ),
+            "MY_POSTGRES": pg_url,
         }
         workspace = Workspace(tmp_path, environ, [])
-        workspace.replication("  events:\n", mode="incremental")
+        object_template = (
+            "sentry.{{stream_name}}"
+            if target == "MY_POSTGRES"
+            else "file://{folder}/out/{{stream_name}}"
+        )
+        workspace.replication(
+            "  events:\n", mode="incremental", object_template=object_template, target=target
+        )
         first = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
         assert workspace.run(started=first, sleep=None).exit_code == 0
         # A burst: 3,000 events in the last minutes, when the limits let 40 a second through.
