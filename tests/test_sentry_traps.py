@@ -16,7 +16,7 @@ from sentry_extract.config.replication import Overrides
 from sentry_extract.errors import AuthenticationError
 from sentry_extract.source.streams import STREAM_NAMES
 from sentry_extract.testing.fake_sentry import FULL_PAGE_CAP, FakeSentry, Fault
-from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
+from sentry_extract.testing.organization import FakeOrganization, OrganizationSize, iso
 
 from .conftest import Workspace, keys, parquet_files, sentry_connection
 
@@ -112,6 +112,10 @@ def test_short_and_empty_issue_pages_do_not_end_the_crawl(tmp_path: Path) -> Non
     )
     newest = sorted(organization.issues.values(), key=lambda i: i["lastSeen"], reverse=True)
     organization.phantoms.update(issue["id"] for issue in newest[:120])
+    # All in the last hours, so that one slice holds them: 120 phantoms, then 30 real ones.
+    now = datetime.now(UTC)
+    for rank, issue in enumerate(newest[:150]):
+        issue["lastSeen"] = iso(now - timedelta(minutes=rank + 1))
     with FakeSentry(organization) as fake:
         workspace = Workspace(
             tmp_path,

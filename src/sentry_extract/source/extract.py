@@ -22,7 +22,14 @@ import msgspec
 from sentry_extract.errors import AuthenticationError, SourceError
 from sentry_extract.source.client import RequestCounter, SentryClient
 from sentry_extract.source.streams import EVENTS, PAGE_SIZE, PROJECTS, Shape, StreamSpec
-from sentry_extract.source.windows import Coverage, Slicer, Window, format_datetime, read_from
+from sentry_extract.source.windows import (
+    SENTRY_RETENTION,
+    Coverage,
+    Slicer,
+    Window,
+    format_datetime,
+    read_from,
+)
 
 Rows = list[dict[str, Any]]
 
@@ -122,7 +129,8 @@ def read_sliced(
     row. The next slice's length follows the rows this one held.
     """
     time_field = spec.update_key or ""
-    slicer = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback))
+    horizon = crawl.window.end - SENTRY_RETENTION
+    slicer = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback), horizon=horizon)
     progress = crawl.coverage.started_at(crawl.window.start)
     while (piece := slicer.next()) is not None:
         params = request_params(spec, piece, query)

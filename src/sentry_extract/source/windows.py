@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 DEFAULT_HISTORY = timedelta(days=365)
 SENTRY_RETENTION = timedelta(days=90)  # what sentry.io keeps; older rows are history
 SECOND = timedelta(seconds=1)
-FIRST_SLICE = timedelta(days=1)  # a gap longer than this is read in slices
+FIRST_SLICE = timedelta(days=7)  # a gap longer than this is read in slices
 SLICE_ROWS = 1_000  # rows a slice aims at
 MAX_GROWTH = 8  # a slice is at most this many times longer than the one before
 
@@ -134,17 +134,30 @@ def _subtract(window: Window, done: Iterable[Window]) -> Iterator[Window]:
 
 class Slicer:
     """Cuts gaps into slices, oldest first; each slice's length follows the row density
-    of the one before, so a slice holds about `SLICE_ROWS` rows."""
+    of the one before, so a slice holds about `SLICE_ROWS` rows.
 
-    def __init__(self, gaps: Iterable[Window], first: timedelta = FIRST_SLICE) -> None:
+    What lies before `horizon` (Sentry's retention: the server answers nothing older) is
+    one slice, so a first run from an anchor a year back does not walk empty months.
+    """
+
+    def __init__(
+        self,
+        gaps: Iterable[Window],
+        first: timedelta = FIRST_SLICE,
+        horizon: datetime | None = None,
+    ) -> None:
         self.gaps = list(gaps)
+        self.first = first
         self.length = first
+        self.horizon = horizon
         self.current: Window | None = None
 
     def next(self) -> Window | None:
         while self.gaps:
             gap = self.gaps[0]
             end = min(gap.end, _whole_second(gap.start + self.length))
+            if self.horizon is not None and gap.start < self.horizon < gap.end:
+                end = max(end, _whole_second(self.horizon))
             if end >= gap.end or end <= gap.start:
                 self.gaps.pop(0)
                 end = gap.end
@@ -157,6 +170,9 @@ class Slicer:
     def record(self, rows: int) -> None:
         """The slice just read held `rows` rows: size the next one."""
         if self.current is None:
+            return
+        if self.horizon is not None and self.current.end <= self.horizon:
+            self.length = self.first  # before the horizon says nothing of the density after it
             return
         seconds = max(self.current.seconds, 1.0)
         wanted = seconds * SLICE_ROWS / max(rows, 1)
