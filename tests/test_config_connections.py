@@ -129,6 +129,23 @@ def test_dotenv_loads_without_overriding(tmp_path: Path) -> None:
     assert isinstance(connection, PostgresConnection)
 
 
+def test_dotenv_is_read_as_python_dotenv_reads_it(tmp_path: Path) -> None:
+    (tmp_path / ".env.sling").write_text(
+        "A='a b' # note\n"
+        'B="two\\nlines and \\"quotes\\"" # note\n'
+        "C='# not a comment'\n"
+        "D=plain # note\n"
+        "E='it\\'s'\n"
+    )
+    assert read_dotenv(tmp_path / ".env.sling") == {
+        "A": "a b",
+        "B": 'two\nlines and "quotes"',
+        "C": "# not a comment",
+        "D": "plain",
+        "E": "it's",
+    }
+
+
 def test_dotenv_bad_line_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / ".env.sling").write_text("GOOD=1\nthis is not an assignment\n")
     with pytest.raises(ConfigError, match=r"\.env\.sling:2: expected KEY=value"):

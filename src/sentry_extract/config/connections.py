@@ -10,7 +10,6 @@ Where connections come from, later ones winning:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from dotenv.parser import parse_stream
 
 from sentry_extract.config.values import did_you_mean, parse_datetime, parse_duration, parse_size
 from sentry_extract.errors import ConfigError
@@ -101,24 +101,18 @@ def env_file_path(environ: Mapping[str, str]) -> Path:
 
 # --- .env.sling --------------------------------------------------------------------
 
-_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
-
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """`KEY=value` lines; quotes around values removed; `#` comments and blanks skipped."""
+    """`KEY=value` lines, read by python-dotenv: quotes, escapes in double quotes, `#`
+    comments and `export` as a shell reads them; `${VAR}` is left as written."""
     variables: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _DOTENV_LINE.match(line)
-        if match is None:
-            raise ConfigError("expected KEY=value", location=f"{path}:{number}")
-        key, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        variables[key] = value
+    with path.open(encoding="utf-8") as handle:
+        for binding in parse_stream(handle):
+            if binding.error or (binding.key is not None and binding.value is None):
+                location = f"{path}:{binding.original.line}"
+                raise ConfigError("expected KEY=value", location=location)
+            if binding.key is not None and binding.value is not None:
+                variables[binding.key] = binding.value
     return variables
 
 
