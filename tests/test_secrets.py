@@ -24,7 +24,7 @@ def table_text(url: str) -> str:
     with psycopg.connect(url) as connection:
         tables = connection.execute(
             "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN "
-            "('pg_catalog', 'information_schema')"
+            "('pg_catalog', 'information_schema') AND schemaname !~ '^pg_temp'"
         ).fetchall()
         chunks = []
         for schema, table in tables:
