@@ -3,6 +3,7 @@
     SentryExtractError
     ├── ConfigError                 bad connection, replication or option (exit code 2)
     ├── StateError                  a state file or table that cannot be read or written
+    │   └── DamagedStateError       a state file that is not JSON; `state reset` removes it
     ├── TargetError                 a target that cannot be written
     └── SourceError                 anything the Sentry API answered or failed to answer
         ├── AuthenticationError     401: the token was rejected; stops the whole run
@@ -36,6 +37,17 @@ class ConfigError(SentryExtractError):
 
 class StateError(SentryExtractError):
     """The saved state cannot be read or written."""
+
+
+class DamagedStateError(StateError):
+    """A state file that is not valid JSON (cut short, overwritten): nothing in it is usable."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"state file {path} is not valid JSON; run 'sentry-extract state reset' on the "
+            "replication (or remove the file) to start over"
+        )
 
 
 class TargetError(SentryExtractError):

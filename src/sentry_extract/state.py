@@ -8,15 +8,18 @@ so a crash leaves the old state, never one ahead of the data.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sentry_extract.errors import StateError
-from sentry_extract.files import write_atomically
+from sentry_extract.errors import DamagedStateError, StateError
+from sentry_extract.files import fsync_folder, write_atomically
 from sentry_extract.source.windows import Coverage, Window
+
+log = logging.getLogger("sentry_extract.state")
 
 STATE_VERSION = 1
 
@@ -135,10 +138,7 @@ class FileStateStore:
         try:
             document = json.loads(text)
         except json.JSONDecodeError:
-            raise StateError(
-                f"state file {self.path} is not valid JSON; remove it (or run "
-                "'sentry-extract state reset') to start over"
-            ) from None
+            raise DamagedStateError(str(self.path)) from None
         streams = document.get("streams") if isinstance(document, dict) else None
         return streams if isinstance(streams, dict) else {}
 
@@ -163,11 +163,24 @@ class FileStateStore:
         self._write(streams)
 
     def reset(self, key: StateKey) -> bool:
-        streams = self._read()
+        """Forget `key`'s state; a file that is not JSON at all is removed."""
+        try:
+            streams = self._read()
+        except DamagedStateError:
+            self._remove()
+            return True
         if streams.pop(key.as_text(), None) is None:
             return False
         self._write(streams)
         return True
+
+    def _remove(self) -> None:
+        try:
+            self.path.unlink(missing_ok=True)
+            fsync_folder(self.path.parent)
+        except OSError as error:
+            raise StateError(f"cannot remove state file {self.path}: {error.strerror}") from None
+        log.warning("state file %s was not valid JSON: removed", self.path)
 
     def _write(self, streams: Mapping[str, Any]) -> None:
         document = {"version": STATE_VERSION, "streams": streams}
