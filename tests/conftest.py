@@ -206,3 +206,25 @@ def change_between_runs(organization: FakeOrganization) -> None:
     organization.add_events(1, project_slug=resolved["project"]["slug"], issue_id=resolved["id"])
     organization.add_events(3, project_slug="project-1", new_issue=True)
     organization.add_events(2, project_slug="project-2", age=timedelta(minutes=30))
+
+
+# --- fields no declared schema knows --------------------------------------------------------
+
+UNKNOWN_FIELDS = {"hasLogs": False, "sessionCount": 0, "crashFreeRate": 0.25, "seer": {"a": 1}}
+
+
+def give_issues_unknown_fields(organization: FakeOrganization) -> None:
+    """Fields Sentry may add one day, of each JSON type."""
+    with organization.lock:
+        for issue in organization.issues.values():
+            issue.update(json.loads(json.dumps(UNKNOWN_FIELDS)))
+
+
+def change_unknown_field_types(organization: FakeOrganization) -> str:
+    """One issue's unknown fields change type, and it gets an event (so the next run
+    reads it again); returns its id."""
+    issue = organization.visible_issues(timedelta(days=90))[0]
+    with organization.lock:
+        issue.update(hasLogs={"x": 1}, sessionCount="many", crashFreeRate=1)
+    organization.add_events(1, project_slug=issue["project"]["slug"], issue_id=issue["id"])
+    return str(issue["id"])

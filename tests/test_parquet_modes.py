@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from sentry_extract.config.replication import Overrides
 from sentry_extract.modes import Mode
-from sentry_extract.records import RecordTyper
-from sentry_extract.source.streams import TEAMS
+from sentry_extract.records import RecordTyper, column_type_of
+from sentry_extract.source.streams import TEAMS, ColumnType
 from sentry_extract.state import StateKey
 from sentry_extract.targets.base import StreamRequest
 from sentry_extract.targets.dataset import older_duplicates
@@ -24,7 +24,15 @@ from sentry_extract.targets.parquet import ParquetStreamWriter, ParquetTarget
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import Workspace, change_between_runs, keys, parquet_files, working_files
+from .conftest import (
+    Workspace,
+    change_between_runs,
+    change_unknown_field_types,
+    give_issues_unknown_fields,
+    keys,
+    parquet_files,
+    working_files,
+)
 
 RETENTION = timedelta(days=90)
 
@@ -203,9 +211,46 @@ def test_a_field_the_api_adds_later_becomes_a_column(
     organization.teams[1]["newShinyField"] = "plain"
     assert workspace.run().exit_code == 0
     rows = {r["id"]: r for r in workspace.table("teams").to_pylist()}
+    # an object beside a string: a JSON column, which keeps each value's own type
     assert json.loads(rows[organization.teams[0]["id"]]["new_shiny_field"]) == {"nested": True}
-    assert rows[organization.teams[1]["id"]]["new_shiny_field"] == "plain"
+    assert json.loads(rows[organization.teams[1]["id"]]["new_shiny_field"]) == "plain"
     assert rows[organization.teams[2]["id"]]["new_shiny_field"] is None
+
+
+def test_unknown_fields_keep_their_types_and_are_widened_when_they_change(
+    workspace: Workspace, organization: FakeOrganization, caplog: pytest.LogCaptureFixture
+) -> None:
+    give_issues_unknown_fields(organization)
+    workspace.replication("  issues:\n", mode="incremental")
+    first = next_second()
+    assert workspace.run(started=first).exit_code == 0
+    schema = workspace.table("issues").schema
+    assert schema.field("has_logs").type == pa.bool_()
+    assert schema.field("session_count").type == pa.int64()
+    assert schema.field("crash_free_rate").type == pa.float64()
+    assert column_type_of(schema.field("seer")) is ColumnType.JSON
+    rows = workspace.table("issues").to_pylist()
+    assert {(r["has_logs"], r["session_count"], r["crash_free_rate"]) for r in rows} == {
+        (False, 0, 0.25)
+    }
+    assert {r["seer"] for r in rows} == {'{"a":1}'}
+
+    changed = change_unknown_field_types(organization)
+    assert workspace.run(started=next_second() + timedelta(seconds=1)).exit_code == 0
+    table = workspace.table("issues")
+    assert column_type_of(table.schema.field("has_logs")) is ColumnType.JSON
+    assert column_type_of(table.schema.field("session_count")) is ColumnType.TEXT
+    assert table.schema.field("crash_free_rate").type == pa.float64()
+    by_id = {r["id"]: r for r in table.to_pylist()}
+    assert len(by_id) == len(rows)
+    assert (by_id[changed]["has_logs"], by_id[changed]["session_count"]) == ('{"x":1}', "many")
+    assert by_id[changed]["crash_free_rate"] == 1.0
+    others = [r for key, r in by_id.items() if key != changed]
+    assert {(r["has_logs"], r["session_count"], r["crash_free_rate"]) for r in others} == {
+        ("false", "0", 0.25)
+    }
+    assert "column has_logs changes type from boolean to json" in caplog.text
+    assert "column session_count changes type from integer to text" in caplog.text
 
 
 def test_declared_types(workspace: Workspace) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,9 @@ from sentry_extract.testing.organization import FakeOrganization
 from .conftest import (
     Workspace,
     change_between_runs,
+    change_unknown_field_types,
     database_url,
+    give_issues_unknown_fields,
     invoke,
     pg_rows,
     sentry_connection,
@@ -176,8 +177,52 @@ def test_a_new_field_becomes_a_column_and_user_columns_stay(
     organization.teams[0]["newShinyField"] = {"nested": True}
     assert pg_workspace.run().exit_code == 0
     rows = dict(pg_rows(pg_url, "SELECT id, new_shiny_field FROM sentry.teams"))
-    assert json.loads(rows[organization.teams[0]["id"]]) == {"nested": True}
+    assert rows[organization.teams[0]["id"]] == {"nested": True}
+    assert column_types(pg_url, "teams")["new_shiny_field"] == "jsonb"
     assert pg_rows(pg_url, "SELECT DISTINCT my_note FROM sentry.teams") == [("keep me",)]
+
+
+def column_types(url: str, table: str) -> dict[str, str]:
+    return dict(
+        pg_rows(
+            url,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'sentry' AND table_name = %s",
+            table,
+        )
+    )
+
+
+def test_unknown_fields_keep_their_types_and_are_widened_when_they_change(
+    pg_workspace: Workspace,
+    pg_url: str,
+    organization: FakeOrganization,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    give_issues_unknown_fields(organization)
+    replicate(pg_workspace, "  issues:\n", mode="incremental")
+    assert pg_workspace.run(started=next_second()).exit_code == 0
+    types = column_types(pg_url, "issues")
+    assert types["has_logs"] == "boolean" and types["session_count"] == "bigint"
+    assert types["crash_free_rate"] == "double precision" and types["seer"] == "jsonb"
+    query = "SELECT id, has_logs, session_count, crash_free_rate, seer FROM sentry.issues"
+    before = pg_rows(pg_url, query)
+    assert all(row[1:] == (False, 0, 0.25, {"a": 1}) for row in before) and before
+    assert pg_rows(pg_url, "SELECT count(*) FROM sentry.issues WHERE NOT has_logs") == [
+        (len(before),)
+    ]
+
+    changed = change_unknown_field_types(organization)
+    assert pg_workspace.run(started=next_second() + timedelta(seconds=1)).exit_code == 0
+    types = column_types(pg_url, "issues")
+    assert types["has_logs"] == "jsonb" and types["session_count"] == "text"
+    assert types["crash_free_rate"] == "double precision"
+    after = {row[0]: row[1:] for row in pg_rows(pg_url, query)}
+    assert len(after) == len(before)
+    assert after.pop(changed) == ({"x": 1}, "many", 1.0, {"a": 1})
+    assert all(values == (False, "0", 0.25, {"a": 1}) for values in after.values())
+    assert "column has_logs changes type from boolean to json" in caplog.text
+    assert "column session_count changes type from integer to text" in caplog.text
 
 
 def test_full_refresh_never_shows_an_empty_or_partial_table(
@@ -378,3 +423,25 @@ def test_a_failing_project_commits_the_others(
         organization.project("project-0")["id"],
         organization.project("project-2")["id"],
     }
+
+
+def test_a_text_column_takes_json_strings_when_it_becomes_json(
+    pg_workspace: Workspace, pg_url: str, organization: FakeOrganization
+) -> None:
+    replicate(pg_workspace, "  teams:\n", mode="incremental")
+    for team in organization.teams:
+        team["motto"] = "ship it"
+    assert pg_workspace.run().exit_code == 0
+    assert column_types(pg_url, "teams")["motto"] == "text"
+    organization.teams[0]["motto"] = {"text": "ship it", "lang": "en"}
+    organization.teams[1]["motto"] = "no, really"
+    assert pg_workspace.run().exit_code == 0
+    assert column_types(pg_url, "teams")["motto"] == "jsonb"
+    mottos = dict(pg_rows(pg_url, "SELECT id, motto FROM sentry.teams"))
+    assert mottos[organization.teams[0]["id"]] == {"text": "ship it", "lang": "en"}
+    assert mottos[organization.teams[1]["id"]] == "no, really"
+    assert mottos[organization.teams[2]["id"]] == "ship it"
+    organization.teams[0]["motto"] = "plain again"  # text arriving in a JSON column
+    assert pg_workspace.run().exit_code == 0
+    mottos = dict(pg_rows(pg_url, "SELECT id, motto FROM sentry.teams"))
+    assert mottos[organization.teams[0]["id"]] == "plain again"

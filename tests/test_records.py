@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentry_extract.records import RecordTyper, Selection, column_type_of, snake_case
+from sentry_extract.records import (
+    RecordTyper,
+    Selection,
+    arrow_field,
+    column_type_of,
+    conform,
+    convert_column,
+    snake_case,
+    unify_schemas,
+)
 from sentry_extract.source.client import parse_raw_rows
 from sentry_extract.source.streams import EVENTS, ISSUES, TEAMS, ColumnType
 from sentry_extract.testing.organization import FakeOrganization, public
@@ -82,13 +92,133 @@ def test_values_that_do_not_fit_their_type_become_null() -> None:
     assert [r["is_public"] for r in rows] == [None, True]
 
 
-def test_unknown_fields_become_text_columns_with_stable_names() -> None:
+def test_unknown_fields_keep_stable_names() -> None:
     typer = RecordTyper(TEAMS)
-    first = typer.to_batch([{"id": "1", "brandNew": {"a": 1}}])
-    second = typer.to_batch([{"id": "2", "brandNew": "text", "brand_new": 3}])
-    assert json.loads(first.column("brand_new")[0].as_py()) == {"a": 1}
-    assert second.column("brand_new")[0].as_py() == "text"
-    assert second.column("brand_new_2")[0].as_py() == "3"
+    first = typer.to_batch([{"id": "1", "brandNew": "a"}])
+    second = typer.to_batch([{"id": "2", "brandNew": "b", "brand_new": "c"}])
+    assert first.schema.names[-1] == "brand_new"
+    assert second.column("brand_new").to_pylist() == ["b"]
+    assert second.column("brand_new_2").to_pylist() == ["c"]
+
+
+def test_unknown_fields_keep_their_json_types() -> None:
+    batch = RecordTyper(ISSUES).to_batch(
+        [
+            {
+                "id": "1",
+                "hasLogs": False,
+                "sessionCount": 0,
+                "crashFreeRate": 0.5,
+                "seerFixability": {"score": 0.9},
+                "owners": [{"type": "team"}],
+                "note": "plain",
+                "bigNumber": 2**70,
+            },
+            {"id": "2", "hasLogs": True, "sessionCount": 12, "crashFreeRate": 1},
+        ]
+    )
+    types = {field.name: column_type_of(field) for field in batch.schema}
+    assert (
+        types["has_logs"] is ColumnType.BOOLEAN
+        and batch.schema.field("has_logs").type == pa.bool_()
+    )
+    assert types["session_count"] is ColumnType.INTEGER
+    assert batch.schema.field("session_count").type == pa.int64()
+    assert types["crash_free_rate"] is ColumnType.FLOAT
+    assert batch.schema.field("crash_free_rate").type == pa.float64()
+    assert types["seer_fixability"] is ColumnType.JSON and types["owners"] is ColumnType.JSON
+    assert types["note"] is ColumnType.TEXT
+    assert types["big_number"] is ColumnType.JSON  # beyond 64 bits: exact, as JSON
+    rows = batch.to_pylist()
+    assert [row["has_logs"] for row in rows] == [False, True]
+    assert [row["session_count"] for row in rows] == [0, 12]
+    assert [row["crash_free_rate"] for row in rows] == [0.5, 1.0]
+    assert json.loads(rows[0]["seer_fixability"]) == {"score": 0.9}
+    assert rows[0]["big_number"] == str(2**70) and rows[1]["big_number"] is None
+
+
+@pytest.mark.parametrize(
+    ("values", "column_type", "stored"),
+    [
+        ([1, 2.5], ColumnType.FLOAT, [1.0, 2.5]),
+        ([1, "two"], ColumnType.TEXT, ["1", "two"]),
+        ([True, "yes"], ColumnType.TEXT, ["true", "yes"]),
+        ([True, 1], ColumnType.JSON, ["true", "1"]),
+        (["a", {"b": 1}], ColumnType.JSON, ['"a"', '{"b":1}']),
+        ([[1], 2.5], ColumnType.JSON, ["[1]", "2.5"]),
+    ],
+)
+def test_an_unknown_field_of_mixed_types_is_widened(
+    values: list[Any], column_type: ColumnType, stored: list[Any]
+) -> None:
+    batch = RecordTyper(TEAMS).to_batch([{"id": str(i), "mixed": v} for i, v in enumerate(values)])
+    assert column_type_of(batch.schema.field("mixed")) is column_type
+    assert batch.column("mixed").to_pylist() == stored
+
+
+def test_an_unknown_field_keeps_its_widest_type_across_batches() -> None:
+    typer = RecordTyper(TEAMS)
+    assert column_type_of(typer.to_batch([{"id": "1", "x": 1}]).schema.field("x")) is (
+        ColumnType.INTEGER
+    )
+    widened = typer.to_batch([{"id": "2", "x": "many"}])
+    assert column_type_of(widened.schema.field("x")) is ColumnType.TEXT
+    later = typer.to_batch([{"id": "3", "x": 3}, {"id": "4", "x": None}])
+    assert column_type_of(later.schema.field("x")) is ColumnType.TEXT
+    assert later.column("x").to_pylist() == ["3", None]
+    assert typer.to_batch([{"id": "5", "x": None}]).column("x").to_pylist() == [None]
+
+
+def test_an_unknown_field_that_is_only_null_waits_for_a_value() -> None:
+    typer = RecordTyper(TEAMS)
+    assert "later" not in typer.to_batch([{"id": "1", "later": None}]).schema.names
+    batch = typer.to_batch([{"id": "2", "later": 4}])
+    assert column_type_of(batch.schema.field("later")) is ColumnType.INTEGER
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "widened", "old_values"),
+    [
+        (ColumnType.INTEGER, ColumnType.FLOAT, ColumnType.FLOAT, [1.0, None]),
+        (ColumnType.INTEGER, ColumnType.TEXT, ColumnType.TEXT, ["1", None]),
+        (ColumnType.BOOLEAN, ColumnType.INTEGER, ColumnType.JSON, ["true", None]),
+        (ColumnType.TEXT, ColumnType.JSON, ColumnType.JSON, ['"old"', None]),
+        (ColumnType.FLOAT, ColumnType.BOOLEAN, ColumnType.JSON, ["0.5", None]),
+    ],
+)
+def test_a_column_whose_type_changes_is_widened_never_nulled(
+    before: ColumnType,
+    after: ColumnType,
+    widened: ColumnType,
+    old_values: list[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    samples = {
+        ColumnType.INTEGER: 1,
+        ColumnType.FLOAT: 0.5,
+        ColumnType.TEXT: "old",
+        ColumnType.BOOLEAN: True,
+        ColumnType.JSON: {"a": 1},
+    }
+    old = pa.RecordBatch.from_arrays(
+        [pa.array(["1", "2"]), convert_column([samples[before], None], before)],
+        schema=pa.schema([arrow_field("id", ColumnType.TEXT), arrow_field("x", before)]),
+    )
+    new_schema = pa.schema([arrow_field("id", ColumnType.TEXT), arrow_field("x", after)])
+    with caplog.at_level(logging.WARNING, logger="sentry_extract"):
+        schema = unify_schemas([old.schema, new_schema])
+    assert column_type_of(schema.field("x")) is widened
+    assert f"column x changes type from {before.value} to {after.value}" in caplog.text
+    assert f"stored as {widened.value}" in caplog.text
+    assert conform(old, schema).column("x").to_pylist() == old_values
+
+
+def test_unify_schemas_keeps_a_type_that_does_not_change(caplog: pytest.LogCaptureFixture) -> None:
+    first = pa.schema([arrow_field("x", ColumnType.INTEGER)])
+    second = pa.schema([arrow_field("x", ColumnType.INTEGER), arrow_field("y", ColumnType.TEXT)])
+    with caplog.at_level(logging.WARNING, logger="sentry_extract"):
+        assert unify_schemas([first, second]) == second
+    assert caplog.text == ""
 
 
 def test_selection_keeps_the_key() -> None:

@@ -3,14 +3,18 @@
 Column names are snake_case by default (`lastSeen` -> `last_seen`, `eventID` ->
 `event_id`, `event.type` -> `event_type`) or the API's own names with
 `column_casing: source`. Known fields get their declared type; a value that
-cannot be read as that type becomes null. Fields the API adds later become
-extra text columns (strings as they are, anything else as JSON text).
+cannot be read as that type becomes null. Fields the API adds later keep their JSON
+types: booleans, 64-bit integers, floats, text, and objects and arrays as JSON. When a
+field's values disagree (in one batch, across batches or across runs), the column is
+widened (`widen`): integers and fractions to float, text with another scalar to text,
+anything else to JSON. A value is never dropped because its column's type changed.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +25,10 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sentry_extract.events import emit
 from sentry_extract.source.streams import Column, ColumnType, StreamSpec
+
+log = logging.getLogger("sentry_extract.records")
 
 SNAKE = "snake"
 SOURCE = "source"
@@ -72,6 +79,46 @@ def column_type_of(field: pa.Field) -> ColumnType:
     return ColumnType(metadata.get(TYPE_METADATA_KEY, b"text").decode())
 
 
+def widen(first: ColumnType, second: ColumnType) -> ColumnType:
+    """The narrowest type that holds the values of both: integers and fractions as
+    float, text and another scalar as text, anything else (objects, arrays, a boolean
+    beside a number) as JSON, which keeps every value's own JSON type."""
+    if first is second:
+        return first
+    if {first, second} == {ColumnType.INTEGER, ColumnType.FLOAT}:
+        return ColumnType.FLOAT
+    if ColumnType.TEXT in (first, second) and ColumnType.JSON not in (first, second):
+        return ColumnType.TEXT
+    return ColumnType.JSON
+
+
+def json_type(value: Any) -> ColumnType | None:
+    """The column type a decoded JSON value keeps; None for null."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return ColumnType.BOOLEAN
+    if isinstance(value, int):
+        return ColumnType.INTEGER if INT64_MIN <= value <= INT64_MAX else ColumnType.JSON
+    if isinstance(value, float):
+        return ColumnType.FLOAT
+    if isinstance(value, str):
+        return ColumnType.TEXT
+    return ColumnType.JSON
+
+
+def infer_type(values: Iterable[Any]) -> ColumnType | None:
+    """The type of a column of decoded JSON values; None when they are all null."""
+    found: ColumnType | None = None
+    for value in values:
+        kind = json_type(value)
+        if kind is not None:
+            found = kind if found is None else widen(found, kind)
+            if found is ColumnType.JSON:
+                break  # nothing is wider
+    return found
+
+
 def declared_columns(spec: StreamSpec, casing: str) -> dict[str, ColumnType]:
     """Output column name -> type, in declared order."""
     return {column_name(column.source_name, casing): column.type for column in spec.columns}
@@ -101,8 +148,9 @@ class Selection:
 class RecordTyper:
     """Turns lists of API rows into Arrow batches for one stream.
 
-    It remembers the extra columns it has met, so a field keeps one column name
-    across batches.
+    It remembers the extra columns it has met, so a field keeps one column name and
+    its widest type across batches. An extra field whose values are all null so far
+    gets no column until a value arrives.
     """
 
     def __init__(
@@ -124,6 +172,7 @@ class RecordTyper:
         self.taken_names = {column_name(c.source_name, casing) for c in spec.columns}
         self.extra_names: dict[str, str] = {}
         self.soft_deletes = spec.soft_deletes
+        self.extra_types: dict[str, ColumnType] = {}
 
     def _extra_name(self, source_name: str) -> str:
         name = self.extra_names.get(source_name)
@@ -149,13 +198,25 @@ class RecordTyper:
             name = self._extra_name(source_name)
             if not self.selection.keeps(name, self.key_columns):
                 continue
-            values = [row.get(source_name) for row in rows]
-            fields.append(arrow_field(name, ColumnType.TEXT))
-            arrays.append(convert_column(values, ColumnType.TEXT))
+            values = [decoded(row.get(source_name)) for row in rows]
+            column_type = self._extra_type(source_name, infer_type(values))
+            if column_type is None:
+                continue
+            fields.append(arrow_field(name, column_type))
+            arrays.append(convert_column(values, column_type))
         if self.soft_deletes:  # a row read is a row Sentry still has
             fields.append(arrow_field(DELETED_COLUMN, ColumnType.TIMESTAMP))
             arrays.append(pa.nulls(len(rows), ARROW_TYPES[ColumnType.TIMESTAMP]))
         return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+    def _extra_type(self, source_name: str, inferred: ColumnType | None) -> ColumnType | None:
+        """The widest type the field has had so far (None: only nulls yet)."""
+        known = self.extra_types.get(source_name)
+        if inferred is None:
+            return known
+        chosen = inferred if known is None else widen(known, inferred)
+        self.extra_types[source_name] = chosen
+        return chosen
 
 
 def key_values(batch: pa.RecordBatch | pa.Table, key_columns: Sequence[str]) -> pa.Array:
@@ -320,29 +381,67 @@ _CONVERTERS = {
 
 
 def unify_schemas(schemas: Iterable[pa.Schema]) -> pa.Schema:
-    """All columns of all schemas, first seen first; a later type never replaces one."""
+    """All columns of all schemas, first seen first; a column whose type differs is
+    widened (`widen`), with a warning."""
     fields: dict[str, pa.Field] = {}
     for schema in schemas:
         for field in schema:
-            fields.setdefault(field.name, field)
+            present = fields.get(field.name)
+            if present is None:
+                fields[field.name] = field
+                continue
+            before, after = column_type_of(present), column_type_of(field)
+            wider = widen(before, after)
+            if wider is not before:
+                warn_widened(field.name, before, after, wider)
+                fields[field.name] = arrow_field(field.name, wider)
     return pa.schema(list(fields.values()))
 
 
+def warn_widened(column: str, before: ColumnType, after: ColumnType, stored_as: ColumnType) -> None:
+    emit(
+        log,
+        logging.WARNING,
+        "column_widened",
+        f"column {column} changes type from {before.value} to {after.value}: "
+        f"stored as {stored_as.value} from now on",
+        column=column,
+        before=before.value,
+        after=after.value,
+        stored_as=stored_as.value,
+    )
+
+
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """`batch` with exactly `schema`'s columns: missing ones null, types cast."""
+    """`batch` with exactly `schema`'s columns: missing ones null, the others converted
+    to the schema's types (see `convert_array`)."""
     arrays = []
     for field in schema:
         index = batch.schema.get_field_index(field.name)
         if index < 0:
             arrays.append(pa.nulls(batch.num_rows, type=field.type))
             continue
+        source = batch.schema.field(index)
         array = batch.column(index)
-        arrays.append(array if array.type == field.type else _cast(array, field.type))
+        if array.type != field.type or column_type_of(source) is not column_type_of(field):
+            array = convert_array(array, column_type_of(source), field)
+        arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _cast(array: pa.Array, target: pa.DataType) -> pa.Array:
-    try:
-        return array.cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pa.nulls(len(array), type=target)
+def convert_array(array: pa.Array, source: ColumnType, target: pa.Field) -> pa.Array:
+    """Values typed as `source` in `target`'s type: a widening keeps every value (an
+    integer as float, any scalar as text, any value as JSON); a narrowing nulls what
+    does not fit."""
+    wanted = column_type_of(target)
+    if source is wanted or (source, wanted) == (ColumnType.INTEGER, ColumnType.FLOAT):
+        try:
+            return array.cast(target.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # read value by value below
+    if source is ColumnType.JSON and wanted in (ColumnType.TEXT, ColumnType.JSON):
+        return array.cast(target.type)  # JSON text is the text, and the JSON
+    values = array.to_pylist()
+    if source is ColumnType.TIMESTAMP:
+        values = [None if value is None else value.isoformat() for value in values]
+    return convert_column(values, wanted)

@@ -15,6 +15,10 @@ UPDATE`, so the newest read of a key wins and a key never appears twice.
   rows and the state together (per project for events).
 - snapshot: appends the run's rows with `_snapshot_at` (part of the key).
 
+A column whose type changes (a field no schema declares, now text where it was a
+number) is widened in place (`ALTER COLUMN ... TYPE`, in the batch's transaction) to
+the type `records.widen` chooses, with a warning; values are converted, never dropped.
+
 Each stream holds a session advisory lock: a second run on the same table waits a
 little, then stops with a clear message.
 """
@@ -37,7 +41,15 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from sentry_extract.errors import ConfigError, LockedError, TargetError
-from sentry_extract.records import DELETED_COLUMN, SNAPSHOT_COLUMN, column_type_of
+from sentry_extract.records import (
+    DELETED_COLUMN,
+    SNAPSHOT_COLUMN,
+    arrow_field,
+    column_type_of,
+    conform,
+    warn_widened,
+    widen,
+)
 from sentry_extract.source.streams import ColumnType
 from sentry_extract.source.windows import Window
 from sentry_extract.state import StateKey, StateStore, StreamState
@@ -56,6 +68,13 @@ SQL_TYPES = {
     ColumnType.BOOLEAN: "boolean",
     ColumnType.TIMESTAMP: "timestamptz",
     ColumnType.JSON: "jsonb",
+}
+COLUMN_TYPES = {sql_type: column_type for column_type, sql_type in SQL_TYPES.items()}
+COLUMN_TYPES["timestamp with time zone"] = ColumnType.TIMESTAMP
+WIDENING = {  # how stored values become the wider type
+    ColumnType.TEXT: "{}::text",
+    ColumnType.FLOAT: "{}::double precision",
+    ColumnType.JSON: "to_jsonb({})",
 }
 CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 REPLACEMENT = "\ufffd"  # PostgreSQL text cannot hold NUL characters
@@ -339,7 +358,7 @@ class PostgresStreamWriter:
                 self.staging.identifier, sql.Identifier(ORDER_COLUMN)
             )
         )
-        self.columns = self._existing_columns(self.load_table)
+        self.columns = self._column_types(self.load_table)
 
     def _create_table(self, table: TableName, schema: pa.Schema) -> None:
         definitions = [
@@ -357,17 +376,18 @@ class PostgresStreamWriter:
             )
         )
 
-    def _existing_columns(self, table: TableName) -> set[str]:
+    def _column_types(self, table: TableName) -> dict[str, ColumnType | None]:
+        """Each column's type; None for a type we never create (a column of the user's)."""
         rows = self.connection.execute(
-            "SELECT column_name FROM information_schema.columns "
+            "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = %s AND table_name = %s",
             (table.schema, table.table),
         ).fetchall()
-        return {row[0] for row in rows}
+        return {row[0]: COLUMN_TYPES.get(row[1]) for row in rows}
 
     def _add_missing_columns(self, table: TableName, schema: pa.Schema) -> None:
         """A field the API added becomes a column; no column is ever dropped."""
-        present = self._existing_columns(table)
+        present = self._column_types(table)
         for name, sql_type in column_definitions(schema):
             if name not in present:
                 self.connection.execute(
@@ -402,8 +422,8 @@ class PostgresStreamWriter:
                 # Not the live table during a full-refresh: that would lock out its readers.
                 for table in {self.load_table, self.staging}:
                     self._add_missing_columns(table, extra)
-                self.columns.update(new_columns)
-            self._copy(batch)
+                self.columns.update({field.name: column_type_of(field) for field in extra})
+            self._copy(self._in_stored_types(batch))
         except psycopg.Error as error:
             raise TargetError(f"{self.target}: {describe_connection_error(error)}") from None
         self.written_columns.update(batch.schema.names)
@@ -490,6 +510,37 @@ class PostgresStreamWriter:
             self.connection.close()
 
     # --- loading -------------------------------------------------------------------------
+
+    def _in_stored_types(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch in its columns' types, widening a column whose type changed."""
+        fields = []
+        converted = False
+        for field in batch.schema:
+            stored = self.columns.get(field.name)
+            arriving = column_type_of(field)
+            if field.name == SNAPSHOT_COLUMN or stored is None or stored is arriving:
+                fields.append(field)
+                continue
+            wider = widen(stored, arriving)
+            if wider is not stored:
+                warn_widened(field.name, stored, arriving, wider)
+                for table in {self.load_table, self.staging}:
+                    self._change_type(table, field.name, wider)
+                self.columns[field.name] = wider
+            fields.append(arrow_field(field.name, wider))
+            converted = True
+        return conform(batch, pa.schema(fields)) if converted else batch
+
+    def _change_type(self, table: TableName, column: str, column_type: ColumnType) -> None:
+        name = sql.Identifier(column)
+        self.connection.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}").format(
+                table.identifier,
+                name,
+                sql.SQL(SQL_TYPES[column_type]),
+                sql.SQL(WIDENING[column_type]).format(name),
+            )
+        )
 
     def _copy(self, batch: pa.RecordBatch) -> None:
         buffer = io.BytesIO()
