@@ -259,6 +259,8 @@ def test_declared_types(workspace: Workspace) -> None:
     issues = workspace.table("issues").schema
     assert str(issues.field("count").type) == "int64"  # arrives as a string
     assert str(issues.field("last_seen").type) == "timestamp[us, tz=UTC]"
+    rows = workspace.table("issues").select(["project", "project_id"]).to_pylist()
+    assert rows and all(json.loads(r["project"])["id"] == r["project_id"] for r in rows)
     assert str(issues.field("is_public").type) == "bool"
     assert str(workspace.table("releases").schema.field("id").type) == "int64"
     assert str(workspace.table("events").schema.field("event_id").type) == "string"

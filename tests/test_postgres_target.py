@@ -146,6 +146,11 @@ def test_columns_have_real_types_and_a_primary_key(pg_workspace: Workspace, pg_u
     assert types[("issues", "last_seen")] == "timestamp with time zone"
     assert types[("issues", "is_public")] == "boolean"
     assert types[("issues", "project")] == "jsonb"
+    assert types[("issues", "project_id")] == "text"
+    assert pg_rows(
+        pg_url,
+        "SELECT count(*) FROM sentry.issues WHERE project_id IS DISTINCT FROM project->>'id'",
+    ) == [(0,)]
     assert types[("issues", "id")] == "text"
     assert types[("releases", "id")] == "bigint"
     assert types[("events", "entries")] == "jsonb"

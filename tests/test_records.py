@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentry_extract.records import (
+    SOURCE,
     RecordTyper,
     Selection,
     arrow_field,
@@ -77,6 +78,22 @@ def test_issue_row_is_typed_as_declared() -> None:
     assert json.loads(row["project"]) == {"id": "1", "slug": "p"}
     assert column_type_of(batch.schema.field("project")) is ColumnType.JSON
     assert column_type_of(batch.schema.field("count")) is ColumnType.INTEGER
+
+
+def test_issues_carry_a_flat_project_id_beside_the_project() -> None:
+    rows = [
+        {"id": "1", "project": {"id": "7", "slug": "web", "name": "Web"}},
+        {"id": "2", "project": {"id": 8}},
+        {"id": "3", "project": None},
+        {"id": "4", "project": "not an object"},
+    ]
+    batch = RecordTyper(ISSUES).to_batch(rows)
+    names = batch.schema.names
+    assert names[names.index("project") + 1] == "project_id"
+    assert column_type_of(batch.schema.field("project_id")) is ColumnType.TEXT
+    assert batch.column("project_id").to_pylist() == ["7", "8", None, None]
+    source = RecordTyper(ISSUES, SOURCE).to_batch(rows[:1])
+    assert source.column("project.id").to_pylist() == ["7"]
 
 
 def test_values_that_do_not_fit_their_type_become_null() -> None:

@@ -168,7 +168,7 @@ class RecordTyper:
             for column in spec.columns
             if self.selection.keeps(column_name(column.source_name, casing), self.key_columns)
         ]
-        self.known_sources = {column.source_name for column in spec.columns}
+        self.known_sources = {c.source_name for c in spec.columns if not c.path}
         self.taken_names = {column_name(c.source_name, casing) for c in spec.columns}
         self.extra_names: dict[str, str] = {}
         self.soft_deletes = spec.soft_deletes
@@ -190,7 +190,10 @@ class RecordTyper:
         fields: list[pa.Field] = []
         arrays: list[pa.Array] = []
         for column, name in self.known:
-            values = [row.get(column.source_name) for row in rows]
+            if column.path:
+                values = [nested_value(row, column.path) for row in rows]
+            else:
+                values = [row.get(column.source_name) for row in rows]
             fields.append(arrow_field(name, column.type))
             arrays.append(convert_column(values, column.type))
         extra_sources = sorted(set().union(*rows) - self.known_sources) if rows else []
@@ -228,6 +231,17 @@ def key_values(batch: pa.RecordBatch | pa.Table, key_columns: Sequence[str]) -> 
         return columns[0]
     joined: pa.Array = pc.binary_join_element_wise(*columns, KEY_SEPARATOR)
     return joined
+
+
+def nested_value(row: Mapping[str, Any], path: Sequence[str]) -> Any:
+    """`row[path[0]][path[1]]...`, or None where an object or a key is missing."""
+    value: Any = row
+    for key in path:
+        value = decoded(value)
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
 
 
 def convert_column(values: list[Any], column_type: ColumnType) -> pa.Array:

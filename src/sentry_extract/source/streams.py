@@ -33,6 +33,7 @@ class Shape(enum.Enum):
 class Column:
     source_name: str
     type: ColumnType
+    path: tuple[str, ...] = ()  # a value inside an object: ("project", "id")
 
 
 @dataclass(frozen=True)
@@ -234,38 +235,43 @@ ISSUES = StreamSpec(
     primary_key=("id",),
     update_key="lastSeen",
     soft_deletes=True,
-    columns=_columns(
-        id=T.TEXT,
-        shortId=T.TEXT,
-        title=T.TEXT,
-        culprit=T.TEXT,
-        permalink=T.TEXT,
-        logger=T.TEXT,
-        level=T.TEXT,
-        status=T.TEXT,
-        substatus=T.TEXT,
-        statusDetails=T.JSON,
-        isPublic=T.BOOLEAN,
-        platform=T.TEXT,
-        priority=T.TEXT,
-        project=T.JSON,
-        type=T.TEXT,
-        issueType=T.TEXT,
-        issueCategory=T.TEXT,
-        metadata=T.JSON,
-        numComments=T.INTEGER,
-        assignedTo=T.JSON,
-        isBookmarked=T.BOOLEAN,
-        isSubscribed=T.BOOLEAN,
-        hasSeen=T.BOOLEAN,
-        isUnhandled=T.BOOLEAN,
-        count=T.INTEGER,
-        userCount=T.INTEGER,
-        firstSeen=T.TIMESTAMP,
-        lastSeen=T.TIMESTAMP,
-        shareId=T.TEXT,
-        annotations=T.JSON,
-        stats=T.JSON,
+    columns=(
+        *_columns(
+            id=T.TEXT,
+            shortId=T.TEXT,
+            title=T.TEXT,
+            culprit=T.TEXT,
+            permalink=T.TEXT,
+            logger=T.TEXT,
+            level=T.TEXT,
+            status=T.TEXT,
+            substatus=T.TEXT,
+            statusDetails=T.JSON,
+            isPublic=T.BOOLEAN,
+            platform=T.TEXT,
+            priority=T.TEXT,
+            project=T.JSON,
+        ),
+        Column("project.id", T.TEXT, path=("project", "id")),  # flat, for joins
+        *_columns(
+            type=T.TEXT,
+            issueType=T.TEXT,
+            issueCategory=T.TEXT,
+            metadata=T.JSON,
+            numComments=T.INTEGER,
+            assignedTo=T.JSON,
+            isBookmarked=T.BOOLEAN,
+            isSubscribed=T.BOOLEAN,
+            hasSeen=T.BOOLEAN,
+            isUnhandled=T.BOOLEAN,
+            count=T.INTEGER,
+            userCount=T.INTEGER,
+            firstSeen=T.TIMESTAMP,
+            lastSeen=T.TIMESTAMP,
+            shareId=T.TEXT,
+            annotations=T.JSON,
+            stats=T.JSON,
+        ),
     ),
 )
 
