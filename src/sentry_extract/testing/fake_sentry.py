@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import errno
 import random
 import re
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -755,7 +757,7 @@ _ENDPOINTS: dict[str, Callable[[FakeSentry, dict[str, str], Params], Answer]] = 
 }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a generated organization like Sentry.")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--host", default="127.0.0.1")
@@ -803,13 +805,22 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(arguments.tls_cert, arguments.tls_key)
-    fake = FakeSentry(
-        FakeOrganization(arguments.organization, size),
-        settings,
-        port=arguments.port,
-        host=arguments.host,
-        tls=tls,
-    )
+    try:
+        fake = FakeSentry(
+            FakeOrganization(arguments.organization, size),
+            settings,
+            port=arguments.port,
+            host=arguments.host,
+            tls=tls,
+        )
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if error.errno == errno.EADDRINUSE:
+            reason = "the address is already in use (choose another --port)"
+        print(
+            f"error: cannot serve on {arguments.host}:{arguments.port}: {reason}", file=sys.stderr
+        )
+        return 2
     print(
         f"fake Sentry serving organization '{arguments.organization}' at {fake.base_url}",
         flush=True,
@@ -820,7 +831,8 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         fake.server.server_close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
