@@ -79,6 +79,22 @@ def test_conns_set_list_unset(cli: CliRunner, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "is not in" in missing.stderr
 
 
+def test_conns_list_names_the_dotenv_file_as_the_source(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env.sling").write_text(
+        "SENTRY='{ type: api, spec: sentry, secrets: { auth_token: sntryu_test_x }, "
+        "inputs: { organization: acme } }'\nMY_POSTGRES=postgresql://u:p@db/warehouse\n"
+    )
+    monkeypatch.setenv("MY_POSTGRES", "postgresql://u:p@elsewhere/warehouse")  # wins
+    listing = invoke(cli, "conns", "list")
+    assert listing.exit_code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in listing.stdout.splitlines()[1:]}
+    assert rows["SENTRY"] == ["api/sentry", ".env.sling"]
+    assert rows["MY_POSTGRES"] == ["postgres", "environment", "variable"]
+    assert "sntryu_test_x" not in all_output(listing)
+
+
 def test_conns_set_refuses_an_incomplete_connection(cli: CliRunner) -> None:
     result = invoke(
         cli, "conns", "set", "sentry", "type=api", "spec=sentry", "inputs={ organization: my-org }"

@@ -114,7 +114,9 @@ def _environment() -> dict[str, str]:
 
 
 def _connections() -> dict[str, conns.ConnectionEntry]:
-    return conns.discover_connections(_environment())
+    environment = _environment()
+    from_dotenv = environment.keys() - os.environ.keys()
+    return conns.discover_connections(environment, from_dotenv)
 
 
 def _sentry_connection(name: str) -> conns.SentryConnection:

@@ -10,7 +10,7 @@ Where connections come from, later ones winning:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -196,8 +196,11 @@ def unset_connection(environ: Mapping[str, str], name: str) -> bool:
 # --- discovery ---------------------------------------------------------------------
 
 
-def discover_connections(environ: Mapping[str, str]) -> dict[str, ConnectionEntry]:
-    """All connections by upper-case name, later sources winning."""
+def discover_connections(
+    environ: Mapping[str, str], from_dotenv: Collection[str] = ()
+) -> dict[str, ConnectionEntry]:
+    """All connections by upper-case name, later sources winning; `from_dotenv` names
+    the variables that came from `.env.sling`."""
     found: dict[str, ConnectionEntry] = {
         "LOCAL": ConnectionEntry("LOCAL", {"type": "file"}, ORIGIN_BUILT_IN)
     }
@@ -209,26 +212,27 @@ def discover_connections(environ: Mapping[str, str]) -> dict[str, ConnectionEntr
         else:
             found[upper] = ConnectionEntry(upper, {}, str(path), problem="expected a map")
     for variable, text in environ.items():
-        entry = _entry_from_variable(variable, text)
+        origin = DOTENV_FILE_NAME if variable in from_dotenv else ORIGIN_ENVIRONMENT
+        entry = _entry_from_variable(variable, text, origin)
         if entry is not None:
             found[entry.name] = entry
     return found
 
 
-def _entry_from_variable(variable: str, text: str) -> ConnectionEntry | None:
+def _entry_from_variable(variable: str, text: str, origin: str) -> ConnectionEntry | None:
     stripped = text.strip()
     name = variable.upper()
     if stripped.startswith(("postgresql://", "postgres://")):
-        return ConnectionEntry(name, {"type": "postgres", "url": stripped}, ORIGIN_ENVIRONMENT)
+        return ConnectionEntry(name, {"type": "postgres", "url": stripped}, origin)
     if not stripped.startswith("{"):
         return None
     try:
         values = yaml.safe_load(stripped)
     except yaml.YAMLError as error:
         problem = f"the variable holds a malformed map ({_yaml_problem(error)})"
-        return ConnectionEntry(name, {}, ORIGIN_ENVIRONMENT, problem=problem)
+        return ConnectionEntry(name, {}, origin, problem=problem)
     if isinstance(values, dict) and ("type" in values or "url" in values):
-        return ConnectionEntry(name, values, ORIGIN_ENVIRONMENT)
+        return ConnectionEntry(name, values, origin)
     return None
 
 
