@@ -106,6 +106,44 @@ def test_conns_set_refuses_an_incomplete_connection(cli: CliRunner) -> None:
     )
 
 
+def test_conns_set_without_a_type_says_it_is_required(cli: CliRunner) -> None:
+    result = invoke(
+        cli,
+        "conns",
+        "set",
+        "sentry",
+        "spec=sentry",
+        f"secrets={{ auth_token: {TOKEN} }}",
+        "inputs={ organization: my-org }",
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: connection SENTRY (conns set): type is required: type=api spec=sentry for "
+        "Sentry, type=postgres for PostgreSQL"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql//loader:s3cret@db/warehouse", "url: not a PostgreSQL URL"),
+        ("postgresql+psycopg://loader:s3cret@db/warehouse", "url: not a PostgreSQL URL"),
+        ("postgresql://loader:s3cret@db:port/warehouse", "url: the port is not a number"),
+        ("postgresql://loader:s3cret@[::1/warehouse", "url: not a valid PostgreSQL URL (end"),
+    ],
+)
+def test_conns_test_on_a_malformed_postgres_url_says_so(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    monkeypatch.setenv("MY_POSTGRES", url)
+    result = invoke(cli, "conns", "test", "MY_POSTGRES")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        f"error: connection MY_POSTGRES (environment variable): {problem}"
+    ), result.stderr
+    assert "s3cret" not in all_output(result)
+
+
 def test_conns_test_ok(with_sentry: CliRunner, fake: FakeSentry) -> None:
     result = invoke(with_sentry, "conns", "test", "sentry")
     assert result.exit_code == 0

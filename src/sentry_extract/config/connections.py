@@ -10,6 +10,7 @@ Where connections come from, later ones winning:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -219,10 +220,13 @@ def discover_connections(
     return found
 
 
+_POSTGRES_LIKE = re.compile(r"^(jdbc:)?postgres", re.IGNORECASE)
+
+
 def _entry_from_variable(variable: str, text: str, origin: str) -> ConnectionEntry | None:
     stripped = text.strip()
     name = variable.upper()
-    if stripped.startswith(("postgresql://", "postgres://")):
+    if _POSTGRES_LIKE.match(stripped):  # a malformed URL too: resolving says what is wrong
         return ConnectionEntry(name, {"type": "postgres", "url": stripped}, origin)
     if not stripped.startswith("{"):
         return None
@@ -231,7 +235,7 @@ def _entry_from_variable(variable: str, text: str, origin: str) -> ConnectionEnt
     except yaml.YAMLError as error:
         problem = f"the variable holds a malformed map ({_yaml_problem(error)})"
         return ConnectionEntry(name, {}, origin, problem=problem)
-    if isinstance(values, dict) and ("type" in values or "url" in values):
+    if isinstance(values, dict) and {"type", "spec", "url"} & values.keys():
         return ConnectionEntry(name, values, origin)
     return None
 
@@ -277,6 +281,11 @@ def resolve_connection(entry: ConnectionEntry) -> Connection:
     if entry.problem:
         raise ConfigError(entry.problem, location=where)
     kind = entry.type
+    if kind == "?":
+        raise ConfigError(
+            "type is required: type=api spec=sentry for Sentry, type=postgres for PostgreSQL",
+            location=where,
+        )
     if kind == "file" or (entry.name == "LOCAL" and kind == "local"):
         return LocalConnection(entry.name)
     if kind == "api":
@@ -451,12 +460,17 @@ def _postgres_connection(entry: ConnectionEntry, where: str) -> PostgresConnecti
     if url:
         text = str(url)
         if not text.startswith(("postgresql://", "postgres://")):
-            raise ConfigError("url: expected postgresql://user:pass@host:port/db", where)
+            raise ConfigError(
+                "url: not a PostgreSQL URL; expected postgresql://user:password@host:port/database",
+                where,
+            )
         try:
             conninfo_to_dict(text)
         except psycopg.ProgrammingError as error:
-            problem = str(error).strip().splitlines()[0]
+            problem = str(error).strip().splitlines()[0].replace(text, "...")  # it has the password
             raise ConfigError(f"url: not a valid PostgreSQL URL ({problem})", where) from None
+        if not _has_numeric_port(text):  # psycopg would only find out when connecting
+            raise ConfigError("url: the port is not a number", where)
         return PostgresConnection(entry.name, text)
 
     keys = {"host": "host", "port": "port", "user": "user", "password": "password"}
@@ -468,6 +482,17 @@ def _postgres_connection(entry: ConnectionEntry, where: str) -> PostgresConnecti
     if "host" not in parts:
         raise ConfigError("either url or host is required", location=where)
     return PostgresConnection(entry.name, make_conninfo(**parts))
+
+
+def _has_numeric_port(url: str) -> bool:
+    """True unless the URL names one host with a port that is not a number."""
+    try:
+        parts = urlsplit(url)
+        if "," not in parts.netloc:  # several hosts: psycopg reads their ports itself
+            parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return False
+    return True
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
