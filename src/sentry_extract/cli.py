@@ -24,6 +24,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from sentry_extract import __version__, pipeline
 from sentry_extract.config import connections as conns
@@ -42,16 +43,58 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
+
+class _NamedArgument(TyperArgument):
+    """An argument whose help shows its name (NAME, KEY=VALUE...), not a Python type."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _name_values(command: TyperCommand | TyperGroup, ctx: Any) -> None:
+    """Help names values as their metavars say (DURATION, FILE), never as Typer's Python
+    types (`<str>`, `<list[str]>`, `<bool>` on flags that take no value)."""
+    help_option = command.get_help_option(ctx)
+    for parameter in [*command.params, *([help_option] if help_option else [])]:
+        if isinstance(parameter, TyperArgument):
+            parameter.__class__ = _NamedArgument
+        elif isinstance(parameter, TyperOption) and parameter.is_flag:
+            parameter.metavar = ""
+
+
+class _Command(TyperCommand):
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _name_values(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class _Group(TyperGroup):
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _name_values(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     name="sentry-extract",
     help="Extract Sentry data into Parquet or PostgreSQL, incrementally.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings=HELP_OPTIONS,
+    cls=_Group,
 )
-conns_app = typer.Typer(help="Set, list, test and discover connections.", no_args_is_help=True)
+conns_app = typer.Typer(
+    help="Set, list, test and discover connections.",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+    cls=_Group,
+)
 state_app = typer.Typer(
-    help="Show or clear the incremental state of a replication.", no_args_is_help=True
+    help="Show or clear the incremental state of a replication.",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+    cls=_Group,
 )
 app.add_typer(conns_app, name="conns")
 app.add_typer(state_app, name="state")
@@ -69,6 +112,14 @@ errors = _console(stderr=True)
 
 DebugOption = Annotated[
     bool, typer.Option("--debug", help="Log every request (never a secret) and show tracebacks.")
+]
+NameArgument = Annotated[str, typer.Argument(help="Connection name.", metavar="NAME")]
+ReplicationArgument = Annotated[
+    Path, typer.Argument(help="The replication YAML file.", metavar="REPLICATION")
+]
+StreamsOption = Annotated[
+    str | None,
+    typer.Option("--streams", help="Only these streams, comma-separated.", metavar="NAMES"),
 ]
 
 
@@ -131,14 +182,17 @@ def _sentry_connection(name: str) -> conns.SentryConnection:
 # --- conns -----------------------------------------------------------------------------
 
 
-@conns_app.command("set")
+@conns_app.command("set", cls=_Command)
 def conns_set(
-    name: Annotated[str, typer.Argument(help="Connection name (stored upper-cased).")],
+    name: Annotated[
+        str, typer.Argument(help="Connection name (stored upper-cased).", metavar="NAME")
+    ],
     values: Annotated[
         list[str],
         typer.Argument(
             help="key=value pairs, e.g. type=api spec=sentry "
-            "secrets='{ auth_token: ... }' inputs='{ organization: my-org }'."
+            "secrets='{ auth_token: ... }' inputs='{ organization: my-org }'.",
+            metavar="KEY=VALUE",
         ),
     ],
     debug: DebugOption = False,
@@ -149,9 +203,9 @@ def conns_set(
         output.print(f"connection {name.upper()} saved in {path}", markup=False)
 
 
-@conns_app.command("unset")
+@conns_app.command("unset", cls=_Command)
 def conns_unset(
-    name: Annotated[str, typer.Argument(help="Connection name.")],
+    name: NameArgument,
     debug: DebugOption = False,
 ) -> None:
     """Remove a connection from env.yaml."""
@@ -163,7 +217,7 @@ def conns_unset(
         output.print(f"connection {name.upper()} removed", markup=False)
 
 
-@conns_app.command("list")
+@conns_app.command("list", cls=_Command)
 def conns_list(debug: DebugOption = False) -> None:
     """List connections: name, type and where each comes from. Never prints a secret."""
     with _errors_translated(debug):
@@ -175,9 +229,9 @@ def conns_list(debug: DebugOption = False) -> None:
         output.print(table)
 
 
-@conns_app.command("test")
+@conns_app.command("test", cls=_Command)
 def conns_test(
-    name: Annotated[str, typer.Argument(help="Connection name.")],
+    name: NameArgument,
     debug: DebugOption = False,
 ) -> None:
     """Check a connection: authenticate and read the organization."""
@@ -186,14 +240,15 @@ def conns_test(
         output.print(f"{name.upper()}: {pipeline.test_connection(connection)}", markup=False)
 
 
-@conns_app.command("discover")
+@conns_app.command("discover", cls=_Command)
 def conns_discover(
-    name: Annotated[str, typer.Argument(help="Connection name.")],
+    name: NameArgument,
     columns: Annotated[
         bool, typer.Option("--columns", help="Also list each stream's columns and types.")
     ] = False,
     output_format: Annotated[
-        str, typer.Option("--output", "-o", help="table, or json for machines.")
+        str,
+        typer.Option("--output", "-o", help="table, or json for machines.", metavar="table|json"),
     ] = "table",
     debug: DebugOption = False,
 ) -> None:
@@ -277,15 +332,17 @@ def _signals_cancel(cancelled: threading.Event) -> Iterator[None]:
             signal.signal(number, handler)
 
 
-@app.command("run")
+@app.command("run", cls=_Command)
 def run(
-    replication: Annotated[Path, typer.Argument(help="The replication YAML file.")],
-    streams: Annotated[
-        str | None, typer.Option("--streams", help="Only these streams, comma-separated.")
-    ] = None,
+    replication: ReplicationArgument,
+    streams: StreamsOption = None,
     mode: Annotated[
         str | None,
-        typer.Option("--mode", help=f"Override every stream's mode: {', '.join(MODE_NAMES)}."),
+        typer.Option(
+            "--mode",
+            help=f"Override every stream's mode: {', '.join(MODE_NAMES)}.",
+            metavar="MODE",
+        ),
     ] = None,
     deadline: Annotated[
         str | None,
@@ -293,6 +350,7 @@ def run(
             "--deadline",
             help="Stop the run after this long (e.g. 50m): unfinished streams save nothing "
             "and the run exits 1.",
+            metavar="DURATION",
         ),
     ] = None,
     record: Annotated[
@@ -302,6 +360,7 @@ def run(
             help="Write every HTTP exchange to cassettes in this folder "
             "(vcrpy format; the token is never written).",
             file_okay=False,
+            metavar="FOLDER",
         ),
     ] = None,
     replay: Annotated[
@@ -310,6 +369,7 @@ def run(
             "--replay",
             help="Run offline from the cassettes in this folder: no token and no network needed.",
             file_okay=False,
+            metavar="FOLDER",
         ),
     ] = None,
     log_format: Annotated[
@@ -318,6 +378,7 @@ def run(
             "--log-format",
             help="text (progress bars on a terminal, plain lines "
             "elsewhere) or json (one JSON object per event, on stderr).",
+            metavar="text|json",
         ),
     ] = TEXT,
     summary_json: Annotated[
@@ -326,6 +387,7 @@ def run(
             "--summary-json",
             help="Also write the run's summary to this file, as JSON.",
             dir_okay=False,
+            metavar="FILE",
         ),
     ] = None,
     dry_run: Annotated[
@@ -430,9 +492,9 @@ def _print_summary(summary: pipeline.RunSummary) -> None:
 # --- state -----------------------------------------------------------------------------
 
 
-@state_app.command("show")
+@state_app.command("show", cls=_Command)
 def state_show(
-    replication: Annotated[Path, typer.Argument(help="The replication YAML file.")],
+    replication: ReplicationArgument,
     debug: DebugOption = False,
 ) -> None:
     """Show the saved state of each stream of a replication."""
@@ -450,12 +512,10 @@ def state_show(
         output.print(table)
 
 
-@state_app.command("reset")
+@state_app.command("reset", cls=_Command)
 def state_reset(
-    replication: Annotated[Path, typer.Argument(help="The replication YAML file.")],
-    streams: Annotated[
-        str | None, typer.Option("--streams", help="Only these streams, comma-separated.")
-    ] = None,
+    replication: ReplicationArgument,
+    streams: StreamsOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Clear saved state, so the next run reads from the anchor date again."""
