@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from sentry_extract.cli import app
+from sentry_extract.errors import ConfigError
 from sentry_extract.testing.fake_sentry import FakeSentry
 
 from .conftest import invoke, parquet_files, sentry_connection
@@ -201,11 +203,13 @@ def test_missing_replication_file(cli: CliRunner) -> None:
 
 def test_debug_shows_the_traceback(cli: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text("[1]\n")
-    result = CliRunner().invoke(
-        __import__("sentry_extract.cli").cli.app, ["run", "r.yaml", "--debug"]
+    result = cli.invoke(app, ["run", "r.yaml", "--debug"])
+    assert isinstance(result.exception, ConfigError)  # raised, not turned into a one-liner
+    assert (
+        str(result.exception)
+        == "r.yaml: expected a map with source, target and streams, got a list"
     )
-    assert result.exit_code != 0
-    assert result.exception is not None  # raised, not turned into a one-liner
+    assert result.exception.location == "r.yaml"
 
 
 def test_a_deadline_stops_the_run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -33,27 +34,50 @@ def all_output(result: object) -> str:
     return getattr(result, "stdout", "") + getattr(result, "stderr", "")
 
 
-def test_every_command_has_help(cli: CliRunner) -> None:
-    commands = [
-        [],
-        ["conns"],
-        ["state"],
-        ["run"],
-        ["conns", "set"],
-        ["conns", "unset"],
-        ["conns", "list"],
-        ["conns", "test"],
-        ["conns", "discover"],
-        ["state", "show"],
-        ["state", "reset"],
-    ]
-    for words in commands:
-        result = invoke(cli, *words, "--help")
-        assert result.exit_code == 0, words
-        assert "Usage" in result.stdout
-    top = invoke(cli, "--help").stdout
-    for command in ("run", "conns", "state"):
-        assert command in top
+HELP = [
+    ((), "Extract Sentry data into Parquet or PostgreSQL, incrementally."),
+    (("conns",), "Set, list, test and discover connections."),
+    (("state",), "Show or clear the incremental state of a replication."),
+    (("run",), "Run a replication: read the streams from Sentry and write them to the target."),
+    (("conns", "set"), "Store a connection in env.yaml (file mode 0600)."),
+    (("conns", "unset"), "Remove a connection from env.yaml."),
+    (("conns", "list"), "List connections: name, type and where each comes from."),
+    (("conns", "test"), "Check a connection: authenticate and read the organization."),
+    (("conns", "discover"), "List the seven endpoints: description, incremental or not, keys."),
+    (("state", "show"), "Show the saved state of each stream of a replication."),
+    (("state", "reset"), "Clear saved state, so the next run reads from the anchor date again."),
+]
+PYTHON_TYPES = re.compile(r"<(str|bool|int|float|path|dir|file|list\[\w+\])>")
+
+
+@pytest.mark.parametrize(("words", "summary"), HELP, ids=[" ".join(w) or "-" for w, _ in HELP])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_has_help(
+    cli: CliRunner, words: tuple[str, ...], summary: str, flag: str
+) -> None:
+    result = invoke(cli, *words, flag)
+    assert result.exit_code == 0, result.stdout
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert text.startswith(f"Usage: sentry-extract {' '.join(words)}".rstrip())
+    assert summary in text
+    assert not PYTHON_TYPES.search(text), PYTHON_TYPES.search(text)
+
+
+def test_help_names_values_readably(cli: CliRunner) -> None:
+    run_help = " ".join(invoke(cli, "run", "-h").stdout.replace("│", " ").split())
+    assert "Usage: sentry-extract run [OPTIONS] {REPLICATION}" in run_help
+    for option, value in [
+        ("--streams", "NAMES"),
+        ("--mode", "MODE"),
+        ("--deadline", "DURATION"),
+        ("--record", "FOLDER"),
+        ("--replay", "FOLDER"),
+        ("--log-format", "text|json"),
+        ("--summary-json", "FILE"),
+    ]:
+        assert f"{option} {value} " in run_help, option
+    set_help = " ".join(invoke(cli, "conns", "set", "-h").stdout.replace("│", " ").split())
+    assert "Usage: sentry-extract conns set [OPTIONS] {NAME} {KEY=VALUE}..." in set_help
 
 
 def test_conns_set_list_unset(cli: CliRunner, tmp_path: Path) -> None:
@@ -268,9 +292,16 @@ def test_version(cli: CliRunner) -> None:
 def test_state_file_holds_no_secret_and_is_json(with_sentry: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "replication.yaml").write_text(REPLICATION)
     invoke(with_sentry, "run", "replication.yaml", "--streams", "issues")
-    state = json.loads((tmp_path / "out" / "issues" / "_sentry_extract_state.json").read_text())
-    entry = next(iter(state["streams"].values()))
-    assert entry["organization"] == "acme" and entry["state"]["watermark"]
+    text = (tmp_path / "out" / "issues" / "_sentry_extract_state.json").read_text()
+    assert TOKEN not in text and "auth_token" not in text and "secrets" not in text
+    state = json.loads(text)
+    assert set(state) == {"version", "streams"}
+    [(key, entry)] = state["streams"].items()
+    assert key == "SENTRY/acme/issues/file://out/issues"
+    assert set(entry) == {"source", "organization", "stream", "object", "state"}
+    assert entry["organization"] == "acme" and entry["stream"] == "issues"
+    assert set(entry["state"]) == {"watermark", "project_watermarks"}
+    assert entry["state"]["watermark"] and entry["state"]["project_watermarks"] == {}
 
 
 def test_unknown_option_is_a_usage_error(cli: CliRunner) -> None:
