@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -182,16 +184,34 @@ def test_malformed_environment_connections(
     assert "sntryu_test_x" not in result.stderr
 
 
-def test_unreachable_base_url_is_bad_input(
-    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("base_url", "reason"),
+    [
+        ("http://127.0.0.1:{port}", "cannot reach 127.0.0.1:{port} (ConnectError: "),
+        ("http://sentry.nowhere.invalid", "cannot reach sentry.nowhere.invalid (ConnectError: "),
+    ],
+    ids=["refused", "not-resolved"],
+)
+def test_an_unreachable_host_fails_fast_and_as_conns_test_says(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_url: str, reason: str
 ) -> None:
+    """The default retry settings: the first request fails within 15 s, saying why."""
     port = closed_port()
-    monkeypatch.setenv("SENTRY", sentry_connection(f"http://127.0.0.1:{port}", retry_attempts=2))
+    base_url, reason = base_url.format(port=port), reason.format(port=port)
+    monkeypatch.setenv("SENTRY", sentry_connection(base_url))
     (tmp_path / "r.yaml").write_text(GOOD)
+    started = time.monotonic()
     result = invoke(cli, "run", "r.yaml")
-    assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: cannot reach 127.0.0.1:{port} (ConnectError")
-    assert f"check inputs.base_url (http://127.0.0.1:{port})" in result.stderr
+    assert time.monotonic() - started < 15
+    tested = invoke(cli, "conns", "test", "SENTRY")
+    assert result.exit_code == tested.exit_code == 2
+    error = result.stderr.splitlines()[-1]
+    assert error == tested.stderr.splitlines()[-1]
+    assert error.startswith(f"error: {reason}")
+    assert error.endswith(f": check inputs.base_url ({base_url})")
+    waits = [line for line in result.stderr.splitlines() if " retrying in " in line]
+    assert len(waits) == 2 and f": {reason}" in waits[0]
+    assert re.search(r"WARNING retrying in \d+(\.\d)?s: ", waits[0]), waits[0]
     assert not (tmp_path / "out").exists()
 
 

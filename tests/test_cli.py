@@ -189,7 +189,7 @@ def test_conns_test_unknown_organization(
 ) -> None:
     monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url, organization="nope"))
     result = invoke(cli, "conns", "test", "SENTRY")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # as from run: bad input
     assert result.stderr.strip() == (
         f"error: organization 'nope' not found at {fake.base_url}: wrong slug, or an "
         "organization in another region (EU organizations live on https://de.sentry.io)"
@@ -202,8 +202,10 @@ def test_conns_test_network_error(cli: CliRunner, monkeypatch: pytest.MonkeyPatc
         port = probe.getsockname()[1]
     monkeypatch.setenv("SENTRY", sentry_connection(f"http://127.0.0.1:{port}"))
     result = invoke(cli, "conns", "test", "SENTRY")
-    assert result.exit_code == 1
-    assert result.stderr.startswith(f"error: cannot reach 127.0.0.1:{port} (ConnectError")
+    assert result.exit_code == 2  # as from run: bad input
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith(f"error: cannot reach 127.0.0.1:{port} (ConnectError")
+    assert error.endswith(f": check inputs.base_url (http://127.0.0.1:{port})")
     assert "Traceback" not in all_output(result)
 
 
@@ -357,3 +359,17 @@ def test_the_command_makes_arrow_allocate_with_malloc_unless_told(
         [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True
     )
     assert printed.stdout.strip().splitlines()[-1] == backend
+
+
+def test_one_of_a_thing_is_not_plural(with_sentry: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "replication.yaml").write_text(REPLICATION.replace("'*':", "organizations:"))
+    result = invoke(with_sentry, "run", "replication.yaml", "--log-format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert re.fullmatch(r"1 row, 1 request in \d+\.\ds", result.stdout.splitlines()[-1])
+    messages = {
+        line["event"]: line["message"] for line in map(json.loads, result.stderr.splitlines())
+    }
+    assert re.fullmatch(r"organizations: ok, 1 row, 1 request, \d+\.\ds", messages["stream_end"])
+    assert re.fullmatch(
+        r"run ended: 1 row, 1 request in \d+\.\ds, exit code 0", messages["run_end"]
+    )

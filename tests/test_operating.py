@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from sentry_extract.cli import app
 from sentry_extract.events import emit
 from sentry_extract.reporting import ProgressHandler, progress_bars
 from sentry_extract.source.streams import STREAM_NAMES
+from sentry_extract.source.windows import format_datetime
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
+from sentry_extract.testing.organization import FakeOrganization
 
 from .conftest import invoke, sentry_connection
 
@@ -71,28 +74,82 @@ def test_summary_json_for_machines(ready: CliRunner, fake: FakeSentry, tmp_path:
     assert summary["rows"] == sum(stream["rows"] for stream in summary["streams"])
 
 
+def plan_of(stdout: str) -> dict[str, list[str]]:
+    """The dry run's lines by stream: its heading, then its indented lines."""
+    plans: dict[str, list[str]] = {}
+    for line in stdout.splitlines()[:-1]:
+        if not line.startswith(" "):
+            plans[line.split()[0]] = [line]
+        else:
+            plans[list(plans)[-1]].append(" ".join(line.split()))
+    return plans
+
+
 def test_dry_run_plans_from_the_saved_state_and_writes_nothing(
     ready: CliRunner, fake: FakeSentry, tmp_path: Path
 ) -> None:
     plan = invoke(ready, "run", "r.yaml", "--dry-run")
     assert plan.exit_code == 0
     assert fake.requests == [] and not (tmp_path / "out").exists()
-    lines = {line.split()[0]: line for line in plan.stdout.splitlines()[1:-1]}
-    assert (
-        "incremental" in lines["issues"]
-        and "query=&project=-1&sort=date&limit=100" in (lines["issues"])
+    assert plan.stdout.splitlines()[-1] == "dry run: nothing was requested or written"
+    plans = plan_of(plan.stdout)
+    assert list(plans) == list(STREAM_NAMES)
+    assert plans["issues"][0].split() == ["issues", "incremental", "into", "file://out/issues"]
+    assert plans["issues"][1].endswith(" (a year, no anchor_date)")
+    assert " ".join(plans["events"][2:]).startswith(
+        "request GET /api/0/projects/acme/{project}/events/?full=true&per_page=100 &start="
     )
-    assert "GET /api/0/projects/acme/{project}/events/?full=true&per_page=100" in lines["events"]
-    assert plan.stdout.strip().endswith("dry run: nothing was requested or written")
     assert invoke(ready, "run", "r.yaml").exit_code == 0
     state = json.loads((tmp_path / "out" / "issues" / "_sentry_extract_state.json").read_text())
-    watermark = next(iter(state["streams"].values()))["state"]["watermark"]
-    again = invoke(ready, "run", "r.yaml", "--dry-run")
-    start = watermark[:19]  # the next window starts an hour (the lookback) before it
-    hour = f"{int(start[11:13]) - 1:02d}" if start[11:13] != "00" else "23"
-    assert f"T{hour}{start[13:19]}Z to " in again.stdout
-    assert "1 from their saved state" not in again.stdout  # events: 3 projects saved
-    assert "per project: 3 from their saved state" in again.stdout
+    saved = datetime.fromisoformat(next(iter(state["streams"].values()))["state"]["watermark"])
+    plans = plan_of(invoke(ready, "run", "r.yaml", "--dry-run").stdout)
+    start = format_datetime(saved - timedelta(hours=1))  # the lookback before the last run
+    assert plans["issues"][1].startswith(f"window {start} to ")
+    assert plans["issues"][1].endswith(" (saved state)")
+
+
+def test_dry_run_shows_the_saved_state_of_each_project(
+    ready: CliRunner, fake: FakeSentry, tmp_path: Path, organization: FakeOrganization
+) -> None:
+    assert invoke(ready, "run", "r.yaml", "--streams", "events").exit_code == 0
+    state = json.loads((tmp_path / "out" / "events" / "_sentry_extract_state.json").read_text())
+    saved = next(iter(state["streams"].values()))["state"]["project_watermarks"]
+    assert len(saved) == len(organization.projects)
+    plans = plan_of(invoke(ready, "run", "r.yaml", "--dry-run", "--streams", "events").stdout)
+    lines = plans["events"][1:]
+    lines = lines[: next(i for i, line in enumerate(lines) if line.startswith("request "))]
+    windows = [line.removeprefix("window").strip() for line in lines]
+    for project_id, watermark in sorted(saved.items()):
+        start = format_datetime(datetime.fromisoformat(watermark) - timedelta(hours=1))
+        assert f"project {project_id}: {start} to " in "\n".join(windows)
+    assert all(w.endswith(" (saved state)") for w in windows[:-1])
+    assert windows[-1].startswith("other projects: ")
+
+
+def test_dry_run_fits_a_100_column_terminal(ready: CliRunner, tmp_path: Path) -> None:
+    assert invoke(ready, "run", "r.yaml").exit_code == 0
+    plan = invoke(ready, "run", "r.yaml", "--dry-run")
+    assert plan.exit_code == 0
+    assert max(len(line) for line in plan.stdout.splitlines()) <= 100, plan.stdout
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--deadline", "5x"],
+        ["--mode", "merge"],
+        ["--streams", "event"],
+        ["--record", "a", "--replay", "b"],
+        ["--log-format", "xml"],
+        ["--replay", "no-such-folder"],
+    ],
+    ids=["deadline", "mode", "streams", "record-and-replay", "log-format", "replay"],
+)
+def test_dry_run_checks_options_as_run_does(ready: CliRunner, arguments: list[str]) -> None:
+    ran = invoke(ready, "run", "r.yaml", *arguments)
+    planned = invoke(ready, "run", "r.yaml", "--dry-run", *arguments)
+    assert ran.exit_code == planned.exit_code == 2
+    assert planned.stderr == ran.stderr and planned.stderr.startswith("error: ")
 
 
 def test_discover_for_machines(ready: CliRunner) -> None:

@@ -10,12 +10,16 @@ one-line message and an exit code:
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -30,11 +34,12 @@ from sentry_extract import __version__, pipeline
 from sentry_extract.config import connections as conns
 from sentry_extract.config.replication import Overrides, Replication, load_replication
 from sentry_extract.config.values import parse_duration
-from sentry_extract.errors import ConfigError, SentryExtractError
+from sentry_extract.errors import ConfigError, Interrupted, SentryExtractError
+from sentry_extract.events import counted, emit
 from sentry_extract.files import write_atomically
 from sentry_extract.modes import MODE_NAMES
 from sentry_extract.records import SNAKE, column_name, declared_columns
-from sentry_extract.reporting import LOG_FORMATS, TEXT, Reporting, reporting
+from sentry_extract.reporting import JSON, LOG_FORMATS, TEXT, Reporting, reporting
 from sentry_extract.source.streams import STREAMS, StreamSpec
 
 STATE_VARIABLE = "SENTRY_EXTRACT_STATE"
@@ -42,6 +47,9 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+PLAN_WIDTH = 100  # `run --dry-run` fits a terminal this wide
+
+log = logging.getLogger("sentry_extract")
 
 
 class _NamedArgument(TyperArgument):
@@ -121,11 +129,6 @@ StreamsOption = Annotated[
     str | None,
     typer.Option("--streams", help="Only these streams, comma-separated.", metavar="NAMES"),
 ]
-
-
-class Interrupted(Exception):
-    def __init__(self, code: int) -> None:
-        self.code = code
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -316,20 +319,57 @@ def _load(
     return load_replication(path, _environment(), run_started_at, Overrides(wanted, mode))
 
 
-@contextmanager
-def _signals_cancel(cancelled: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM: ask every stream to stop, then leave with 130/143."""
+class _Signals:
+    """SIGINT and SIGTERM. The first asks every stream to stop: the run then ends as any
+    run does, summary and all. A second one leaves at once."""
 
-    def handle(number: int, frame: FrameType | None) -> None:
-        cancelled.set()
-        raise Interrupted(EXIT_TERMINATED if number == signal.SIGTERM else EXIT_INTERRUPTED)
+    def __init__(self, cancelled: threading.Event) -> None:
+        self.cancelled = cancelled
+        self.received: int | None = None
 
-    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    @property
+    def code(self) -> int:
+        return EXIT_TERMINATED if self.received == signal.SIGTERM else EXIT_INTERRUPTED
+
+    @property
+    def fatal(self) -> str:
+        name = "SIGTERM" if self.received == signal.SIGTERM else "SIGINT (Ctrl-C)"
+        return f"interrupted by {name}; committed rows and state are kept"
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            raise Interrupted(self.code)
+        self.received = number
+        self.cancelled.set()
+
+    @contextmanager
+    def installed(self) -> Iterator[_Signals]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {number: signal.signal(number, self._handle) for number in handled}
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """`run`'s options once checked, the same way for a run and a dry run."""
+
+    deadline: float | None
+    record: Path | None
+    replay: Path | None
+
+
+def _check_options(
+    log_format: str, deadline: str | None, record: Path | None, replay: Path | None
+) -> _RunOptions:
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"--log-format: '{log_format}' is not one of {', '.join(LOG_FORMATS)}")
+    if record is not None and replay is not None:
+        raise ConfigError("--record and --replay: choose one")
+    return _RunOptions(_seconds(deadline, "--deadline"), record, replay)
 
 
 @app.command("run", cls=_Command)
@@ -401,50 +441,97 @@ def run(
     debug: DebugOption = False,
 ) -> None:
     """Run a replication: read the streams from Sentry and write them to the target."""
-    if log_format not in LOG_FORMATS:
-        _fail(
-            f"--log-format: '{log_format}' is not one of {', '.join(LOG_FORMATS)}", EXIT_BAD_INPUT
-        )
-    with _errors_translated(debug, log_format) as shown:
-        if dry_run:
-            loaded = _load(replication, streams, mode)
-            _print_plan(
-                pipeline.plan_replication(
-                    loaded, _connections(), _environment().get(STATE_VARIABLE)
-                )
-            )
-            return
-        if record is not None and replay is not None:
-            raise ConfigError("--record and --replay: choose one")
-        transport, recording = pipeline.load_replay(replay) if replay is not None else (None, None)
-        started = recording.run_started_at if recording is not None else None
-        loaded = _load(replication, streams, mode, started)
-        if record is not None:
-            record.mkdir(parents=True, exist_ok=True)
-        settings = pipeline.RunSettings(
-            state_location=_environment().get(STATE_VARIABLE),
-            deadline=_seconds(deadline, "--deadline"),
-            record_to=record,
-            replay=recording,
-            transport=transport,
-            sleep=_no_wait if recording is not None else None,
-        )
-        with _signals_cancel(settings.cancelled):
-            summary = pipeline.run_replication(loaded, _connections(), settings)
-        shown.finish()  # progress bars end before the summary prints
+    if dry_run:
+        with _errors_translated(debug, log_format if log_format in LOG_FORMATS else TEXT):
+            options = _check_options(log_format, deadline, record, replay)
+            recording = pipeline.load_replay(options.replay)[1] if options.replay else None
+            started = recording.run_started_at if recording is not None else None
+            loaded = _load(replication, streams, mode, started)
+            location = _environment().get(STATE_VARIABLE)
+            _print_plan(pipeline.plan_replication(loaded, _connections(), location, recording))
+        return
+    began = time.monotonic()
+    cancelled = threading.Event()
+    json_log = log_format == JSON
+    with _Signals(cancelled).installed() as signals:
+        with reporting(log_format if log_format in LOG_FORMATS else TEXT, debug) as shown:
+            raised: Exception | None = None
+            try:
+                options = _check_options(log_format, deadline, record, replay)
+                summary = _run(replication, streams, mode, options, cancelled)
+            except (Interrupted, KeyboardInterrupt):  # a second signal, or one before ours
+                summary = pipeline.RunSummary([], time.monotonic() - began)
+                signals.received = signals.received or signal.SIGINT
+            except Exception as error:
+                summary, raised = _failed(error, time.monotonic() - began), error
+            if signals.received is not None:
+                summary.fatal, summary.code = signals.fatal, signals.code
+            shown.finish()  # progress bars end before the summary prints
+            pipeline.report_end(summary)
         if summary_json is not None:
             write_atomically(summary_json, json.dumps(summary.to_json(), indent=2).encode())
-        _print_summary(summary)
-        if summary.exit_code:
-            raise typer.Exit(summary.exit_code)
+        _print_summary(summary, shown_errors=not json_log, interrupted=signals.received is not None)
+    if raised is not None and debug:
+        raise raised
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def _run(
+    replication: Path,
+    streams: str | None,
+    mode: str | None,
+    options: _RunOptions,
+    cancelled: threading.Event,
+) -> pipeline.RunSummary:
+    transport, recording = (
+        pipeline.load_replay(options.replay) if options.replay is not None else (None, None)
+    )
+    started = recording.run_started_at if recording is not None else None
+    loaded = _load(replication, streams, mode, started)
+    if options.record is not None:
+        options.record.mkdir(parents=True, exist_ok=True)
+    settings = pipeline.RunSettings(
+        state_location=_environment().get(STATE_VARIABLE),
+        deadline=options.deadline,
+        record_to=options.record,
+        replay=recording,
+        transport=transport,
+        sleep=_no_wait if recording is not None else None,
+        cancelled=cancelled,
+    )
+    return pipeline.run_replication(loaded, _connections(), settings)
+
+
+def _failed(error: Exception, seconds: float) -> pipeline.RunSummary:
+    """The summary of a run that stopped before it could make one."""
+    if isinstance(error, ConfigError):
+        return pipeline.RunSummary([], seconds, str(error), EXIT_BAD_INPUT)
+    if isinstance(error, SentryExtractError):
+        return pipeline.RunSummary([], seconds, str(error), EXIT_FAILED)
+    fatal = f"unexpected error: {type(error).__name__}: {error}"
+    emit(log, logging.ERROR, "crash", f"{fatal} (a bug: please report it)", exc_info=error)
+    return pipeline.RunSummary([], seconds, fatal, EXIT_FAILED)
 
 
 def _print_plan(plans: list[pipeline.StreamPlan]) -> None:
-    table = Table("stream", "mode", "object", "window", "first request", box=None, pad_edge=False)
+    """Each stream in a few lines that fit a terminal of 100 columns."""
     for plan in plans:
-        table.add_row(plan.name, plan.mode, plan.object, plan.window, plan.first_request)
-    output.print(table)
+        output.print(f"{plan.name}  {plan.mode}  into {plan.object}", markup=False)
+        for label, lines in (("window", plan.windows), ("request", _wrapped(plan.first_request))):
+            for number, line in enumerate(lines):
+                output.print(f"  {label if number == 0 else '':<8} {line}", markup=False)
     output.print("dry run: nothing was requested or written", markup=False)
+
+
+def _wrapped(request: str, width: int = PLAN_WIDTH - 11) -> list[str]:
+    """A request cut before `?` or `&` into lines of at most `width` characters."""
+    lines = [""]
+    for piece in re.split(r"(?=[?&])", request):
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return lines
 
 
 def _seconds(text: str | None, option: str) -> float | None:
@@ -456,37 +543,48 @@ def _seconds(text: str | None, option: str) -> float | None:
         raise ConfigError(f"{option}: {error}") from None
 
 
-def _print_summary(summary: pipeline.RunSummary) -> None:
-    table = Table(
-        "stream",
-        "mode",
-        "rows",
-        "requests",
-        "retries",
-        "seconds",
-        "status",
-        box=None,
-        pad_edge=False,
-    )
-    for result in summary.results:
-        table.add_row(
-            result.name,
-            result.mode,
-            f"{result.rows:,}",
-            str(result.requests),
-            str(result.retries),
-            f"{result.seconds:.1f}",
-            result.status,
+def _print_summary(summary: pipeline.RunSummary, shown_errors: bool, interrupted: bool) -> None:
+    """The table when streams ran (an interrupted run included), each problem, and what
+    stopped the run on stderr (not in a JSON log, whose `run_end` says it)."""
+    if summary.results:
+        table = Table(
+            "stream",
+            "mode",
+            "rows",
+            "requests",
+            "retries",
+            "seconds",
+            "status",
+            box=None,
+            pad_edge=False,
         )
-    output.print(table)
-    for result in summary.results:
-        for problem in result.problems:
-            output.print(f"{result.name}: {problem}", markup=False)
-    rows = sum(result.rows for result in summary.results)
-    requests = sum(result.requests for result in summary.results)
-    output.print(f"{rows:,} rows, {requests} requests in {summary.seconds:.1f}s", markup=False)
-    if summary.fatal:
+        for result in summary.results:
+            table.add_row(
+                result.name,
+                result.mode,
+                f"{result.rows:,}",
+                str(result.requests),
+                str(result.retries),
+                f"{result.seconds:.1f}",
+                result.status,
+            )
+        output.print(table)
+        for result in summary.results:
+            for problem in result.problems:
+                output.print(f"{result.name}: {problem}", markup=False)
+        output.print(
+            f"{counted(summary.rows, 'row')}, {counted(summary.requests, 'request')} "
+            f"in {summary.seconds:.1f}s",
+            markup=False,
+        )
+    if not shown_errors:
+        return
+    if interrupted:
+        errors.print("interrupted: committed rows and state are kept", markup=False)
+    elif summary.fatal and summary.results:
         errors.print(f"error: {summary.fatal}; the run was stopped", markup=False)
+    elif summary.fatal:
+        errors.print(f"error: {summary.fatal}", markup=False)
 
 
 # --- state -----------------------------------------------------------------------------

@@ -5,18 +5,24 @@
     ├── StateError                  a state file or table that cannot be read or written
     │   └── DamagedStateError       a state file that is not JSON; `state reset` removes it
     ├── TargetError                 a target that cannot be written
+    │   └── LockedError             another run holds the lock on a stream's target
+    ├── RunCancelled                the run was stopped (a signal, the deadline, a 401)
+    ├── Interrupted                 Ctrl-C or SIGTERM a second time: leave now
     └── SourceError                 anything the Sentry API answered or failed to answer
         ├── AuthenticationError     401: the token was rejected; stops the whole run
         ├── PermissionDeniedError   403: a scope is missing; stops the stream, never retried
         ├── NotFoundError           404: wrong slug or wrong region
         ├── BadRequestError         400 that is not a query timeout
         ├── PaginationError         a repeated cursor or an unusable page
+        ├── ReplayMissError         --replay: the cassettes hold no answer to a request
         └── RetriableError          worth another attempt (decided by `classify_response`)
             ├── RateLimitedError    429, with the wait the server asked for, if any
             ├── ServerError         5xx, a 400 query timeout, a truncated JSON body
-            └── NetworkError        connection refused, reset, timed out
+            └── NetworkError        a connection reset, a timeout
+                └── UnreachableError    refused, or a host name that does not resolve
 
-Exceptions carry their context as attributes; their text never holds a token.
+Exceptions carry their context as attributes; their text never holds a token. Code that
+explains an error (what to fix) raises a new one `from` the original, which stays as it was.
 """
 
 from __future__ import annotations
@@ -58,6 +64,18 @@ class LockedError(TargetError):
     """Another run holds the lock on this stream's target."""
 
 
+class RunCancelled(SentryExtractError):
+    """The run was stopped (a signal, the deadline, a 401 elsewhere) before this finished."""
+
+
+class Interrupted(SentryExtractError):
+    """Ctrl-C or SIGTERM came a second time: leave without waiting; `code` is 130 or 143."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        super().__init__(f"interrupted (exit code {code})")
+
+
 class SourceError(SentryExtractError):
     """The Sentry API did not give us what we asked for."""
 
@@ -96,6 +114,10 @@ class PaginationError(SourceError):
     """The server sent a cursor we already followed, or a page we cannot read."""
 
 
+class ReplayMissError(SourceError):
+    """--replay: the run asked for something the cassettes do not hold."""
+
+
 class RetriableError(SourceError):
     """A failure that another attempt may cure."""
 
@@ -123,3 +145,7 @@ class ServerError(RetriableError):
 
 class NetworkError(RetriableError):
     """The request did not get an answer: refused, reset or timed out."""
+
+
+class UnreachableError(NetworkError):
+    """The host refused the connection, or its name did not resolve."""

@@ -15,11 +15,24 @@ EVENT = "sentry_extract_event"
 FIELDS = "sentry_extract_fields"
 
 
-def emit(logger: logging.Logger, level: int, event: str, message: str, **fields: Any) -> None:
-    """Log `message` (already formatted) with `event` and its `fields` attached."""
+def emit(
+    logger: logging.Logger,
+    level: int,
+    event: str,
+    message: str,
+    exc_info: BaseException | None = None,
+    **fields: Any,
+) -> None:
+    """Log `message` (already formatted) with `event` and its `fields` attached (and the
+    traceback of `exc_info`, if given)."""
     if logger.isEnabledFor(level):
-        logger.log(level, message, extra={EVENT: event, FIELDS: fields})
+        logger.log(level, message, exc_info=exc_info, extra={EVENT: event, FIELDS: fields})
 
 
 def event_of(record: logging.LogRecord) -> tuple[str | None, dict[str, Any]]:
     return getattr(record, EVENT, None), dict(getattr(record, FIELDS, {}) or {})
+
+
+def counted(count: int, noun: str) -> str:
+    """`1 request`, `2 requests`, `1,234 rows`: a count for a message."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"

@@ -144,6 +144,8 @@ def reporting(log_format: str, debug: bool) -> Iterator[Reporting]:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         level = logging.DEBUG if debug else logging.WARNING
     handler.setLevel(level)
+    if log_format != JSON:  # the summary and its error line say how the run ended
+        handler.addFilter(lambda record: event_of(record)[0] != "run_end")
     root.handlers[:] = [handler]
     root.setLevel(level)
     shown = Reporting(progress)

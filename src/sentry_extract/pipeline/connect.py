@@ -9,6 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,15 @@ from sentry_extract.config.connections import (
     resolve_connection,
 )
 from sentry_extract.config.replication import Replication, StreamConfig
-from sentry_extract.errors import ConfigError, NetworkError, SourceError
+from sentry_extract.errors import (
+    ConfigError,
+    NetworkError,
+    NotFoundError,
+    PermissionDeniedError,
+    RunCancelled,
+    SentryExtractError,
+    SourceError,
+)
 from sentry_extract.source.cassettes import Recording
 from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucket
@@ -96,8 +105,9 @@ def state_stores(
     replication: Replication,
     connections: Mapping[str, ConnectionEntry],
     state_location: str | None = None,
+    replay: Recording | None = None,
 ) -> list[tuple[StreamConfig, StateKey, StateStore]]:
-    source = resolve_source(replication, connections)
+    source = resolve_source(replication, connections, replay)
     target = open_target(replication, connections)
     stores = []
     for stream in replication.streams:
@@ -146,12 +156,40 @@ def _verify(source: SentryConnection) -> ssl.SSLContext | bool:
 
 
 def _interruptible_sleep(cancelled: threading.Event) -> Callable[[float], None]:
-    """Waits that end early when the run is cancelled (deadline, signal, 401)."""
+    """Waits that end the request when the run is cancelled (deadline, signal, 401):
+    no retry or paced request goes out after a cancel."""
 
     def sleep(seconds: float) -> None:
-        cancelled.wait(seconds)
+        if cancelled.wait(seconds):
+            raise RunCancelled("the run was stopped while waiting")
 
     return sleep
+
+
+# The first request of a run, and of `conns test`: a host that cannot be reached is said
+# to be so after a few seconds, not after the minutes of retries a run allows later on.
+FIRST_REQUEST_ATTEMPTS = 3
+
+
+def check_organization(
+    client: SentryClient,
+    connection: SentryConnection,
+    counter: RequestCounter,
+    retry: RetryPolicy | None = None,
+) -> dict[str, Any] | None:
+    """Read the organization; what fails is explained as what to fix.
+
+    A host that cannot be reached or an organization that is not there is bad input
+    (`ConfigError`); a token that may not read it is a `PermissionDeniedError`.
+    """
+    policy = retry or client.settings.retry
+    path = f"organizations/{connection.organization}/"
+    try:
+        first_try = replace(policy, unreachable_attempts=FIRST_REQUEST_ATTEMPTS)
+        body = client.get(path, {}, counter, retry=first_try).body
+    except (NetworkError, NotFoundError, PermissionDeniedError) as error:
+        raise explain_organization_error(error, connection) from error
+    return body if isinstance(body, dict) else None
 
 
 def preflight(
@@ -161,18 +199,10 @@ def preflight(
 
     None when the token may not read it (403): an org token can still read releases.
     """
-    path = f"organizations/{source.organization}/"
     try:
-        body = client.get(path, {}, counter).body
-    except NetworkError as error:
-        raise ConfigError(f"{error.message}: check inputs.base_url ({source.base_url})") from None
-    except SourceError as error:
-        if error.status == 404:
-            raise ConfigError(explain_organization_error(error, source).message) from None
-        if error.status == 403:
-            return None
-        raise
-    return body if isinstance(body, dict) else None
+        return check_organization(client, source, counter)
+    except PermissionDeniedError:
+        return None
 
 
 def describe_source_error(error: SourceError, stream: str) -> str:
@@ -196,7 +226,8 @@ REQUIRED_SCOPES = {
 
 
 def test_connection(connection: SentryConnection | LocalConnection | PostgresConnection) -> str:
-    """One line saying the connection works; raises our errors when it does not."""
+    """One line saying the connection works; raises our errors when it does not (the
+    same errors, and so the same exit codes, as the first request of a run)."""
     if isinstance(connection, LocalConnection):
         return "ok (files on this machine)"
     if isinstance(connection, PostgresConnection):
@@ -205,28 +236,31 @@ def test_connection(connection: SentryConnection | LocalConnection | PostgresCon
         return test_postgres(connection.url)
     retry = RetryPolicy(attempts=3, initial_wait=0.5, max_wait=5.0)
     with build_client(connection, threading.Event(), retry=retry) as client:
-        counter = RequestCounter()
-        path = f"organizations/{connection.organization}/"
-        try:
-            body = client.get(path, {}, counter).body
-        except SourceError as error:
-            raise explain_organization_error(error, connection) from None
-    name = body.get("name", connection.organization) if isinstance(body, dict) else "?"
+        body = check_organization(client, connection, RequestCounter())
+    name = body.get("name", connection.organization) if body else "?"
     return f"ok: organization '{name}' ({connection.organization}) at {connection.base_url}"
 
 
-def explain_organization_error(error: SourceError, connection: SentryConnection) -> SourceError:
-    """The organization request failed: say what to fix."""
+def explain_organization_error(
+    error: SourceError, connection: SentryConnection
+) -> SentryExtractError:
+    """What a failed organization request means, as a new error to raise `from` it: the
+    original keeps its own message and status."""
+    if isinstance(error, NetworkError) and "CERTIFICATE_VERIFY_FAILED" in error.message:
+        return ConfigError(f"{error.message}: check inputs.ca_bundle (the server's CA)")
+    if isinstance(error, NetworkError):
+        return ConfigError(f"{error.message}: check inputs.base_url ({connection.base_url})")
     if error.status == 404:
-        error.message = (
+        return ConfigError(
             f"organization '{connection.organization}' not found at {connection.base_url}: "
             "wrong slug, or an organization in another region (EU organizations live on "
             "https://de.sentry.io)"
         )
-    elif error.status == 403:
-        error.message = (
+    if error.status == 403:
+        return PermissionDeniedError(
             f"the token may not read organization '{connection.organization}' "
-            "(403): it needs the org:read scope"
+            "(403): it needs the org:read scope",
+            url=error.url,
+            status=403,
         )
-    error.args = (error.message,)
     return error

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from sentry_extract.config.connections import SentryConnection
 from sentry_extract.config.replication import StreamConfig
-from sentry_extract.errors import NotFoundError, SentryExtractError, SourceError
-from sentry_extract.events import emit
+from sentry_extract.errors import NotFoundError, RunCancelled, SourceError
+from sentry_extract.events import counted, emit
 from sentry_extract.modes import Mode
 from sentry_extract.pipeline.results import STATUS_PARTIAL, StreamResult
 from sentry_extract.records import RecordTyper, key_values
@@ -42,10 +42,6 @@ if TYPE_CHECKING:
     from sentry_extract.pipeline.run import RunContext
 
 log = logging.getLogger("sentry_extract")
-
-
-class RunCancelled(SentryExtractError):
-    """The run was stopped (a 401 elsewhere, or a signal) before this stream finished."""
 
 
 CHECKPOINT_ROWS = 500  # rows between checkpoints, at least: a killed run reads these again
@@ -141,7 +137,7 @@ class Loader:
             log,
             logging.INFO,
             "page",
-            f"{self.stream.name}: {self.read} rows read",
+            f"{self.stream.name}: {counted(self.read, 'row')} read",
             stream=self.stream.name,
             rows=len(rows),
             total_rows=self.read,
@@ -178,7 +174,7 @@ class Loader:
                 logging.INFO,
                 "checkpoint",
                 f"{self.stream.name}: checkpoint {self.checkpoints.count}, "
-                f"{self.checkpoints.committed_rows} rows committed",
+                f"{counted(self.checkpoints.committed_rows, 'row')} committed",
                 stream=self.stream.name,
                 checkpoints=self.checkpoints.count,
                 rows=self.checkpoints.committed_rows,
@@ -192,10 +188,9 @@ class Loader:
             self.writer.checkpoint(state)
 
     def _crawl(self, coverage: Coverage, watermark: datetime | None) -> Crawl:
-        window = stream_window(self.stream, self.context.source, watermark, self.run_started_at)
-        if not self.stream.mode.merges_by_key or self.stream.mode.reads_range:
-            coverage = Coverage()  # a full read, or a backfill's range: state does not narrow it
-        return Crawl(window, coverage, self.context.source.lookback)
+        return plan_crawl(
+            self.stream, self.context.source, coverage, watermark, self.run_started_at
+        )
 
     def load_organization_stream(self) -> None:
         spec = self.stream.spec
@@ -396,6 +391,20 @@ class Loader:
         if error.status in (403, 404):
             reason = f"{error.message} ({error.status})"
         return f"project '{project.slug}' skipped: {reason}"
+
+
+def plan_crawl(
+    stream: StreamConfig,
+    source: SentryConnection,
+    coverage: Coverage,
+    watermark: datetime | None,
+    started: datetime,
+) -> Crawl:
+    """The window a crawl reads, and what earlier runs already covered of it."""
+    window = stream_window(stream, source, watermark, started)
+    if not stream.mode.merges_by_key or stream.mode.reads_range:
+        coverage = Coverage()  # a full read, or a backfill's range: state does not narrow it
+    return Crawl(window, coverage, source.lookback)
 
 
 def stream_window(

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sentry_extract.config.connections import ConnectionEntry
-from sentry_extract.config.replication import Replication
+from sentry_extract.config.connections import ConnectionEntry, SentryConnection
+from sentry_extract.config.replication import Replication, StreamConfig
 from sentry_extract.pipeline.connect import resolve_source, state_stores
-from sentry_extract.pipeline.loader import stream_window
-from sentry_extract.source.extract import request_params, stream_path
+from sentry_extract.pipeline.loader import plan_crawl
+from sentry_extract.source.cassettes import Recording
+from sentry_extract.source.extract import Crawl, request_params, stream_path
 from sentry_extract.source.streams import Shape
-from sentry_extract.source.windows import Window, format_datetime
+from sentry_extract.source.windows import Coverage, Slicer, format_datetime
 from sentry_extract.state import StreamState
+
+PROJECTS_SHOWN = 20  # saved projects listed one by one; the others are counted
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class StreamPlan:
     name: str
     mode: str
     object: str
-    window: str
+    windows: tuple[str, ...]  # what it would read: one line, or one per saved project
     first_request: str
 
 
@@ -30,36 +33,79 @@ def plan_replication(
     replication: Replication,
     connections: Mapping[str, ConnectionEntry],
     state_location: str | None = None,
+    replay: Recording | None = None,
 ) -> list[StreamPlan]:
     """The plan of a run, from the saved state; no request is sent and nothing written."""
-    source = resolve_source(replication, connections)
+    source = resolve_source(replication, connections, replay)
     plans = []
-    for stream, key, store in state_stores(replication, connections, state_location):
+    for stream, key, store in state_stores(replication, connections, state_location, replay):
         spec = stream.spec
         state = store.load(key) if spec.is_incremental else StreamState()
-        started = replication.run_started_at
-        window: Window | None = None
-        described = "-"
+        windows: tuple[str, ...] = ()
+        crawl: Crawl | None = None
         if spec.shape is Shape.WINDOWED:
-            window = stream_window(stream, source, state.watermark, started)
-            described = f"{format_datetime(window.start)} to {format_datetime(window.end)}"
+            crawl = _crawl(stream, source, replication, state.coverage)
+            windows = (_described(crawl, _origin(stream, source, state.coverage)),)
         elif spec.shape is Shape.PER_PROJECT:
-            window = stream_window(stream, source, None, started)
-            saved = len(state.project_watermarks)
-            described = (
-                f"per project: {saved} from their saved state, others "
-                f"{format_datetime(window.start)} to {format_datetime(window.end)}"
-            )
+            windows, crawl = _project_windows(stream, source, replication, state)
+        piece = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback)).next() if crawl else None
         path = stream_path(spec, source.organization, "{project}")
-        params = request_params(spec, window, stream.query)
+        params = request_params(spec, piece, stream.query)
         query = "&".join(f"{name}={value}" for name, value in params.items())
         plans.append(
             StreamPlan(
                 stream.name,
-                stream.mode,
+                str(stream.mode),
                 stream.object,
-                described,
+                windows,
                 f"GET /api/0/{path}" + (f"?{query}" if query else ""),
             )
         )
     return plans
+
+
+def _crawl(
+    stream: StreamConfig, source: SentryConnection, replication: Replication, coverage: Coverage
+) -> Crawl:
+    return plan_crawl(stream, source, coverage, coverage.watermark, replication.run_started_at)
+
+
+def _project_windows(
+    stream: StreamConfig, source: SentryConnection, replication: Replication, state: StreamState
+) -> tuple[tuple[str, ...], Crawl]:
+    """One line per project with saved state, then one for every other project."""
+    fresh = _crawl(stream, source, replication, Coverage())
+    fresh_line = _described(fresh, _origin(stream, source, Coverage()))
+    saved = sorted(state.projects.items()) if stream.mode.merges_by_key else []
+    if stream.mode.reads_range or not saved:
+        return (f"every project: {fresh_line}",), fresh
+    lines = []
+    crawls = []
+    for project, coverage in saved:
+        crawl = _crawl(stream, source, replication, coverage)
+        crawls.append(crawl)
+        lines.append(f"project {project}: {_described(crawl, _origin(stream, source, coverage))}")
+    if len(lines) > PROJECTS_SHOWN:
+        hidden = len(lines) - PROJECTS_SHOWN + 1
+        lines[PROJECTS_SHOWN - 1 :] = [f"{hidden} more projects, each from its saved state"]
+    lines.append(f"other projects: {fresh_line}")
+    return tuple(lines), crawls[0]
+
+
+def _origin(stream: StreamConfig, source: SentryConnection, coverage: Coverage) -> str:
+    if stream.mode.reads_range and stream.backfill_range is not None:
+        return "backfill range"
+    if stream.mode.merges_by_key and (coverage.watermark is not None or coverage.ranges):
+        return "saved state"
+    if source.anchor_date is not None:
+        return "anchor_date"
+    return "a year, no anchor_date"
+
+
+def _described(crawl: Crawl, origin: str) -> str:
+    """`<start> to <end> (<where the start comes from>)`: at most 70 characters."""
+    window = crawl.window
+    read = len(crawl.coverage.ranges)
+    if read:
+        origin += f"; {read} part{'s' if read > 1 else ''} read"
+    return f"{format_datetime(window.start)} to {format_datetime(window.end)} ({origin})"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from sentry_extract.events import counted, emit
+
+log = logging.getLogger("sentry_extract")
 
 STATUS_OK = "ok"
 STATUS_PARTIAL = "partial"
@@ -31,9 +36,13 @@ class StreamResult:
 
 @dataclass
 class RunSummary:
+    """A run's outcome. `fatal` names what stopped the whole run, if anything; `code` is
+    the exit code when that decides it (2 bad input, 130 Ctrl-C, 143 SIGTERM)."""
+
     results: list[StreamResult]
     seconds: float
-    fatal: str | None = None  # what stopped the whole run, if anything
+    fatal: str | None = None
+    code: int | None = None
 
     @property
     def rows(self) -> int:
@@ -55,5 +64,26 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
+        if self.code is not None:
+            return self.code
         failed = self.fatal or any(result.status != STATUS_OK for result in self.results)
         return 1 if failed else 0
+
+
+def report_end(summary: RunSummary) -> None:
+    """The run's last event, whatever ended it (`run_end`)."""
+    text = (
+        f"run ended: {counted(summary.rows, 'row')}, {counted(summary.requests, 'request')} "
+        f"in {summary.seconds:.1f}s, exit code {summary.exit_code}"
+    )
+    emit(
+        log,
+        logging.ERROR if summary.fatal else logging.INFO,
+        "run_end",
+        f"{text}: {summary.fatal}" if summary.fatal else text,
+        rows=summary.rows,
+        requests=summary.requests,
+        seconds=round(summary.seconds, 3),
+        exit_code=summary.exit_code,
+        fatal=summary.fatal,
+    )

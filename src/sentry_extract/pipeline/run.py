@@ -19,8 +19,13 @@ import httpx
 
 from sentry_extract.config.connections import ConnectionEntry, SentryConnection, connection_inputs
 from sentry_extract.config.replication import Replication, StreamConfig
-from sentry_extract.errors import AuthenticationError, SentryExtractError, SourceError
-from sentry_extract.events import emit
+from sentry_extract.errors import (
+    AuthenticationError,
+    RunCancelled,
+    SentryExtractError,
+    SourceError,
+)
+from sentry_extract.events import counted, emit
 from sentry_extract.pipeline.connect import (
     _verify,
     build_client,
@@ -32,7 +37,7 @@ from sentry_extract.pipeline.connect import (
     resolve_source,
     state_key,
 )
-from sentry_extract.pipeline.loader import Loader, RunCancelled
+from sentry_extract.pipeline.loader import Loader
 from sentry_extract.pipeline.results import (
     STATUS_CANCELLED,
     STATUS_FAILED,
@@ -140,20 +145,7 @@ def run_replication(
             f"the run's deadline ({settings.deadline:g}s) passed; unfinished streams kept only "
             "their checkpoints"
         )
-    summary = RunSummary(results, time.monotonic() - started, fatal)
-    emit(
-        log,
-        logging.INFO,
-        "run_end",
-        f"run ended: {summary.rows} rows, {summary.requests} requests in "
-        f"{summary.seconds:.1f}s, exit code {summary.exit_code}",
-        rows=summary.rows,
-        requests=summary.requests,
-        seconds=round(summary.seconds, 3),
-        exit_code=summary.exit_code,
-        fatal=fatal,
-    )
-    return summary
+    return RunSummary(results, time.monotonic() - started, fatal)
 
 
 def _preflight_result(counter: RequestCounter) -> StreamResult:
@@ -198,6 +190,8 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
     )
     loader: Loader | None = None
     try:
+        if context.settings.cancelled.is_set():  # stopped before this stream began
+            raise RunCancelled(stream.name)
         typer = RecordTyper(stream.spec, stream.column_casing, stream.selection, stream.primary_key)
         request = StreamRequest(
             stream=stream.name,
@@ -241,8 +235,9 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
     except SourceError as error:
         result.status = STATUS_FAILED
         if error.status == 404 and stream.spec.shape is not Shape.PER_PROJECT:
-            error = explain_organization_error(error, context.source)
-        result.problems.append(describe_source_error(error, stream.name))
+            result.problems.append(str(explain_organization_error(error, context.source)))
+        else:
+            result.problems.append(describe_source_error(error, stream.name))
     except SentryExtractError as error:
         result.status = STATUS_FAILED
         result.problems.append(str(error))
@@ -260,8 +255,8 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         log,
         logging.INFO,
         "stream_end",
-        f"{stream.name}: {result.status}, {result.rows} rows, {result.requests} requests, "
-        f"{result.seconds:.1f}s",
+        f"{stream.name}: {result.status}, {counted(result.rows, 'row')}, "
+        f"{counted(result.requests, 'request')}, {result.seconds:.1f}s",
         stream=stream.name,
         status=result.status,
         rows=result.rows,

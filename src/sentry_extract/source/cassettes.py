@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import yaml
 
-from sentry_extract.errors import ConfigError, SourceError
+from sentry_extract.errors import ConfigError, ReplayMissError
 from sentry_extract.files import write_atomically
 
 CASSETTE_FILE = "sentry.yaml"
@@ -41,10 +41,6 @@ DROPPED_HEADERS = (
     "content-length",
     "transfer-encoding",
 )
-
-
-class ReplayMissError(SourceError):
-    """The run asked for something the cassettes do not hold."""
 
 
 @dataclass(frozen=True)

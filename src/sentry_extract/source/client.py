@@ -32,6 +32,7 @@ from sentry_extract.errors import (
     RateLimitedError,
     ServerError,
     SourceError,
+    UnreachableError,
 )
 from sentry_extract.events import emit
 from sentry_extract.source.pagination import next_cursor
@@ -123,9 +124,15 @@ class SentryClient:
         self.close()
 
     def get(
-        self, path: str, params: Params, counter: RequestCounter, raw_values: bool = False
+        self,
+        path: str,
+        params: Params,
+        counter: RequestCounter,
+        raw_values: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> Page:
-        """One request, retried by the policy; raises our errors only.
+        """One request, retried by the policy (`retry`, else the client's); raises our
+        errors only.
 
         With `raw_values`, a list of objects keeps each top-level value as undecoded JSON
         (`msgspec.Raw`): see `parse_raw_rows`.
@@ -138,9 +145,9 @@ class SentryClient:
             wait = state.upcoming_sleep
             emit(
                 log,
-                logging.INFO,
+                logging.WARNING,
                 "retry",
-                f"retrying {path} in {wait:.1f}s after {_short(error)}",
+                f"retrying in {_seconds(wait)}: {_short(error)} ({path})",
                 stream=counter.name,
                 path=path,
                 attempt=state.attempt_number,
@@ -148,7 +155,8 @@ class SentryClient:
                 reason=_short(error),
             )
 
-        retrying = build_retrying(self.settings.retry, self.settings.sleep, count_retry)
+        policy = retry or self.settings.retry
+        retrying = build_retrying(policy, self.settings.sleep, count_retry)
         page: Page = retrying(self._get_once, path, params, counter, raw_values)
         return page
 
@@ -196,6 +204,9 @@ class SentryClient:
             raise NetworkError(
                 f"timed out talking to {self.host} ({type(error).__name__})", url=path
             ) from None
+        except httpx.ConnectError as error:  # refused, or a name that does not resolve
+            reason = f"{type(error).__name__}: {_transport_reason(error)}"
+            raise UnreachableError(f"cannot reach {self.host} ({reason})", url=path) from None
         except httpx.TransportError as error:
             reason = f"{type(error).__name__}: {_transport_reason(error)}"
             raise NetworkError(f"cannot reach {self.host} ({reason})", url=path) from None
@@ -339,6 +350,11 @@ def _detail(response: httpx.Response) -> str:
 
 def _params_text(params: Params) -> str:
     return "&".join(f"{key}={value}" for key, value in params.items())
+
+
+def _seconds(wait: float) -> str:
+    """`4s`, `1.5s`, `0.2s`: a wait as a person reads it."""
+    return f"{wait:.0f}s" if wait >= 10 else f"{wait:.1f}".removesuffix(".0") + "s"
 
 
 def _short(error: BaseException | None) -> str:

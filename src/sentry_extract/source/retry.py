@@ -3,7 +3,9 @@
 Retried: `RetriableError` (429, 5xx, query timeouts, truncated bodies, network
 errors). A wait the server asked for (`Retry-After`, the rate-limit reset) is
 honoured; otherwise exponential backoff with jitter. Attempts are bounded and the
-last error is re-raised.
+last error is re-raised. A host that cannot be reached at all (refused, unknown name)
+can be given fewer attempts (`unreachable_attempts`): the first request of a run says
+quickly that `base_url` is wrong, while a network lost later keeps every attempt.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import tenacity
 
-from sentry_extract.errors import RetriableError
+from sentry_extract.errors import RetriableError, UnreachableError
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class RetryPolicy:
     max_wait: float = 60.0  # cap of one backoff
     max_server_wait: float = 300.0  # cap of one wait the server asked for
     max_total_wait: float = 600.0  # cap of all the waits for one request
+    unreachable_attempts: int | None = None  # attempts when the host cannot be reached
 
 
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
@@ -53,6 +56,18 @@ class _WaitedEnough(tenacity.stop.stop_base):
         return retry_state.idle_for >= self.limit
 
 
+class _Unreachable(tenacity.stop.stop_base):
+    """Stop after `attempts` when the last one could not reach the host at all."""
+
+    def __init__(self, attempts: int) -> None:
+        self.attempts = attempts
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        return isinstance(error, UnreachableError) and retry_state.attempt_number >= self.attempts
+
+
 def build_retrying(
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
@@ -62,7 +77,9 @@ def build_retrying(
         retry=tenacity.retry_if_exception_type(RetriableError),
         wait=_wait(policy),
         stop=tenacity.stop_any(
-            tenacity.stop_after_attempt(policy.attempts), _WaitedEnough(policy.max_total_wait)
+            tenacity.stop_after_attempt(policy.attempts),
+            _WaitedEnough(policy.max_total_wait),
+            _Unreachable(policy.unreachable_attempts or policy.attempts),
         ),
         sleep=sleep,
         before_sleep=on_retry,

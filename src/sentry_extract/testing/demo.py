@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from sentry_extract.events import counted
 from sentry_extract.testing.fake_sentry import (
     DEFAULT_TOKEN,
     SENTRY_IO_LIMITS,
@@ -36,12 +37,12 @@ def main() -> int:
         }
         environment = {**os.environ, "SENTRY": json.dumps(connection)}
         command = [sys.executable, "-m", "sentry_extract", "run", str(REPLICATION)]
-        print("$ SENTRY='{...}' sentry-extract run " + str(REPLICATION), flush=True)
+        print("$ SENTRY='{...}' .venv/bin/sentry-extract run " + str(REPLICATION), flush=True)
         started = time.monotonic()
         completed = subprocess.run(command, env=environment, check=False)
         seconds = time.monotonic() - started
         print(
-            f"\nthe fake answered {len(fake.requests)} requests in {seconds:.1f}s "
+            f"\nthe fake answered {counted(len(fake.requests), 'request')} in {seconds:.1f}s "
             f"({sum(1 for r in fake.requests if r.status == 429)} answered 429)"
         )
     print(

@@ -1,0 +1,220 @@
+"""Every run ends reported: whatever stops it, `--summary-json` is written with the
+process's exit code and what stopped it, and a JSON log ends with `run_end`.
+
+Cron and CI read exactly these, so each failure path is run here as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from sentry_extract.cli import app
+from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
+from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
+
+from .conftest import sentry_connection
+
+REPLICATION = (
+    "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\n"
+    "streams:\n  teams:\n  issues:\n"
+)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def json_log(stderr: str) -> list[dict[str, Any]]:
+    """Every line of a JSON log, each one an object."""
+    return [json.loads(line) for line in stderr.splitlines()]
+
+
+def run_json(cli: CliRunner, tmp_path: Path, *extra: str) -> tuple[Any, dict[str, Any], list[Any]]:
+    result = cli.invoke(
+        app,
+        ["run", "r.yaml", "--summary-json", "summary.json", "--log-format", "json", *extra],
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    return result, summary, json_log(result.stderr)
+
+
+def assert_reported(result: Any, summary: dict[str, Any], log: list[Any], code: int) -> None:
+    assert result.exit_code == code, result.stderr
+    assert summary["exit_code"] == code
+    assert log[-1]["event"] == "run_end"
+    assert log[-1]["exit_code"] == code
+    assert log[-1]["fatal"] == summary["fatal"]
+
+
+@pytest.fixture
+def ready(cli: CliRunner, tmp_path: Path) -> CliRunner:
+    (tmp_path / "r.yaml").write_text(REPLICATION)
+    return cli
+
+
+def test_a_rejected_token(
+    ready: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url, token="sntryu_test_revoked"))
+    result, summary, log = run_json(ready, tmp_path)
+    assert_reported(result, summary, log, 1)
+    host = fake.base_url.removeprefix("http://")
+    assert summary["fatal"] == f"the token was rejected by {host} (401)"
+    assert log[-1]["level"] == "error"
+
+
+def test_a_configuration_error(
+    ready: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    (tmp_path / "r.yaml").write_text(REPLICATION.replace("issues:", "isues:"))
+    result, summary, log = run_json(ready, tmp_path)
+    assert_reported(result, summary, log, 2)
+    assert summary["fatal"].startswith("r.yaml: streams.isues: unknown stream")
+    assert summary["streams"] == [] and fake.requests == []
+
+
+def test_a_bad_option(
+    ready: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    result, summary, log = run_json(ready, tmp_path, "--deadline", "5x")
+    assert_reported(result, summary, log, 2)
+    assert summary["fatal"].startswith("--deadline: '5x' is not a duration")
+
+
+def test_an_unreachable_host(
+    ready: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = closed_port()
+    monkeypatch.setenv("SENTRY", sentry_connection(f"http://127.0.0.1:{port}"))
+    result, summary, log = run_json(ready, tmp_path)
+    assert_reported(result, summary, log, 2)
+    assert summary["fatal"].startswith(f"cannot reach 127.0.0.1:{port} (ConnectError")
+    assert [line["event"] for line in log].count("retry") == 2
+
+
+def test_an_unexpected_crash(
+    ready: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*arguments: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    monkeypatch.setattr("sentry_extract.records.RecordTyper.to_batch", broken)
+    result, summary, log = run_json(ready, tmp_path)
+    assert_reported(result, summary, log, 1)
+    assert summary["fatal"] == "unexpected error: RuntimeError: a bug"
+    crash = next(line for line in log if line["event"] == "crash")
+    assert "RuntimeError: a bug" in crash["traceback"]
+
+
+def test_the_summary_is_written_even_for_an_unknown_log_format(
+    ready: CliRunner, tmp_path: Path
+) -> None:
+    result = ready.invoke(
+        app, ["run", "r.yaml", "--summary-json", "summary.json", "--log-format", "xml"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --log-format: 'xml' is not one of text, json"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["exit_code"] == 2 and summary["fatal"].startswith("--log-format: 'xml'")
+
+
+def test_a_complete_run_is_reported_the_same_way(
+    ready: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    result, summary, log = run_json(ready, tmp_path)
+    assert_reported(result, summary, log, 0)
+    assert summary["fatal"] is None and log[-1]["level"] == "info"
+    assert [s["name"] for s in summary["streams"]] == ["teams", "issues", "(preflight)"]
+
+
+@pytest.mark.parametrize(
+    ("number", "code", "named"),
+    [(signal.SIGINT, 130, "SIGINT (Ctrl-C)"), (signal.SIGTERM, 143, "SIGTERM")],
+)
+def test_a_signal(tmp_path: Path, number: signal.Signals, code: int, named: str) -> None:
+    organization = FakeOrganization("acme", OrganizationSize(events=600))
+    (tmp_path / "r.yaml").write_text(REPLICATION.replace("issues:", "events:"))
+    with FakeSentry(organization, ServerSettings(latency=0.1)) as fake:
+        environment = {
+            **os.environ,
+            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+            "SENTRY": sentry_connection(fake.base_url),
+        }
+        command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
+        process = subprocess.Popen(
+            [*command, "--summary-json", "summary.json", "--log-format", "json"],
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while len(fake.requests_to("/events/")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(number)
+        stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == code, stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["exit_code"] == code
+    assert summary["fatal"] == f"interrupted by {named}; committed rows and state are kept"
+    streams = {stream["name"]: stream for stream in summary["streams"]}
+    assert streams["events"]["status"] == "cancelled"
+    log = json_log(stderr)
+    assert log[-1]["event"] == "run_end" and log[-1]["exit_code"] == code
+    assert "events" in stdout and "cancelled" in stdout  # the summary table, as always
+
+
+def test_ctrl_c_prints_the_summary_table_in_text_mode(tmp_path: Path) -> None:
+    organization = FakeOrganization("acme", OrganizationSize(events=600))
+    (tmp_path / "r.yaml").write_text(REPLICATION.replace("issues:", "events:"))
+    with FakeSentry(organization, ServerSettings(latency=0.1)) as fake:
+        environment = {
+            **os.environ,
+            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+            "SENTRY": sentry_connection(fake.base_url),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sentry_extract", "run", "r.yaml"],
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while len(fake.requests_to("/events/")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    lines = stdout.splitlines()
+    assert lines[0].split() == [
+        "stream",
+        "mode",
+        "rows",
+        "requests",
+        "retries",
+        "seconds",
+        "status",
+    ]
+    events = next(line.split() for line in lines if line.startswith("events"))
+    assert events[1] == "incremental" and events[-1] == "cancelled"
+    assert stderr.strip().endswith("interrupted: committed rows and state are kept")
