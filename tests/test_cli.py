@@ -302,7 +302,8 @@ def test_state_file_holds_no_secret_and_is_json(with_sentry: CliRunner, tmp_path
     assert key == "SENTRY/acme/issues/file://out/issues"
     assert set(entry) == {"source", "organization", "stream", "object", "state"}
     assert entry["organization"] == "acme" and entry["stream"] == "issues"
-    assert set(entry["state"]) == {"watermark", "project_watermarks"}
+    kept = {"watermark", "project_watermarks", "ranges", "project_ranges", "reconciled_at"}
+    assert {"watermark", "project_watermarks"} <= set(entry["state"]) <= kept
     assert entry["state"]["watermark"] and entry["state"]["project_watermarks"] == {}
 
 

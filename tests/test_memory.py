@@ -17,6 +17,17 @@ from .conftest import sentry_connection
 
 FRAMES = 275  # about 78 KB of JSON an event, as events with long stack traces are
 CEILING_MB = 300
+# The command's peak RSS, reported by a small parent that runs it: on Linux a process's
+# ru_maxrss starts at its parent's size when it forks, so a child of a large pytest
+# process would count pytest in.
+MEASURE = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 def peak_rss_mb(folder: Path, events: int, target: str, pg_url: str) -> float:
@@ -36,17 +47,19 @@ def peak_rss_mb(folder: Path, events: int, target: str, pg_url: str) -> float:
             "SENTRY": sentry_connection(fake.base_url),
             "MY_POSTGRES": pg_url,
         }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sentry_extract", "run", "r.yaml"],
+        command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
+        finished = subprocess.run(
+            [sys.executable, "-c", MEASURE, *command],
             cwd=folder,
             env=environment,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            text=True,
+            check=False,
         )
-        _, status, usage = os.wait4(process.pid, 0)
-        assert process.stderr is not None
-        assert os.waitstatus_to_exitcode(status) == 0, process.stderr.read().decode()
-    return usage.ru_maxrss / 1024
+    *messages, peak = finished.stderr.strip().splitlines()
+    assert finished.returncode == 0, "\n".join(messages)
+    return int(peak) / 1024
 
 
 @pytest.mark.parametrize("target", ["LOCAL", "MY_POSTGRES"])

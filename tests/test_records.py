@@ -113,7 +113,7 @@ def test_unknown_fields_keep_stable_names() -> None:
     typer = RecordTyper(TEAMS)
     first = typer.to_batch([{"id": "1", "brandNew": "a"}])
     second = typer.to_batch([{"id": "2", "brandNew": "b", "brand_new": "c"}])
-    assert first.schema.names[-1] == "brand_new"
+    assert "brand_new" in first.schema.names
     assert second.column("brand_new").to_pylist() == ["b"]
     assert second.column("brand_new_2").to_pylist() == ["c"]
 
