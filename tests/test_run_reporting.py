@@ -218,3 +218,33 @@ def test_ctrl_c_prints_the_summary_table_in_text_mode(tmp_path: Path) -> None:
     events = next(line.split() for line in lines if line.startswith("events"))
     assert events[1] == "incremental" and events[-1] == "cancelled"
     assert stderr.strip().endswith("interrupted: committed rows and state are kept")
+
+
+def test_a_signal_during_the_first_request_stops_at_once(tmp_path: Path) -> None:
+    """Nothing is written before the streams start: no need to wait for a slow answer."""
+    (tmp_path / "r.yaml").write_text(REPLICATION)
+    with FakeSentry(FakeOrganization("acme"), ServerSettings(latency=10)) as fake:
+        environment = {
+            **os.environ,
+            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+            "SENTRY": sentry_connection(fake.base_url),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sentry_extract", "run", "r.yaml", "--summary-json", "s.json"],
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while not fake.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+        assert time.monotonic() - stopped < 5
+    assert process.returncode == 143, stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["exit_code"] == 143 and summary["fatal"].startswith("interrupted by SIGTERM")
+    assert stderr.strip().splitlines()[-1] == "interrupted: committed rows and state are kept"

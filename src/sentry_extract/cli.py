@@ -320,11 +320,13 @@ def _load(
 
 
 class _Signals:
-    """SIGINT and SIGTERM. The first asks every stream to stop: the run then ends as any
-    run does, summary and all. A second one leaves at once."""
+    """SIGINT and SIGTERM. Once streams run, the first asks each to stop: the run then
+    ends as any run does, summary and all. Before (nothing is written yet), and at a
+    second signal, the run leaves at once."""
 
-    def __init__(self, cancelled: threading.Event) -> None:
+    def __init__(self, cancelled: threading.Event, streaming: threading.Event) -> None:
         self.cancelled = cancelled
+        self.streaming = streaming
         self.received: int | None = None
 
     @property
@@ -337,10 +339,11 @@ class _Signals:
         return f"interrupted by {name}; committed rows and state are kept"
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
-        if self.received is not None:
-            raise Interrupted(self.code)
-        self.received = number
+        first = self.received is None
+        self.received = self.received or number
         self.cancelled.set()
+        if not first or not self.streaming.is_set():
+            raise Interrupted(self.code)
 
     @contextmanager
     def installed(self) -> Iterator[_Signals]:
@@ -451,14 +454,14 @@ def run(
             _print_plan(pipeline.plan_replication(loaded, _connections(), location, recording))
         return
     began = time.monotonic()
-    cancelled = threading.Event()
+    cancelled, streaming = threading.Event(), threading.Event()
     json_log = log_format == JSON
-    with _Signals(cancelled).installed() as signals:
+    with _Signals(cancelled, streaming).installed() as signals:
         with reporting(log_format if log_format in LOG_FORMATS else TEXT, debug) as shown:
             raised: Exception | None = None
             try:
                 options = _check_options(log_format, deadline, record, replay)
-                summary = _run(replication, streams, mode, options, cancelled)
+                summary = _run(replication, streams, mode, options, cancelled, streaming)
             except (Interrupted, KeyboardInterrupt):  # a second signal, or one before ours
                 summary = pipeline.RunSummary([], time.monotonic() - began)
                 signals.received = signals.received or signal.SIGINT
@@ -483,6 +486,7 @@ def _run(
     mode: str | None,
     options: _RunOptions,
     cancelled: threading.Event,
+    streaming: threading.Event,
 ) -> pipeline.RunSummary:
     transport, recording = (
         pipeline.load_replay(options.replay) if options.replay is not None else (None, None)
@@ -499,6 +503,7 @@ def _run(
         transport=transport,
         sleep=_no_wait if recording is not None else None,
         cancelled=cancelled,
+        streaming=streaming,
     )
     return pipeline.run_replication(loaded, _connections(), settings)
 

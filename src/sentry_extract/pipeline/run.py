@@ -71,6 +71,7 @@ class RunSettings:
     state_location: str | None = None  # SENTRY_EXTRACT_STATE: a folder or a PostgreSQL URL
     lock_wait: float = 10.0  # seconds to wait for another run's lock on a table
     deadline: float | None = None  # seconds the whole run may take
+    streaming: threading.Event = field(default_factory=threading.Event)  # set: streams began
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def run_replication(
             context = RunContext(
                 replication, source, target, client, settings, organization, counter
             )
+            settings.streaming.set()  # from here on a stop is a cancel that streams see
             workers = max(1, len(replication.streams))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream") as pool:
                 futures = [pool.submit(_run_stream, context, s) for s in replication.streams]
