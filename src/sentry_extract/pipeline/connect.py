@@ -172,20 +172,16 @@ FIRST_REQUEST_ATTEMPTS = 3
 
 
 def check_organization(
-    client: SentryClient,
-    connection: SentryConnection,
-    counter: RequestCounter,
-    retry: RetryPolicy | None = None,
+    client: SentryClient, connection: SentryConnection, counter: RequestCounter
 ) -> dict[str, Any] | None:
     """Read the organization; what fails is explained as what to fix.
 
     A host that cannot be reached or an organization that is not there is bad input
     (`ConfigError`); a token that may not read it is a `PermissionDeniedError`.
     """
-    policy = retry or client.settings.retry
     path = f"organizations/{connection.organization}/"
+    first_try = replace(client.settings.retry, unreachable_attempts=FIRST_REQUEST_ATTEMPTS)
     try:
-        first_try = replace(policy, unreachable_attempts=FIRST_REQUEST_ATTEMPTS)
         body = client.get(path, {}, counter, retry=first_try).body
     except (NetworkError, NotFoundError, PermissionDeniedError) as error:
         raise explain_organization_error(error, connection) from error
