@@ -248,3 +248,21 @@ def test_a_signal_during_the_first_request_stops_at_once(tmp_path: Path) -> None
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["exit_code"] == 143 and summary["fatal"].startswith("interrupted by SIGTERM")
     assert stderr.strip().splitlines()[-1] == "interrupted: committed rows and state are kept"
+
+
+def test_a_full_disk_while_writing_parquet_is_one_line(
+    ready: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    def full(*arguments: Any, **options: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", full)
+    result, summary, log = run_json(ready, tmp_path)
+    assert_reported(result, summary, log, 1)
+    problems = [problem for stream in summary["streams"] for problem in stream["problems"]]
+    assert problems and all("No space left on device" in problem for problem in problems)
+    assert all(problem.startswith("cannot stage rows in ") for problem in problems)
+    assert "Traceback" not in result.stderr and "crash" not in [line["event"] for line in log]
