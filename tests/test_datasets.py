@@ -16,7 +16,7 @@ from sentry_extract.targets import dataset
 from sentry_extract.testing.fake_sentry import FakeSentry
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import Workspace, keys, parquet_files
+from .conftest import Workspace, keys, parquet_files, sentry_connection
 from .test_parquet_modes import assert_events_exact, assert_issues_exact
 
 RETENTION = timedelta(days=90)
@@ -201,4 +201,25 @@ def test_files_from_before_part_files_are_read_and_merged(
     organization.add_events(4, project_slug="project-0")
     second = first + timedelta(seconds=5)
     assert workspace.run(started=second).exit_code == 0
+    assert_events_exact(workspace, organization, second)
+
+
+def test_rows_read_again_unchanged_rewrite_no_file(
+    workspace: Workspace, organization: FakeOrganization, fake: FakeSentry, small_files: None
+) -> None:
+    """A long lookback reads many stored events again: files that hold them stay as they
+    are; only the file taking the new events is written."""
+    workspace.environ["SENTRY"] = sentry_connection(fake.base_url, lookback="60d")
+    workspace.replication("  events:\n", mode="incremental")
+    first = next_second()
+    assert workspace.run(started=first).exit_code == 0
+    folder = workspace.folder / "out" / "events"
+    before = snapshot(folder)
+    organization.add_events(3, project_slug="project-0")
+    second = first + timedelta(seconds=5)
+    summary = workspace.run(started=second)
+    assert summary.exit_code == 0 and summary.results[0].rows > 100  # much was read again
+    after = snapshot(folder)
+    changed = [path for path, stat in after.items() if before.get(path) != stat]
+    assert len(changed) == 1
     assert_events_exact(workspace, organization, second)

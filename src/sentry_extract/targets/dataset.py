@@ -42,6 +42,7 @@ DATA_SUFFIX = ".parquet"
 JOURNAL = "_sentry_extract_journal.json"
 FILE_BYTES = 4_000_000  # a folder's newest file takes new rows until it is about this big
 SMALL_FILES = 8  # a folder with more files smaller than half FILE_BYTES is compacted
+MAX_COMPARED = 5_000  # stored keys read again compared with what is stored, at most
 Bounds = tuple[Any, Any]  # min and max of a column
 
 
@@ -209,6 +210,20 @@ class ParquetDataset:
         previous = self.schema()
         schema = unify_schemas([previous, schema] if previous is not None else [schema])
         homes = self._homes(unique, staged) if by_key and len(unique) else {}
+        if (
+            homes
+            and len(homes) <= MAX_COMPARED
+            and previous is not None
+            and previous.equals(schema)
+        ):
+            same = self._unchanged(homes, staged, schema, dropped)
+            if same:  # read again as they are stored (the lookback's overlap): nothing to write
+                for key in same:
+                    del homes[key]
+                positions = pc.indices_nonzero(
+                    pc.is_in(staged_keys, value_set=pa.array(sorted(same), pa.string()))
+                )
+                dropped |= set(positions.to_pylist())
         destinations = self._route(staged, schema, dropped, homes)
         for destination in sorted(destinations.values(), key=lambda d: d.moved_in):
             self._write_destination(destination, schema)
@@ -286,6 +301,39 @@ class ParquetDataset:
                 for key in found.to_pylist():
                     homes[key] = data_file
         return homes
+
+    def _unchanged(
+        self,
+        homes: dict[str, DataFile],
+        staged: Sequence[Path],
+        schema: pa.Schema,
+        dropped: set[int],
+    ) -> set[str]:
+        """Stored keys whose staged row (the newest read) equals the stored row."""
+        wanted = pa.array(sorted(homes), pa.string())
+        incoming: dict[str, dict[str, Any]] = {}
+        position = 0
+        for path in staged:
+            for batch in pq.ParquetFile(path).iter_batches(
+                batch_size=self._staged_batch_rows(path), use_threads=False
+            ):
+                mask = pc.is_in(self.keys(batch), value_set=wanted).to_pylist()
+                for offset in range(batch.num_rows):  # the newest read of a key counts
+                    if position + offset in dropped:
+                        mask[offset] = False
+                position += batch.num_rows
+                chosen = conform(batch.filter(pa.array(mask, pa.bool_())), schema)
+                incoming.update(zip(self.keys(chosen).to_pylist(), chosen.to_pylist(), strict=True))
+        same: set[str] = set()
+        for data_file in {f.path: f for f in homes.values()}.values():
+            for batch in self.batches(data_file):
+                chosen = conform(batch.filter(pc.is_in(self.keys(batch), value_set=wanted)), schema)
+                for key, stored in zip(
+                    self.keys(chosen).to_pylist(), chosen.to_pylist(), strict=True
+                ):
+                    if incoming.get(key) == stored:
+                        same.add(key)
+        return same
 
     def _staged_span(self, staged: Sequence[Path]) -> Bounds | None:
         column = self.options.update_column
