@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters
+M_ARENA_MAX = -8
+
+
+def _release_memory_eagerly() -> None:
+    """glibc: blocks of 1 MB and more are mapped on their own, so freeing a batch gives its
+    memory back, and two arenas, not sixteen per core. Without this, glibc raises its
+    threshold after the first large free, and the heap keeps every batch's holes: 12,000
+    events of 85 KB peaked at 275 MB, and at 194 MB with it. Elsewhere: nothing to do."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+        libc.mallopt(M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass
 
 
 def main() -> None:
@@ -10,6 +27,7 @@ def main() -> None:
     # keeps the pages of freed batches: a 200,000-event run peaked at 187 MB with it and
     # at 134 MB with the C library's malloc, for the same CPU (`make bench`).
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    _release_memory_eagerly()
     from sentry_extract.cli import main as command
 
     command()
