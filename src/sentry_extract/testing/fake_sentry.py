@@ -264,7 +264,9 @@ class FakeSentry:
             self.released.set()
 
     def add_events_to(self, count: int, slugs: list[str] | None = None) -> int:
-        """`count` events created now, spread evenly over these projects (default all)."""
+        """`count` events created now, spread evenly over these projects (default all).
+        Every project's events are sorted again before it returns, so that the next reader
+        does not wait for it (a third of a second per 50,000 events)."""
         organization = self.organization
         with organization.lock:
             chosen = slugs or [project["slug"] for project in organization.projects]
@@ -272,6 +274,8 @@ class FakeSentry:
                 share = count // len(chosen) + (1 if index < count % len(chosen) else 0)
                 if share:
                     organization.add_events(share, project_slug=slug)
+            for project in organization.projects:  # any change makes every project stale
+                self.sorted_events(project["id"])
         return count
 
     def event_keys(self) -> list[tuple[str, str]]:
