@@ -134,15 +134,11 @@ class Fake:
         answer.raise_for_status()
         return answer.json()
 
-    def event_keys(self) -> set[tuple[str, str]]:
-        """(project id, event id) of every event a complete extraction holds."""
-        return {(str(project), str(event)) for project, event in self.control("event_keys")}
-
     def event_json_bytes(self) -> float:
         """Bytes of JSON per event in a full-payload events page, as the client gets it."""
         page = httpx.get(
             f"{self.base_url}/api/0/projects/acme/project-0/events/",
-            params={"full": "true", "per_page": 10},
+            params={"full": "true", "per_page": 1},  # one event: this process stays small
             headers={"Authorization": f"Bearer {TOKEN}"},
             timeout=60,
             verify=self.authority,
@@ -316,9 +312,18 @@ def measure_tool(
         code,
     )
     measure.extra["by_endpoint"] = stats["by_endpoint"]
+    harness_peak = own_peak_rss_mb()
+    if rss <= harness_peak * 1.02:  # a child's peak RSS starts at this process's own peak
+        measure.extra["rss_floor_mb"] = harness_peak
     if code != 0:
         measure.extra["reason"] = (errors.strip().splitlines() or ["failed"])[-1][:200]
     return measure, printed
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM), the floor of every child's peak as os.wait4 sees it."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
 PEERS = ROOT / "bench" / "peers"
@@ -553,38 +558,67 @@ def bytes_written(
     return written, total
 
 
-def stored_keys(target: str, root: Path, dataset: str, postgres_url: str) -> list[tuple[str, str]]:
-    """(project_id, event_id) of every stored event row, read back from the target."""
-    if target == "parquet":
-        import pyarrow.dataset
-
-        folder = root / dataset / "events"
-        if not folder.exists():
-            return []
-        table = pyarrow.dataset.dataset(folder, format="parquet").to_table(
-            columns=["project_id", "event_id"]
-        )
-        projects, events = table["project_id"].to_pylist(), table["event_id"].to_pylist()
-        return [(str(project), str(event)) for project, event in zip(projects, events, strict=True)]
-    import psycopg
-
-    with psycopg.connect(postgres_url) as connection:
-        exists = connection.execute("SELECT to_regclass(%s)", (f"bench{dataset}.events",))
-        if exists.fetchone() == (None,):
-            return []
-        rows = connection.execute(
-            f"SELECT project_id::text, event_id::text FROM bench{dataset}.events"
-        ).fetchall()
-    return [(str(project), str(event)) for project, event in rows]
+def check_rows(
+    fake: Fake, target: str, root: Path, dataset: str, postgres_url: str
+) -> dict[str, int]:
+    """The event rows read back from a dataset against the fake's events, counted in a
+    child process: this one must stay small, since a child's peak RSS (os.wait4) starts
+    at its parent's own peak."""
+    request = {
+        "fake_url": fake.base_url,
+        "target": target,
+        "folder": str(root / dataset / "events"),
+        "table": f"bench{dataset}.events",
+        "postgres_url": postgres_url,
+    }
+    done = subprocess.run(
+        [PYTHON, __file__, "--check-rows", json.dumps(request)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    counts: dict[str, int] = json.loads(done.stdout)
+    return counts
 
 
-def exactness(stored: list[tuple[str, str]], expected: set[tuple[str, str]]) -> dict[str, int]:
+def count_rows(
+    fake_url: str, target: str, folder: str, table: str, postgres_url: str
+) -> dict[str, int]:
+    """Stored rows, and keys stored twice, missing or unexpected (`--check-rows`)."""
+    expected = {
+        (str(project), str(event))
+        for project, event in httpx.get(f"{fake_url}/_fake/event_keys", timeout=60).json()
+    }
+    stored = stored_keys(target, Path(folder), table, postgres_url)
     unique = set(stored)
     return {
+        "expected_rows": len(expected),
+        "stored_rows": len(stored),
         "duplicates": len(stored) - len(unique),
         "missing": len(expected - unique),
         "unexpected": len(unique - expected),
     }
+
+
+def stored_keys(target: str, folder: Path, table: str, postgres_url: str) -> list[tuple[str, str]]:
+    """(project_id, event_id) of every stored event row."""
+    if target == "parquet":
+        import pyarrow.dataset
+
+        if not folder.exists():
+            return []
+        found = pyarrow.dataset.dataset(folder, format="parquet").to_table(
+            columns=["project_id", "event_id"]
+        )
+        projects, events = found["project_id"].to_pylist(), found["event_id"].to_pylist()
+        return [(str(project), str(event)) for project, event in zip(projects, events, strict=True)]
+    import psycopg
+
+    with psycopg.connect(postgres_url) as connection:
+        if connection.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,):
+            return []
+        rows = connection.execute(f"SELECT project_id::text, event_id::text FROM {table}")
+        return [(str(project), str(event)) for project, event in rows.fetchall()]
 
 
 def scenario_history(sizes: list[int], runs: int, folder: Path, postgres_url: str) -> list[Measure]:
@@ -620,11 +654,9 @@ def scenario_history(sizes: list[int], runs: int, folder: Path, postgres_url: st
                             written_share=written / max(1, total),
                         )
                     trials[target].append(measure)
-            expected = fake.event_keys()
             for target, dataset in datasets.items():
                 chosen = median_of(trials[target])
-                stored = stored_keys(target, folder, dataset, postgres_url)
-                chosen.extra.update(stored_rows=len(stored), **exactness(stored, expected))
+                chosen.extra.update(check_rows(fake, target, folder, dataset, postgres_url))
                 if target == "parquet":
                     chosen.extra["written_share_all"] = [
                         round(t.extra["written_share"], 4) for t in trials[target]
@@ -670,7 +702,6 @@ def scenario_resume(folder: Path, postgres_url: str) -> list[Measure]:
     measures: list[Measure] = []
     inputs = {"rate_limit": 0, "checkpoint_every": "2s"}
     with Fake(events=12_000, projects=2, issues=100) as fake:
-        expected = fake.event_keys()
         for target in TARGETS:
             whole = our_events(
                 fake,
@@ -697,23 +728,18 @@ def scenario_resume(folder: Path, postgres_url: str) -> list[Measure]:
                 requests=answered,
                 exit_code=-9,
             )
-            killed.rows = len(stored_keys(target, folder, dataset, postgres_url))
+            killed.rows = check_rows(fake, target, folder, dataset, postgres_url)["stored_rows"]
             killed.extra["killed_share"] = answered / whole.requests
             rerun = our_events(
                 fake, folder, target, "6 resume: rerun", dataset, postgres_url, inputs
             )
-            stored = stored_keys(target, folder, dataset, postgres_url)
             rerun.extra.update(
                 whole_requests=whole.requests,
                 rerun_share=rerun.requests / whole.requests,
                 goal="rerun_share <= 0.45, exact",
-                expected_rows=len(expected),
-                stored_rows=len(stored),
-                **exactness(stored, expected),
+                **check_rows(fake, target, folder, dataset, postgres_url),
             )
-            whole.extra.update(
-                exactness(stored_keys(target, folder, f"6_whole_{target}", postgres_url), expected)
-            )
+            whole.extra.update(check_rows(fake, target, folder, f"6_whole_{target}", postgres_url))
             measures += [whole, killed, rerun]
     return measures
 
@@ -778,7 +804,8 @@ def write_results(
     lines = [
         f"# Benchmark {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {os.cpu_count()} cores. Command: `{command}`.",
+        f"Machine: {os.cpu_count()} cores. Command: `{command}`. Peak RSS of the harness "
+        f"itself: {own_peak_rss_mb():.0f} MB (a floor of every peak RSS below).",
         "",
         "| scenario | tool | target | rows | requests | 429s | seconds | client CPU s "
         "| peak RSS MB | fake CPU s | notes |",
@@ -811,6 +838,7 @@ def write_results(
                 "missing",
                 "unexpected",
                 "event_json_kb",
+                "rss_floor_mb",
                 "goal",
                 "reason",
             )
@@ -835,7 +863,11 @@ def main() -> int:
     parser.add_argument(
         "--label", default="", help="results go to bench/results/<date>-<label>.md and .json"
     )
+    parser.add_argument("--check-rows", help=argparse.SUPPRESS)  # count_rows, in a child
     arguments = parser.parse_args()
+    if arguments.check_rows:
+        print(json.dumps(count_rows(**json.loads(arguments.check_rows))))
+        return 0
     chosen = set(arguments.scenarios.split(","))
     started = datetime.now(UTC)
     folder = Path(tempfile.mkdtemp(prefix="sentry-extract-bench-"))
