@@ -9,6 +9,14 @@ Results go to bench/results/<date>.md and .json. Scenarios:
    into Parquet and PostgreSQL
 3. scale: peak RSS for 20,000 vs 200,000 events
 4. incremental with nothing new: requests and wall time
+5. history growth: an incremental run after a backfill of 20,000 or 200,000 events and
+   100 new ones: wall time, and Parquet bytes written against the dataset's bytes
+6. resume: a run killed (SIGKILL) at 70% of a whole run's requests, then rerun: the
+   rerun's requests against the whole run's, and the rows read back exact
+7. large events (about 85 KB of JSON each): peak RSS for 4,000 vs 40,000 events,
+   full-refresh and incremental, Parquet and PostgreSQL
+
+`--scenarios 5,6,7 --label history` runs some of them into <date>-history.md and .json.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"
 PYTHON = sys.executable
+HISTORY_NEW_EVENTS = 100  # scenario 5: events added between the two runs
+KILL_AT = 0.7  # scenario 6: the share of a whole run's requests answered before the kill
 
 
 def free_port() -> int:
@@ -114,7 +124,26 @@ class Fake:
         return answer
 
     def reset(self) -> None:
-        httpx.get(f"{self.base_url}/_fake/reset", timeout=30, verify=self.authority)
+        self.control("reset")
+
+    def control(self, name: str, **params: Any) -> Any:
+        """One of the fake's `/_fake/` routes (add_events, event_keys, hold, release...)."""
+        answer = httpx.get(
+            f"{self.base_url}/_fake/{name}", params=params, timeout=60, verify=self.authority
+        )
+        answer.raise_for_status()
+        return answer.json()
+
+    def event_json_bytes(self) -> float:
+        """Bytes of JSON per event in a full-payload events page, as the client gets it."""
+        page = httpx.get(
+            f"{self.base_url}/api/0/projects/acme/project-0/events/",
+            params={"full": "true", "per_page": 1},  # one event: this process stays small
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=60,
+            verify=self.authority,
+        )
+        return len(page.content) / max(1, len(page.json()))
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -172,48 +201,86 @@ def ours(
     inputs: dict[str, Any] | None = None,
     mode: str = "full-refresh",
     postgres_url: str | None = None,
+    dataset: str | None = None,
 ) -> Measure:
-    folder = root / scenario.split()[0]  # each scenario its own data and state
-    folder.mkdir(exist_ok=True)
-    connection = {
-        "type": "api",
-        "spec": "sentry",
-        "secrets": {"auth_token": TOKEN},
-        "inputs": {"organization": "acme", "base_url": fake.base_url, **(inputs or {})},
-    }
-    object_name = (
-        f"bench{scenario.split()[0]}.{{stream_name}}"
-        if target == "postgres"
-        else f"file://{folder}/{{stream_name}}"
-    )
-    target_name = "BENCH_PG" if target == "postgres" else "LOCAL"
-    replication = folder / "r.yaml"
-    replication.write_text(
-        f"source: SENTRY\ntarget: {target_name}\ndefaults:\n  mode: {mode}\n"
-        f"  object: {object_name}\nstreams:\n{streams}"
-    )
-    environment = {
-        **os.environ,
-        "SENTRY": json.dumps(connection),
-        "SENTRY_EXTRACT_HOME": str(folder / "home"),
-    }
-    if postgres_url:
-        environment["BENCH_PG"] = postgres_url
-    summary = folder / "summary.json"
-    command = [
-        PYTHON,
-        "-m",
-        "sentry_extract",
-        "run",
-        str(replication),
-        "--summary-json",
-        str(summary),
-    ]
+    run = OurRun.of(fake, root, streams, target, scenario, inputs, mode, postgres_url, dataset)
     measure, _ = measure_tool(
-        "sentry-extract", fake, command, environment, folder, scenario, target
+        "sentry-extract", fake, run.command, run.environment, run.folder, scenario, target
     )
-    measure.rows = json.loads(summary.read_text())["rows"] if summary.exists() else 0
+    measure.rows = run.rows()
+    if run.summary.exists():  # the run itself, without starting Python and importing
+        measure.extra["run_seconds"] = json.loads(run.summary.read_text())["seconds"]
     return measure
+
+
+@dataclass
+class OurRun:
+    """How sentry-extract is started for one scenario: command, environment, folder.
+
+    Each dataset (default: the scenario's number) has its own folder, state and home;
+    in PostgreSQL its own schema (`bench<dataset>`): a scenario can keep several.
+    """
+
+    command: list[str]
+    environment: dict[str, str]
+    folder: Path
+    summary: Path
+
+    @classmethod
+    def of(
+        cls,
+        fake: Fake,
+        root: Path,
+        streams: str,
+        target: str,
+        scenario: str,
+        inputs: dict[str, Any] | None = None,
+        mode: str = "full-refresh",
+        postgres_url: str | None = None,
+        dataset: str | None = None,
+    ) -> OurRun:
+        dataset = dataset or scenario.split()[0]
+        folder = root / dataset
+        folder.mkdir(exist_ok=True)
+        connection = {
+            "type": "api",
+            "spec": "sentry",
+            "secrets": {"auth_token": TOKEN},
+            "inputs": {"organization": "acme", "base_url": fake.base_url, **(inputs or {})},
+        }
+        object_name = (
+            f"bench{dataset}.{{stream_name}}"
+            if target == "postgres"
+            else f"file://{folder}/{{stream_name}}"
+        )
+        target_name = "BENCH_PG" if target == "postgres" else "LOCAL"
+        replication = folder / "r.yaml"
+        replication.write_text(
+            f"source: SENTRY\ntarget: {target_name}\ndefaults:\n  mode: {mode}\n"
+            f"  object: {object_name}\nstreams:\n{streams}"
+        )
+        environment = {
+            **os.environ,
+            "SENTRY": json.dumps(connection),
+            "SENTRY_EXTRACT_HOME": str(folder / "home"),
+        }
+        if postgres_url:
+            environment["BENCH_PG"] = postgres_url
+        summary = folder / "summary.json"
+        summary.unlink(missing_ok=True)
+        command = [
+            PYTHON,
+            "-m",
+            "sentry_extract",
+            "run",
+            str(replication),
+            "--summary-json",
+            str(summary),
+        ]
+        return cls(command, environment, folder, summary)
+
+    def rows(self) -> int:
+        return int(json.loads(self.summary.read_text())["rows"]) if self.summary.exists() else 0
 
 
 def measure_tool(
@@ -245,9 +312,18 @@ def measure_tool(
         code,
     )
     measure.extra["by_endpoint"] = stats["by_endpoint"]
+    harness_peak = own_peak_rss_mb()
+    if rss <= harness_peak * 1.02:  # a child's peak RSS starts at this process's own peak
+        measure.extra["rss_floor_mb"] = harness_peak
     if code != 0:
         measure.extra["reason"] = (errors.strip().splitlines() or ["failed"])[-1][:200]
     return measure, printed
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM), the floor of every child's peak as os.wait4 sees it."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
 PEERS = ROOT / "bench" / "peers"
@@ -441,6 +517,265 @@ def scenario_nothing_new(folder: Path) -> list[Measure]:
     return [first, second]
 
 
+TARGETS = ("parquet", "postgres")
+EVENTS_ONLY = "  events:\n"  # the replication's streams
+STATE_FILE = "_sentry_extract_state.json"
+
+
+def our_events(
+    fake: Fake,
+    root: Path,
+    target: str,
+    scenario: str,
+    dataset: str,
+    postgres_url: str,
+    inputs: dict[str, Any],
+    mode: str = "incremental",
+) -> Measure:
+    """sentry-extract reading events only, into a dataset of its own."""
+    return ours(fake, root, EVENTS_ONLY, target, scenario, inputs, mode, postgres_url, dataset)
+
+
+def dataset_files(folder: Path) -> dict[Path, tuple[int, int]]:
+    """Size and mtime (ns) of a Parquet dataset's part files and its state file."""
+    files = {}
+    for path in folder.rglob("*"):
+        visible = not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if visible and (path.suffix == ".parquet" or path.name == STATE_FILE):
+            status = path.stat()
+            files[path] = (status.st_size, status.st_mtime_ns)
+    return files
+
+
+def bytes_written(
+    before: dict[Path, tuple[int, int]], after: dict[Path, tuple[int, int]]
+) -> tuple[int, int]:
+    """Bytes of the files a run created or replaced, and the dataset's Parquet bytes after."""
+    written = sum(
+        size for path, (size, moment) in after.items() if before.get(path) != (size, moment)
+    )
+    total = sum(size for path, (size, _) in after.items() if path.suffix == ".parquet")
+    return written, total
+
+
+def check_rows(
+    fake: Fake, target: str, root: Path, dataset: str, postgres_url: str
+) -> dict[str, int]:
+    """The event rows read back from a dataset against the fake's events, counted in a
+    child process: this one must stay small, since a child's peak RSS (os.wait4) starts
+    at its parent's own peak."""
+    request = {
+        "fake_url": fake.base_url,
+        "target": target,
+        "folder": str(root / dataset / "events"),
+        "table": f"bench{dataset}.events",
+        "postgres_url": postgres_url,
+    }
+    done = subprocess.run(
+        [PYTHON, __file__, "--check-rows", json.dumps(request)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    counts: dict[str, int] = json.loads(done.stdout)
+    return counts
+
+
+def count_rows(
+    fake_url: str, target: str, folder: str, table: str, postgres_url: str
+) -> dict[str, int]:
+    """Stored rows, and keys stored twice, missing or unexpected (`--check-rows`)."""
+    expected = {
+        (str(project), str(event))
+        for project, event in httpx.get(f"{fake_url}/_fake/event_keys", timeout=60).json()
+    }
+    stored = stored_keys(target, Path(folder), table, postgres_url)
+    unique = set(stored)
+    return {
+        "expected_rows": len(expected),
+        "stored_rows": len(stored),
+        "duplicates": len(stored) - len(unique),
+        "missing": len(expected - unique),
+        "unexpected": len(unique - expected),
+    }
+
+
+def stored_keys(target: str, folder: Path, table: str, postgres_url: str) -> list[tuple[str, str]]:
+    """(project_id, event_id) of every stored event row."""
+    if target == "parquet":
+        import pyarrow.dataset
+
+        if not folder.exists():
+            return []
+        found = pyarrow.dataset.dataset(folder, format="parquet").to_table(
+            columns=["project_id", "event_id"]
+        )
+        projects, events = found["project_id"].to_pylist(), found["event_id"].to_pylist()
+        return [(str(project), str(event)) for project, event in zip(projects, events, strict=True)]
+    import psycopg
+
+    with psycopg.connect(postgres_url) as connection:
+        if connection.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,):
+            return []
+        rows = connection.execute(f"SELECT project_id::text, event_id::text FROM {table}")
+        return [(str(project), str(event)) for project, event in rows.fetchall()]
+
+
+def scenario_history(sizes: list[int], runs: int, folder: Path, postgres_url: str) -> list[Measure]:
+    """An incremental events backfill of N events, 100 new events, a second run: how the
+    second run's time and Parquet bytes written grow with N (they should not)."""
+    measures: list[Measure] = []
+    second: dict[str, list[Measure]] = {target: [] for target in TARGETS}
+    inputs = {"rate_limit": 0}
+    for events in sizes:
+        datasets = {target: f"5_{events}_{target}" for target in TARGETS}
+        with Fake(events=events, projects=4, issues=100) as fake:
+            for target, dataset in datasets.items():
+                backfill = f"5 history {events:,}: backfill"
+                measures.append(
+                    our_events(fake, folder, target, backfill, dataset, postgres_url, inputs)
+                )
+            trials: dict[str, list[Measure]] = {target: [] for target in TARGETS}
+            for _ in range(runs):  # each trial's lookback also reads the trials before it
+                fake.control("add_events", count=HISTORY_NEW_EVENTS, projects="all")
+                time.sleep(1.0)  # created a moment before the run starts, as in real life
+                for target, dataset in datasets.items():
+                    events_folder = folder / dataset / "events"
+                    before = dataset_files(events_folder)
+                    scenario = f"5 history {events:,}: +{HISTORY_NEW_EVENTS} new"
+                    measure = our_events(
+                        fake, folder, target, scenario, dataset, postgres_url, inputs
+                    )
+                    if target == "parquet":
+                        written, total = bytes_written(before, dataset_files(events_folder))
+                        measure.extra.update(
+                            bytes_written=written,
+                            dataset_bytes=total,
+                            written_share=written / max(1, total),
+                        )
+                    trials[target].append(measure)
+            for target, dataset in datasets.items():
+                chosen = median_of(trials[target])
+                chosen.extra.update(check_rows(fake, target, folder, dataset, postgres_url))
+                if target == "parquet":
+                    chosen.extra["written_share_all"] = [
+                        round(t.extra["written_share"], 4) for t in trials[target]
+                    ]
+                second[target].append(chosen)
+                measures.append(chosen)
+    for small, *_, large in (runs for runs in second.values() if len(runs) > 1):
+        large.extra["wall_ratio"] = large.seconds / small.seconds
+        if small.extra.get("run_seconds") and large.extra.get("run_seconds"):
+            large.extra["run_ratio"] = large.extra["run_seconds"] / small.extra["run_seconds"]
+        large.extra["goal"] = "wall_ratio <= 1.3" + (
+            ", written_share <= 0.10" if large.target == "parquet" else ""
+        )
+    return measures
+
+
+def killed_run(fake: Fake, run: OurRun, answered: int) -> tuple[int, float]:
+    """Start a run and SIGKILL it once the fake has answered `answered` requests (the fake
+    holds the next ones, so the kill lands exactly there); requests answered, seconds."""
+    fake.reset()
+    fake.control("hold", after=answered)
+    started = time.monotonic()
+    process = subprocess.Popen(
+        run.command,
+        env=run.environment,
+        cwd=run.folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while process.poll() is None and fake.stats()["requests"] <= answered:
+            time.sleep(0.05)  # the client waits on the held request meanwhile
+        process.kill()
+        process.wait()
+    finally:
+        fake.control("release")
+    return min(answered, fake.stats()["requests"]), time.monotonic() - started
+
+
+def scenario_resume(folder: Path, postgres_url: str) -> list[Measure]:
+    """A run killed at 70% of the requests a whole run needs, then rerun: what the rerun
+    asks again, and whether the rows end up exact."""
+    measures: list[Measure] = []
+    inputs = {"rate_limit": 0, "checkpoint_every": "2s"}
+    with Fake(events=12_000, projects=2, issues=100) as fake:
+        for target in TARGETS:
+            whole = our_events(
+                fake,
+                folder,
+                target,
+                "6 resume: whole run",
+                f"6_whole_{target}",
+                postgres_url,
+                inputs,
+            )
+            dataset = f"6_resume_{target}"
+            run = OurRun.of(
+                fake, folder, EVENTS_ONLY, target, "6", inputs, "incremental", postgres_url, dataset
+            )
+            stop_at = round(whole.requests * KILL_AT)
+            answered, seconds = killed_run(fake, run, stop_at)
+            killed = Measure(
+                "sentry-extract",
+                f"6 resume: killed at {KILL_AT:.0%}",
+                target,
+                seconds,
+                0,
+                0,
+                requests=answered,
+                exit_code=-9,
+            )
+            killed.rows = check_rows(fake, target, folder, dataset, postgres_url)["stored_rows"]
+            killed.extra["killed_share"] = answered / whole.requests
+            rerun = our_events(
+                fake, folder, target, "6 resume: rerun", dataset, postgres_url, inputs
+            )
+            rerun.extra.update(
+                whole_requests=whole.requests,
+                rerun_share=rerun.requests / whole.requests,
+                goal="rerun_share <= 0.45, exact",
+                **check_rows(fake, target, folder, dataset, postgres_url),
+            )
+            whole.extra.update(check_rows(fake, target, folder, f"6_whole_{target}", postgres_url))
+            measures += [whole, killed, rerun]
+    return measures
+
+
+def scenario_large_events(sizes: list[int], folder: Path, postgres_url: str) -> list[Measure]:
+    """Events of about 85 KB of JSON (300 frames): peak RSS should stay bounded by the memory
+    budget in bytes, whatever the number of events."""
+    by_run: dict[tuple[str, str], list[Measure]] = {}
+    for events in sizes:
+        with Fake(events=events, projects=4, issues=100, frames=300) as fake:
+            event_kb = fake.event_json_bytes() / 1000
+            for target in TARGETS:
+                for mode in ("full-refresh", "incremental"):
+                    dataset = f"7_{events}_{target}_{mode.split('-')[0]}"
+                    measure = our_events(
+                        fake,
+                        folder,
+                        target,
+                        f"7 large events {events:,}: {mode}",
+                        dataset,
+                        postgres_url,
+                        {"rate_limit": 0},
+                        mode=mode,
+                    )
+                    measure.extra["event_json_kb"] = event_kb
+                    by_run.setdefault((target, mode), []).append(measure)
+    measures = []
+    for runs in by_run.values():
+        small, large = runs[0], runs[-1]
+        if large is not small and small.peak_rss_mb and large.peak_rss_mb:
+            large.extra["rss_growth"] = large.peak_rss_mb / small.peak_rss_mb - 1
+        large.extra["goal"] = "peak RSS <= 300 MB, about unchanged"
+        measures += runs
+    return measures
+
+
 def median_of(trials: list[Measure]) -> Measure:
     chosen = sorted(trials, key=lambda m: m.seconds)[len(trials) // 2]
     chosen.extra["runs"] = len(trials)
@@ -457,16 +792,20 @@ def start_postgres(folder: Path) -> tuple[Any, str]:
     return server, server.get_uri()
 
 
-def write_results(measures: list[Measure], started: datetime) -> Path:
+def write_results(
+    measures: list[Measure], started: datetime, label: str = "", command: str = "make bench"
+) -> Path:
+    """bench/results/<date>.md and .json; `<date>-<label>` when a label is given."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / started.strftime("%Y-%m-%d")
+    stem = RESULTS / (started.strftime("%Y-%m-%d") + (f"-{label}" if label else ""))
     stem.with_suffix(".json").write_text(
         json.dumps([asdict(m) for m in measures], indent=2, default=str)
     )
     lines = [
         f"# Benchmark {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {os.cpu_count()} cores. Command: `make bench`.",
+        f"Machine: {os.cpu_count()} cores. Command: `{command}`. Peak RSS of the harness "
+        f"itself: {own_peak_rss_mb():.0f} MB (a floor of every peak RSS below).",
         "",
         "| scenario | tool | target | rows | requests | 429s | seconds | client CPU s "
         "| peak RSS MB | fake CPU s | notes |",
@@ -485,6 +824,22 @@ def write_results(measures: list[Measure], started: datetime) -> Path:
                 "rss_growth",
                 "expected_requests",
                 "runs",
+                "wall_ratio",
+                "run_ratio",
+                "bytes_written",
+                "dataset_bytes",
+                "written_share",
+                "whole_requests",
+                "killed_share",
+                "rerun_share",
+                "expected_rows",
+                "stored_rows",
+                "duplicates",
+                "missing",
+                "unexpected",
+                "event_json_kb",
+                "rss_floor_mb",
+                "goal",
                 "reason",
             )
         )
@@ -502,8 +857,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per measure (median)")
     parser.add_argument("--events", type=int, default=10_000, help="events, scenario 2")
     parser.add_argument("--binding-events", type=int, default=2_400, help="events, scenario 1")
-    parser.add_argument("--scenarios", default="1,2,3,4")
+    parser.add_argument("--history-events", default="20000,200000", help="scenario 5")
+    parser.add_argument("--large-events", default="4000,40000", help="scenario 7")
+    parser.add_argument("--scenarios", default="1,2,3,4", help="e.g. 5,6,7")
+    parser.add_argument(
+        "--label", default="", help="results go to bench/results/<date>-<label>.md and .json"
+    )
+    parser.add_argument("--check-rows", help=argparse.SUPPRESS)  # count_rows, in a child
     arguments = parser.parse_args()
+    if arguments.check_rows:
+        print(json.dumps(count_rows(**json.loads(arguments.check_rows))))
+        return 0
     chosen = set(arguments.scenarios.split(","))
     started = datetime.now(UTC)
     folder = Path(tempfile.mkdtemp(prefix="sentry-extract-bench-"))
@@ -520,10 +884,19 @@ def main() -> int:
             measures += scenario_scale(folder, postgres_url)
         if "4" in chosen:
             measures += scenario_nothing_new(folder)
+        if "5" in chosen:
+            sizes = [int(size) for size in arguments.history_events.split(",")]
+            measures += scenario_history(sizes, arguments.runs, folder, postgres_url)
+        if "6" in chosen:
+            measures += scenario_resume(folder, postgres_url)
+        if "7" in chosen:
+            sizes = [int(size) for size in arguments.large_events.split(",")]
+            measures += scenario_large_events(sizes, folder, postgres_url)
     finally:
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
-    report = write_results(measures, started)
+    command = "make bench" if len(sys.argv) == 1 else " ".join(["bench/run.py", *sys.argv[1:]])
+    report = write_results(measures, started, arguments.label, command)
     print(report.read_text())
     return 0
 

@@ -18,6 +18,9 @@ What it reproduces (see the API notes in the README):
 - 401/403/404 bodies as `{"detail": ...}`.
 
 It records every request (path, parameters, timing, concurrency) for the tests.
+Routes under `/_fake/` control it from another process (the benchmarks): `stats`,
+`requests`, `reset`, `add_events?count=100&projects=all`, `event_keys` (what a complete
+extraction holds), `hold?after=N` (answer N more requests, hold the rest) and `release`.
 Run it alone with `python -m sentry_extract.testing.fake_sentry --port 8000`.
 """
 
@@ -176,6 +179,8 @@ class FakeSentry:
         self.faults: list[Fault] = []
         self.on_request: Callable[[RequestRecord], None] | None = None
         self.injected: dict[str, int] = {}  # faults served, by kind
+        self.hold_after: int | None = None  # answer this many requests, hold the next ones
+        self.released = threading.Event()
         self._sorted: dict[str, tuple[Any, list[Row], list[str]]] = {}
         self._random = random.Random(self.settings.faults.seed)
         self.max_in_flight: dict[str, int] = {}
@@ -247,6 +252,38 @@ class FakeSentry:
         with self._lock:
             self.requests.clear()
             self.max_in_flight.clear()
+
+    def hold(self, after: int) -> None:
+        """Answer `after` more requests (counted from the last reset), then hold the next
+        ones unanswered until `release`: a benchmark kills its client at a known point."""
+        with self._lock:
+            self.released.clear()
+            self.hold_after = after
+
+    def release(self) -> None:
+        with self._lock:
+            self.hold_after = None
+            self.released.set()
+
+    def add_events_to(self, count: int, slugs: list[str] | None = None) -> int:
+        """`count` events created now, spread evenly over these projects (default all).
+        Every project's events are sorted again before it returns, so that the next reader
+        does not wait for it (a third of a second per 50,000 events)."""
+        organization = self.organization
+        with organization.lock:
+            chosen = slugs or [project["slug"] for project in organization.projects]
+            for index, slug in enumerate(chosen):
+                share = count // len(chosen) + (1 if index < count % len(chosen) else 0)
+                if share:
+                    organization.add_events(share, project_slug=slug)
+            for project in organization.projects:  # any change makes every project stale
+                self.sorted_events(project["id"])
+        return count
+
+    def event_keys(self) -> list[tuple[str, str]]:
+        """(project id, event id) of every event a complete extraction holds."""
+        events = self.organization.visible_events(self.settings.retention)
+        return [(event["projectID"], event["eventID"]) for event in events]
 
     # --- rate limits ----------------------------------------------------------------------
 
@@ -366,21 +403,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         params = parse_qsl(parts.query, keep_blank_values=True)
-        if parts.path == "/_fake/requests":
-            self._send(
-                200,
-                [
-                    {"path": r.path, "params": r.params, "status": r.status}
-                    for r in self.fake.requests
-                ],
-            )
-            return
-        if parts.path == "/_fake/stats":
-            self._send(200, self.fake.stats())
-            return
-        if parts.path == "/_fake/reset":
-            self.fake.reset_log()
-            self._send(200, {"reset": True})
+        if parts.path.startswith("/_fake/"):
+            self._control(parts.path.removeprefix("/_fake/"), params)
             return
         path = parts.path.removeprefix("/api/0/")
         route, match = next(
@@ -390,6 +414,11 @@ class _Handler(BaseHTTPRequestHandler):
         record = RequestRecord(parts.path, params, 0, group, time.monotonic(), time.time())
         with self.fake._lock:
             self.fake.requests.append(record)
+            held = (
+                self.fake.hold_after is not None and len(self.fake.requests) > self.fake.hold_after
+            )
+        if held:
+            self.fake.released.wait()
         headers, limited = self.fake._admit(group)
         try:
             if self.fake.settings.latency:
@@ -413,6 +442,35 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake._release(group)
             if self.fake.on_request is not None:
                 self.fake.on_request(record)
+
+    def _control(self, name: str, params: list[tuple[str, str]]) -> None:
+        """The routes tests and benchmarks use to look at the fake or change it."""
+        fake = self.fake
+        if name == "requests":
+            body: Any = [
+                {"path": r.path, "params": r.params, "status": r.status} for r in fake.requests
+            ]
+        elif name == "stats":
+            body = fake.stats()
+        elif name == "reset":
+            fake.reset_log()
+            body = {"reset": True}
+        elif name == "add_events":  # ?count=100&projects=all (or slugs, comma separated)
+            projects = _one(params, "projects") or "all"
+            slugs = None if projects == "all" else projects.split(",")
+            body = {"added": fake.add_events_to(int(_one(params, "count") or 1), slugs)}
+        elif name == "event_keys":
+            body = fake.event_keys()
+        elif name == "hold":  # ?after=N
+            fake.hold(int(_one(params, "after") or 0))
+            body = {"hold_after": fake.hold_after}
+        elif name == "release":
+            fake.release()
+            body = {"released": True}
+        else:
+            self._send(404, {"detail": NOT_FOUND})
+            return
+        self._send(200, body)
 
     def _answer(
         self,
