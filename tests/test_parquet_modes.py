@@ -246,7 +246,7 @@ def test_a_failed_run_leaves_data_and_state_as_they_were(
 def test_a_crash_between_data_and_state_only_rereads(
     workspace: Workspace, organization: FakeOrganization, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sentry_extract import state as state_module
+    from sentry_extract.targets import storage as storage_module
 
     workspace.replication("  issues:\n", mode="incremental")
     first = next_second()
@@ -255,7 +255,8 @@ def test_a_crash_between_data_and_state_only_rereads(
     def crash(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(state_module, "write_atomically", crash)  # the name state.py calls
+    # The name LocalStorage.write_bytes calls: the state beside the data is written there.
+    monkeypatch.setattr(storage_module, "write_atomically", crash)
     organization.add_events(2, project_slug="project-0", new_issue=True)
     second = first + timedelta(seconds=5)
     summary = workspace.run(started=second)

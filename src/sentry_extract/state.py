@@ -116,27 +116,58 @@ class StateStore(Protocol):
     def describe(self) -> str: ...
 
 
-class FileStateStore:
-    """One JSON file holding the states of the keys written there."""
+class Document(Protocol):
+    """Where a state file's bytes live: a local file, or an object beside a dataset."""
 
+    def describe(self) -> str: ...
+
+    def read(self) -> bytes | None:
+        """The content, None when there is none; OSError when it cannot be read."""
+
+    def write(self, content: bytes) -> None:
+        """Replace the content in one step; OSError when it cannot be written."""
+
+
+class LocalDocument:
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def describe(self) -> str:
         return str(self.path)
 
+    def read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, content: bytes) -> None:
+        write_atomically(self.path, content)
+
+
+class JsonStateStore:
+    """One JSON document holding the states of the keys written there."""
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+
+    def describe(self) -> str:
+        return self.document.describe()
+
     def _read(self) -> dict[str, Any]:
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
+            content = self.document.read()
         except OSError as error:
-            raise StateError(f"cannot read state file {self.path}: {error.strerror}") from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError:
             raise StateError(
-                f"state file {self.path} is not valid JSON; remove it (or run "
+                f"cannot read state file {self.describe()}: {_reason(error)}"
+            ) from None
+        if content is None:
+            return {}
+        try:
+            document = json.loads(content)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise StateError(
+                f"state file {self.describe()} is not valid JSON; remove it (or run "
                 "'sentry-extract state reset') to start over"
             ) from None
         streams = document.get("streams") if isinstance(document, dict) else None
@@ -149,7 +180,7 @@ class FileStateStore:
         try:
             return StreamState.from_json(entry.get("state") or {})
         except (TypeError, ValueError):
-            raise StateError(f"state for {key.as_text()} in {self.path} is damaged") from None
+            raise StateError(f"state for {key.as_text()} in {self.describe()} is damaged") from None
 
     def save(self, key: StateKey, state: StreamState) -> None:
         streams = self._read()
@@ -172,6 +203,22 @@ class FileStateStore:
     def _write(self, streams: Mapping[str, Any]) -> None:
         document = {"version": STATE_VERSION, "streams": streams}
         try:
-            write_atomically(self.path, json.dumps(document, indent=2, sort_keys=True).encode())
+            self.document.write(json.dumps(document, indent=2, sort_keys=True).encode())
         except OSError as error:
-            raise StateError(f"cannot write state file {self.path}: {error.strerror}") from None
+            raise StateError(
+                f"cannot write state file {self.describe()}: {_reason(error)}"
+            ) from None
+
+
+class FileStateStore(JsonStateStore):
+    """A state file on this machine."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(LocalDocument(path))
+        self.path = path
+
+
+def _reason(error: OSError) -> str:
+    """What went wrong, on one line."""
+    text = error.strerror or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
