@@ -115,12 +115,16 @@ class Workspace:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, fake: FakeSentry) -> Workspace:
+def workspace(tmp_path: Path, fake: FakeSentry, request: pytest.FixtureRequest) -> Workspace:
+    """Writes to `out/` in tmp_path; parametrized indirectly with "s3", to a bucket."""
     environ = {
         "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
         "SENTRY": sentry_connection(fake.base_url),
     }
-    return Workspace(tmp_path, environ, [])
+    created = Workspace(tmp_path, environ, [])
+    if getattr(request, "param", "local") == "s3":
+        created.use_bucket(request.getfixturevalue("bucket"))
+    return created
 
 
 @pytest.fixture

@@ -64,6 +64,7 @@ def assert_issues_exact(
         )
 
 
+@pytest.mark.parametrize("workspace", ["local", "s3"], indirect=True)
 def test_incremental_runs_hold_exactly_the_organization(
     workspace: Workspace, organization: FakeOrganization
 ) -> None:
@@ -105,6 +106,7 @@ def test_incremental_windows_start_at_the_previous_run_minus_lookback(
     }
 
 
+@pytest.mark.parametrize("workspace", ["local", "s3"], indirect=True)
 def test_full_refresh_replaces_rows(workspace: Workspace, organization: FakeOrganization) -> None:
     workspace.replication("  members:\n  releases:\n  events:\n", mode="full-refresh")
     assert workspace.run(started=next_second()).exit_code == 0
@@ -122,6 +124,7 @@ def test_full_refresh_replaces_rows(workspace: Workspace, organization: FakeOrga
     assert_events_exact(workspace, organization, started)
 
 
+@pytest.mark.parametrize("workspace", ["local", "s3"], indirect=True)
 def test_truncate_behaves_like_full_refresh(
     workspace: Workspace, organization: FakeOrganization
 ) -> None:

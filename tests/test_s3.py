@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from sentry_extract.config.connections import S3Connection
 from sentry_extract.config.replication import Overrides
-from sentry_extract.errors import LockedError
+from sentry_extract.errors import LockedError, TargetError
 from sentry_extract.pipeline import loader
 from sentry_extract.targets import dataset
 from sentry_extract.targets.s3 import S3Place, S3Storage
@@ -297,6 +297,24 @@ def stored_events(bucket: Bucket) -> list[tuple[str, str]]:
     return keys(table, "project_id", "event_id")
 
 
+def assert_state_not_ahead(bucket: Bucket, organization: FakeOrganization) -> None:
+    """No key twice, and every project the state calls done has all of its events."""
+    stored = stored_events(bucket)
+    assert len(stored) == len(set(stored)), "a key stored twice"
+    if "sentry/events/_sentry_extract_state.json" not in bucket.objects("sentry/events/"):
+        return
+    document = json.loads(bucket.read("sentry/events/_sentry_extract_state.json"))
+    for entry in document["streams"].values():
+        for project_id, watermark in entry["state"]["project_watermarks"].items():
+            until = datetime.fromisoformat(watermark)
+            expected = {
+                (e["projectID"], e["eventID"])
+                for e in organization.visible_events(RETENTION, until)
+                if e["projectID"] == project_id
+            }
+            assert expected <= set(stored), f"state says project {project_id} is done"
+
+
 def test_runs_killed_at_random_moments_then_rerun_leave_exactly_sentrys_rows(
     tmp_path: Path, bucket: Bucket
 ) -> None:
@@ -323,8 +341,7 @@ def test_runs_killed_at_random_moments_then_rerun_leave_exactly_sentrys_rows(
             time.sleep(moment)
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
-            stored = stored_events(bucket)
-            assert len(stored) == len(set(stored)), "a key stored twice"
+            assert_state_not_ahead(bucket, organization)
             organization.add_events(3, project_slug="project-1")
         time.sleep(1.1)  # the next run's window starts after the last events' second
         finished = subprocess.run(
@@ -418,6 +435,26 @@ def test_a_lock_held_by_a_killed_process_of_this_machine_is_taken_over_at_once(
     lock = place(bucket).storage(f"{bucket.name}/sentry/teams", ".sentry-extract.lock").lock()
     assert time.monotonic() - started < 5  # not the 60 s of its lease
     lock.release()
+
+
+def test_a_run_whose_lease_was_taken_over_stops_writing(bucket: Bucket) -> None:
+    storage = place(bucket, lease_seconds=1.5).storage(
+        f"{bucket.name}/sentry/teams", ".sentry-extract.lock"
+    )
+    lock = storage.lock()
+    storage.write_bytes("probe.json", b"{}")
+    # Paused past its lease, the run finds another one holding the lock.
+    bucket.client().put_object(
+        Bucket=bucket.name,
+        Key="sentry/teams/.sentry-extract.lock",
+        Body=json.dumps({"id": "other", "host": "elsewhere", "pid": 7}),
+    )
+    time.sleep(1.5)  # a renewal or two
+    with pytest.raises(TargetError, match="another run took the lock over"):
+        storage.write_bytes("probe.json", b"{}")
+    lock.release()
+    owner = json.loads(bucket.read("sentry/teams/.sentry-extract.lock"))
+    assert owner["id"] == "other"  # the other run's lock stays
 
 
 # --- connections: set, list, test; what goes wrong ----------------------------------------
