@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -51,11 +52,17 @@ def sentry_connection(base_url: str, token: str = TOKEN, **inputs: Any) -> str:
 
 @dataclass
 class Workspace:
-    """A folder with a replication file, an environment and a way to run it."""
+    """A folder with a replication file, an environment and a way to run it; with a
+    bucket, the replication writes there (`sentry/{stream_name}`) instead of `out/`."""
 
     folder: Path
     environ: dict[str, str]
     sleeps: list[float]
+    bucket: Bucket | None = None
+
+    def use_bucket(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+        self.environ["AWS_S3"] = bucket.connection()
 
     def write(self, name: str, text: str) -> Path:
         path = self.folder / name
@@ -69,6 +76,9 @@ class Workspace:
         object_template: str = "file://{folder}/out/{{stream_name}}",
         target: str = "LOCAL",
     ) -> Path:
+        if self.bucket is not None:
+            target = "AWS_S3"
+            object_template = object_template.replace("file://{folder}/out/", "sentry/")
         defaults = f"  mode: {mode}\n" if mode else ""
         text = (
             f"source: SENTRY\ntarget: {target}\ndefaults:\n{defaults}"
@@ -99,22 +109,28 @@ class Workspace:
         return run_replication(replication, discover_connections(self.environ), run_settings)
 
     def table(self, stream: str) -> pa.Table:
+        if self.bucket is not None:
+            return self.bucket.table(f"sentry/{stream}")
         return ds.dataset(self.folder / "out" / stream, format="parquet").to_table()
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, fake: FakeSentry) -> Workspace:
+def workspace(tmp_path: Path, fake: FakeSentry, request: pytest.FixtureRequest) -> Workspace:
+    """Writes to `out/` in tmp_path; parametrized indirectly with "s3", to a bucket."""
     environ = {
         "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
         "SENTRY": sentry_connection(fake.base_url),
     }
-    return Workspace(tmp_path, environ, [])
+    created = Workspace(tmp_path, environ, [])
+    if getattr(request, "param", "local") == "s3":
+        created.use_bucket(request.getfixturevalue("bucket"))
+    return created
 
 
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     """The real CLI, run in-process, with its home and working folder in tmp_path."""
-    for variable in ("SENTRY", "MY_POSTGRES", "SENTRY_EXTRACT_STATE"):
+    for variable in ("SENTRY", "MY_POSTGRES", "AWS_S3", "SENTRY_EXTRACT_STATE"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("SENTRY_EXTRACT_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
@@ -228,3 +244,100 @@ def change_unknown_field_types(organization: FakeOrganization) -> str:
         issue.update(hasLogs={"x": 1}, sessionCount="many", crashFreeRate=1)
     organization.add_events(1, project_slug=issue["project"]["slug"], issue_id=issue["id"])
     return str(issue["id"])
+
+
+# --- S3: moto's server on loopback, started by the suite itself ----------------------------
+
+S3_KEY_ID = "AKIATESTFAKEKEY00001"
+S3_SECRET = "test-fake-secret-key-RECOGNISABLE-S3-0123"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """An S3-compatible server for the session (moto's, in a thread)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@dataclass
+class Bucket:
+    """A fresh bucket on the test server, and ways to look into it."""
+
+    endpoint: str
+    name: str
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+        )
+
+    def filesystem(self) -> Any:
+        import pyarrow.fs as pafs
+
+        host = self.endpoint.removeprefix("http://")
+        return pafs.S3FileSystem(
+            access_key=S3_KEY_ID,
+            secret_key=S3_SECRET,
+            endpoint_override=host,
+            scheme="http",
+            region="us-east-1",
+        )
+
+    def connection(self, **values: str) -> str:
+        """The connection as an environment variable holds it."""
+        settings = {
+            "type": "s3",
+            "bucket": self.name,
+            "access_key_id": S3_KEY_ID,
+            "secret_access_key": S3_SECRET,
+            "endpoint": self.endpoint,
+            "region": "us-east-1",
+            **values,
+        }
+        return "{" + ", ".join(f"{key}: '{value}'" for key, value in settings.items()) + "}"
+
+    def table(self, prefix: str, partitioning: str | None = None) -> pa.Table:
+        dataset = ds.dataset(
+            f"{self.name}/{prefix}",
+            format="parquet",
+            filesystem=self.filesystem(),
+            partitioning=partitioning,
+        )
+        return dataset.to_table()
+
+    def objects(self, prefix: str = "") -> list[str]:
+        pages = (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        )
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def read(self, key: str) -> bytes:
+        body: bytes = self.client().get_object(Bucket=self.name, Key=key)["Body"].read()
+        return body
+
+
+@pytest.fixture
+def bucket(s3_server: str) -> Bucket:
+    created = Bucket(s3_server, f"test-{uuid.uuid4().hex[:12]}")
+    created.client().create_bucket(Bucket=created.name)
+    return created
+
+
+@pytest.fixture
+def s3_workspace(workspace: Workspace, bucket: Bucket) -> Workspace:
+    workspace.use_bucket(bucket)
+    return workspace

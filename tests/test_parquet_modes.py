@@ -72,6 +72,7 @@ def assert_issues_exact(
         )
 
 
+@pytest.mark.parametrize("workspace", ["local", "s3"], indirect=True)
 def test_incremental_runs_hold_exactly_the_organization(
     workspace: Workspace, organization: FakeOrganization
 ) -> None:
@@ -113,6 +114,7 @@ def test_incremental_windows_start_at_the_previous_run_minus_lookback(
     }
 
 
+@pytest.mark.parametrize("workspace", ["local", "s3"], indirect=True)
 def test_full_refresh_replaces_rows(workspace: Workspace, organization: FakeOrganization) -> None:
     workspace.replication("  members:\n  releases:\n  events:\n", mode="full-refresh")
     assert workspace.run(started=next_second()).exit_code == 0
@@ -130,6 +132,7 @@ def test_full_refresh_replaces_rows(workspace: Workspace, organization: FakeOrga
     assert_events_exact(workspace, organization, started)
 
 
+@pytest.mark.parametrize("workspace", ["local", "s3"], indirect=True)
 def test_truncate_behaves_like_full_refresh(
     workspace: Workspace, organization: FakeOrganization
 ) -> None:
@@ -293,7 +296,7 @@ def test_a_failed_run_leaves_data_and_state_as_they_were(
 def test_a_crash_between_data_and_state_only_rereads(
     workspace: Workspace, organization: FakeOrganization, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sentry_extract import state as state_module
+    from sentry_extract.targets import storage as storage_module
 
     workspace.replication("  issues:\n", mode="incremental")
     first = next_second()
@@ -302,7 +305,8 @@ def test_a_crash_between_data_and_state_only_rereads(
     def crash(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(state_module, "write_atomically", crash)  # the name state.py calls
+    # The name LocalStorage.write_bytes calls: the state beside the data is written there.
+    monkeypatch.setattr(storage_module, "write_atomically", crash)
     organization.add_events(2, project_slug="project-0", new_issue=True)
     second = first + timedelta(seconds=5)
     summary = workspace.run(started=second)

@@ -72,14 +72,17 @@ def setup(
     return run
 
 
-@pytest.mark.parametrize("target", ["LOCAL", "MY_POSTGRES"])
+@pytest.mark.parametrize("target", ["LOCAL", "MY_POSTGRES", "AWS_S3"])
 def test_status_changes_and_deletions_are_reconciled(
     pg_workspace: Workspace,
     fake: FakeSentry,
     organization: FakeOrganization,
     clock: Clock,
     target: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if target == "AWS_S3":
+        pg_workspace.use_bucket(request.getfixturevalue("bucket"))
     run = setup(pg_workspace, fake, target, every="0")
     run(NOW)
     visible = sorted(organization.visible_issues(RETENTION), key=lambda i: i["lastSeen"])

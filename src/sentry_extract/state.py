@@ -119,26 +119,64 @@ class StateStore(Protocol):
     def describe(self) -> str: ...
 
 
-class FileStateStore:
-    """One JSON file holding the states of the keys written there."""
+class Document(Protocol):
+    """Where a state file's bytes live: a local file, or an object beside a dataset."""
 
+    def describe(self) -> str: ...
+
+    def read(self) -> bytes | None:
+        """The content, None when there is none; OSError when it cannot be read."""
+
+    def write(self, content: bytes) -> None:
+        """Replace the content in one step; OSError when it cannot be written."""
+
+    def remove(self) -> None:
+        """Remove the document (nothing happens when it is gone); OSError on failure."""
+
+
+class LocalDocument:
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def describe(self) -> str:
         return str(self.path)
 
+    def read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, content: bytes) -> None:
+        write_atomically(self.path, content)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        fsync_folder(self.path.parent)
+
+
+class JsonStateStore:
+    """One JSON document holding the states of the keys written there."""
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+
+    def describe(self) -> str:
+        return self.document.describe()
+
     def _read(self) -> dict[str, Any]:
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
+            content = self.document.read()
         except OSError as error:
-            raise StateError(f"cannot read state file {self.path}: {error.strerror}") from None
+            raise StateError(
+                f"cannot read state file {self.describe()}: {_reason(error)}"
+            ) from None
+        if content is None:
+            return {}
         try:
-            document = json.loads(text)
-        except json.JSONDecodeError:
-            raise DamagedStateError(str(self.path)) from None
+            document = json.loads(content)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DamagedStateError(self.describe()) from None
         streams = document.get("streams") if isinstance(document, dict) else None
         return streams if isinstance(streams, dict) else {}
 
@@ -149,7 +187,7 @@ class FileStateStore:
         try:
             return StreamState.from_json(entry.get("state") or {})
         except (TypeError, ValueError):
-            raise StateError(f"state for {key.as_text()} in {self.path} is damaged") from None
+            raise StateError(f"state for {key.as_text()} in {self.describe()} is damaged") from None
 
     def save(self, key: StateKey, state: StreamState) -> None:
         streams = self._read()
@@ -163,7 +201,7 @@ class FileStateStore:
         self._write(streams)
 
     def reset(self, key: StateKey) -> bool:
-        """Forget `key`'s state; a file that is not JSON at all is removed."""
+        """Forget `key`'s state; a document that is not JSON at all is removed."""
         try:
             streams = self._read()
         except DamagedStateError:
@@ -176,15 +214,32 @@ class FileStateStore:
 
     def _remove(self) -> None:
         try:
-            self.path.unlink(missing_ok=True)
-            fsync_folder(self.path.parent)
+            self.document.remove()
         except OSError as error:
-            raise StateError(f"cannot remove state file {self.path}: {error.strerror}") from None
-        log.warning("state file %s was not valid JSON: removed", self.path)
+            raise StateError(
+                f"cannot remove state file {self.describe()}: {_reason(error)}"
+            ) from None
+        log.warning("state file %s was not valid JSON: removed", self.describe())
 
     def _write(self, streams: Mapping[str, Any]) -> None:
         document = {"version": STATE_VERSION, "streams": streams}
         try:
-            write_atomically(self.path, json.dumps(document, indent=2, sort_keys=True).encode())
+            self.document.write(json.dumps(document, indent=2, sort_keys=True).encode())
         except OSError as error:
-            raise StateError(f"cannot write state file {self.path}: {error.strerror}") from None
+            raise StateError(
+                f"cannot write state file {self.describe()}: {_reason(error)}"
+            ) from None
+
+
+class FileStateStore(JsonStateStore):
+    """A state file on this machine."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(LocalDocument(path))
+        self.path = path
+
+
+def _reason(error: OSError) -> str:
+    """What went wrong, on one line."""
+    text = error.strerror or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

@@ -88,7 +88,24 @@ class PostgresConnection:
     url: str = field(repr=False)
 
 
-Connection = SentryConnection | LocalConnection | PostgresConnection
+@dataclass(frozen=True)
+class S3Connection:
+    """A bucket on S3 or an S3-compatible server (MinIO, R2, Ceph); without keys the
+    standard AWS chain finds credentials (environment, profile, instance role)."""
+
+    name: str
+    bucket: str
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    endpoint: str | None = None  # scheme://host[:port]; None: AWS itself
+    region: str | None = None
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
+
+
+Connection = SentryConnection | LocalConnection | PostgresConnection | S3Connection
 
 
 def home_folder(environ: Mapping[str, str]) -> Path:
@@ -273,6 +290,16 @@ SENTRY_INPUT_KEYS = (
     "reconcile_every",
 )
 POSTGRES_KEYS = ("type", "url", "host", "port", "user", "password", "database", "sslmode")
+S3_KEYS = (
+    "type",
+    "bucket",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "endpoint",
+    "region",
+)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def resolve_connection(entry: ConnectionEntry) -> Connection:
@@ -292,9 +319,17 @@ def resolve_connection(entry: ConnectionEntry) -> Connection:
         return _sentry_connection(entry, where)
     if kind in ("postgres", "postgresql"):
         return _postgres_connection(entry, where)
+    if kind == "s3":
+        return _s3_connection(entry, where)
+    if kind in ("gs", "azure"):
+        raise ConfigError(
+            f"type: '{kind}' is not supported yet; Parquet goes to S3 and S3-compatible "
+            "storage (type=s3), or to local files",
+            location=where,
+        )
     raise ConfigError(
         f"type: '{entry.values.get('type')}' is not supported; use type=api spec=sentry "
-        "for Sentry or type=postgres for PostgreSQL",
+        "for Sentry, type=postgres for PostgreSQL or type=s3 for a bucket",
         location=where,
     )
 
@@ -493,6 +528,63 @@ def _has_numeric_port(url: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _s3_connection(entry: ConnectionEntry, where: str) -> S3Connection:
+    _check_keys(entry.values, S3_KEYS, where)
+    values = {
+        key: str(value).strip()
+        for key, value in entry.values.items()
+        if value not in (None, "") and key != "type"
+    }
+    bucket = values.get("bucket", "").removeprefix("s3://").rstrip("/")
+    if not bucket:
+        raise ConfigError("bucket is required (the bucket's name)", location=where)
+    if not _BUCKET.match(bucket):
+        raise ConfigError(
+            f"bucket: '{bucket}' is not a bucket name (3 to 63 lower-case letters, digits, "
+            "dots and hyphens)",
+            location=where,
+        )
+    key_id, secret = values.get("access_key_id"), values.get("secret_access_key")
+    if bool(key_id) != bool(secret):
+        raise ConfigError(
+            "access_key_id and secret_access_key go together: give both, or neither to use "
+            "the AWS chain (environment, profile, instance role)",
+            location=where,
+        )
+    if values.get("session_token") and not key_id:
+        raise ConfigError("session_token needs access_key_id and secret_access_key", location=where)
+    return S3Connection(
+        name=entry.name,
+        bucket=bucket,
+        access_key_id=key_id,
+        secret_access_key=secret,
+        session_token=values.get("session_token"),
+        endpoint=_endpoint(values.get("endpoint"), where),
+        region=values.get("region"),
+    )
+
+
+def _endpoint(value: str | None, where: str) -> str | None:
+    """`scheme://host[:port]`; a bare `host[:port]` means https."""
+    if not value:
+        return None
+    text = value.rstrip("/") if "://" in value else f"https://{value.rstrip('/')}"
+    parts = urlsplit(text)
+    problem = None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = "is not a URL like https://s3.example.com or http://127.0.0.1:9000"
+    elif parts.path or parts.query:
+        problem = "must be scheme://host[:port] only, without a path"
+    else:
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            problem = "has a bad port"
+    if problem:
+        raise ConfigError(f"endpoint: '{value}' {problem}", location=where)
+    return text
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

@@ -16,9 +16,11 @@ from typing import Any
 import httpx
 
 from sentry_extract.config.connections import (
+    Connection,
     ConnectionEntry,
     LocalConnection,
     PostgresConnection,
+    S3Connection,
     SentryConnection,
     find_connection,
     replay_connection,
@@ -66,6 +68,10 @@ def open_target(
     connection = resolve_connection(find_connection(connections, replication.target))
     if isinstance(connection, LocalConnection):
         target: Target = ParquetTarget()
+    elif isinstance(connection, S3Connection):
+        from sentry_extract.targets.s3 import S3Place  # boto3: only when used
+
+        target = ParquetTarget(S3Place(connection))
     elif isinstance(connection, PostgresConnection):
         from sentry_extract.targets.postgres import PostgresTarget  # psycopg: only when used
 
@@ -221,11 +227,15 @@ REQUIRED_SCOPES = {
 }
 
 
-def test_connection(connection: SentryConnection | LocalConnection | PostgresConnection) -> str:
+def test_connection(connection: Connection) -> str:
     """One line saying the connection works; raises our errors when it does not (the
     same errors, and so the same exit codes, as the first request of a run)."""
     if isinstance(connection, LocalConnection):
         return "ok (files on this machine)"
+    if isinstance(connection, S3Connection):
+        from sentry_extract.targets.s3 import test_s3
+
+        return test_s3(connection)
     if isinstance(connection, PostgresConnection):
         from sentry_extract.targets.postgres import test_postgres
 

@@ -39,6 +39,7 @@ from sentry_extract.targets.partitions import Layout
 from sentry_extract.targets.storage import Storage, StoredFile
 
 DATA_SUFFIX = ".parquet"
+PENDING_SUFFIX = ".pending"  # new files under a hidden name until the journal moves them
 JOURNAL = "_sentry_extract_journal.json"
 FILE_BYTES = 4_000_000  # a folder's newest file takes new rows until it is about this big
 SMALL_FILES = 8  # a folder with more files smaller than half FILE_BYTES is compacted
@@ -95,6 +96,7 @@ class ParquetDataset:
         self.scratch = scratch  # a local folder for working files
         self.written_bytes = 0  # bytes this dataset object wrote (a benchmark figure)
         self.recover()
+        self._remove_pending()
         self.files = self._read_index()
 
     # --- the index of files ---------------------------------------------------------
@@ -267,16 +269,25 @@ class ParquetDataset:
         self._run_journal([data_file.path for data_file in old], moves)
 
     def _adopt(self, staged: Path, old: list[DataFile]) -> None:
-        """A staged file becomes the dataset's only file, without being rewritten."""
-        source = staged.relative_to(Path(self.storage.root)).as_posix()
-        if len(old) == 1 and old[0].folder == "":
-            name = old[0].path
-            self.storage.move(source, name)
+        """A staged file becomes the dataset's only file, without being rewritten: over
+        the one file it replaces in one step, else uploaded under a hidden name first
+        and swapped in through the journal (so that a rerun can finish the swap)."""
+        if self.options.single_file is not None or (len(old) == 1 and old[0].folder == ""):
+            name = self.options.single_file or old[0].path
+            self._upload(staged, name)
         else:
-            name = self._new_name("")
-            self._run_journal([data_file.path for data_file in old], [(source, name)])
+            pending = self._new_name("", hidden=True)
+            self._upload(staged, pending)
+            name = _unhidden(pending)
+            self._run_journal([data_file.path for data_file in old], [(pending, name)])
         self.files = {name: self._describe(StoredFile(name, self._size(name)))}
         self.written_bytes += self.files[name].size
+
+    def _upload(self, staged: Path, name: str) -> None:
+        try:
+            self.storage.upload(staged, name)
+        except (OSError, pa.ArrowException) as error:
+            raise TargetError(f"cannot write {self.storage.describe(name)}: {error}") from None
 
     # --- routing ---------------------------------------------------------------------------
 
@@ -541,7 +552,7 @@ class ParquetDataset:
         moment = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         name = f"part-{moment}-{uuid.uuid4().hex[:8]}{DATA_SUFFIX}"
         if hidden:
-            name = f".{name}.pending"
+            name = f".{name}{PENDING_SUFFIX}"
         return f"{folder}/{name}" if folder else name
 
     # --- schema, compaction, journal ----------------------------------------------------
@@ -593,6 +604,12 @@ class ParquetDataset:
         for source, target in journal.get("move", []):
             self.storage.move(source, target)
         self.storage.delete(JOURNAL)
+
+    def _remove_pending(self) -> None:
+        """Hidden new files that never made it into a journal: a run was killed between
+        writing them and recording the swap (the journal, if any, was finished first)."""
+        for entry in self.storage.list_files(PENDING_SUFFIX, hidden=True):
+            self.storage.delete(entry.path)
 
 
 def write_rows(writer: pq.ParquetWriter, batch: pa.RecordBatch, group_bytes: int) -> None:
@@ -660,5 +677,5 @@ def _may_overlap(bounds: Bounds | None, span: Bounds) -> bool:
 
 def _unhidden(name: str) -> str:
     folder, _, file_name = name.rpartition("/")
-    visible = file_name.removeprefix(".").removesuffix(".pending")
+    visible = file_name.removeprefix(".").removesuffix(PENDING_SUFFIX)
     return f"{folder}/{visible}" if folder else visible

@@ -1,8 +1,10 @@
 """The Parquet target: one dataset per stream, a folder of part files (see `dataset`).
 
-`object: file://out/{stream_name}` (or a plain path) is a folder; partition variables
+`object: file://out/{stream_name}` (or a plain path) is a folder, and with a target of
+type s3 `sentry/{stream_name}` or `s3://bucket/prefix/{stream_name}` is a prefix in a
+bucket: the same datasets through the `Place` and `Storage` seam. Partition variables
 (`{part_year}/{part_month}`, ...) put rows in folders below it; a path ending in
-`.parquet` is that one file. Rows are staged in a hidden working folder as they
+`.parquet` is that one file. Rows are staged in a local working folder as they
 arrive. Checkpoints (modes that merge by key) and the final commit move them into the
 dataset, then save the state: a crash leaves the state behind the data, never ahead.
 State lives beside the data (`_sentry_extract_state.json`, which readers skip).
@@ -15,7 +17,6 @@ appends with `_snapshot_at` at the end. Every mode keeps one row per key within 
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,14 +25,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sentry_extract.errors import ConfigError, TargetError
+from sentry_extract.errors import TargetError
 from sentry_extract.records import SNAPSHOT_COLUMN, unify_schemas
 from sentry_extract.source.windows import Window
-from sentry_extract.state import FileStateStore, StateStore, StreamState
+from sentry_extract.state import JsonStateStore, StateStore, StreamState
 from sentry_extract.targets.base import StreamRequest
 from sentry_extract.targets.dataset import DatasetOptions, ParquetDataset, write_rows
 from sentry_extract.targets.partitions import Layout
-from sentry_extract.targets.storage import TEMPORARY_PREFIX, LocalStorage, Lock
+from sentry_extract.targets.storage import LocalPlace, Lock, Place, StoredDocument
 
 STATE_FILE = "_sentry_extract_state.json"
 LOCK_FILE = ".sentry-extract.lock"
@@ -41,34 +42,35 @@ LOCK_FILE = ".sentry-extract.lock"
 class DatasetPaths:
     """Where a stream's dataset, state and lock live, from its `object`."""
 
-    root: Path
+    root: str  # a local folder, or `bucket/prefix`
     layout: Layout
-    state: Path
+    state_name: str  # relative to the root
     lock_name: str
     single_file: str | None  # the file's name when `object` names one .parquet file
 
     @classmethod
-    def of(cls, object_name: str) -> DatasetPaths:
-        text = object_name.removeprefix("file://")
-        layout = Layout.parse(text)
-        path = Path(layout.root).expanduser()
-        if not layout.template and path.suffix == ".parquet":
-            name = path.name
-            return cls(
-                path.parent,
-                Layout(str(path.parent)),
-                path.parent / f"_{name}.state.json",
-                f".{name}.lock",
-                name,
-            )
-        return cls(path, Layout(str(path), layout.template), path / STATE_FILE, LOCK_FILE, None)
+    def of(cls, location: str) -> DatasetPaths:
+        """`location` is the object without its scheme (see `Place.location`)."""
+        layout = Layout.parse(location)
+        root = layout.root.rstrip("/") or layout.root
+        if not layout.template and root.endswith(".parquet"):
+            parent, _, name = root.rpartition("/")
+            parent = parent or "."
+            return cls(parent, Layout(parent), f"_{name}.state.json", f".{name}.lock", name)
+        return cls(root, Layout(root, layout.template), STATE_FILE, LOCK_FILE, None)
 
 
 class ParquetTarget:
+    """Parquet datasets in a place: folders on this machine (the default), or a bucket."""
+
+    def __init__(self, place: Place | None = None) -> None:
+        self.place: Place = place or LocalPlace()
+
     def object_problem(self, object_name: str) -> str | None:
-        text = object_name.removeprefix("file://")
-        if "://" in text:
-            return f"'{object_name}' is not a file path: use file://path or a plain path"
+        problem = self.place.form_problem(object_name)
+        if problem is not None:
+            return problem
+        text = self.place.location(object_name)
         if not text.strip():
             return "the object is an empty path"
         layout = Layout.parse(text)
@@ -77,37 +79,41 @@ class ParquetTarget:
             return problem
         if layout.template and text.endswith(".parquet"):
             return "a single .parquet file cannot have partition folders: name a folder"
-        return LocalStorage(DatasetPaths.of(object_name).root).can_write()
+        return self.place.access_problem(DatasetPaths.of(text).root)
 
-    def state_store(self, object_name: str) -> FileStateStore:
-        return FileStateStore(DatasetPaths.of(object_name).state)
+    def state_store(self, object_name: str) -> JsonStateStore:
+        paths = DatasetPaths.of(self.place.location(object_name))
+        storage = self.place.storage(paths.root, paths.lock_name)
+        return JsonStateStore(StoredDocument(storage, paths.state_name))
 
     def open_stream(
         self, request: StreamRequest, external_state: StateStore | None = None
     ) -> ParquetStreamWriter:
-        return ParquetStreamWriter(request, external_state)
+        return ParquetStreamWriter(request, external_state, self.place)
 
     def close(self) -> None:
         return None
 
 
 class ParquetStreamWriter:
-    def __init__(self, request: StreamRequest, external_state: StateStore | None = None) -> None:
+    def __init__(
+        self,
+        request: StreamRequest,
+        external_state: StateStore | None = None,
+        place: Place | None = None,
+    ) -> None:
         self.request = request
-        self.paths = DatasetPaths.of(request.object)
-        self.store: StateStore = external_state or FileStateStore(self.paths.state)
-        self.storage = LocalStorage(self.paths.root, self.paths.lock_name)
-        try:
-            self.paths.root.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(
-                f"cannot create output folder {self.paths.root}: {error.strerror}"
-            ) from None
+        place = place or LocalPlace()
+        self.paths = DatasetPaths.of(place.location(request.object))
+        self.storage = place.storage(self.paths.root, self.paths.lock_name)
+        self.store: StateStore = external_state or JsonStateStore(
+            StoredDocument(self.storage, self.paths.state_name)
+        )
+        self.storage.prepare()
         self._lock: Lock | None = self.storage.lock()
         try:
-            self._remove_leftovers()
-            self.scratch = self.paths.root / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:12]}"
-            self.scratch.mkdir()
+            self.storage.remove_leftovers()
+            self.scratch = self.storage.scratch()
             self.dataset = ParquetDataset(
                 self.storage,
                 self.paths.layout,
@@ -225,25 +231,13 @@ class ParquetStreamWriter:
             if deletions is not None:
                 self.dataset.mark_deleted(*deletions)
         except (OSError, pa.ArrowException) as error:
-            raise TargetError(f"cannot write {self.paths.root}: {error}") from None
+            raise TargetError(f"cannot write {self.storage.describe()}: {error}") from None
         for part in self.parts:
             part.unlink(missing_ok=True)
         self.parts = []
         self.schemas = [self.base_schema]
 
     # --- housekeeping ----------------------------------------------------------------
-
-    def _remove_leftovers(self) -> None:
-        """Working files of a run that was killed (we hold the lock: nobody else writes)."""
-        root = self.paths.root
-        for pattern in (f"{TEMPORARY_PREFIX}*", ".staging-*", ".*.staging-*"):
-            for path in root.glob(pattern):
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-        for pattern in (".data-*.tmp", ".*.data-*.tmp"):
-            for path in root.glob(pattern):
-                path.unlink(missing_ok=True)
-        self.storage.remove_temporary()
 
     def _cleanup(self) -> None:
         scratch = getattr(self, "scratch", None)

@@ -3,13 +3,20 @@
 Every change a dataset sees is one of: a whole file written at once under its final
 name (a new file, or one that replaces a file of the same name), or a file deleted.
 A reader listing the folder sees each file whole, old or new, never a part. Locally a
-file is written beside its place under a hidden name, fsynced and renamed over it.
+file is written beside its place under a hidden name, fsynced and renamed over it; in
+a bucket (`targets.s3`) it is one PUT of a file prepared on this machine.
+
+A `Place` says where a target's datasets live (folders here, or a bucket) and opens a
+`Storage` for one dataset's root. Staged rows always sit in a local working folder
+(`Storage.scratch`) and reach the dataset through `upload`.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +25,7 @@ from typing import IO, Protocol
 
 import pyarrow as pa
 
-from sentry_extract.errors import LockedError
+from sentry_extract.errors import ConfigError, LockedError
 from sentry_extract.files import fsync_folder, write_atomically
 
 TEMPORARY_PREFIX = ".sentry-extract-"  # hidden from pyarrow, DuckDB and Spark readers
@@ -41,11 +48,22 @@ class Storage(Protocol):
 
     def describe(self, path: str = "") -> str: ...
 
-    def list_files(self, suffix: str) -> list[StoredFile]: ...
+    def prepare(self) -> None:
+        """Make the root exist where that means something (a local folder)."""
+
+    def scratch(self) -> Path:
+        """A new local working folder for staged files; the caller removes it."""
+
+    def list_files(self, suffix: str, hidden: bool = False) -> list[StoredFile]:
+        """Files ending in `suffix` below the root, in folders readers see; with
+        `hidden`, only hidden files (`.name`) instead of only visible ones."""
 
     def open_input(self, path: str) -> pa.NativeFile: ...
 
     def write(self, path: str, fill: Callable[[pa.NativeFile], None]) -> None: ...
+
+    def upload(self, local: Path, path: str) -> None:
+        """The local file `local` becomes `path` in one step (and is gone from here)."""
 
     def read_bytes(self, path: str) -> bytes | None: ...
 
@@ -59,7 +77,45 @@ class Storage(Protocol):
 
     def lock(self) -> Lock: ...
 
-    def can_write(self) -> str | None: ...
+    def remove_leftovers(self) -> None:
+        """Working files of a run that was killed (the caller holds the lock)."""
+
+
+class Place(Protocol):
+    """Where a Parquet target's datasets live: folders on this machine, or a bucket."""
+
+    def form_problem(self, object_name: str) -> str | None:
+        """Why `object_name` is not an object of this place, or None."""
+
+    def location(self, object_name: str) -> str:
+        """The object without its scheme: a local path, or `bucket/prefix`."""
+
+    def access_problem(self, root: str) -> str | None:
+        """Why a dataset at `root` cannot be written, or None; raises `ConfigError` for
+        problems of the connection itself (credentials, bucket, endpoint)."""
+
+    def storage(self, root: str, lock_name: str) -> Storage: ...
+
+
+class LocalPlace:
+    """Folders on this machine: `file://path` or a plain path."""
+
+    def form_problem(self, object_name: str) -> str | None:
+        if "://" in object_name.removeprefix("file://"):
+            return (
+                f"'{object_name}' is not a file path: use file://path or a plain path "
+                "(a bucket needs a target connection of type s3)"
+            )
+        return None
+
+    def location(self, object_name: str) -> str:
+        return object_name.removeprefix("file://")
+
+    def access_problem(self, root: str) -> str | None:
+        return LocalStorage(Path(root).expanduser()).can_write()
+
+    def storage(self, root: str, lock_name: str) -> LocalStorage:
+        return LocalStorage(Path(root).expanduser(), lock_name)
 
 
 class LocalStorage:
@@ -80,13 +136,29 @@ class LocalStorage:
             return f"cannot write under {existing}: permission denied"
         return None
 
-    def list_files(self, suffix: str) -> list[StoredFile]:
-        """Files ending in `suffix` below the root, hidden ones (`.`, `_`) left out."""
+    def prepare(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot create output folder {self.folder}: {error.strerror}"
+            ) from None
+
+    def scratch(self) -> Path:
+        """Inside the dataset's folder: on the same disk, staged files move in by rename."""
+        folder = self.folder / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:12]}"
+        folder.mkdir()
+        return folder
+
+    def list_files(self, suffix: str, hidden: bool = False) -> list[StoredFile]:
+        """Files ending in `suffix` below the root, hidden ones (`.`, `_`) left out (or,
+        with `hidden`, only files starting with `.`)."""
         found = []
         for folder, folders, names in os.walk(self.folder):
             folders[:] = sorted(name for name in folders if not _is_hidden(name))
             for name in names:
-                if name.endswith(suffix) and not _is_hidden(name):
+                wanted = name.startswith(".") if hidden else not _is_hidden(name)
+                if name.endswith(suffix) and wanted:
                     path = Path(folder) / name
                     relative = path.relative_to(self.folder).as_posix()
                     found.append(StoredFile(relative, path.stat().st_size))
@@ -108,6 +180,21 @@ class LocalStorage:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
+        fsync_folder(final.parent)
+
+    def upload(self, local: Path, path: str) -> None:
+        final = self.folder / path
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(local, "rb") as handle:
+            os.fsync(handle.fileno())
+        try:
+            os.replace(local, final)
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            self.write(path, lambda sink: _copy_into(local, sink))  # another disk
+            local.unlink()
+            return
         fsync_folder(final.parent)
 
     def read_bytes(self, path: str) -> bytes | None:
@@ -152,8 +239,16 @@ class LocalStorage:
         self.folder.mkdir(parents=True, exist_ok=True)
         return _FileLock(self.folder / self.lock_name)
 
-    def remove_temporary(self) -> None:
-        """Working files of a run that was killed (we hold the lock: nobody else writes)."""
+    def remove_leftovers(self) -> None:
+        """Working folders and files of a run that was killed, this version's and older
+        ones' (we hold the lock: nobody else writes)."""
+        for pattern in (f"{TEMPORARY_PREFIX}*", ".staging-*", ".*.staging-*"):
+            for path in self.folder.glob(pattern):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+        for pattern in (".data-*.tmp", ".*.data-*.tmp"):
+            for path in self.folder.glob(pattern):
+                path.unlink(missing_ok=True)
         for folder, folders, names in os.walk(self.folder):
             for name in names:
                 if name.startswith(TEMPORARY_PREFIX) and name.endswith(".tmp"):
@@ -178,5 +273,31 @@ class _FileLock:
             self.handle = None
 
 
+def _copy_into(local: Path, sink: pa.NativeFile) -> None:
+    with open(local, "rb") as source:
+        while chunk := source.read(1 << 20):
+            sink.write(chunk)
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith((".", "_"))
+
+
+class StoredDocument:
+    """One small file beside a dataset (its state), as `state.JsonStateStore` reads it."""
+
+    def __init__(self, storage: Storage, path: str) -> None:
+        self.storage = storage
+        self.path = path
+
+    def describe(self) -> str:
+        return self.storage.describe(self.path)
+
+    def read(self) -> bytes | None:
+        return self.storage.read_bytes(self.path)
+
+    def write(self, content: bytes) -> None:
+        self.storage.write_bytes(self.path, content)
+
+    def remove(self) -> None:
+        self.storage.delete(self.path)
