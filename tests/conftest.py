@@ -298,7 +298,8 @@ class Bucket:
         )
 
     def connection(self, **values: str) -> str:
-        """The connection as an environment variable holds it."""
+        """The connection as an environment variable holds it, written as a person would:
+        `{type: s3, bucket: ..., endpoint: http://127.0.0.1:..., region: us-east-1}`."""
         settings = {
             "type": "s3",
             "bucket": self.name,
@@ -308,7 +309,7 @@ class Bucket:
             "region": "us-east-1",
             **values,
         }
-        return "{" + ", ".join(f"{key}: '{value}'" for key, value in settings.items()) + "}"
+        return "{" + ", ".join(f"{key}: {value}" for key, value in settings.items()) + "}"
 
     def table(self, prefix: str, partitioning: str | None = None) -> pa.Table:
         dataset = ds.dataset(

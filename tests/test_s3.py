@@ -659,3 +659,18 @@ def test_bad_objects_in_a_bucket_are_explained(
     assert ran.exit_code == 2
     line = one_line_error(ran)
     assert line.startswith("error: r.yaml: ") and message in line
+
+
+def test_the_sync_all_endpoints_recording_replays_into_the_bucket(
+    cli: CliRunner, bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example's recorded run (examples/cassettes), offline, into the bucket: the
+    recorded row counts, read back with pyarrow."""
+    monkeypatch.setenv("AWS_S3", bucket.connection())
+    path = sync_all_endpoints(tmp_path)
+    cassettes = EXAMPLES / "cassettes" / "sync-all-endpoints"
+    result = invoke(cli, "run", str(path), "--replay", str(cassettes))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    expected = json.loads((cassettes / "expected-rows.json").read_text())
+    stored = {stream: bucket.table(f"sentry/{stream}").num_rows for stream in expected}
+    assert stored == expected
