@@ -431,6 +431,8 @@ def test_a_lock_held_by_a_killed_process_of_this_machine_is_taken_over_at_once(
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
     started = time.monotonic()
     lock = place(bucket).storage(f"{bucket.name}/sentry/teams", ".sentry-extract.lock").lock()
     assert time.monotonic() - started < 5  # not the 60 s of its lease

@@ -53,10 +53,6 @@ TRANSFER = TransferConfig(
 CONFLICT_STATUSES = (409, 412)  # ConditionalRequestConflict, PreconditionFailed
 
 
-class S3Problem(OSError):
-    """A request to the bucket failed; the message is one line and holds no secret."""
-
-
 # --- where: objects in a bucket ------------------------------------------------------------
 
 
@@ -295,7 +291,7 @@ class S3Storage:
             with self._translated("read", path):
                 answer = self.place.client.get_object(Bucket=self.bucket, Key=self.key(path))
                 return answer["Body"].read()
-        except _Missing:
+        except FileNotFoundError:
             return None
 
     def write_bytes(self, path: str, content: bytes) -> None:
@@ -322,7 +318,7 @@ class S3Storage:
                     self.key(target),
                     Config=TRANSFER,
                 )
-        except _Missing:
+        except FileNotFoundError:
             return
         self.delete(source)
 
@@ -330,7 +326,7 @@ class S3Storage:
         try:
             with self._translated("read", path):
                 answer = self.place.client.head_object(Bucket=self.bucket, Key=self.key(path))
-        except _Missing:
+        except FileNotFoundError:
             return 0
         return int(answer["ContentLength"])
 
@@ -348,31 +344,27 @@ class S3Storage:
 
     @contextmanager
     def _translated(self, action: str, path: str) -> Iterator[None]:
-        """boto and pyarrow errors as one-line OSErrors (the dataset turns those into
-        TargetErrors); a missing object as `_Missing`."""
+        """boto and pyarrow errors as one-line OSErrors, holding no secret (the dataset
+        turns those into TargetErrors); a missing object as FileNotFoundError."""
         try:
             yield
         except FileNotFoundError:
-            raise _Missing from None
+            raise FileNotFoundError(path) from None
         except ClientError as error:
             code = str(error.response.get("Error", {}).get("Code", ""))
             if code in ("NoSuchKey", "404", "NotFound"):
-                raise _Missing from None
-            raise S3Problem(
+                raise FileNotFoundError(path) from None
+            raise OSError(
                 f"cannot {action} {self.describe(path)}: {self.place.explain(error, self.bucket)}"
             ) from None
         except BotoCoreError as error:
-            raise S3Problem(
+            raise OSError(
                 f"cannot {action} {self.describe(path)}: {self.place.explain(error, self.bucket)}"
             ) from None
         except OSError as error:  # pyarrow's
-            raise S3Problem(
+            raise OSError(
                 f"cannot {action} {self.describe(path)}: {_one_line(str(error))}"
             ) from None
-
-
-class _Missing(Exception):
-    """The object is not there."""
 
 
 # --- the lock: a lease renewed by a thread ----------------------------------------------
