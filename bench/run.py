@@ -15,6 +15,8 @@ Results go to bench/results/<date>.md and .json. Scenarios:
    rerun's requests against the whole run's, and the rows read back exact
 7. large events (about 85 KB of JSON each): peak RSS for 4,000 vs 40,000 events,
    full-refresh and incremental, Parquet and PostgreSQL
+8. object storage: scenario 2's events into a bucket (moto's S3 server on loopback) next
+   to local Parquet
 
 `--scenarios 5,6,7 --label history` runs some of them into <date>-history.md and .json.
 """
@@ -248,12 +250,11 @@ class OurRun:
             "secrets": {"auth_token": TOKEN},
             "inputs": {"organization": "acme", "base_url": fake.base_url, **(inputs or {})},
         }
-        object_name = (
-            f"bench{dataset}.{{stream_name}}"
-            if target == "postgres"
-            else f"file://{folder}/{{stream_name}}"
-        )
-        target_name = "BENCH_PG" if target == "postgres" else "LOCAL"
+        object_name = {
+            "postgres": f"bench{dataset}.{{stream_name}}",
+            "s3": f"sentry/{dataset}-{time.monotonic_ns()}/{{stream_name}}",
+        }.get(target, f"file://{folder}/{{stream_name}}")
+        target_name = {"postgres": "BENCH_PG", "s3": "BENCH_S3"}.get(target, "LOCAL")
         replication = folder / "r.yaml"
         replication.write_text(
             f"source: SENTRY\ntarget: {target_name}\ndefaults:\n  mode: {mode}\n"
@@ -266,6 +267,8 @@ class OurRun:
         }
         if postgres_url:
             environment["BENCH_PG"] = postgres_url
+        if target == "s3":
+            environment["BENCH_S3"] = json.dumps(S3_CONNECTION)
         summary = folder / "summary.json"
         summary.unlink(missing_ok=True)
         command = [
@@ -852,6 +855,52 @@ def write_results(
     return stem.with_suffix(".md")
 
 
+S3_CONNECTION: dict[str, str] = {}  # filled by scenario_object_storage
+
+
+def scenario_object_storage(events: int, runs: int, folder: Path) -> list[Measure]:
+    """8: the events benchmark of scenario 2 into a bucket (moto's S3 server on loopback)
+    next to local Parquet: rows per second and CPU."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    S3_CONNECTION.update(
+        type="s3",
+        bucket="bench",
+        endpoint=f"http://{host}:{port}",
+        region="us-east-1",
+        access_key_id="AKIATESTBENCH0000001",
+        secret_access_key="test-bench-secret-key-0000000000000000",
+    )
+    client = boto3.client(
+        "s3",
+        endpoint_url=S3_CONNECTION["endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id=S3_CONNECTION["access_key_id"],
+        aws_secret_access_key=S3_CONNECTION["secret_access_key"],
+    )
+    client.create_bucket(Bucket="bench")
+    measures = []
+    try:
+        with Fake(events=events, projects=4, issues=100) as fake:
+            for target in ("parquet", "s3"):
+                trials = [
+                    ours(fake, folder, "  events:\n", target, "8 object storage", {"rate_limit": 0})
+                    for _ in range(runs)
+                ]
+                measures.append(median_of(trials))
+    finally:
+        server.stop()
+    for measure in measures:
+        if measure.rows:
+            measure.extra["rows_per_second"] = measure.rows / measure.seconds
+            measure.extra["cpu_seconds_per_10k_rows"] = measure.cpu_seconds / measure.rows * 10_000
+    return measures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="runs per measure (median)")
@@ -859,7 +908,7 @@ def main() -> int:
     parser.add_argument("--binding-events", type=int, default=2_400, help="events, scenario 1")
     parser.add_argument("--history-events", default="20000,200000", help="scenario 5")
     parser.add_argument("--large-events", default="4000,40000", help="scenario 7")
-    parser.add_argument("--scenarios", default="1,2,3,4", help="e.g. 5,6,7")
+    parser.add_argument("--scenarios", default="1,2,3,4", help="e.g. 5,6,7 or 8")
     parser.add_argument(
         "--label", default="", help="results go to bench/results/<date>-<label>.md and .json"
     )
@@ -892,6 +941,8 @@ def main() -> int:
         if "7" in chosen:
             sizes = [int(size) for size in arguments.large_events.split(",")]
             measures += scenario_large_events(sizes, folder, postgres_url)
+        if "8" in chosen:
+            measures += scenario_object_storage(arguments.events, arguments.runs, folder)
     finally:
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
