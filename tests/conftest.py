@@ -7,8 +7,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,6 +159,44 @@ def working_files(folder: Path) -> list[Path]:
 def keys(table: pa.Table, *columns: str) -> list[tuple[Any, ...]]:
     values = [table.column(column).to_pylist() for column in columns]
     return list(zip(*values, strict=True))
+
+
+def watch_runs_for_duplicates(
+    workspace: Workspace,
+    organization: FakeOrganization,
+    read: Callable[[], pa.Table],
+    runs: int,
+) -> tuple[list[int], list[int]]:
+    """Incremental runs, with new and late events between them, while a reader polls the
+    events dataset in a loop (`read`); the rows of each read, and the duplicates seen."""
+    stop = threading.Event()
+    reads: list[int] = []
+    duplicates: list[int] = []
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                table = read()
+            except (OSError, pa.ArrowInvalid):
+                continue  # nothing yet, or a file went away between listing and reading
+            found = keys(table, "project_id", "event_id")
+            reads.append(len(found))
+            if len(found) != len(set(found)):
+                duplicates.append(len(found) - len(set(found)))
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        moment = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        for run in range(runs):
+            assert workspace.run(started=moment).exit_code == 0
+            organization.add_events(40, project_slug=f"project-{run % 3}")
+            organization.add_events(3, project_slug="project-2", age=timedelta(minutes=20))
+            moment += timedelta(seconds=3)
+    finally:
+        stop.set()
+        reader.join()
+    return reads, duplicates
 
 
 # --- PostgreSQL: a real server, started by the suite itself --------------------------------

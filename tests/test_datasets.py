@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +15,13 @@ from sentry_extract.targets import dataset
 from sentry_extract.testing.fake_sentry import FakeSentry
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import Workspace, keys, parquet_files, sentry_connection
+from .conftest import (
+    Workspace,
+    keys,
+    parquet_files,
+    sentry_connection,
+    watch_runs_for_duplicates,
+)
 from .test_parquet_modes import assert_events_exact, assert_issues_exact
 
 RETENTION = timedelta(days=90)
@@ -63,36 +68,12 @@ def test_a_reader_polling_during_runs_never_sees_a_key_twice(
 ) -> None:
     workspace.replication("  events:\n", mode="incremental")
     folder = workspace.folder / "out" / "events"
-    stop = threading.Event()
-    reads: list[int] = []
-    duplicates: list[int] = []
-
-    def poll() -> None:
-        while not stop.is_set():
-            try:
-                table = ds.dataset(folder, format="parquet").to_table(
-                    columns=["project_id", "event_id"]
-                )
-            except (OSError, pa.ArrowInvalid):
-                continue  # no file yet, or one went away between listing and reading
-            found = keys(table, "project_id", "event_id")
-            reads.append(len(found))
-            if len(found) != len(set(found)):
-                duplicates.append(len(found) - len(set(found)))
-
     folder.mkdir(parents=True)
-    reader = threading.Thread(target=poll)
-    reader.start()
-    try:
-        moment = next_second()
-        for run in range(4):
-            assert workspace.run(started=moment).exit_code == 0
-            organization.add_events(40, project_slug=f"project-{run % 3}")
-            organization.add_events(3, project_slug="project-2", age=timedelta(minutes=20))
-            moment += timedelta(seconds=3)
-    finally:
-        stop.set()
-        reader.join()
+
+    def read() -> pa.Table:
+        return ds.dataset(folder, format="parquet").to_table(columns=["project_id", "event_id"])
+
+    reads, duplicates = watch_runs_for_duplicates(workspace, organization, read, runs=4)
     assert len(reads) > 10 and max(reads) > 0
     assert duplicates == []
 

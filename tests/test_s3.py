@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ from .conftest import (
     invoke,
     keys,
     sentry_connection,
+    watch_runs_for_duplicates,
 )
 from .test_faults import assert_complete
 from .test_parquet_modes import assert_events_exact, assert_issues_exact
@@ -194,35 +194,14 @@ def test_a_reader_polling_the_bucket_never_sees_a_key_twice(
 ) -> None:
     s3_workspace.replication("  events:\n", mode="incremental")
     filesystem = bucket.filesystem()
-    stop = threading.Event()
-    reads: list[int] = []
-    duplicates: list[int] = []
 
-    def poll() -> None:
-        while not stop.is_set():
-            try:
-                table = ds.dataset(
-                    f"{bucket.name}/sentry/events", format="parquet", filesystem=filesystem
-                ).to_table(columns=["project_id", "event_id"])
-            except (OSError, pa.ArrowInvalid):
-                continue  # nothing yet, or an object went away between listing and reading
-            found = keys(table, "project_id", "event_id")
-            reads.append(len(found))
-            if len(found) != len(set(found)):
-                duplicates.append(len(found) - len(set(found)))
+    def read() -> pa.Table:
+        dataset = ds.dataset(
+            f"{bucket.name}/sentry/events", format="parquet", filesystem=filesystem
+        )
+        return dataset.to_table(columns=["project_id", "event_id"])
 
-    reader = threading.Thread(target=poll)
-    reader.start()
-    try:
-        moment = next_second()
-        for run in range(3):
-            assert s3_workspace.run(started=moment).exit_code == 0
-            organization.add_events(40, project_slug=f"project-{run % 3}")
-            organization.add_events(3, project_slug="project-2", age=timedelta(minutes=20))
-            moment += timedelta(seconds=3)
-    finally:
-        stop.set()
-        reader.join()
+    reads, duplicates = watch_runs_for_duplicates(s3_workspace, organization, read, runs=3)
     assert len(reads) > 5 and max(reads) > 0
     assert duplicates == []
 
