@@ -94,7 +94,6 @@ class ParquetDataset:
         self.layout = layout
         self.options = options
         self.scratch = scratch  # a local folder for working files
-        self.written_bytes = 0  # bytes this dataset object wrote (a benchmark figure)
         self.recover()
         self._remove_pending()
         self.files = self._read_index()
@@ -281,7 +280,6 @@ class ParquetDataset:
             name = _unhidden(pending)
             self._run_journal([data_file.path for data_file in old], [(pending, name)])
         self.files = {name: self._describe(StoredFile(name, self._size(name)))}
-        self.written_bytes += self.files[name].size
 
     def _upload(self, staged: Path, name: str) -> None:
         try:
@@ -540,7 +538,6 @@ class ParquetDataset:
             self.storage.write(name, fill)
         except (OSError, pa.ArrowException) as error:
             raise TargetError(f"cannot write {self.storage.describe(name)}: {error}") from None
-        self.written_bytes += self._size(name)
 
     def _size(self, name: str) -> int:
         size: int = self.storage.size(name)

@@ -191,10 +191,6 @@ class ParquetStreamWriter:
         finally:
             self._cleanup()
 
-    @property
-    def written_bytes(self) -> int:
-        return self.dataset.written_bytes
-
     # --- staging -------------------------------------------------------------------
 
     def _with_snapshot(self, schema: pa.Schema) -> pa.Schema:
