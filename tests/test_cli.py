@@ -43,7 +43,10 @@ HELP = [
     (("conns", "unset"), "Remove a connection from env.yaml."),
     (("conns", "list"), "List connections: name, type and where each comes from."),
     (("conns", "test"), "Check a connection: authenticate and read the organization."),
-    (("conns", "discover"), "List the seven endpoints: description, incremental or not, keys."),
+    (
+        ("conns", "discover"),
+        "List every stream: parent, default mode, keys, scope, whether '*' selects it.",
+    ),
     (("state", "show"), "Show the saved state of each stream of a replication."),
     (("state", "reset"), "Clear saved state, so the next run reads from the anchor date again."),
 ]
@@ -213,9 +216,13 @@ def test_conns_discover(with_sentry: CliRunner) -> None:
     result = invoke(with_sentry, "conns", "discover", "SENTRY")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 8
-    assert lines[6].split()[0] == "issues" and "yes" in lines[6] and "last_seen" in lines[6]
+    assert len(lines) == 20  # a header and 19 streams
+    assert lines[6].split()[:3] == ["issues", "organization", "incremental"]
+    assert "last_seen" in lines[6] and "'*' or name" in lines[6]
+    assert lines[7].split()[:3] == ["events", "project", "incremental"]
     assert "project_id, event_id" in lines[7] and "date_created" in lines[7]
+    deploys = next(line for line in lines if line.startswith("release_deploys"))
+    assert deploys.split()[1:3] == ["release", "full-refresh"] and "name only" in deploys
     columns = invoke(with_sentry, "conns", "discover", "SENTRY", "--columns").stdout
     assert "event_type" in columns and "timestamp" in columns and "json" in columns
 

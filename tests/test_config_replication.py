@@ -9,7 +9,7 @@ import pytest
 
 from sentry_extract.config.replication import Overrides, Replication, load_replication
 from sentry_extract.errors import ConfigError
-from sentry_extract.source.streams import STREAM_NAMES
+from sentry_extract.source.streams import WILDCARD_NAMES
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STARTED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -60,9 +60,9 @@ def test_reference_seed_modes_and_keys() -> None:
 def test_wildcard_takes_each_endpoints_natural_mode() -> None:
     replication = load_replication(EXAMPLES / "reference-sync-all-endpoints.yaml", {}, STARTED)
     modes = {s.name: s.mode for s in replication.streams}
-    assert list(modes) == list(STREAM_NAMES)
+    assert list(modes) == list(WILDCARD_NAMES)
     assert modes["issues"] == modes["events"] == "incremental"
-    assert {modes[n] for n in STREAM_NAMES[:5]} == {"full-refresh"}
+    assert {modes[n] for n in WILDCARD_NAMES[:5]} == {"full-refresh"}
 
 
 def test_explicit_stream_overrides_wildcard_and_takes_defaults_mode(tmp_path: Path) -> None:
@@ -126,7 +126,10 @@ BASE = "source: S\ntarget: LOCAL\ndefaults:\n  object: o/{stream_name}\n"
         (
             BASE + "streams:\n  isues:\n",
             "replication.yaml: streams.isues: unknown stream (did you mean 'issues'?); available: "
-            "organizations, projects, teams, members, releases, issues, events (or '*' for all)",
+            "organizations, projects, teams, members, releases, issues, events, org_stats, "
+            "project_stats, sessions, environments, release_deploys, release_commits, monitors, "
+            "monitor_checkins, replays, user_feedback, issue_tag_values, error_index "
+            "(or '*' for all)",
         ),
         (
             BASE + "streams:\n  issues:\n    primary_keys: [id]\n",
@@ -206,7 +209,9 @@ def test_unknown_stream_on_the_command_line(tmp_path: Path) -> None:
     text = BASE + "streams:\n  issues:\n"
     assert error_of(tmp_path, text, Overrides(("evnts",))) == (
         "--streams: unknown stream 'evnts' (did you mean 'events'?); available: organizations, "
-        "projects, teams, members, releases, issues, events"
+        "projects, teams, members, releases, issues, events, org_stats, project_stats, "
+        "sessions, environments, release_deploys, release_commits, monitors, "
+        "monitor_checkins, replays, user_feedback, issue_tag_values, error_index"
     )
     assert error_of(tmp_path, text, Overrides(("events",))) == (
         "--streams: stream 'events' is not in replication.yaml; it has: issues"

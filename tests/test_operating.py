@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from sentry_extract.cli import app
 from sentry_extract.events import emit
 from sentry_extract.reporting import ProgressHandler, progress_bars
-from sentry_extract.source.streams import STREAM_NAMES
+from sentry_extract.source.streams import STREAM_NAMES, WILDCARD_NAMES
 from sentry_extract.source.windows import format_datetime
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
@@ -52,7 +52,7 @@ def test_json_log_lines_carry_every_event(ready: CliRunner, fake: FakeSentry) ->
     for event in ("stream_start", "page", "retry", "rate_limit_wait", "stream_end"):
         assert event in events, event
     ends = {line["stream"]: line for line in lines if line["event"] == "stream_end"}
-    assert set(ends) == set(STREAM_NAMES)
+    assert set(ends) == set(WILDCARD_NAMES)
     assert ends["events"]["rows"] > 0 and ends["events"]["requests"] > 1
     assert ends["teams"]["retries"] == 1
     assert lines[-1]["exit_code"] == 0 and lines[-1]["rows"] == sum(
@@ -93,7 +93,7 @@ def test_dry_run_plans_from_the_saved_state_and_writes_nothing(
     assert fake.requests == [] and not (tmp_path / "out").exists()
     assert plan.stdout.splitlines()[-1] == "dry run: nothing was requested or written"
     plans = plan_of(plan.stdout)
-    assert list(plans) == list(STREAM_NAMES)
+    assert list(plans) == list(WILDCARD_NAMES)
     assert plans["issues"][0].split() == ["issues", "incremental", "into", "file://out/issues"]
     assert plans["issues"][1].endswith(" (a year, no anchor_date)")
     assert " ".join(plans["events"][2:]).startswith(

@@ -37,7 +37,7 @@ from sentry_extract.config.values import parse_duration
 from sentry_extract.errors import ConfigError, Interrupted, SentryExtractError
 from sentry_extract.events import counted, emit
 from sentry_extract.files import write_atomically
-from sentry_extract.modes import MODE_NAMES
+from sentry_extract.modes import MODE_NAMES, Mode
 from sentry_extract.records import SNAKE, column_name, declared_columns
 from sentry_extract.reporting import JSON, LOG_FORMATS, TEXT, Reporting, reporting
 from sentry_extract.source.streams import STREAMS, StreamSpec
@@ -255,7 +255,7 @@ def conns_discover(
     ] = "table",
     debug: DebugOption = False,
 ) -> None:
-    """List the seven endpoints: description, incremental or not, keys."""
+    """List every stream: parent, default mode, keys, scope, whether '*' selects it."""
     with _errors_translated(debug):
         if output_format not in ("table", "json"):
             raise ConfigError(f"--output: '{output_format}' is not one of table, json")
@@ -266,20 +266,24 @@ def conns_discover(
             return
         table = Table(
             "endpoint",
-            "description",
-            "incremental",
+            "parent",
+            "mode",
             "primary key",
             "update key",
+            "scope",
+            "selected by",
             box=None,
             pad_edge=False,
         )
         for endpoint in endpoints:
             table.add_row(
                 endpoint["endpoint"],
-                endpoint["description"],
-                "yes" if endpoint["incremental"] else "no",
+                endpoint["parent"],
+                endpoint["mode"],
                 ", ".join(endpoint["primary_key"]),
                 endpoint["update_key"] or "",
+                endpoint["scope"],
+                "name only" if endpoint["named_only"] else "'*' or name",
             )
         output.print(table)
         for endpoint in endpoints if columns else []:
@@ -292,9 +296,15 @@ def _endpoint(spec: StreamSpec, with_columns: bool) -> dict[str, Any]:
     described: dict[str, Any] = {
         "endpoint": spec.name,
         "description": spec.description,
+        "request": f"GET /api/0/{spec.path}",
+        "operation_id": spec.operation,
+        "parent": spec.parent.value,
+        "mode": str(Mode.INCREMENTAL if spec.is_incremental else Mode.FULL_REFRESH),
         "incremental": spec.is_incremental,
         "primary_key": [column_name(key, SNAKE) for key in spec.primary_key],
         "update_key": column_name(spec.update_key, SNAKE) if spec.update_key else None,
+        "scope": spec.scope,
+        "named_only": spec.named_only,
     }
     if with_columns:
         described["columns"] = [

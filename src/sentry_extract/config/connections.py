@@ -32,6 +32,7 @@ DEFAULT_BASE_URL = "https://sentry.io"
 DEFAULT_CHECKPOINT_EVERY = timedelta(minutes=1)
 DEFAULT_MEMORY_BUDGET = 64 * 1000**2
 DEFAULT_RECONCILE_EVERY = timedelta(hours=24)
+DEFAULT_TAG_KEYS = ("browser", "release", "environment", "os")
 
 ORIGIN_BUILT_IN = "built-in"
 ORIGIN_ENVIRONMENT = "environment variable"
@@ -75,6 +76,7 @@ class SentryConnection:
     checkpoint_every: timedelta = DEFAULT_CHECKPOINT_EVERY  # commit at least this often
     memory_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of rows held in memory, about
     reconcile_every: timedelta | None = DEFAULT_RECONCILE_EVERY  # None: never
+    tag_keys: tuple[str, ...] = DEFAULT_TAG_KEYS  # issue_tag_values: the keys read per issue
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,7 @@ SENTRY_INPUT_KEYS = (
     "checkpoint_every",
     "memory_budget",
     "reconcile_every",
+    "tag_keys",
 )
 POSTGRES_KEYS = ("type", "url", "host", "port", "user", "password", "database", "sslmode")
 S3_KEYS = (
@@ -390,6 +393,7 @@ def _sentry_connection(entry: ConnectionEntry, where: str) -> SentryConnection:
         or DEFAULT_CHECKPOINT_EVERY,
         memory_budget=_memory_budget(inputs.get("memory_budget"), where),
         reconcile_every=_reconcile_every(inputs.get("reconcile_every"), where),
+        tag_keys=_tag_keys(inputs.get("tag_keys"), where),
     )
 
 
@@ -452,6 +456,19 @@ def _base_url(value: Any, where: str) -> str:
     except ValueError:
         raise ConfigError(f"inputs.base_url: '{value}' has a bad port", location=where) from None
     return text
+
+
+def _tag_keys(value: Any, where: str) -> tuple[str, ...]:
+    if value in (None, ""):
+        return DEFAULT_TAG_KEYS
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(k, str) for k in value):
+        raise ConfigError(
+            "inputs.tag_keys: expected a list of tag keys, e.g. [browser, release]",
+            location=where,
+        )
+    return tuple(value)
 
 
 def _projects(value: Any, where: str) -> tuple[str, ...] | None:
@@ -610,6 +627,8 @@ def connection_inputs(connection: SentryConnection) -> dict[str, Any]:
         inputs["projects"] = list(connection.projects)
     reconcile = connection.reconcile_every
     inputs["reconcile_every"] = "off" if reconcile is None else f"{reconcile.total_seconds():g}s"
+    if connection.tag_keys != DEFAULT_TAG_KEYS:
+        inputs["tag_keys"] = list(connection.tag_keys)
     return inputs
 
 

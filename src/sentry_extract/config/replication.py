@@ -19,7 +19,13 @@ from sentry_extract.config.values import did_you_mean, parse_datetime
 from sentry_extract.errors import ConfigError
 from sentry_extract.modes import MODE_NAMES, Mode
 from sentry_extract.records import COLUMN_CASINGS, SNAKE, Selection, column_name
-from sentry_extract.source.streams import STREAM_NAMES, STREAMS_BY_NAME, Shape, StreamSpec
+from sentry_extract.source.streams import (
+    STREAM_NAMES,
+    STREAMS_BY_NAME,
+    WILDCARD_NAMES,
+    Parent,
+    StreamSpec,
+)
 from sentry_extract.source.windows import Window
 from sentry_extract.targets.partitions import PARTITION_VARIABLES
 
@@ -205,14 +211,18 @@ def _stream_entries(reader: _Reader, value: Any) -> dict[str, dict[str, Any]]:
 def _selected_names(
     reader: _Reader, entries: Mapping[str, Any], wanted: Sequence[str]
 ) -> list[str]:
-    present = (
-        STREAM_NAMES if WILDCARD in entries else tuple(n for n in STREAM_NAMES if n in entries)
-    )
+    wildcard = WILDCARD_NAMES if WILDCARD in entries else ()
+    present = tuple(name for name in STREAM_NAMES if name in entries or name in wildcard)
     for name in wanted:
         if name not in STREAM_NAMES:
             raise ConfigError(
                 f"--streams: unknown stream '{name}'{did_you_mean(name, STREAM_NAMES)}; "
                 f"available: {', '.join(STREAM_NAMES)}"
+            )
+        if name not in present and wildcard:
+            raise ConfigError(
+                f"--streams: stream '{name}' runs only when named: '*' in {reader.label} "
+                f"does not select it; add '{name}:' under streams"
             )
         if name not in present:
             raise ConfigError(
@@ -302,8 +312,8 @@ def _stream_config(
     primary_key = natural_key
     if merged.get("primary_key") is not None:
         primary_key = _columns(reader, merged["primary_key"], columns, path_of("primary_key"), name)
-        if spec.shape is Shape.PER_PROJECT:
-            # eventID is unique per project only: never merge events across projects.
+        if spec.parent is not Parent.ORGANIZATION:
+            # eventID is unique per project only: never merge rows across parents.
             primary_key += tuple(key for key in natural_key if key not in primary_key)
     update_key = column_name(spec.update_key, casing) if spec.update_key else None
     if merged.get("update_key") is not None:

@@ -40,6 +40,7 @@ from sentry_extract.source.cassettes import Recording
 from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
+from sentry_extract.source.streams import STREAMS_BY_NAME
 from sentry_extract.state import FileStateStore, StateKey, StateStore
 from sentry_extract.targets.base import Target
 from sentry_extract.targets.parquet import ParquetTarget
@@ -209,22 +210,13 @@ def preflight(
 
 def describe_source_error(error: SourceError, stream: str) -> str:
     if error.status == 403:
-        return (
-            f"{error.message} (403): the token probably lacks the scope "
-            f"{REQUIRED_SCOPES.get(stream, 'org:read')}"
-        )
+        return f"{error.message} (403): the token probably lacks the scope {_scope(stream)}"
     return error.message
 
 
-REQUIRED_SCOPES = {
-    "organizations": "org:read",
-    "projects": "project:read",
-    "teams": "team:read",
-    "members": "member:read",
-    "releases": "project:releases (or project:read)",
-    "issues": "event:read",
-    "events": "event:read",
-}
+def _scope(stream: str) -> str:
+    spec = STREAMS_BY_NAME.get(stream)
+    return spec.scope if spec is not None else "org:read"
 
 
 def test_connection(connection: Connection) -> str:

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from sentry_extract.config.connections import SentryConnection
 from sentry_extract.config.replication import StreamConfig
-from sentry_extract.errors import NotFoundError, RunCancelled, SourceError
+from sentry_extract.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RunCancelled,
+    SourceError,
+)
 from sentry_extract.events import counted, emit
 from sentry_extract.modes import Mode
 from sentry_extract.pipeline.results import STATUS_PARTIAL, StreamResult
@@ -18,16 +24,23 @@ from sentry_extract.records import RecordTyper, key_values
 from sentry_extract.source.client import RequestCounter
 from sentry_extract.source.extract import (
     Crawl,
+    ParentRow,
     Project,
     ProjectPage,
+    SlicedPage,
+    issue_parents,
+    list_parents,
     list_projects,
+    projects_with_events,
+    read_children,
     read_events,
     read_organization_stream,
     read_sliced,
     select_projects,
     stream_path,
 )
-from sentry_extract.source.streams import ORGANIZATIONS, Shape
+from sentry_extract.source.spec import Params, Parent, Shape
+from sentry_extract.source.streams import ISSUES, ORGANIZATIONS
 from sentry_extract.source.windows import (
     SENTRY_RETENTION,
     Coverage,
@@ -126,6 +139,7 @@ class Loader:
         )
         self.started = context.settings.clock()
         self.progress: dict[str, tuple[Window, Coverage]] = {}  # each crawl's window and place
+        self.sampled = False  # a page came from sampled data (reported once)
 
     def check_cancelled(self) -> None:
         if self.context.settings.cancelled.is_set():
@@ -192,11 +206,22 @@ class Loader:
             self.stream, self.context.source, coverage, watermark, self.run_started_at
         )
 
+    def load(self) -> None:
+        """Read the whole stream into the writer, the way its shape and parent say."""
+        spec = self.stream.spec
+        if spec.shape is Shape.SERIES:
+            self.load_series()
+        elif spec.shape is Shape.WINDOWED and spec.parent is Parent.PROJECT:
+            self.load_per_project()
+        elif spec.shape is Shape.WINDOWED:
+            self.load_windowed()
+        elif spec.fans_out:
+            self.load_children()
+        else:
+            self.load_organization_stream()
+
     def load_organization_stream(self) -> None:
         spec = self.stream.spec
-        if spec.shape is Shape.WINDOWED:
-            self.load_windowed()
-            return
         pages = read_organization_stream(
             self.context.client, spec, self.context.source.organization, self.counter
         )
@@ -233,6 +258,7 @@ class Loader:
         start = crawl.window.start
         for page in pages:
             self.check_cancelled()
+            self._note_sampled(page)
             self._add(page.rows, page.nbytes)
             covered = (
                 previous.coverage.merged(page.coverage, start) if reconciling else page.coverage
@@ -246,8 +272,21 @@ class Loader:
         reconciled_at = self.run_started_at if reconciling else previous.reconciled_at
         self._finish(replace(previous, coverage=done, reconciled_at=reconciled_at))
 
+    def _note_sampled(self, page: SlicedPage) -> None:
+        if page.sampled and not self.sampled:
+            self.sampled = True
+            problem = (
+                "Sentry answered some pages from sampled data (meta.dataScanned: partial); "
+                "rows may be missing there: read a shorter range again with backfill"
+            )
+            log.warning("%s: %s", self.stream.name, problem)
+            self.result.problems.append(problem)
+            self.result.status = STATUS_PARTIAL
+
     def _is_reconcile_due(self, previous: StreamState) -> bool:
         every = self.context.source.reconcile_every
+        if not self.stream.spec.soft_deletes:
+            return False  # only what can vanish from Sentry's window is reconciled
         if self.stream.mode is not Mode.INCREMENTAL or every is None:
             return False
         last = previous.reconciled_at
@@ -302,7 +341,10 @@ class Loader:
             deleted=deleted,
         )
 
-    def load_events(self) -> None:
+    def load_per_project(self) -> None:
+        """A windowed list per project (events): projects side by side, each from its own
+        saved coverage. Projects Sentry's org-wide index shows without new rows in their
+        windows are marked read without a request to their (tightly limited) endpoint."""
         source = self.context.source
         client = self.context.client
         previous = self.writer.load_state()
@@ -320,10 +362,16 @@ class Loader:
             for project in projects
         }
         progress = dict(previous.projects)
+        for project in self._quiet_projects(crawls):
+            crawl = crawls.pop(project)
+            done = crawl.coverage.started_at(crawl.window.start).add(crawl.window)
+            progress[project.id] = done
+            self.progress[project.id] = (crawl.window, done)
         for project, crawl in crawls.items():
             self.progress[project.id] = (crawl.window, crawl.coverage)
         items = read_events(
             client,
+            self.stream.spec,
             source.organization,
             crawls,
             self.counter,
@@ -353,6 +401,144 @@ class Loader:
         self._finish(replace(previous, projects=dict(progress)))
         if self.result.problems:
             self.result.status = STATUS_PARTIAL
+
+    def _quiet_projects(self, crawls: dict[Project, Crawl]) -> list[Project]:
+        """Projects with nothing to read in what is left of their windows, by one org-wide
+        count per project (`field=project.id&field=count()`). Only for windows inside
+        Sentry's retention (hourly runs): a first run or a backfill reads every project."""
+        gaps = [gap for c in crawls.values() for gap in c.coverage.gaps(c.window, c.lookback)]
+        if not gaps or not self.stream.spec.skips_quiet_projects:
+            return []
+        window = Window(min(g.start for g in gaps), max(g.end for g in gaps))
+        if window.start < self.run_started_at - SENTRY_RETENTION + RETENTION_MARGIN:
+            return []
+        active = projects_with_events(
+            self.context.client, self.context.source.organization, window, self.counter
+        )
+        if active is None:
+            log.info(
+                "%s: the org-wide event count is not available; reading every project",
+                self.stream.name,
+            )
+            return []
+        quiet = [project for project in crawls if project.id not in active]
+        emit(
+            log,
+            logging.INFO,
+            "quiet_projects",
+            f"{self.stream.name}: {len(crawls) - len(quiet)} of {len(crawls)} projects have "
+            "new events",
+            stream=self.stream.name,
+            projects=len(crawls),
+            quiet=len(quiet),
+        )
+        return quiet
+
+    def load_series(self) -> None:
+        """Time series (usage, release health): whole days from the saved watermark, less
+        the days whose figures still change, in windows the endpoint accepts."""
+        spec = self.stream.spec
+        assert spec.series is not None
+        previous = self.writer.load_state()
+        window = self._crawl(previous.coverage, previous.watermark).window
+        start = window.start
+        if previous.watermark is not None and self.stream.mode.merges_by_key:
+            start -= spec.late_arrivals
+        oldest = _day_ceiling(window.end - SENTRY_RETENTION)  # older is a 400
+        start = max(_day_floor(start), oldest)
+        path = spec.path_for(self.context.source.organization)
+
+        def fetch(params: Params) -> Any:
+            return self.context.client.get(path, params, self.counter).body
+
+        progress = Coverage().started_at(start)
+        self.progress[""] = (Window(start, window.end), progress)
+        piece_start = start
+        while piece_start < window.end:
+            self.check_cancelled()
+            piece_end = min(piece_start + timedelta(days=spec.series_days), window.end)
+            self._add(spec.series(fetch, piece_start, piece_end))
+            progress = progress.add(Window(piece_start, piece_end))
+            self.progress[""] = (Window(start, window.end), progress)
+            self._checkpoint_if_due(replace(previous, coverage=progress))
+            piece_start = piece_end
+        self._finish(replace(previous, coverage=progress))
+
+    def load_children(self) -> None:
+        """One list per parent (release, monitor, project, or issue and tag key). A parent
+        that is gone (404) or forbidden (403) is skipped and reported; the others go on."""
+        spec = self.stream.spec
+        source = self.context.source
+        previous = self.writer.load_state() if spec.is_incremental else StreamState()
+        coverage = previous.coverage
+        if spec.parent is Parent.ISSUE:
+            issues, coverage = self._changed_issues(previous)
+            parents = issue_parents(issues, source.tag_keys)
+        else:
+            wanted = source.projects if spec.parent is Parent.PROJECT else None
+            parents, missing = list_parents(
+                self.context.client, spec, source.organization, self.counter, wanted
+            )
+            for slug in missing:
+                self.result.problems.append(
+                    f"project '{slug}' is not in organization '{source.organization}'; skipped"
+                )
+            coverage = Coverage(self.run_started_at)
+        stop_before = None
+        if spec.update_key and self.stream.mode.merges_by_key and previous.watermark:
+            stop_before = previous.watermark - source.lookback
+        capped = failed = 0
+        for parent in parents:
+            self.check_cancelled()
+            try:
+                pages = read_children(
+                    self.context.client,
+                    spec,
+                    source.organization,
+                    parent,
+                    self.counter,
+                    stop_before,
+                )
+                for page in pages:
+                    capped += page.capped
+                    self._add(page.rows)
+            except AuthenticationError:
+                raise
+            except (PermissionDeniedError, NotFoundError) as error:
+                if spec.parent is Parent.ISSUE and error.status == 404:
+                    continue  # merged or deleted since the issues were listed
+                self._parent_problem(parent, error)
+                failed += 1
+        if capped:
+            self.result.problems.append(
+                f"{capped} lists stopped at Sentry's cap of {spec.row_cap:,} rows; the rarest "
+                "values are not in the table"
+            )
+        if failed and self.stream.mode.replaces_rows:
+            raise SourceError(
+                f"nothing replaced: {self.stream.mode} needs every {spec.parent.value}"
+            )
+        self._finish(None if failed else replace(previous, coverage=coverage))
+        if self.result.problems:
+            self.result.status = STATUS_PARTIAL
+
+    def _changed_issues(self, previous: StreamState) -> tuple[list[str], Coverage]:
+        """The ids of the issues seen in the stream's window (since the last run, less the
+        lookback), read from the issues list; and the coverage once they are done."""
+        crawl = self._crawl(previous.coverage, previous.watermark)
+        crawl = Crawl(crawl.window, Coverage(), crawl.lookback)  # issues, not the children
+        path = stream_path(ISSUES, self.context.source.organization)
+        issues: dict[str, None] = {}
+        for page in read_sliced(self.context.client, ISSUES, path, crawl, self.counter):
+            self.check_cancelled()
+            issues.update((str(row["id"]), None) for row in page.rows if "id" in row)
+        done = previous.coverage.started_at(crawl.window.start).add(crawl.window)
+        return list(issues), done
+
+    def _parent_problem(self, parent: ParentRow, error: SourceError) -> None:
+        problem = f"{parent.label} skipped: {error.message} ({error.status})"
+        log.warning("%s: %s", self.stream.name, problem)
+        self.result.problems.append(problem)
 
     def behind(self) -> dict[str, Any] | None:
         """Figures and advice when the stream cannot keep up, else None: its watermark is
@@ -416,3 +602,12 @@ def stream_window(
     if stream.mode.merges_by_key:
         return incremental_window(watermark, source.anchor_date, started, source.lookback)
     return full_window(source.anchor_date, started)
+
+
+def _day_floor(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day_ceiling(moment: datetime) -> datetime:
+    floor = _day_floor(moment)
+    return floor if floor == moment else floor + timedelta(days=1)

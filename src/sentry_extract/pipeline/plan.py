@@ -10,8 +10,8 @@ from sentry_extract.config.replication import Replication, StreamConfig
 from sentry_extract.pipeline.connect import resolve_source, state_stores
 from sentry_extract.pipeline.loader import plan_crawl
 from sentry_extract.source.cassettes import Recording
-from sentry_extract.source.extract import Crawl, request_params, stream_path
-from sentry_extract.source.streams import Shape
+from sentry_extract.source.extract import Crawl, request_params
+from sentry_extract.source.spec import Parent, Shape
 from sentry_extract.source.windows import Coverage, Slicer, format_datetime
 from sentry_extract.state import StreamState
 
@@ -43,15 +43,19 @@ def plan_replication(
         state = store.load(key) if spec.is_incremental else StreamState()
         windows: tuple[str, ...] = ()
         crawl: Crawl | None = None
-        if spec.shape is Shape.WINDOWED:
+        if spec.shape is Shape.WINDOWED and spec.parent is Parent.PROJECT:
+            windows, crawl = _project_windows(stream, source, replication, state)
+        elif spec.is_incremental:
             crawl = _crawl(stream, source, replication, state.coverage)
             windows = (_described(crawl, _origin(stream, source, state.coverage)),)
-        elif spec.shape is Shape.PER_PROJECT:
-            windows, crawl = _project_windows(stream, source, replication, state)
         piece = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback)).next() if crawl else None
-        path = stream_path(spec, source.organization, "{project}")
+        path = spec.path.replace("{organization}", source.organization)  # a parent's: {name}
         params = request_params(spec, piece, stream.query)
-        query = "&".join(f"{name}={value}" for name, value in params.items())
+        query = "&".join(
+            f"{name}={item}"
+            for name, value in params.items()
+            for item in (value if isinstance(value, tuple) else (value,))
+        )
         plans.append(
             StreamPlan(
                 stream.name,

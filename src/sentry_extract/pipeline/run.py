@@ -48,7 +48,7 @@ from sentry_extract.records import RecordTyper
 from sentry_extract.source.cassettes import Recording, RecordingTransport
 from sentry_extract.source.client import RequestCounter, SentryClient
 from sentry_extract.source.retry import RetryPolicy
-from sentry_extract.source.streams import ORGANIZATIONS, Shape
+from sentry_extract.source.streams import ORGANIZATIONS
 from sentry_extract.targets.base import StreamRequest, Target
 
 log = logging.getLogger("sentry_extract")
@@ -211,10 +211,7 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         writer = context.target.open_stream(request, external)
         loader = Loader(context, stream, writer, typer, counter, result)
         try:
-            if stream.spec.shape is Shape.PER_PROJECT:
-                loader.load_events()
-            else:
-                loader.load_organization_stream()
+            loader.load()
             loader.check_cancelled()  # a stopped run commits nothing it did not finish
             result.rows = writer.commit()
         except BaseException:
@@ -236,7 +233,7 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
             result.problems.append("stopped before it finished; nothing of this run was saved")
     except SourceError as error:
         result.status = STATUS_FAILED
-        if error.status == 404 and stream.spec.shape is not Shape.PER_PROJECT:
+        if error.status == 404 and not stream.spec.fans_out:
             result.problems.append(str(explain_organization_error(error, context.source)))
         else:
             result.problems.append(describe_source_error(error, stream.name))

@@ -13,7 +13,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,10 +38,10 @@ from sentry_extract.events import emit
 from sentry_extract.source.pagination import next_cursor
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, rate_limit_group
 from sentry_extract.source.retry import RetryPolicy, build_retrying
+from sentry_extract.source.spec import Params
 
 log = logging.getLogger("sentry_extract.http")
 
-Params = Mapping[str, str | int]
 CONCURRENCY_WAIT = 1.0  # seconds, after a 429 for too many requests in flight
 
 
@@ -89,6 +89,7 @@ class ListPage:
     rows: list[dict[str, Any]]
     nbytes: int
     last: bool  # no page follows
+    sampled: bool = False  # the answer says it scanned part of the data (`dataScanned`)
 
 
 class SentryClient:
@@ -214,20 +215,34 @@ class SentryClient:
         return response
 
     def paginate(
-        self, path: str, params: Params, counter: RequestCounter, raw_values: bool = False
+        self,
+        path: str,
+        params: Params,
+        counter: RequestCounter,
+        raw_values: bool = False,
+        rows_key: str | None = None,
     ) -> Iterator[ListPage]:
-        """Every page of a list; stops only on `results="false"` or a missing Link header."""
+        """Every page of a list; stops only on `results="false"` or a missing Link header.
+
+        The rows are the answer itself (a bare array), or its `rows_key` member
+        (`{"data": [...], "meta": {...}}`)."""
         seen: set[str] = set()
         cursor: str | None = None
         while True:
             page_params = dict(params) if cursor is None else {**params, "cursor": cursor}
-            page = self.get(path, page_params, counter, raw_values)
-            if not isinstance(page.body, list):
+            page = self.get(path, page_params, counter, raw_values and rows_key is None)
+            body = page.body
+            sampled = False
+            if rows_key is not None and isinstance(body, dict):
+                meta = body.get("meta")
+                sampled = isinstance(meta, dict) and meta.get("dataScanned") == "partial"
+                body = body.get(rows_key)
+            if not isinstance(body, list):
                 raise PaginationError(
-                    f"{path}: expected a list, got {type(page.body).__name__}", url=path
+                    f"{path}: expected a list, got {type(body).__name__}", url=path
                 )
-            rows = [row for row in page.body if isinstance(row, dict)]
-            yield ListPage(rows, page.nbytes, page.cursor is None)
+            rows = [row for row in body if isinstance(row, dict)]
+            yield ListPage(rows, page.nbytes, page.cursor is None, sampled)
             if page.cursor is None:
                 return
             if page.cursor in seen:
@@ -349,7 +364,11 @@ def _detail(response: httpx.Response) -> str:
 
 
 def _params_text(params: Params) -> str:
-    return "&".join(f"{key}={value}" for key, value in params.items())
+    return "&".join(
+        f"{key}={item}"
+        for key, value in params.items()
+        for item in (value if isinstance(value, tuple) else (value,))
+    )
 
 
 def _seconds(wait: float) -> str:

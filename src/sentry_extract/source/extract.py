@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 
-from sentry_extract.errors import AuthenticationError, SourceError
+from sentry_extract.errors import (
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServerError,
+    SourceError,
+)
 from sentry_extract.source.client import RequestCounter, SentryClient
-from sentry_extract.source.streams import EVENTS, PAGE_SIZE, PROJECTS, Shape, StreamSpec
+from sentry_extract.source.spec import PAGE_SIZE, Order, Parent, Shape, StreamSpec
+from sentry_extract.source.streams import ERROR_INDEX, MONITORS, PROJECTS, RELEASES
 from sentry_extract.source.windows import (
     SENTRY_RETENTION,
     Coverage,
@@ -52,6 +61,24 @@ class SlicedPage:
     rows: Rows
     nbytes: int
     coverage: Coverage
+    sampled: bool = False  # Sentry answered from part of its data
+
+
+@dataclass(frozen=True)
+class ParentRow:
+    """One parent of a fanned-out stream: its values (added to its children's rows) and
+    what its requests put in the path."""
+
+    values: Mapping[str, str]
+    path_values: Mapping[str, str]
+    label: str  # "release 1.2.0", for messages
+
+
+@dataclass(frozen=True)
+class ChildPage:
+    parent: ParentRow
+    rows: Rows
+    capped: bool = False  # the server's row cap ended the list: more rows exist
 
 
 @dataclass(frozen=True)
@@ -77,8 +104,8 @@ class Crawl:
 
 def request_params(
     spec: StreamSpec, window: Window | None, query: str = ""
-) -> dict[str, str | int]:
-    params: dict[str, str | int] = dict(spec.params)
+) -> dict[str, str | int | tuple[str, ...]]:
+    params: dict[str, str | int | tuple[str, ...]] = dict(spec.params)
     if spec.page_size_param:
         params[spec.page_size_param] = PAGE_SIZE
     if window is not None:
@@ -91,7 +118,7 @@ def request_params(
 
 
 def stream_path(spec: StreamSpec, organization: str, project: str = "") -> str:
-    return spec.path.format(organization=organization, project=project)
+    return spec.path_for(organization, {"project": project} if project else None)
 
 
 def read_organization_stream(
@@ -108,7 +135,7 @@ def read_organization_stream(
         if isinstance(body, dict):
             yield [body]
         return
-    for page in client.paginate(path, params, counter):
+    for page in client.paginate(path, params, counter, rows_key=spec.rows_key):
         yield page.rows
 
 
@@ -128,6 +155,9 @@ def read_sliced(
     once it is stored: the slices before it, and the part of its slice above its oldest
     row. The next slice's length follows the rows this one held.
     """
+    if spec.order is Order.OLDEST_FIRST:
+        yield from read_oldest_first(client, spec, path, crawl, counter, query)
+        return
     time_field = spec.update_key or ""
     horizon = crawl.window.end - SENTRY_RETENTION
     slicer = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback), horizon=horizon)
@@ -136,7 +166,7 @@ def read_sliced(
         params = request_params(spec, piece, query)
         oldest: datetime | None = None
         rows = 0
-        for page in client.paginate(path, params, counter, raw_values):
+        for page in client.paginate(path, params, counter, raw_values, spec.rows_key):
             rows += len(page.rows)
             oldest = _oldest(page.rows, time_field, oldest)
             if page.last:
@@ -144,9 +174,81 @@ def read_sliced(
             else:
                 done = read_from(oldest, piece) if oldest is not None else None
                 covered = progress.add(done) if done is not None else progress
-            yield SlicedPage(page.rows, page.nbytes, covered)
+            yield SlicedPage(page.rows, page.nbytes, covered, page.sampled)
         progress = progress.add(piece)
         slicer.record(rows)
+
+
+MIN_QUERY = timedelta(minutes=1)  # a timing-out query is halved down to this
+
+
+def read_oldest_first(
+    client: SentryClient,
+    spec: StreamSpec,
+    path: str,
+    crawl: Crawl,
+    counter: RequestCounter,
+    query: str = "",
+) -> Iterator[SlicedPage]:
+    """A list sorted oldest first (the Explore index), slice by slice.
+
+    Inside a slice, what is stored is covered from the slice's start up to the newest
+    row's second. A query that reaches the server's row cap (offset paging stops there)
+    goes on with a new query from that second; one that times out is asked again for half
+    its range. Rows read twice at a boundary are merged by key."""
+    time_field = spec.update_key or ""
+    horizon = crawl.window.end - SENTRY_RETENTION
+    slicer = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback), horizon=horizon)
+    progress = crawl.coverage.started_at(crawl.window.start)
+    while (piece := slicer.next()) is not None:
+        start, end, rows = piece.start, piece.end, 0
+        while start < piece.end:
+            read, newest = 0, None
+            try:
+                params = request_params(spec, Window(start, end), query)
+                for page in client.paginate(path, params, counter, rows_key=spec.rows_key):
+                    read += len(page.rows)
+                    newest = _newest(page.rows, time_field, newest)
+                    capped = spec.row_cap is not None and read >= spec.row_cap
+                    done = Window(piece.start, end) if page.last and not capped else None
+                    if done is None and newest is not None:
+                        reached = _whole_second(newest)
+                        done = Window(piece.start, reached) if reached > piece.start else None
+                    covered = progress.add(done) if done is not None else progress
+                    yield SlicedPage(page.rows, page.nbytes, covered, page.sampled)
+            except ServerError as error:  # retried already: a query timeout asks for less
+                if error.status != 400 or end - start <= MIN_QUERY:
+                    raise
+                start = _whole_second(newest) if newest is not None else start
+                end = start + (end - start) / 2
+                continue
+            rows += read
+            capped = spec.row_cap is not None and read >= spec.row_cap
+            if capped and newest is not None:
+                resume = _whole_second(newest)
+                if resume <= start:
+                    raise SourceError(
+                        f"{path}: more than {spec.row_cap:,} rows in the second from "
+                        f"{format_datetime(start)}; they cannot be paged",
+                        url=path,
+                    )
+                start = resume
+                continue
+            start, end = end, piece.end
+        progress = progress.add(piece)
+        slicer.record(rows)
+
+
+def _newest(rows: Rows, field: str, newest: datetime | None) -> datetime | None:
+    for row in rows:
+        moment = _moment(row.get(field))
+        if moment is not None and (newest is None or moment > newest):
+            newest = moment
+    return newest
+
+
+def _whole_second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
 
 
 def _oldest(rows: Rows, field: str, oldest: datetime | None) -> datetime | None:
@@ -181,21 +283,118 @@ def list_projects(
     return projects
 
 
-def read_project_events(
+def read_project_pages(
     client: SentryClient,
+    spec: StreamSpec,
     organization: str,
     project: Project,
     crawl: Crawl,
     counter: RequestCounter,
 ) -> Iterator[SlicedPage]:
-    """One project's events, in slices. Row values are undecoded JSON (`msgspec.Raw`),
-    for the typer to decode."""
-    path = stream_path(EVENTS, organization, project.slug)
-    project_id = msgspec.Raw(msgspec.json.encode(project.id))
-    for page in read_sliced(client, EVENTS, path, crawl, counter, raw_values=True):
-        for row in page.rows:
-            row.setdefault("projectID", project_id)
+    """One project's windowed list (events), in slices; rows get the project's columns.
+    With `raw_values`, row values are undecoded JSON (`msgspec.Raw`) for the typer."""
+    path = spec.path_for(organization, {"project": project.slug})
+    parent = project_parent(project)
+    for page in read_sliced(client, spec, path, crawl, counter, raw_values=spec.raw_values):
+        add_parent_columns(spec, parent, page.rows)
         yield page
+
+
+def project_parent(project: Project) -> ParentRow:
+    return ParentRow(
+        {"id": project.id, "slug": project.slug},
+        {"project": project.slug},
+        f"project '{project.slug}'",
+    )
+
+
+def add_parent_columns(spec: StreamSpec, parent: ParentRow, rows: Rows) -> None:
+    """The parent's values a child row lacks (an event's project, a deploy's release)."""
+    for column, name in spec.parent_columns:
+        value: Any = parent.values.get(name)
+        if spec.raw_values:
+            value = msgspec.Raw(msgspec.json.encode(value))
+        for row in rows:
+            row.setdefault(column, value)
+
+
+def list_parents(
+    client: SentryClient,
+    spec: StreamSpec,
+    organization: str,
+    counter: RequestCounter,
+    wanted_projects: Sequence[str] | None = None,
+) -> tuple[list[ParentRow], list[str]]:
+    """The parents a fanned-out stream reads (projects, releases, monitors), and the named
+    projects that do not exist. Issue parents depend on the window: see `issue_parents`."""
+    if spec.parent is Parent.PROJECT:
+        chosen, missing = select_projects(
+            list_projects(client, organization, counter), wanted_projects
+        )
+        return [project_parent(project) for project in chosen], missing
+    parents: list[ParentRow] = []
+    if spec.parent is Parent.RELEASE:
+        for rows in read_organization_stream(client, RELEASES, organization, counter):
+            for row in rows:
+                version = str(row.get("version") or "")
+                if version:  # `@`, `+` and `/` are common in versions: one path segment
+                    parents.append(
+                        ParentRow(
+                            {"version": version},
+                            {"version": quote(version, safe="")},
+                            f"release '{version}'",
+                        )
+                    )
+    elif spec.parent is Parent.MONITOR:
+        for rows in read_organization_stream(client, MONITORS, organization, counter):
+            for row in rows:
+                if row.get("id") is not None:
+                    slug = str(row.get("slug") or row["id"])
+                    parents.append(
+                        ParentRow(
+                            {"id": str(row["id"]), "slug": slug},
+                            {"monitor": quote(slug, safe="")},
+                            f"monitor '{slug}'",
+                        )
+                    )
+    return parents, []
+
+
+def issue_parents(issue_ids: Iterable[str], tag_keys: Sequence[str]) -> list[ParentRow]:
+    """One parent per issue and tag key: each is one list of tag values."""
+    return [
+        ParentRow(
+            {"id": issue, "key": key},
+            {"issue": quote(issue, safe=""), "key": quote(key, safe="")},
+            f"issue {issue}, tag '{key}'",
+        )
+        for issue in issue_ids
+        for key in tag_keys
+    ]
+
+
+def read_children(
+    client: SentryClient,
+    spec: StreamSpec,
+    organization: str,
+    parent: ParentRow,
+    counter: RequestCounter,
+    stop_before: datetime | None = None,
+) -> Iterator[ChildPage]:
+    """One parent's list. A list newest first by `update_key` (check-ins) stops after
+    the page that reaches `stop_before`: what is older was read by an earlier run."""
+    path = spec.path_for(organization, parent.path_values)
+    params = request_params(spec, None)
+    read = 0
+    for page in client.paginate(path, params, counter, rows_key=spec.rows_key):
+        add_parent_columns(spec, parent, page.rows)
+        read += len(page.rows)
+        capped = page.last and spec.row_cap is not None and read >= spec.row_cap
+        yield ChildPage(parent, page.rows, capped)
+        if stop_before is not None and spec.update_key:
+            oldest = _oldest(page.rows, spec.update_key, None)
+            if oldest is not None and oldest < stop_before:
+                return
 
 
 EventsItem = ProjectPage | ProjectDone
@@ -245,6 +444,7 @@ class PageQueue:
 
 def read_events(
     client: SentryClient,
+    spec: StreamSpec,
     organization: str,
     crawls: Mapping[Project, Crawl],
     counter: RequestCounter,
@@ -261,8 +461,8 @@ def read_events(
 
     def crawl(project: Project) -> None:
         try:
-            for page in read_project_events(
-                client, organization, project, crawls[project], counter
+            for page in read_project_pages(
+                client, spec, organization, project, crawls[project], counter
             ):
                 if items.stopped or is_cancelled():
                     return
@@ -307,3 +507,33 @@ def select_projects(
     chosen = [by_slug.get(name) or by_id.get(name) for name in wanted]
     missing = [name for name, project in zip(wanted, chosen, strict=True) if project is None]
     return [project for project in chosen if project is not None], missing
+
+
+def projects_with_events(
+    client: SentryClient, organization: str, window: Window, counter: RequestCounter
+) -> set[str] | None:
+    """The ids of the projects with error events in `window`, asked once of the org-wide
+    Explore endpoint (`field=project.id&field=count()`); None when it cannot tell: the
+    endpoint refused or is absent (self-hosted, a token's scopes), the answer was sampled
+    or does not hold the field asked for."""
+    params: dict[str, str | int | tuple[str, ...]] = {
+        "dataset": "errors",
+        "field": ("project.id", "count()"),
+        "project": "-1",
+        "per_page": PAGE_SIZE,
+        "start": format_datetime(window.start),
+        "end": format_datetime(window.end),
+    }
+    path = ERROR_INDEX.path_for(organization)
+    found: set[str] = set()
+    try:
+        for page in client.paginate(path, params, counter, rows_key="data"):
+            if page.sampled:
+                return None
+            for row in page.rows:
+                if row.get("project.id") is None:
+                    return None
+                found.add(str(row["project.id"]))
+    except (PermissionDeniedError, NotFoundError, BadRequestError, ServerError):
+        return None
+    return found

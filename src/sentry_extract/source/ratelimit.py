@@ -7,7 +7,9 @@ server's rate-limit headers pace each endpoint. Clocks and sleep are injectable.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -65,17 +67,32 @@ class RequestGate:
 
 
 EVENTS_GROUP = "events"
+ISSUE_GROUP = "issue"
+
+
+@functools.cache
+def _endpoints() -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Each stream's path as a pattern, naming its group (a parent's requests share it)."""
+    from sentry_extract.source.streams import EVENTS, STREAMS
+
+    patterns = []
+    for spec in STREAMS:
+        template = re.escape(spec.path.strip("/")).replace(r"\{", "{").replace(r"\}", "}")
+        pattern = re.sub(r"\{[a-z]+\}", "[^/]+", template)
+        group = EVENTS_GROUP if spec is EVENTS else spec.name
+        patterns.append((re.compile(f"^{pattern}$"), group))
+    patterns.append((re.compile(r"^organizations/[^/]+/issues/[^/]+$"), ISSUE_GROUP))
+    return tuple(patterns)
 
 
 def rate_limit_group(path: str) -> str:
     """Sentry limits each endpoint on its own: one group per endpoint. Every project's
-    events list is one endpoint (the lowest limit of all), whatever the project."""
-    is_events = path.startswith("projects/") and path.endswith("/events/")
-    if is_events:
-        return EVENTS_GROUP
-    parts = path.strip("/").split("/")
-    if len(parts) == 4 and parts[0] == "organizations" and parts[2] == "issues":
-        return "issue"  # one issue's details: one endpoint, whatever the issue
+    events list is one endpoint (the lowest limit of all), whatever the project; every
+    release's deploys, every monitor's check-ins... likewise."""
+    bare = path.strip("/")
+    for pattern, group in _endpoints():
+        if pattern.match(bare):
+            return group
     return path
 
 

@@ -1,66 +1,39 @@
-"""The seven Sentry streams, stated as data.
+"""The seven streams of Sling's connector, and the registry of every stream.
 
 Each `StreamSpec` says which request reads the stream, which parameters stop the
-server's silent defaults from cutting data (see the API notes in the README), the
-primary key, and the declared type of every known field.
+server's silent defaults from cutting data (see docs/how-it-reads-sentry.md), the
+primary key, and the declared type of every known field. The further streams live in
+`further_streams.py`; adding a stream is adding a spec there and to `STREAMS`.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
+from sentry_extract.source.further_streams import ERROR_INDEX, FURTHER_STREAMS, MONITORS
+from sentry_extract.source.spec import (
+    PAGE_SIZE,
+    Column,
+    ColumnType,
+    Order,
+    Parent,
+    Shape,
+    StreamSpec,
+    columns_of,
+)
 
+__all__ = [
+    "ERROR_INDEX",
+    "MONITORS",
+    "PAGE_SIZE",
+    "Column",
+    "ColumnType",
+    "Order",
+    "Parent",
+    "Shape",
+    "StreamSpec",
+]
 
-class ColumnType(enum.Enum):
-    TEXT = "text"
-    INTEGER = "integer"
-    FLOAT = "float"
-    BOOLEAN = "boolean"
-    TIMESTAMP = "timestamp"
-    JSON = "json"
-
-
-class Shape(enum.Enum):
-    """How a stream is read."""
-
-    SINGLE = "single"  # one object, no pagination
-    LIST = "list"  # one paginated list for the organization
-    WINDOWED = "windowed"  # one paginated list, bounded by start/end
-    PER_PROJECT = "per_project"  # one windowed list per project
-
-
-@dataclass(frozen=True)
-class Column:
-    source_name: str
-    type: ColumnType
-    path: tuple[str, ...] = ()  # a value inside an object: ("project", "id")
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    name: str
-    description: str
-    path: str  # relative to /api/0/, with {organization} and {project}
-    shape: Shape
-    params: tuple[tuple[str, str], ...]
-    page_size_param: str | None  # "per_page", "limit", or None when unpaginated
-    primary_key: tuple[str, ...]  # source field names
-    update_key: str | None  # source field name
-    columns: tuple[Column, ...] = field(default=())
-    fixed_update_key: bool = False  # a row's update key never changes (an event's time)
-    soft_deletes: bool = False  # rows that vanish from Sentry get `_deleted_at`, not removed
-
-    @property
-    def is_incremental(self) -> bool:
-        return self.shape in (Shape.WINDOWED, Shape.PER_PROJECT)
-
-
-PAGE_SIZE = 100
 T = ColumnType
-
-
-def _columns(**types: ColumnType) -> tuple[Column, ...]:
-    return tuple(Column(name, column_type) for name, column_type in types.items())
+_columns = columns_of
 
 
 ORGANIZATIONS = StreamSpec(
@@ -72,6 +45,7 @@ ORGANIZATIONS = StreamSpec(
     page_size_param=None,
     primary_key=("id",),
     update_key=None,
+    operation="getOrganization",
     columns=_columns(
         id=T.TEXT,
         slug=T.TEXT,
@@ -103,6 +77,8 @@ PROJECTS = StreamSpec(
     primary_key=("id",),
     update_key=None,
     soft_deletes=True,
+    scope="project:read",
+    operation="listOrganizationProjects",
     columns=_columns(
         id=T.TEXT,
         slug=T.TEXT,
@@ -141,6 +117,8 @@ TEAMS = StreamSpec(
     primary_key=("id",),
     update_key=None,
     soft_deletes=True,
+    scope="team:read",
+    operation="listOrganizationTeams",
     columns=_columns(
         id=T.TEXT,
         slug=T.TEXT,
@@ -169,6 +147,8 @@ MEMBERS = StreamSpec(
     primary_key=("id",),
     update_key=None,
     soft_deletes=True,
+    scope="member:read",
+    operation="listOrganizationMembers",
     columns=_columns(
         id=T.TEXT,
         email=T.TEXT,
@@ -196,6 +176,8 @@ RELEASES = StreamSpec(
     primary_key=("id",),
     update_key=None,
     soft_deletes=True,
+    scope="project:releases (or project:read)",
+    operation="listOrganizationReleases",
     columns=_columns(
         id=T.INTEGER,
         version=T.TEXT,
@@ -235,6 +217,8 @@ ISSUES = StreamSpec(
     primary_key=("id",),
     update_key="lastSeen",
     soft_deletes=True,
+    scope="event:read",
+    operation="listOrganizationIssues",
     columns=(
         *_columns(
             id=T.TEXT,
@@ -279,13 +263,19 @@ EVENTS = StreamSpec(
     name="events",
     description="Error events for each project with stack traces",
     path="projects/{organization}/{project}/events/",
-    shape=Shape.PER_PROJECT,
+    shape=Shape.WINDOWED,
+    parent=Parent.PROJECT,
+    parent_columns=(("projectID", "id"),),  # list items carry no project
     # full=true adds entries (stack traces), contexts and sdk. Never full=false or 0.
     params=(("full", "true"),),
     page_size_param="per_page",
     primary_key=("projectID", "eventID"),
     update_key="dateCreated",
     fixed_update_key=True,
+    raw_values=True,
+    skips_quiet_projects=True,
+    scope="event:read",
+    operation="listProjectEvents",
     columns=_columns(
         **{
             "projectID": T.TEXT,
@@ -317,7 +307,7 @@ EVENTS = StreamSpec(
     ),
 )
 
-STREAMS: tuple[StreamSpec, ...] = (
+SLING_STREAMS: tuple[StreamSpec, ...] = (
     ORGANIZATIONS,
     PROJECTS,
     TEAMS,
@@ -326,5 +316,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     ISSUES,
     EVENTS,
 )
+STREAMS: tuple[StreamSpec, ...] = (*SLING_STREAMS, *FURTHER_STREAMS)
+# What `'*'` selects: the seven of Sling's connector (see README, "All streams").
+WILDCARD_NAMES: tuple[str, ...] = tuple(spec.name for spec in STREAMS if not spec.named_only)
 STREAM_NAMES: tuple[str, ...] = tuple(spec.name for spec in STREAMS)
 STREAMS_BY_NAME: dict[str, StreamSpec] = {spec.name: spec for spec in STREAMS}

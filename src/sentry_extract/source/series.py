@@ -1,0 +1,137 @@
+"""Time-series answers (usage, release health) flattened into rows: one row a group and
+interval (or a project, category and outcome a day).
+
+Each reader asks for one window and gives its rows. Group-by values that an answer leaves
+out are empty text, never null: they are part of the row's key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sentry_extract.source.spec import Fetch, Row
+from sentry_extract.source.windows import format_datetime
+
+DAY = "1d"
+USAGE_FIELDS = (("sum(quantity)", "quantity"), ("sum(times_seen)", "timesSeen"))
+USAGE_GROUPS = ("category", "outcome", "reason")
+SESSION_FIELDS = (("sum(session)", "sessions"), ("count_unique(user)", "users"))
+SESSION_GROUPS = ("project", "release", "environment", "session.status")
+
+
+def read_usage(fetch: Fetch, start: datetime, end: datetime) -> list[Row]:
+    """stats_v2, by day, category, outcome and reason. Its `field` takes one value: one
+    request for quantities, one for times seen, joined on the group and day."""
+    rows: dict[tuple[str, ...], Row] = {}
+    for field, column in USAGE_FIELDS:
+        body = fetch(
+            {
+                "field": field,
+                "groupBy": USAGE_GROUPS,
+                "interval": DAY,
+                "start": format_datetime(start),
+                "end": format_datetime(end),
+            }
+        )
+        for row in flatten_groups(body, USAGE_GROUPS, ((field, column),)):
+            key = tuple(str(row[name]) for name in ("interval", *USAGE_GROUPS))
+            rows.setdefault(key, {}).update(row)
+    return list(rows.values())
+
+
+def read_sessions(fetch: Fetch, start: datetime, end: datetime) -> list[Row]:
+    """Release health by day, project, release, environment and session status."""
+    body = fetch(
+        {
+            "field": tuple(field for field, _ in SESSION_FIELDS),
+            "groupBy": SESSION_GROUPS,
+            "interval": DAY,
+            "project": "-1",
+            "start": format_datetime(start),
+            "end": format_datetime(end),
+        }
+    )
+    return flatten_groups(body, SESSION_GROUPS, SESSION_FIELDS)
+
+
+def read_project_usage(fetch: Fetch, start: datetime, end: datetime) -> list[Row]:
+    """stats-summary gives totals for its whole range: one request a day, so each row is
+    a project's day in one category and outcome."""
+    rows: list[Row] = []
+    day = start
+    while day < end:
+        following = min(day + timedelta(days=1), end)
+        body = fetch(
+            {
+                "field": "sum(quantity)",
+                "project": "-1",
+                "start": format_datetime(day),
+                "end": format_datetime(following),
+            }
+        )
+        rows.extend(flatten_projects(body, day))
+        day = following
+    return rows
+
+
+def flatten_groups(
+    body: Any, groups: Iterable[str], fields: Iterable[tuple[str, str]]
+) -> list[Row]:
+    """`{intervals[], groups[{by, series}]}` -> one row per group and interval."""
+    if not isinstance(body, dict):
+        return []
+    intervals = [str(moment) for moment in body.get("intervals") or []]
+    names = tuple(groups)
+    rows: list[Row] = []
+    for group in body.get("groups") or []:
+        if not isinstance(group, dict):
+            continue
+        by = group.get("by") or {}
+        series = group.get("series") or {}
+        dimensions = {name: _text(by.get(name)) for name in names}
+        for index, interval in enumerate(intervals):
+            row: Row = {"interval": interval, **dimensions}
+            for field, column in fields:
+                values = series.get(field) or []
+                row[column] = _count(values[index]) if index < len(values) else None
+            rows.append(row)
+    return rows
+
+
+def flatten_projects(body: Any, day: datetime) -> list[Row]:
+    """`{projects[{id, slug, stats[{category, outcomes{}}]}]}` -> one row per project,
+    category and outcome."""
+    if not isinstance(body, dict):
+        return []
+    rows: list[Row] = []
+    for project in body.get("projects") or []:
+        if not isinstance(project, dict):
+            continue
+        for stats in project.get("stats") or []:
+            if not isinstance(stats, dict):
+                continue
+            for outcome, quantity in (stats.get("outcomes") or {}).items():
+                rows.append(
+                    {
+                        "day": format_datetime(day),
+                        "projectID": _text(project.get("id")),
+                        "projectSlug": _text(project.get("slug")),
+                        "category": _text(stats.get("category")),
+                        "outcome": str(outcome),
+                        "quantity": _count(quantity),
+                    }
+                )
+    return rows
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _count(value: Any) -> Any:
+    """Counts come as JSON numbers, sometimes `368.0`: whole ones as integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

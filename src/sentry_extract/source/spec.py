@@ -1,0 +1,119 @@
+"""What a stream is, as data: its request, its parent, its keys, its columns.
+
+A stream is one `StreamSpec`. Its `shape` says how its list is read, its `parent` what
+each request hangs from (one request for the organization, or one per project, release,
+issue or monitor), and the few behaviours that differ between endpoints are small
+functions the spec names (`series`: how a time-series answer becomes rows).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+
+class ColumnType(enum.Enum):
+    TEXT = "text"
+    INTEGER = "integer"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+    TIMESTAMP = "timestamp"
+    JSON = "json"
+
+
+class Shape(enum.Enum):
+    """How a stream's answers are read."""
+
+    SINGLE = "single"  # one object, no pagination
+    LIST = "list"  # one paginated list (a parent's, or the organization's)
+    WINDOWED = "windowed"  # a paginated list bounded by start/end, read in time slices
+    SERIES = "series"  # time series (no cursor): one answer a window, flattened into rows
+
+
+class Parent(enum.Enum):
+    """What each request of a stream hangs from: one request, or one per parent row."""
+
+    ORGANIZATION = "organization"
+    PROJECT = "project"
+    RELEASE = "release"
+    ISSUE = "issue"
+    MONITOR = "monitor"
+
+
+class Order(enum.Enum):
+    """The order rows come in inside a window (what a checkpoint can rely on)."""
+
+    NEWEST_FIRST = "newest_first"
+    OLDEST_FIRST = "oldest_first"
+
+
+@dataclass(frozen=True)
+class Column:
+    source_name: str
+    type: ColumnType
+    path: tuple[str, ...] = ()  # a value inside an object: ("project", "id")
+
+
+Row = dict[str, Any]
+Params = Mapping[str, str | int | tuple[str, ...]]
+# A series endpoint's request: parameters in, the decoded answer out.
+Fetch = Callable[[Params], Any]
+# Reads one window of a series stream (one or more requests) into rows.
+SeriesReader = Callable[[Fetch, datetime, datetime], list[Row]]
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    description: str
+    path: str  # relative to /api/0/: {organization}, and the parent's {project}, {version}...
+    shape: Shape
+    params: tuple[tuple[str, str | tuple[str, ...]], ...]  # a tuple value is repeated
+    page_size_param: str | None  # "per_page", "limit", or None when unpaginated
+    primary_key: tuple[str, ...]  # source field names
+    update_key: str | None  # source field name
+    columns: tuple[Column, ...] = field(default=())
+    fixed_update_key: bool = False  # a row's update key never changes (an event's time)
+    soft_deletes: bool = False  # rows that vanish from Sentry get `_deleted_at`, not removed
+    parent: Parent = Parent.ORGANIZATION
+    parent_columns: tuple[tuple[str, str], ...] = ()  # (row field, parent value) added to rows
+    scope: str = "org:read"  # the token scope the endpoint needs
+    named_only: bool = False  # `'*'` leaves it out: it runs only when named
+    rows_key: str | None = None  # rows come under this key of an object (`data`), not bare
+    order: Order = Order.NEWEST_FIRST
+    raw_values: bool = False  # heavy rows: values stay undecoded JSON until typed
+    series: SeriesReader | None = None  # SERIES: one window's requests into rows
+    series_days: int = 90  # SERIES: the longest window one read may ask for
+    late_arrivals: timedelta = timedelta(0)  # re-read at least this much before the watermark
+    row_cap: int | None = None  # the server stops paging after this many rows of one query
+    operation: str = ""  # the operationId in Sentry's OpenAPI description
+    skips_quiet_projects: bool = False  # asks the org-wide error index which projects to read
+
+    @property
+    def is_incremental(self) -> bool:
+        """Read from a saved watermark by default (a window, or a list newest first)."""
+        if self.shape in (Shape.WINDOWED, Shape.SERIES) or self.parent is Parent.ISSUE:
+            return True  # issue_tag_values: the issues changed since the last run
+        return self.shape is Shape.LIST and self.update_key is not None
+
+    @property
+    def fans_out(self) -> bool:
+        """One request (at least) per parent row, not one for the organization."""
+        return self.parent is not Parent.ORGANIZATION
+
+    def path_for(self, organization: str, values: Mapping[str, str] | None = None) -> str:
+        return self.path.format(organization=organization, **(values or {}))
+
+
+PAGE_SIZE = 100
+
+
+def columns_of(**types: ColumnType) -> tuple[Column, ...]:
+    return tuple(Column(name, column_type) for name, column_type in types.items())
+
+
+def names(specs: Sequence[StreamSpec]) -> tuple[str, ...]:
+    return tuple(spec.name for spec in specs)
