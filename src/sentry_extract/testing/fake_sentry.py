@@ -37,13 +37,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from sentry_extract.testing.fake_http import (
+    MAX_PAGE_SIZE,
+    NOT_FOUND,
+    Answer,
+    BadRequest,
+    Params,
+    link_header,
+    offset_page,
+    one,
+    page_size,
+    read_cursor,
+    selected_projects,
+    time_window,
+)
 from sentry_extract.testing.organization import (
     FakeOrganization,
     OrganizationSize,
@@ -55,7 +69,6 @@ from sentry_extract.testing.organization import (
 
 FULL_PAGE_CAP = 10
 ALL_GROUPS = "all"
-MAX_PAGE_SIZE = 100
 ISSUES_DEFAULT_LIMIT = 25
 DEFAULT_TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"
 ALL_SCOPES = frozenset(
@@ -357,18 +370,6 @@ class _Server(ThreadingHTTPServer):
         """A client that gave up on a slow answer is not news."""
 
 
-class BadRequest(Exception):
-    def __init__(self, detail: str, status: int = 400) -> None:
-        self.detail = detail
-        self.status = status
-
-
-@dataclass
-class Answer:
-    body: Any
-    link: str | None = None
-
-
 _ROUTES = (
     (re.compile(r"^organizations/(?P<org>[^/]+)/$"), "organization"),
     (re.compile(r"^organizations/(?P<org>[^/]+)/projects/$"), "projects"),
@@ -389,7 +390,6 @@ _SCOPES = {
     "issue": {"event:read"},
     "events": {"event:read"},
 }
-NOT_FOUND = "The requested resource does not exist"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -456,13 +456,13 @@ class _Handler(BaseHTTPRequestHandler):
             fake.reset_log()
             body = {"reset": True}
         elif name == "add_events":  # ?count=100&projects=all (or slugs, comma separated)
-            projects = _one(params, "projects") or "all"
+            projects = one(params, "projects") or "all"
             slugs = None if projects == "all" else projects.split(",")
-            body = {"added": fake.add_events_to(int(_one(params, "count") or 1), slugs)}
+            body = {"added": fake.add_events_to(int(one(params, "count") or 1), slugs)}
         elif name == "event_keys":
             body = fake.event_keys()
         elif name == "hold":  # ?after=N
-            fake.hold(int(_one(params, "after") or 0))
+            fake.hold(int(one(params, "after") or 0))
             body = {"hold_after": fake.hold_after}
         elif name == "release":
             fake.release()
@@ -539,92 +539,6 @@ def _apply_fault(
 
 # --- endpoints ---------------------------------------------------------------------------
 
-Params = list[tuple[str, str]]
-
-
-def _one(params: Params, name: str) -> str | None:
-    return next((value for key, value in params if key == name), None)
-
-
-def _all(params: Params, name: str) -> list[str]:
-    return [value for key, value in params if key == name]
-
-
-def _page_size(params: Params, name: str = "per_page", default: int = MAX_PAGE_SIZE) -> int:
-    text = _one(params, name)
-    if text is None:
-        return default
-    try:
-        size = int(text)
-    except ValueError:
-        raise BadRequest(f"Invalid {name} value.") from None
-    if size > MAX_PAGE_SIZE:
-        raise BadRequest(f"Invalid {name} value. Cannot exceed {MAX_PAGE_SIZE}.")
-    return max(1, size)
-
-
-def _cursor(params: Params) -> tuple[int, int, int]:
-    text = _one(params, "cursor")
-    if text is None:
-        return 0, 0, 0
-    try:
-        value, offset, is_prev = (int(part) for part in text.split(":"))
-    except ValueError:
-        raise BadRequest("Invalid cursor parameter.") from None
-    return value, offset, is_prev
-
-
-def _link(path: str, previous: str, has_previous: bool, following: str, has_next: bool) -> str:
-    base = f"http://sentry.invalid{path}"  # the Link host is not ours to follow
-    return (
-        f'<{base}?&cursor={previous}>; rel="previous"; results="{str(has_previous).lower()}"; '
-        f'cursor="{previous}", '
-        f'<{base}?&cursor={following}>; rel="next"; results="{str(has_next).lower()}"; '
-        f'cursor="{following}"'
-    )
-
-
-def _offset_page(rows: list[Row], params: Params, path: str, size: int) -> Answer:
-    _, offset, _ = _cursor(params)
-    page = rows[offset : offset + size]
-    following = offset + len(page)
-    return Answer(
-        page,
-        _link(
-            path,
-            f"0:{max(0, offset - size)}:1",
-            offset > 0,
-            f"0:{following}:0",
-            following < len(rows),
-        ),
-    )
-
-
-def _window(params: Params, now: datetime, retention: timedelta) -> tuple[datetime, datetime]:
-    start, end, period = _one(params, "start"), _one(params, "end"), _one(params, "statsPeriod")
-    oldest = now - retention
-    if period:
-        match = re.fullmatch(r"(\d+)([smhdw])", period)
-        if match is None:
-            raise BadRequest("Invalid statsPeriod")
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-        begin = now - timedelta(**{unit[match.group(2)]: int(match.group(1))})
-        return max(begin, oldest), now
-    if (start is None) != (end is None):
-        raise BadRequest("start and end are both required")
-    if start is None or end is None:
-        return max(now - timedelta(days=90), oldest), now
-    try:
-        begin, finish = (
-            parse_iso(start.replace("Z", "+00:00")),
-            parse_iso(end.replace("Z", "+00:00")),
-        )
-    except ValueError:
-        raise BadRequest("Error parsing start or end") from None
-    if begin.tzinfo is None or finish.tzinfo is None:
-        begin, finish = begin.replace(tzinfo=UTC), finish.replace(tzinfo=UTC)
-    return max(begin, oldest), finish  # the server clamps to retention silently
-
 
 def _organization(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     organization = fake.organization
@@ -657,36 +571,26 @@ def _organization(fake: FakeSentry, match: dict[str, str], params: Params) -> An
 def _projects(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = [public(project) for project in fake.organization.projects]
-    if _one(params, "all_projects") == "1":
+    if one(params, "all_projects") == "1":
         return Answer(rows)  # pagination off: one unpaginated list
-    return _offset_page(rows, params, "/api/0/organizations/x/projects/", _page_size(params))
+    return offset_page(rows, params, "/api/0/organizations/x/projects/", page_size(params))
 
 
 def _teams(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = [public(team) for team in fake.organization.teams]
-    return _offset_page(rows, params, "/api/0/organizations/x/teams/", _page_size(params))
+    return offset_page(rows, params, "/api/0/organizations/x/teams/", page_size(params))
 
 
 def _members(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = [public(member) for member in fake.organization.members]
-    return _offset_page(rows, params, "/api/0/organizations/x/members/", _page_size(params))
-
-
-def _project_filter(fake: FakeSentry, params: Params) -> set[str]:
-    wanted = _all(params, "project")
-    every = {project["id"] for project in fake.organization.projects}
-    if not wanted:
-        return fake.organization.my_project_ids()
-    if "-1" in wanted:
-        return every
-    return {value for value in wanted if value in every}
+    return offset_page(rows, params, "/api/0/organizations/x/members/", page_size(params))
 
 
 def _releases(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
-    status = _one(params, "status")
-    projects = _project_filter(fake, params)
+    status = one(params, "status")
+    projects = selected_projects(fake, params)
     with fake.organization.lock:
         rows = [
             public(release)
@@ -695,7 +599,7 @@ def _releases(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
             and any(str(p["id"]) in projects for p in release["projects"])
         ]
     rows.sort(key=lambda row: (row["dateCreated"] or "", row["id"]), reverse=True)
-    return _offset_page(rows, params, "/api/0/organizations/x/releases/", _page_size(params))
+    return offset_page(rows, params, "/api/0/organizations/x/releases/", page_size(params))
 
 
 def _matches_query(issue: Row, query: str) -> bool:
@@ -712,11 +616,11 @@ def _matches_query(issue: Row, query: str) -> bool:
 
 def _issues(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     organization = fake.organization
-    query = _one(params, "query")
+    query = one(params, "query")
     query = "is:unresolved" if query is None else query
     limit = min(_page_size_clamped(params), MAX_PAGE_SIZE)
-    projects = _project_filter(fake, params)
-    begin, finish = _window(params, organization.clock(), fake.settings.retention)
+    projects = selected_projects(fake, params)
+    begin, finish = time_window(params, organization.clock(), fake.settings.retention)
     low, high = iso(begin), iso(finish)
     with organization.lock:
         found = [
@@ -727,7 +631,7 @@ def _issues(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
             and _matches_query(issue, query)
         ]
         found.sort(key=lambda issue: (issue["lastSeen"], int(issue["id"])), reverse=True)
-        value, offset, _ = _cursor(params)
+        value, offset, _ = read_cursor(params)
         if value:
             ties = [i for i in found if _millis(i["lastSeen"]) == value][offset:]
             found = ties + [i for i in found if _millis(i["lastSeen"]) < value]
@@ -742,12 +646,14 @@ def _issues(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         following = f"{last}:{same + carried}:0"
     return Answer(
         shown,
-        _link("/api/0/organizations/x/issues/", f"{value}:0:1", bool(value), following, has_next),
+        link_header(
+            "/api/0/organizations/x/issues/", f"{value}:0:1", bool(value), following, has_next
+        ),
     )
 
 
 def _page_size_clamped(params: Params) -> int:
-    text = _one(params, "limit")  # the issues endpoint ignores per_page
+    text = one(params, "limit")  # the issues endpoint ignores per_page
     if text is None:
         return ISSUES_DEFAULT_LIMIT
     try:
@@ -768,12 +674,12 @@ def _events(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         raise BadRequest(NOT_FOUND, status=404)
     if project["slug"] in fake.settings.forbidden_projects:
         raise BadRequest("You do not have permission to perform this action.", status=403)
-    full = _one(params, "full") is not None  # older servers read any value as true
-    size = _page_size(params)
+    full = one(params, "full") is not None  # older servers read any value as true
+    size = page_size(params)
     if full:
         size = min(size, fake.settings.events_page_cap)  # silent cap on full payloads
-    begin, finish = _window(params, organization.clock(), fake.settings.retention)
-    _, offset, _ = _cursor(params)
+    begin, finish = time_window(params, organization.clock(), fake.settings.retention)
+    _, offset, _ = read_cursor(params)
     with organization.lock:
         ordered, moments = fake.sorted_events(project["id"])
         first = bisect.bisect_left(moments, iso(begin))
@@ -783,7 +689,7 @@ def _events(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         hidden = () if full else EVENT_ONLY_FIELDS
         body = [public(event, hidden) for event in page]
     following = offset + len(page)
-    link = _link(
+    link = link_header(
         f"/api/0/projects/x/{slug}/events/",
         f"0:{max(0, offset - size)}:1",
         offset > 0,
