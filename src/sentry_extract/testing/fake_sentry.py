@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from sentry_extract.testing import fake_more
 from sentry_extract.testing.fake_http import (
     MAX_PAGE_SIZE,
     NOT_FOUND,
@@ -166,6 +167,8 @@ class ServerSettings:
     forbidden_projects: frozenset[str] = frozenset()
     events_page_cap: int = FULL_PAGE_CAP
     faults: FaultRates = field(default_factory=FaultRates)
+    explore_partial: bool = False  # Explore answers `meta.dataScanned: partial` (sampled)
+    explore_refused: bool = False  # Explore is a 403 (a token or self-hosted without it)
 
 
 class _Window:
@@ -379,6 +382,7 @@ _ROUTES = (
     (re.compile(r"^organizations/(?P<org>[^/]+)/issues/$"), "issues"),
     (re.compile(r"^organizations/(?P<org>[^/]+)/issues/(?P<issue>[^/]+)/$"), "issue"),
     (re.compile(r"^projects/(?P<org>[^/]+)/(?P<project>[^/]+)/events/$"), "events"),
+    *fake_more.ROUTES,
 )
 _SCOPES = {
     "organization": {"org:read"},
@@ -389,6 +393,7 @@ _SCOPES = {
     "issues": {"event:read"},
     "issue": {"event:read"},
     "events": {"event:read"},
+    **fake_more.SCOPES,
 }
 
 
@@ -433,7 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, body, raw = _apply_fault(fault, status, body, raw)
             headers.update(extra)
             record.status = status
-            record.rows = len(body) if isinstance(body, list) else 0
+            record.rows = _row_count(body)
             if link:
                 headers["Link"] = link
             self._send(status, body, headers, raw)
@@ -518,6 +523,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(content)
+
+
+def _row_count(body: Any) -> int:
+    """Rows in an answer: a list, or the list under `data` (replays, Explore)."""
+    if isinstance(body, dict):
+        body = body.get("data")
+    return len(body) if isinstance(body, list) else 0
 
 
 def _apply_fault(
@@ -718,6 +730,7 @@ _ENDPOINTS: dict[str, Callable[[FakeSentry, dict[str, str], Params], Answer]] = 
     "issues": _issues,
     "issue": _issue,
     "events": _events,
+    **fake_more.ENDPOINTS,
 }
 
 
