@@ -33,7 +33,7 @@ ENVIRONMENTS = (
 MONITORS = (
     ("nightly-backup", "Nightly backup", "crontab", "0 3 * * *"),
     ("hourly-sync", "Hourly sync", "crontab", "0 * * * *"),
-    ("queue-drain", "Queue drain", "interval", [30, "minute"]),
+    ("queue-drain", "Queue drain", "crontab", "*/30 * * * *"),
 )
 CHECKIN_DAYS = 10
 REPLAYS = 60

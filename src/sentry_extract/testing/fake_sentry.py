@@ -17,6 +17,22 @@ What it reproduces (see the API notes in the README):
   429 with a bare JSON string body and no `Retry-After`;
 - 401/403/404 bodies as `{"detail": ...}`.
 
+Beyond the seven streams (`fake_more.py`, data made on first use in `extras.py`):
+- `stats_v2`, `stats-summary`, `sessions`: `field` required; a `start` older than the
+  retention is a 400 (no silent clamp); intervals 1h to 1d dividing a day, aligned;
+  `groupBy=project` collapses stats_v2's series into one total; accepted errors are the
+  events of each interval; sessions refuse more than 10,000 points;
+- `environments`: hidden ones vanish unless `visibility=all`;
+- release `deploys`/`commits`: the version is URL-encoded (a raw `/` is a 404); releases
+  without a linked repository have no commits;
+- `monitors`, their `checkins` (newest first, offset cursor), `replays` (`{"data": ...}`,
+  `field` checked against the description's list), project `user-feedback`;
+- issue tag values: at most 1,000 per key, then `results="false"` although more exist;
+- Explore (`organizations/{org}/events/`): `dataset` and `field` required, at most 20
+  fields, `sort` must be a requested field, the last 14 days without `start`/`end`,
+  paging stops silently at 10,000 rows (a cursor past them is a 400), `count()`
+  aggregates; `explore_partial` and `explore_refused` switch on sampling and a 403.
+
 It records every request (path, parameters, timing, concurrency) for the tests.
 Routes under `/_fake/` control it from another process (the benchmarks): `stats`,
 `requests`, `reset`, `add_events?count=100&projects=all`, `event_keys` (what a complete
