@@ -17,6 +17,22 @@ What it reproduces (see the API notes in the README):
   429 with a bare JSON string body and no `Retry-After`;
 - 401/403/404 bodies as `{"detail": ...}`.
 
+Beyond the seven streams (`fake_more.py`, data made on first use in `extras.py`):
+- `stats_v2`, `stats-summary`, `sessions`: `field` required; a `start` older than the
+  retention is a 400 (no silent clamp); intervals 1h to 1d dividing a day, aligned;
+  `groupBy=project` collapses stats_v2's series into one total; accepted errors are the
+  events of each interval; sessions refuse more than 10,000 points;
+- `environments`: hidden ones vanish unless `visibility=all`;
+- release `deploys`/`commits`: the version is URL-encoded (a raw `/` is a 404); releases
+  without a linked repository have no commits;
+- `monitors`, their `checkins` (newest first, offset cursor), `replays` (`{"data": ...}`,
+  `field` checked against the description's list), project `user-feedback`;
+- issue tag values: at most 1,000 per key, then `results="false"` although more exist;
+- Explore (`organizations/{org}/events/`): `dataset` and `field` required, at most 20
+  fields, `sort` must be a requested field, the last 14 days without `start`/`end`,
+  paging stops silently at 10,000 rows (a cursor past them is a 400), `count()`
+  aggregates; `explore_partial` and `explore_refused` switch on sampling and a 403.
+
 It records every request (path, parameters, timing, concurrency) for the tests.
 Routes under `/_fake/` control it from another process (the benchmarks): `stats`,
 `requests`, `reset`, `add_events?count=100&projects=all`, `event_keys` (what a complete
@@ -37,13 +53,28 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from sentry_extract.testing import fake_more
+from sentry_extract.testing.fake_http import (
+    MAX_PAGE_SIZE,
+    NOT_FOUND,
+    Answer,
+    BadRequest,
+    Params,
+    link_header,
+    offset_page,
+    one,
+    page_size,
+    read_cursor,
+    selected_projects,
+    time_window,
+)
 from sentry_extract.testing.organization import (
     FakeOrganization,
     OrganizationSize,
@@ -55,7 +86,6 @@ from sentry_extract.testing.organization import (
 
 FULL_PAGE_CAP = 10
 ALL_GROUPS = "all"
-MAX_PAGE_SIZE = 100
 ISSUES_DEFAULT_LIMIT = 25
 DEFAULT_TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"
 ALL_SCOPES = frozenset(
@@ -153,6 +183,8 @@ class ServerSettings:
     forbidden_projects: frozenset[str] = frozenset()
     events_page_cap: int = FULL_PAGE_CAP
     faults: FaultRates = field(default_factory=FaultRates)
+    explore_partial: bool = False  # Explore answers `meta.dataScanned: partial` (sampled)
+    explore_refused: bool = False  # Explore is a 403 (a token or self-hosted without it)
 
 
 class _Window:
@@ -357,18 +389,6 @@ class _Server(ThreadingHTTPServer):
         """A client that gave up on a slow answer is not news."""
 
 
-class BadRequest(Exception):
-    def __init__(self, detail: str, status: int = 400) -> None:
-        self.detail = detail
-        self.status = status
-
-
-@dataclass
-class Answer:
-    body: Any
-    link: str | None = None
-
-
 _ROUTES = (
     (re.compile(r"^organizations/(?P<org>[^/]+)/$"), "organization"),
     (re.compile(r"^organizations/(?P<org>[^/]+)/projects/$"), "projects"),
@@ -378,6 +398,7 @@ _ROUTES = (
     (re.compile(r"^organizations/(?P<org>[^/]+)/issues/$"), "issues"),
     (re.compile(r"^organizations/(?P<org>[^/]+)/issues/(?P<issue>[^/]+)/$"), "issue"),
     (re.compile(r"^projects/(?P<org>[^/]+)/(?P<project>[^/]+)/events/$"), "events"),
+    *fake_more.ROUTES,
 )
 _SCOPES = {
     "organization": {"org:read"},
@@ -388,8 +409,8 @@ _SCOPES = {
     "issues": {"event:read"},
     "issue": {"event:read"},
     "events": {"event:read"},
+    **fake_more.SCOPES,
 }
-NOT_FOUND = "The requested resource does not exist"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -433,7 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, body, raw = _apply_fault(fault, status, body, raw)
             headers.update(extra)
             record.status = status
-            record.rows = len(body) if isinstance(body, list) else 0
+            record.rows = _row_count(body)
             if link:
                 headers["Link"] = link
             self._send(status, body, headers, raw)
@@ -456,13 +477,13 @@ class _Handler(BaseHTTPRequestHandler):
             fake.reset_log()
             body = {"reset": True}
         elif name == "add_events":  # ?count=100&projects=all (or slugs, comma separated)
-            projects = _one(params, "projects") or "all"
+            projects = one(params, "projects") or "all"
             slugs = None if projects == "all" else projects.split(",")
-            body = {"added": fake.add_events_to(int(_one(params, "count") or 1), slugs)}
+            body = {"added": fake.add_events_to(int(one(params, "count") or 1), slugs)}
         elif name == "event_keys":
             body = fake.event_keys()
         elif name == "hold":  # ?after=N
-            fake.hold(int(_one(params, "after") or 0))
+            fake.hold(int(one(params, "after") or 0))
             body = {"hold_after": fake.hold_after}
         elif name == "release":
             fake.release()
@@ -520,6 +541,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(content)
 
 
+def _row_count(body: Any) -> int:
+    """Rows in an answer: a list, or the list under `data` (replays, Explore)."""
+    if isinstance(body, dict):
+        body = body.get("data")
+    return len(body) if isinstance(body, list) else 0
+
+
 def _apply_fault(
     fault: str | None, status: int, body: Any, raw: bytes | None
 ) -> tuple[int, Any, bytes | None]:
@@ -538,92 +566,6 @@ def _apply_fault(
 
 
 # --- endpoints ---------------------------------------------------------------------------
-
-Params = list[tuple[str, str]]
-
-
-def _one(params: Params, name: str) -> str | None:
-    return next((value for key, value in params if key == name), None)
-
-
-def _all(params: Params, name: str) -> list[str]:
-    return [value for key, value in params if key == name]
-
-
-def _page_size(params: Params, name: str = "per_page", default: int = MAX_PAGE_SIZE) -> int:
-    text = _one(params, name)
-    if text is None:
-        return default
-    try:
-        size = int(text)
-    except ValueError:
-        raise BadRequest(f"Invalid {name} value.") from None
-    if size > MAX_PAGE_SIZE:
-        raise BadRequest(f"Invalid {name} value. Cannot exceed {MAX_PAGE_SIZE}.")
-    return max(1, size)
-
-
-def _cursor(params: Params) -> tuple[int, int, int]:
-    text = _one(params, "cursor")
-    if text is None:
-        return 0, 0, 0
-    try:
-        value, offset, is_prev = (int(part) for part in text.split(":"))
-    except ValueError:
-        raise BadRequest("Invalid cursor parameter.") from None
-    return value, offset, is_prev
-
-
-def _link(path: str, previous: str, has_previous: bool, following: str, has_next: bool) -> str:
-    base = f"http://sentry.invalid{path}"  # the Link host is not ours to follow
-    return (
-        f'<{base}?&cursor={previous}>; rel="previous"; results="{str(has_previous).lower()}"; '
-        f'cursor="{previous}", '
-        f'<{base}?&cursor={following}>; rel="next"; results="{str(has_next).lower()}"; '
-        f'cursor="{following}"'
-    )
-
-
-def _offset_page(rows: list[Row], params: Params, path: str, size: int) -> Answer:
-    _, offset, _ = _cursor(params)
-    page = rows[offset : offset + size]
-    following = offset + len(page)
-    return Answer(
-        page,
-        _link(
-            path,
-            f"0:{max(0, offset - size)}:1",
-            offset > 0,
-            f"0:{following}:0",
-            following < len(rows),
-        ),
-    )
-
-
-def _window(params: Params, now: datetime, retention: timedelta) -> tuple[datetime, datetime]:
-    start, end, period = _one(params, "start"), _one(params, "end"), _one(params, "statsPeriod")
-    oldest = now - retention
-    if period:
-        match = re.fullmatch(r"(\d+)([smhdw])", period)
-        if match is None:
-            raise BadRequest("Invalid statsPeriod")
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-        begin = now - timedelta(**{unit[match.group(2)]: int(match.group(1))})
-        return max(begin, oldest), now
-    if (start is None) != (end is None):
-        raise BadRequest("start and end are both required")
-    if start is None or end is None:
-        return max(now - timedelta(days=90), oldest), now
-    try:
-        begin, finish = (
-            parse_iso(start.replace("Z", "+00:00")),
-            parse_iso(end.replace("Z", "+00:00")),
-        )
-    except ValueError:
-        raise BadRequest("Error parsing start or end") from None
-    if begin.tzinfo is None or finish.tzinfo is None:
-        begin, finish = begin.replace(tzinfo=UTC), finish.replace(tzinfo=UTC)
-    return max(begin, oldest), finish  # the server clamps to retention silently
 
 
 def _organization(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
@@ -657,36 +599,26 @@ def _organization(fake: FakeSentry, match: dict[str, str], params: Params) -> An
 def _projects(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = [public(project) for project in fake.organization.projects]
-    if _one(params, "all_projects") == "1":
+    if one(params, "all_projects") == "1":
         return Answer(rows)  # pagination off: one unpaginated list
-    return _offset_page(rows, params, "/api/0/organizations/x/projects/", _page_size(params))
+    return offset_page(rows, params, "/api/0/organizations/x/projects/", page_size(params))
 
 
 def _teams(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = [public(team) for team in fake.organization.teams]
-    return _offset_page(rows, params, "/api/0/organizations/x/teams/", _page_size(params))
+    return offset_page(rows, params, "/api/0/organizations/x/teams/", page_size(params))
 
 
 def _members(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = [public(member) for member in fake.organization.members]
-    return _offset_page(rows, params, "/api/0/organizations/x/members/", _page_size(params))
-
-
-def _project_filter(fake: FakeSentry, params: Params) -> set[str]:
-    wanted = _all(params, "project")
-    every = {project["id"] for project in fake.organization.projects}
-    if not wanted:
-        return fake.organization.my_project_ids()
-    if "-1" in wanted:
-        return every
-    return {value for value in wanted if value in every}
+    return offset_page(rows, params, "/api/0/organizations/x/members/", page_size(params))
 
 
 def _releases(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
-    status = _one(params, "status")
-    projects = _project_filter(fake, params)
+    status = one(params, "status")
+    projects = selected_projects(fake, params)
     with fake.organization.lock:
         rows = [
             public(release)
@@ -695,7 +627,7 @@ def _releases(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
             and any(str(p["id"]) in projects for p in release["projects"])
         ]
     rows.sort(key=lambda row: (row["dateCreated"] or "", row["id"]), reverse=True)
-    return _offset_page(rows, params, "/api/0/organizations/x/releases/", _page_size(params))
+    return offset_page(rows, params, "/api/0/organizations/x/releases/", page_size(params))
 
 
 def _matches_query(issue: Row, query: str) -> bool:
@@ -712,11 +644,11 @@ def _matches_query(issue: Row, query: str) -> bool:
 
 def _issues(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     organization = fake.organization
-    query = _one(params, "query")
+    query = one(params, "query")
     query = "is:unresolved" if query is None else query
     limit = min(_page_size_clamped(params), MAX_PAGE_SIZE)
-    projects = _project_filter(fake, params)
-    begin, finish = _window(params, organization.clock(), fake.settings.retention)
+    projects = selected_projects(fake, params)
+    begin, finish = time_window(params, organization.clock(), fake.settings.retention)
     low, high = iso(begin), iso(finish)
     with organization.lock:
         found = [
@@ -727,7 +659,7 @@ def _issues(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
             and _matches_query(issue, query)
         ]
         found.sort(key=lambda issue: (issue["lastSeen"], int(issue["id"])), reverse=True)
-        value, offset, _ = _cursor(params)
+        value, offset, _ = read_cursor(params)
         if value:
             ties = [i for i in found if _millis(i["lastSeen"]) == value][offset:]
             found = ties + [i for i in found if _millis(i["lastSeen"]) < value]
@@ -742,12 +674,14 @@ def _issues(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         following = f"{last}:{same + carried}:0"
     return Answer(
         shown,
-        _link("/api/0/organizations/x/issues/", f"{value}:0:1", bool(value), following, has_next),
+        link_header(
+            "/api/0/organizations/x/issues/", f"{value}:0:1", bool(value), following, has_next
+        ),
     )
 
 
 def _page_size_clamped(params: Params) -> int:
-    text = _one(params, "limit")  # the issues endpoint ignores per_page
+    text = one(params, "limit")  # the issues endpoint ignores per_page
     if text is None:
         return ISSUES_DEFAULT_LIMIT
     try:
@@ -768,12 +702,12 @@ def _events(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         raise BadRequest(NOT_FOUND, status=404)
     if project["slug"] in fake.settings.forbidden_projects:
         raise BadRequest("You do not have permission to perform this action.", status=403)
-    full = _one(params, "full") is not None  # older servers read any value as true
-    size = _page_size(params)
+    full = one(params, "full") is not None  # older servers read any value as true
+    size = page_size(params)
     if full:
         size = min(size, fake.settings.events_page_cap)  # silent cap on full payloads
-    begin, finish = _window(params, organization.clock(), fake.settings.retention)
-    _, offset, _ = _cursor(params)
+    begin, finish = time_window(params, organization.clock(), fake.settings.retention)
+    _, offset, _ = read_cursor(params)
     with organization.lock:
         ordered, moments = fake.sorted_events(project["id"])
         first = bisect.bisect_left(moments, iso(begin))
@@ -783,7 +717,7 @@ def _events(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         hidden = () if full else EVENT_ONLY_FIELDS
         body = [public(event, hidden) for event in page]
     following = offset + len(page)
-    link = _link(
+    link = link_header(
         f"/api/0/projects/x/{slug}/events/",
         f"0:{max(0, offset - size)}:1",
         offset > 0,
@@ -812,6 +746,7 @@ _ENDPOINTS: dict[str, Callable[[FakeSentry, dict[str, str], Params], Answer]] = 
     "issues": _issues,
     "issue": _issue,
     "events": _events,
+    **fake_more.ENDPOINTS,
 }
 
 

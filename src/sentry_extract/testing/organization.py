@@ -15,7 +15,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sentry_extract.testing.extras import Extras
 
 Row = dict[str, Any]
 
@@ -84,6 +87,7 @@ class FakeOrganization:
     ) -> None:
         self.slug = slug
         self.size = size
+        self.seed = seed
         self.clock = clock
         self.random = random.Random(seed)
         self.lock = threading.RLock()
@@ -101,6 +105,7 @@ class FakeOrganization:
         self.version = 0  # counts changes made through the methods below
         self._next_id = 5000
         self._frames_by_issue: dict[int, list[Row]] = {}
+        self._extras: Extras | None = None
         self._generate(now)
 
     # --- generation ----------------------------------------------------------------------
@@ -237,13 +242,15 @@ class FakeOrganization:
             }
         )
 
-    def _add_release(self, index: int, now: datetime, archived: bool) -> Row:
+    def _add_release(
+        self, index: int, now: datetime, archived: bool, version: str | None = None
+    ) -> Row:
         project = self.projects[index % len(self.projects)]
         created = now - timedelta(days=200 - index * 5)
         release = {
             "id": 700 + index,
-            "version": f"app@1.{index}.0",
-            "shortVersion": f"1.{index}.0",
+            "version": version or f"app@1.{index}.0",
+            "shortVersion": version or f"1.{index}.0",
             "status": "archived" if archived else "open",
             "ref": None,
             "url": None,
@@ -518,9 +525,34 @@ class FakeOrganization:
         with self.lock:
             next(r for r in self.releases if r["version"] == version)["status"] = status
 
-    def add_release(self, archived: bool = False) -> Row:
+    def add_release(self, archived: bool = False, version: str | None = None) -> Row:
+        """A new release (`version` may hold `@`, `+` and `/`, as real ones do)."""
         with self.lock:
-            return self._add_release(len(self.releases), self.clock(), archived)
+            return self._add_release(len(self.releases), self.clock(), archived, version)
+
+    @property
+    def extras(self) -> Extras:
+        """Monitors, replays, feedback and the rest, made the first time they are asked for."""
+        from sentry_extract.testing.extras import Extras  # it builds on this module's rows
+
+        with self.lock:
+            if self._extras is None:
+                self._extras = Extras(self)
+            return self._extras
+
+    def add_checkins(self, count: int, monitor_slug: str | None = None) -> list[Row]:
+        """Check-ins newer than all others, for a monitor (default the first)."""
+        with self.lock:
+            return self.extras.add_checkins(count, monitor_slug)
+
+    def add_replays(self, count: int, project_slug: str | None = None) -> list[Row]:
+        with self.lock:
+            return self.extras.add_replays(count, project_slug)
+
+    def set_tag_values(self, issue_id: str, key: str, count: int) -> None:
+        """Give an issue `count` distinct values of a tag (more than the 1,000 served)."""
+        with self.lock:
+            self.extras.tag_value_counts[(issue_id, key)] = count
 
     def add_member(self, pending: bool = False) -> None:
         with self.lock:
