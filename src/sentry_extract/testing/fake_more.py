@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from sentry_extract.testing.extras import (
     ATTACHMENT_SIZE,
@@ -377,8 +378,6 @@ def _environments(fake: FakeSentry, match: dict[str, str], params: Params) -> An
 
 
 def _release(fake: FakeSentry, match: dict[str, str]) -> Row:
-    from urllib.parse import unquote
-
     version = unquote(match["version"])
     release = next((r for r in fake.organization.releases if r["version"] == version), None)
     if release is None:
