@@ -15,7 +15,7 @@ Where the description and the real server disagree, the server wins, and the tes
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -205,3 +205,46 @@ def test_the_descriptions_examples_load_into_both_targets(
     assert count == (len(rows),)
     for name, column_type in declared.items():
         assert types[name] == POSTGRES[column_type], name
+
+
+EVERY_ENDPOINT = Path(__file__).parent / "contract" / "sentry-openapi-endpoints.json"
+
+
+def test_every_request_of_every_stream_is_valid(
+    cli: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All nineteen streams, the repeated parameters (`field`, `groupBy`) as sent, and the
+    org-wide count the events stream asks first, against the twenty-endpoint cut."""
+    from sentry_extract.source.streams import STREAM_NAMES
+
+    api = OpenAPI.from_dict(json.loads(EVERY_ENDPOINT.read_text()))
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    named = "".join(f"  {name}:\n" for name in STREAM_NAMES)
+    (tmp_path / "r.yaml").write_text(
+        f"source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{{stream_name}}\nstreams:\n{named}"
+    )
+    first = invoke(cli, "run", "r.yaml")
+    assert first.exit_code == 0, first.stdout
+    fake.organization.add_events(3, age=timedelta(seconds=5))
+    records = list(fake.requests)
+    fake.reset_log()
+    assert invoke(cli, "run", "r.yaml", "--streams", "events").exit_code == 0  # counts first
+    counted = [r for r in fake.requests if r.path.endswith("/organizations/acme/events/")]
+    assert counted and ("field", "count()") in counted[0].params
+    operations = set()
+    for record in [*records, *fake.requests]:
+        query = [(key, value) for key, value in record.params]
+        if record.path.endswith("/issues/"):
+            assert ("query", "") in query
+            query = [(key, value) for key, value in query if key != "query"]
+        request = MockRequest(
+            HOST,
+            "get",
+            record.path,
+            args=query,  # type: ignore[arg-type]  # pairs: a parameter may repeat
+            headers={"Authorization": "Bearer sntryu_test_contract"},
+        )
+        api.validate_request(request)
+        operations.add(record.group)
+    assert len(operations) == 19  # one group per stream; the index as rows and as counts
+    assert operations >= {"events", "explore", "stats_v2", "checkins", "tag_values"}

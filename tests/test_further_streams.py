@@ -1,0 +1,383 @@
+"""The twelve streams beyond Sling's seven, each against the fake Sentry over HTTP: rows,
+keys, the named-only rule, their traps, incremental runs and replay from cassettes."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from sentry_extract.config.replication import Overrides, load_replication
+from sentry_extract.errors import ConfigError
+from sentry_extract.source.further_streams import FURTHER_STREAMS
+from sentry_extract.source.ratelimit import rate_limit_group
+from sentry_extract.source.streams import SLING_STREAMS
+from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
+from sentry_extract.testing.organization import FakeOrganization
+
+from .conftest import Workspace, invoke, pg_rows, sentry_connection
+
+FURTHER = [spec.name for spec in FURTHER_STREAMS]
+
+
+def named(*streams: str) -> str:
+    return "".join(f"  {stream}:\n" for stream in streams)
+
+
+def keys(table: pa.Table, columns: list[str]) -> list[tuple[Any, ...]]:
+    return list(zip(*(table.column(name).to_pylist() for name in columns), strict=True))
+
+
+def assert_unique(table: pa.Table, columns: list[str]) -> None:
+    counted = Counter(keys(table, columns))
+    assert table.num_rows > 0
+    assert max(counted.values()) == 1, counted.most_common(3)
+
+
+def requests_to(fake: FakeSentry, part: str) -> int:
+    return len(fake.requests_to(part))
+
+
+# --- selection ---------------------------------------------------------------------------
+
+
+def test_wildcard_keeps_the_seven_and_named_streams_add_to_it(workspace: Workspace) -> None:
+    started = datetime.now(UTC)
+    path = workspace.replication(streams="  '*':\n" + named("release_deploys", "org_stats"))
+    loaded = load_replication(path, workspace.environ, started)
+    names = [stream.name for stream in loaded.streams]
+    assert names == [spec.name for spec in SLING_STREAMS] + ["org_stats", "release_deploys"]
+    alone = load_replication(workspace.replication(), workspace.environ, started)
+    assert [stream.name for stream in alone.streams] == [spec.name for spec in SLING_STREAMS]
+    with pytest.raises(ConfigError, match="runs only when named"):
+        load_replication(
+            workspace.replication(), workspace.environ, started, Overrides(("monitors",))
+        )
+
+
+def test_discover_json_lists_every_stream_with_parent_keys_mode_and_scope(
+    cli: CliRunner, fake: FakeSentry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    result = invoke(cli, "conns", "discover", "SENTRY", "-o", "json")
+    assert result.exit_code == 0
+    listed = {entry["endpoint"]: entry for entry in json.loads(result.stdout)}
+    assert len(listed) == 19
+    assert listed["release_deploys"]["parent"] == "release"
+    assert listed["release_deploys"]["named_only"] is True
+    assert listed["events"]["named_only"] is False
+    assert listed["error_index"]["primary_key"] == ["project_id", "id"]
+    assert listed["monitor_checkins"]["mode"] == "incremental"
+    assert listed["environments"]["mode"] == "full-refresh"
+    assert listed["members"]["scope"] == "member:read"
+    assert listed["org_stats"]["request"] == "GET /api/0/organizations/{organization}/stats_v2/"
+
+
+def test_each_parent_is_one_rate_limit_group() -> None:
+    deploys = rate_limit_group("organizations/acme/releases/a%40b/deploys/")
+    assert deploys == rate_limit_group("organizations/acme/releases/1.0/deploys/")
+    assert deploys != rate_limit_group("organizations/acme/releases/1.0/commits/")
+    checkins = rate_limit_group("organizations/acme/monitors/nightly/checkins/")
+    assert checkins == rate_limit_group("organizations/acme/monitors/hourly/checkins/")
+    assert rate_limit_group("organizations/acme/issues/7/tags/browser/values/") == (
+        rate_limit_group("organizations/acme/issues/8/tags/release/values/")
+    )
+    assert rate_limit_group("organizations/acme/issues/7/") == "issue"
+
+
+# --- every stream, both targets ------------------------------------------------------------
+
+
+def test_every_further_stream_loads_rows_with_unique_keys(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    summary = workspace.run(workspace.replication(streams=named(*FURTHER)))
+    statuses = {result.name: result.status for result in summary.results}
+    assert set(statuses.values()) == {"ok"}, [(r.name, r.problems) for r in summary.results]
+    expected_keys = {
+        "org_stats": ["interval", "category", "outcome", "reason"],
+        "project_stats": ["day", "project_id", "category", "outcome"],
+        "sessions": ["interval", "project", "release", "environment", "session_status"],
+        "environments": ["id"],
+        "release_deploys": ["id"],
+        "release_commits": ["release_version", "id"],
+        "monitors": ["id"],
+        "monitor_checkins": ["id"],
+        "replays": ["id"],
+        "user_feedback": ["id"],
+        "issue_tag_values": ["issue_id", "key", "value"],
+        "error_index": ["project_id", "id"],
+    }
+    for stream, columns in expected_keys.items():
+        assert_unique(workspace.table(stream), columns)
+
+
+def test_environments_include_hidden_ones(workspace: Workspace, fake: FakeSentry) -> None:
+    workspace.run(workspace.replication(streams=named("environments")))
+    names = set(workspace.table("environments").column("name").to_pylist())
+    assert "legacy-qa" in names and "production" in names
+    assert fake.requests_to("/environments/")[0].param("visibility") == "all"
+
+
+def test_release_children_carry_their_release_and_survive_odd_versions(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    fake.organization.add_release(version="web@2.0.0+build/7")
+    workspace.run(workspace.replication(streams=named("release_deploys", "release_commits")))
+    versions = {release["version"] for release in fake.organization.releases}
+    assert requests_to(fake, "/deploys/") == len(versions)  # archived releases included
+    assert requests_to(fake, "/commits/") == len(versions)
+    deploys = workspace.table("release_deploys")
+    assert set(deploys.column("release_version").to_pylist()) <= versions
+    assert any("web%402.0.0%2Bbuild%2F7" in r.path for r in fake.requests_to("/deploys/"))
+    assert all(r.status == 200 for r in fake.requests_to("/releases/"))
+
+
+def test_usage_is_daily_and_reread_for_late_outcomes(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    path = workspace.replication(streams=named("org_stats"))
+    first = datetime.now(UTC).replace(microsecond=0)
+    workspace.run(path, started=first)
+    requests = fake.requests_to("/stats_v2/")
+    assert sorted(r.param("field") or "" for r in requests) == [
+        "sum(quantity)",
+        "sum(times_seen)",
+    ]
+    assert all(r.status == 200 for r in requests)  # the start is inside the retention
+    table = workspace.table("org_stats")
+    assert_unique(table, ["interval", "category", "outcome", "reason"])
+    days = sorted(set(table.column("interval").to_pylist()))
+    assert all(day.hour == 0 and day.minute == 0 for day in days)
+    accepted = {
+        row["interval"]: row["quantity"]
+        for row in table.to_pylist()
+        if row["category"] == "error" and row["outcome"] == "accepted"
+    }
+    today = first.replace(hour=0, minute=0, second=0)
+    fake.organization.add_events(5)
+    fake.reset_log()
+    workspace.run(path, started=first + timedelta(hours=1))
+    starts = {r.param("start") for r in fake.requests_to("/stats_v2/")}
+    assert starts == {(today - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    again = workspace.table("org_stats")
+    assert_unique(again, ["interval", "category", "outcome", "reason"])
+    newer = {
+        row["interval"]: row["quantity"]
+        for row in again.to_pylist()
+        if row["category"] == "error" and row["outcome"] == "accepted"
+    }
+    assert newer[today] == accepted.get(today, 0) + 5
+
+
+def test_project_usage_and_sessions_flatten_into_daily_rows(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    workspace.run(workspace.replication(streams=named("project_stats", "sessions")))
+    usage = workspace.table("project_stats")
+    assert_unique(usage, ["day", "project_id", "category", "outcome"])
+    project_ids = {project["id"] for project in fake.organization.projects}
+    assert set(usage.column("project_id").to_pylist()) <= project_ids
+    sessions = workspace.table("sessions")
+    assert_unique(sessions, ["interval", "project", "release", "environment", "session_status"])
+    assert {"healthy", "errored"} <= set(sessions.column("session_status").to_pylist())
+    assert all(r.status == 200 for r in fake.requests_to("/sessions/"))
+
+
+def test_monitor_checkins_read_only_what_is_new(workspace: Workspace, fake: FakeSentry) -> None:
+    path = workspace.replication(streams=named("monitor_checkins"))
+    first = datetime.now(UTC).replace(microsecond=0)
+    workspace.run(path, started=first)
+    monitors = len(fake.organization.extras.monitors)
+    assert requests_to(fake, "/checkins/") == 3 * monitors  # 240 check-ins: 3 pages each
+    before = workspace.table("monitor_checkins").num_rows
+    added = fake.organization.add_checkins(5)
+    fake.reset_log()
+    workspace.run(path, started=first + timedelta(hours=1))
+    assert requests_to(fake, "/checkins/") == monitors  # one page each: the new ones
+    table = workspace.table("monitor_checkins")
+    assert table.num_rows == before + len(added)
+    assert_unique(table, ["id"])
+
+
+def test_replays_incremental_by_started_at(workspace: Workspace, fake: FakeSentry) -> None:
+    path = workspace.replication(streams=named("replays"))
+    first = datetime.now(UTC).replace(microsecond=0)
+    workspace.run(path, started=first)
+    before = workspace.table("replays").num_rows
+    fake.organization.add_replays(3)
+    workspace.run(path, started=first + timedelta(minutes=5))
+    table = workspace.table("replays")
+    assert table.num_rows == before + 3
+    assert_unique(table, ["id"])
+    fields = fake.requests_to("/replays/")[0].params
+    assert ("field", "started_at") in fields and ("sort", "-started_at") in fields
+
+
+def test_tag_values_of_changed_issues_stop_at_the_cap(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    organization = fake.organization
+    issue = next(iter(organization.issues))
+    organization.set_tag_values(issue, "browser", 1_500)
+    path = workspace.replication(streams=named("issue_tag_values"))
+    first = datetime.now(UTC).replace(microsecond=0)
+    summary = workspace.run(path, started=first)
+    result = summary.results[0]  # then the preflight's
+    assert result.status == "partial"
+    assert "cap of 1,000 rows" in result.problems[0]
+    table = workspace.table("issue_tag_values")
+    assert_unique(table, ["issue_id", "key", "value"])
+    browsers = [row for row in table.to_pylist() if row["issue_id"] == issue]
+    assert sum(row["key"] == "browser" for row in browsers) == 1_000
+    organization.add_events(1, issue_id=issue)
+    fake.reset_log()
+    workspace.run(path, started=first + timedelta(hours=2))
+    asked = {r.path.split("/issues/")[1].split("/")[0] for r in fake.requests_to("/tags/")}
+    assert issue in asked and len(asked) < len(organization.issues)
+
+
+def test_user_feedback_per_project(workspace: Workspace, fake: FakeSentry) -> None:
+    workspace.run(workspace.replication(streams=named("user_feedback")))
+    table = workspace.table("user_feedback")
+    assert_unique(table, ["id"])
+    assert requests_to(fake, "/user-feedback/") >= len(fake.organization.projects)
+    assert set(table.column("project_id").to_pylist()) <= {
+        project["id"] for project in fake.organization.projects
+    }
+
+
+def test_further_streams_into_postgres(workspace: Workspace, pg_url: str) -> None:
+    workspace.environ["MY_POSTGRES"] = pg_url
+    streams = ["org_stats", "sessions", "release_deploys", "monitor_checkins", "error_index"]
+    path = workspace.replication(
+        streams=named(*streams), object_template="further.{{stream_name}}", target="MY_POSTGRES"
+    )
+    summary = workspace.run(path)
+    assert {result.status for result in summary.results} == {"ok"}
+    for stream in streams:
+        [(count,)] = pg_rows(pg_url, f"select count(*) from further.{stream}")
+        assert count > 0, stream
+    [(duplicates,)] = pg_rows(
+        pg_url, "select count(*) - count(distinct (project_id, id)) from further.error_index"
+    )
+    assert duplicates == 0
+
+
+def test_further_streams_replay_from_cassettes(
+    cli: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    streams = named(*FURTHER)
+    (tmp_path / "r.yaml").write_text(
+        f"source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{{stream_name}}\nstreams:\n"
+        f"{streams}"
+    )
+    recorded = invoke(cli, "run", "r.yaml", "--record", "cassettes")
+    assert recorded.exit_code == 0, recorded.stdout + recorded.stderr
+    import pyarrow.dataset as ds
+
+    first = {s: ds.dataset(tmp_path / "out" / s).to_table().num_rows for s in FURTHER}
+    shutil.rmtree(tmp_path / "out")
+    shutil.rmtree(tmp_path / "home", ignore_errors=True)
+    fake.stop()
+    replayed = invoke(cli, "run", "r.yaml", "--replay", "cassettes")
+    assert replayed.exit_code == 0, replayed.stdout + replayed.stderr
+    second = {s: ds.dataset(tmp_path / "out" / s).to_table().num_rows for s in FURTHER}
+    assert second == first and min(first.values()) > 0
+
+
+# --- the org-wide index and the events it saves --------------------------------------------
+
+
+@pytest.fixture
+def busy() -> FakeOrganization:
+    from sentry_extract.testing.organization import OrganizationSize
+
+    return FakeOrganization(size=OrganizationSize(projects=60, issues=120, events=600))
+
+
+def _hourly_events_requests(organization: FakeOrganization, refused: bool) -> tuple[int, int]:
+    """Per-project events requests of an hourly run after a first one, with new events
+    in 11 of 60 projects; and the rows stored against what the fake holds."""
+    import tempfile
+
+    settings = ServerSettings(explore_refused=refused)
+    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
+        environ = {
+            "SENTRY_EXTRACT_HOME": f"{folder}/home",
+            "SENTRY": sentry_connection(fake.base_url),
+        }
+        workspace = Workspace(Path(folder), environ, [])
+        path = workspace.replication(streams=named("events"))
+        first = datetime.now(UTC).replace(microsecond=0)
+        workspace.run(path, started=first)
+        for project in organization.projects[:11]:
+            organization.add_events(2, project_slug=project["slug"])
+        fake.reset_log()
+        summary = workspace.run(path, started=first + timedelta(hours=1))
+        assert {result.status for result in summary.results} == {"ok"}
+        per_project = len([r for r in fake.requests if r.group == "events"])
+        table = workspace.table("events")
+        stored = set(keys(table, ["project_id", "event_id"]))
+        assert len(stored) == table.num_rows
+        assert stored == set(fake.event_keys())
+        return per_project, len(organization.projects)
+
+
+def test_hourly_events_cost_what_is_new(busy: FakeOrganization) -> None:
+    per_project, projects = _hourly_events_requests(busy, refused=False)
+    assert projects == 60
+    assert per_project <= 11 + 3
+
+
+def test_hourly_events_read_every_project_when_the_index_is_refused(
+    busy: FakeOrganization,
+) -> None:
+    per_project, projects = _hourly_events_requests(busy, refused=True)
+    assert per_project >= projects
+
+
+def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run() -> None:
+    """12,000 events in two days: one query of the first slice reaches the 10,000-row
+    cap and the crawl goes on from its newest second."""
+    import tempfile
+
+    from sentry_extract.testing.organization import OrganizationSize
+
+    organization = FakeOrganization(size=OrganizationSize(projects=4, events=0))
+    for index in range(120):
+        project = organization.projects[index % 4]["slug"]
+        organization.add_events(100, project_slug=project, age=timedelta(minutes=20 * index))
+    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization) as fake:
+        environ = {
+            "SENTRY_EXTRACT_HOME": f"{folder}/home",
+            "SENTRY": sentry_connection(fake.base_url),
+        }
+        workspace = Workspace(Path(folder), environ, [])
+        path = workspace.replication(streams=named("error_index"))
+        first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        summary = workspace.run(path, started=first)
+        assert summary.results[0].status == "ok"
+        offsets = [r.param("cursor") or "0:0:0" for r in fake.requests_to("/events/")]
+        assert any(int(cursor.split(":")[1]) >= 9_900 for cursor in offsets)  # capped once
+        table = workspace.table("error_index")
+        stored = set(keys(table, ["project_id", "id"]))
+        assert len(stored) == table.num_rows
+        assert stored == set(fake.event_keys()) and len(stored) >= 12_000
+        organization.add_events(30, project_slug=organization.projects[1]["slug"])
+        organization.add_events(5, age=timedelta(minutes=30))  # late, inside the lookback
+        fake.reset_log()
+        workspace.run(path, started=first + timedelta(hours=1))
+        assert len(fake.requests_to("/events/")) == 4  # 335 rows in the last two hours
+        table = workspace.table("error_index")
+        stored = set(keys(table, ["project_id", "id"]))
+        assert len(stored) == table.num_rows and stored == set(fake.event_keys())
