@@ -221,7 +221,7 @@ def test_every_request_of_every_stream_is_valid(
     monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
     named = "".join(f"  {name}:\n" for name in STREAM_NAMES)
     (tmp_path / "r.yaml").write_text(
-        f"source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{{stream_name}}\nstreams:\n{named}"
+        "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\nstreams:\n" + named
     )
     first = invoke(cli, "run", "r.yaml")
     assert first.exit_code == 0, first.stdout
