@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from sentry_extract.modes import Mode
 from sentry_extract.records import RecordTyper, column_name, declared_columns
-from sentry_extract.source.streams import STREAMS_BY_NAME, ColumnType
+from sentry_extract.source.streams import STREAMS, STREAMS_BY_NAME, ColumnType, Shape
 from sentry_extract.state import StateKey
 from sentry_extract.targets.base import StreamRequest
 from sentry_extract.targets.parquet import ParquetTarget
@@ -248,3 +248,61 @@ def test_every_request_of_every_stream_is_valid(
         operations.add(record.group)
     assert len(operations) == 19  # one group per stream; the index as rows and as counts
     assert operations >= {"events", "explore", "stats_v2", "checkins", "tag_values"}
+
+
+def row_schema(operation: dict[str, Any]) -> dict[str, Any]:
+    """The schema of one row of a list operation's answer (a bare array, or `data`)."""
+    schema: dict[str, Any] = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    if schema.get("type") == "object" and "data" in schema.get("properties", {}):
+        schema = schema["properties"]["data"]
+    items: dict[str, Any] = schema.get("items", schema)
+    return items
+
+
+def declared_type(schema: dict[str, Any]) -> set[ColumnType]:
+    """The column types a property's schema admits."""
+    kind, shape = schema.get("type"), schema.get("format")
+    if kind == "string" and shape == "date-time":
+        return {ColumnType.TIMESTAMP}
+    return {
+        "string": {ColumnType.TEXT},
+        "integer": {ColumnType.INTEGER},
+        "number": {ColumnType.INTEGER, ColumnType.FLOAT},
+        "boolean": {ColumnType.BOOLEAN},
+    }.get(kind or "", {ColumnType.JSON})
+
+
+STRINGS_OF_INTEGERS = {("issues", "count")}  # a string holding an integer (the API notes)
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [spec.name for spec in STREAMS if spec.shape is not Shape.SERIES],
+)
+def test_declared_columns_follow_the_description(stream: str) -> None:
+    """Each column a stream declares has the type of the description's property of that
+    name (dates as timestamps, objects and arrays as JSON); the description's free-form
+    rows (the Explore index) are the exception that needs no check."""
+    spec = STREAMS_BY_NAME[stream]
+    described = json.loads(EVERY_ENDPOINT.read_text())
+    operations = {
+        operation["operationId"]: operation
+        for path in described["paths"].values()
+        for operation in path.values()
+    }
+    properties = row_schema(operations[spec.operation]).get("properties", {})
+    checked = 0
+    for column in spec.columns:
+        schema = properties.get(column.source_name)
+        if schema is None or column.path:
+            continue
+        admitted = declared_type(schema)
+        if schema.get("type") == "string":  # dates without a format (replays, tag values)
+            admitted |= {ColumnType.TEXT, ColumnType.TIMESTAMP}
+        if (stream, column.source_name) in STRINGS_OF_INTEGERS:
+            admitted.add(ColumnType.INTEGER)
+        assert column.type in admitted or column.type is ColumnType.JSON, (
+            f"{stream}.{column.source_name}: {column.type} vs {schema}"
+        )
+        checked += 1
+    assert checked or stream == "error_index"

@@ -381,3 +381,22 @@ def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run() ->
         table = workspace.table("error_index")
         stored = set(keys(table, ["project_id", "id"]))
         assert len(stored) == table.num_rows and stored == set(fake.event_keys())
+
+
+def test_rows_without_their_key_still_load_into_postgres(
+    workspace: Workspace, fake: FakeSentry, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An answer of another shape (a mock server's example: aggregate rows without `id`)
+    is stored under an empty key instead of failing on PostgreSQL's primary key."""
+    from sentry_extract.testing.fake_sentry import Fault
+
+    example = {"data": [{"count()": 10, "transaction": "foo"}, {"count()": 3}], "meta": {}}
+    fake.inject(Fault("/organizations/acme/events/", 200, example, times=1_000))
+    workspace.environ["MY_POSTGRES"] = pg_url
+    path = workspace.replication(
+        streams=named("error_index"), object_template="odd.{{stream_name}}", target="MY_POSTGRES"
+    )
+    summary = workspace.run(path)
+    assert summary.results[0].status == "ok"
+    assert pg_rows(pg_url, "select project_id, id from odd.error_index") == [("", "")]
+    assert "rows came without a value for project_id, id" in caplog.text

@@ -233,6 +233,26 @@ def key_values(batch: pa.RecordBatch | pa.Table, key_columns: Sequence[str]) -> 
     return joined
 
 
+def fill_missing_keys(
+    batch: pa.RecordBatch, key_columns: Sequence[str]
+) -> tuple[pa.RecordBatch, int]:
+    """`batch` with null text key parts as empty text, and how many rows had one.
+
+    Sentry sends every key it is asked for; an answer of another shape (a proxy, a mock
+    server's example) may not. Empty text keeps such rows loadable in PostgreSQL, whose
+    primary key refuses nulls, and merges them the same way in both targets."""
+    missing = 0
+    for name in key_columns:
+        index = batch.schema.get_field_index(name)
+        if index < 0 or not pa.types.is_string(batch.schema.field(index).type):
+            continue
+        column = batch.column(index)
+        if column.null_count:
+            missing = max(missing, column.null_count)
+            batch = batch.set_column(index, batch.schema.field(index), pc.fill_null(column, ""))
+    return batch, missing
+
+
 def nested_value(row: Mapping[str, Any], path: Sequence[str]) -> Any:
     """`row[path[0]][path[1]]...`, or None where an object or a key is missing."""
     value: Any = row

@@ -20,7 +20,7 @@ from sentry_extract.errors import (
 from sentry_extract.events import counted, emit
 from sentry_extract.modes import Mode
 from sentry_extract.pipeline.results import STATUS_PARTIAL, StreamResult
-from sentry_extract.records import RecordTyper, key_values
+from sentry_extract.records import RecordTyper, fill_missing_keys, key_values
 from sentry_extract.source.client import RequestCounter
 from sentry_extract.source.extract import (
     Crawl,
@@ -168,7 +168,18 @@ class Loader:
 
     def _flush(self) -> None:
         if self.buffer:
-            batch = self.typer.to_batch(self.buffer)
+            batch, keyless = fill_missing_keys(
+                self.typer.to_batch(self.buffer), self.stream.primary_key
+            )
+            if keyless:
+                columns = ", ".join(self.stream.primary_key)
+                log.warning(
+                    "%s: %d rows came without a value for %s; they are stored with an empty "
+                    "key, where rows with the same key replace each other",
+                    self.stream.name,
+                    keyless,
+                    columns,
+                )
             if self.seen is not None:
                 self.seen.update(key_values(batch, self.stream.primary_key).to_pylist())
             self.writer.write(batch)
@@ -502,6 +513,7 @@ class Loader:
                 for page in pages:
                     capped += page.capped
                     self._add(page.rows)
+                    self._checkpoint_if_due(previous)  # rows only: the state moves at the end
             except AuthenticationError:
                 raise
             except (PermissionDeniedError, NotFoundError) as error:
