@@ -12,6 +12,7 @@ from sentry_extract.config.connections import SentryConnection
 from sentry_extract.config.replication import StreamConfig
 from sentry_extract.errors import (
     AuthenticationError,
+    BadRequestError,
     NotFoundError,
     PermissionDeniedError,
     RunCancelled,
@@ -464,11 +465,18 @@ class Loader:
 
         progress = Coverage().started_at(start)
         self.progress[""] = (Window(start, window.end), progress)
-        piece_start = start
+        piece_start, days = start, spec.series_days
         while piece_start < window.end:
             self.check_cancelled()
-            piece_end = min(piece_start + timedelta(days=spec.series_days), window.end)
-            self._add(spec.series(fetch, piece_start, piece_end))
+            piece_end = min(piece_start + timedelta(days=days), window.end)
+            try:
+                rows = spec.series(fetch, piece_start, piece_end)
+            except BadRequestError as error:  # groups x days over the server's points
+                if days == 1 or "too many" not in error.message.lower():
+                    raise
+                days = max(1, days // 2)
+                continue
+            self._add(rows)
             progress = progress.add(Window(piece_start, piece_end))
             self.progress[""] = (Window(start, window.end), progress)
             self._checkpoint_if_due(replace(previous, coverage=progress))
