@@ -516,7 +516,10 @@ def scenario_nothing_new(folder: Path) -> list[Measure]:
             {"rate_limit": 0},
             mode="incremental",
         )
-    second.extra["expected_requests"] = "1 organization + 1 projects list + 1 issues + 4 events"
+    second.extra["expected_requests"] = (
+        "1 organization + 1 projects list + 1 issues + 1 org-wide count + 1 per project "
+        "with events in the lookback"
+    )
     return [first, second]
 
 
