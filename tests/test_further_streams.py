@@ -307,12 +307,17 @@ def busy() -> FakeOrganization:
     return FakeOrganization(size=OrganizationSize(projects=60, issues=120, events=600))
 
 
-def _hourly_events_requests(organization: FakeOrganization, refused: bool) -> tuple[int, int]:
+def _hourly_events_requests(
+    organization: FakeOrganization, refused: bool, pg_url: str | None = None
+) -> tuple[int, int]:
     """Per-project events requests of an hourly run after a first one, with new events
-    in 11 of 60 projects; and the rows stored against what the fake holds."""
+    in 11 of 60 projects and, in 20 others, events the first run read that the lookback
+    reads again; and the rows stored against what the fake holds."""
     import tempfile
 
     settings = ServerSettings(explore_refused=refused)
+    for project in organization.projects[20:40]:  # inside the next run's lookback
+        organization.add_events(1, project_slug=project["slug"], age=timedelta(minutes=10))
     with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
         environ = {
             "SENTRY_EXTRACT_HOME": f"{folder}/home",
@@ -320,17 +325,27 @@ def _hourly_events_requests(organization: FakeOrganization, refused: bool) -> tu
         }
         workspace = Workspace(Path(folder), environ, [])
         path = workspace.replication(streams=named("events"))
+        if pg_url is not None:
+            environ["MY_POSTGRES"] = pg_url
+            path = workspace.replication(
+                streams=named("events"),
+                object_template="hourly.{{stream_name}}",
+                target="MY_POSTGRES",
+            )
         first = datetime.now(UTC).replace(microsecond=0)
         workspace.run(path, started=first)
         for project in organization.projects[:11]:
             organization.add_events(2, project_slug=project["slug"])
         fake.reset_log()
         summary = workspace.run(path, started=first + timedelta(hours=1))
-        assert {result.status for result in summary.results} == {"ok"}
+        assert summary.results[0].status == "ok"
         per_project = len([r for r in fake.requests if r.group == "events"])
-        table = workspace.table("events")
-        stored = set(keys(table, ["project_id", "event_id"]))
-        assert len(stored) == table.num_rows
+        if pg_url is None:
+            table = workspace.table("events")
+            stored = set(keys(table, ["project_id", "event_id"]))
+            assert len(stored) == table.num_rows
+        else:
+            stored = set(pg_rows(pg_url, "select project_id, event_id from hourly.events"))
         assert stored == set(fake.event_keys())
         return per_project, len(organization.projects)
 
@@ -338,6 +353,11 @@ def _hourly_events_requests(organization: FakeOrganization, refused: bool) -> tu
 def test_hourly_events_cost_what_is_new(busy: FakeOrganization) -> None:
     per_project, projects = _hourly_events_requests(busy, refused=False)
     assert projects == 60
+    assert per_project <= 11 + 3
+
+
+def test_hourly_events_cost_what_is_new_into_postgres(busy: FakeOrganization, pg_url: str) -> None:
+    per_project, _ = _hourly_events_requests(busy, refused=False, pg_url=pg_url)
     assert per_project <= 11 + 3
 
 

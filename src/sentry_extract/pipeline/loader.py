@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -21,7 +22,13 @@ from sentry_extract.errors import (
 from sentry_extract.events import counted, emit
 from sentry_extract.modes import Mode
 from sentry_extract.pipeline.results import STATUS_PARTIAL, StreamResult
-from sentry_extract.records import RecordTyper, fill_missing_keys, key_values
+from sentry_extract.records import (
+    KEY_SEPARATOR,
+    RecordTyper,
+    column_name,
+    fill_missing_keys,
+    key_values,
+)
 from sentry_extract.source.client import RequestCounter
 from sentry_extract.source.extract import (
     Crawl,
@@ -29,10 +36,10 @@ from sentry_extract.source.extract import (
     Project,
     ProjectPage,
     SlicedPage,
+    count_events_by_project,
     issue_parents,
     list_parents,
     list_projects,
-    projects_with_events,
     read_children,
     read_events,
     read_organization_stream,
@@ -415,8 +422,9 @@ class Loader:
             self.result.status = STATUS_PARTIAL
 
     def _quiet_projects(self, crawls: dict[Project, Crawl]) -> list[Project]:
-        """Projects with nothing to read in what is left of their windows, by one org-wide
-        count per project (`field=project.id&field=count()`). Only for windows inside
+        """Projects with nothing new in what is left of their windows: Sentry's org-wide
+        count of their events there (one request) is no more than the rows already stored
+        there (the lookback re-reads the end of the last run). Only for windows inside
         Sentry's retention (hourly runs): a first run or a backfill reads every project."""
         gaps = [gap for c in crawls.values() for gap in c.coverage.gaps(c.window, c.lookback)]
         if not gaps or not self.stream.spec.skips_quiet_projects:
@@ -424,16 +432,17 @@ class Loader:
         window = Window(min(g.start for g in gaps), max(g.end for g in gaps))
         if window.start < self.run_started_at - SENTRY_RETENTION + RETENTION_MARGIN:
             return []
-        active = projects_with_events(
+        counts = count_events_by_project(
             self.context.client, self.context.source.organization, window, self.counter
         )
-        if active is None:
+        if counts is None:
             log.info(
                 "%s: the org-wide event count is not available; reading every project",
                 self.stream.name,
             )
             return []
-        quiet = [project for project in crawls if project.id not in active]
+        stored = self._stored_by_project(window)
+        quiet = [p for p in crawls if counts.get(p.id, 0) <= stored.get(p.id, 0)]
         emit(
             log,
             logging.INFO,
@@ -445,6 +454,16 @@ class Loader:
             quiet=len(quiet),
         )
         return quiet
+
+    def _stored_by_project(self, window: Window) -> Counter[str]:
+        """Stored rows per project whose update key lies in `window` (none when the
+        mode replaces what is stored, or the key does not start with the project)."""
+        project_column = column_name(self.stream.spec.primary_key[0], self.stream.column_casing)
+        key = self.stream.primary_key
+        if self.stream.mode.replaces_rows or not key or key[0] != project_column:
+            return Counter()
+        keys = self.writer.live_keys(self.stream.update_key, window)
+        return Counter(stored.split(KEY_SEPARATOR, 1)[0] for stored in keys)
 
     def load_series(self) -> None:
         """Time series (usage, release health): whole days from the saved watermark, less

@@ -509,13 +509,13 @@ def select_projects(
     return [project for project in chosen if project is not None], missing
 
 
-def projects_with_events(
+def count_events_by_project(
     client: SentryClient, organization: str, window: Window, counter: RequestCounter
-) -> set[str] | None:
-    """The ids of the projects with error events in `window`, asked once of the org-wide
-    Explore endpoint (`field=project.id&field=count()`); None when it cannot tell: the
-    endpoint refused or is absent (self-hosted, a token's scopes), the answer was sampled
-    or does not hold the field asked for."""
+) -> dict[str, int] | None:
+    """Error events in `window` per project id, asked once of the org-wide Explore
+    endpoint (`field=project.id&field=count()`); None when it cannot tell: the endpoint
+    refused or is absent (self-hosted, a token's scopes), the answer was sampled or does
+    not hold the fields asked for."""
     params: dict[str, str | int | tuple[str, ...]] = {
         "dataset": "errors",
         "field": ("project.id", "count()"),
@@ -525,15 +525,16 @@ def projects_with_events(
         "end": format_datetime(window.end),
     }
     path = ERROR_INDEX.path_for(organization)
-    found: set[str] = set()
+    counts: dict[str, int] = {}
     try:
         for page in client.paginate(path, params, counter, rows_key="data"):
             if page.sampled:
                 return None
             for row in page.rows:
-                if row.get("project.id") is None:
+                project, count = row.get("project.id"), row.get("count()")
+                if project is None or not isinstance(count, int):
                     return None
-                found.add(str(row["project.id"]))
+                counts[str(project)] = counts.get(str(project), 0) + count
     except (PermissionDeniedError, NotFoundError, BadRequestError, ServerError):
         return None
-    return found
+    return counts

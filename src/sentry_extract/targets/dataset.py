@@ -144,7 +144,10 @@ class ParquetDataset:
     def live_keys(self, column: str | None, window: Window | None) -> set[str]:
         """Keys of rows not marked deleted (with `column` inside `window`, if given)."""
         found: set[str] = set()
+        prunes = window is not None and column == self.options.update_column
         for data_file in list(self.files.values()):
+            if prunes and window and not _may_overlap(data_file.bounds, (window.start, window.end)):
+                continue  # its update keys all lie outside the window
             wanted = [*self.options.key_columns]
             has_deleted = DELETED_COLUMN in data_file.schema.names
             has_column = column is not None and column in data_file.schema.names

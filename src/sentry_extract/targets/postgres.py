@@ -436,7 +436,9 @@ class PostgresStreamWriter:
 
     def live_keys(self, column: str | None, window: Window | None) -> set[str]:
         key = self._key_expression()
-        condition = sql.SQL("{} IS NULL").format(sql.Identifier(DELETED_COLUMN))
+        condition: sql.Composable = sql.SQL("TRUE")
+        if DELETED_COLUMN in self.columns:  # streams whose rows never vanish have none
+            condition = sql.SQL("{} IS NULL").format(sql.Identifier(DELETED_COLUMN))
         params: list[Any] = []
         if window is not None and column is not None:
             condition = sql.SQL("{} AND {} >= %s AND {} < %s").format(
