@@ -368,9 +368,21 @@ def test_hourly_events_read_every_project_when_the_index_is_refused(
     assert per_project >= projects
 
 
-def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run() -> None:
-    """12,000 events in two days: one query of the first slice reaches the 10,000-row
-    cap and the crawl goes on from its newest second."""
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ServerSettings(),
+        ServerSettings(explore_max_rows=7_000),
+        ServerSettings(explore_cap_refuses=True),
+    ],
+    ids=["cap-ends-the-list", "a-lower-cap", "cap-then-400"],
+)
+def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run(
+    settings: ServerSettings,
+) -> None:
+    """12,000 events in two days: one query of the first slice reaches the row cap (the
+    list ends there, or the page after it is a 400) and the crawl goes on from its newest
+    second."""
     import tempfile
 
     from sentry_extract.testing.organization import OrganizationSize
@@ -379,7 +391,7 @@ def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run() ->
     for index in range(120):
         project = organization.projects[index % 4]["slug"]
         organization.add_events(100, project_slug=project, age=timedelta(minutes=20 * index))
-    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization) as fake:
+    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
         environ = {
             "SENTRY_EXTRACT_HOME": f"{folder}/home",
             "SENTRY": sentry_connection(fake.base_url),
@@ -388,9 +400,10 @@ def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run() ->
         path = workspace.replication(streams=named("error_index"))
         first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
         summary = workspace.run(path, started=first)
-        assert summary.results[0].status == "ok"
+        assert summary.results[0].status == "ok", summary.results[0].problems
         offsets = [r.param("cursor") or "0:0:0" for r in fake.requests_to("/events/")]
-        assert any(int(cursor.split(":")[1]) >= 9_900 for cursor in offsets)  # capped once
+        cap = settings.explore_max_rows
+        assert any(int(cursor.split(":")[1]) >= cap - 100 for cursor in offsets)  # capped
         table = workspace.table("error_index")
         stored = set(keys(table, ["project_id", "id"]))
         assert len(stored) == table.num_rows

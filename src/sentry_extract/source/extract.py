@@ -203,14 +203,14 @@ def read_oldest_first(
     while (piece := slicer.next()) is not None:
         start, end, rows = piece.start, piece.end, 0
         while start < piece.end:
-            read, newest = 0, None
+            read, newest, stopped = 0, None, False
             try:
                 params = request_params(spec, Window(start, end), query)
                 for page in client.paginate(path, params, counter, rows_key=spec.rows_key):
                     read += len(page.rows)
                     newest = _newest(page.rows, time_field, newest)
-                    capped = spec.row_cap is not None and read >= spec.row_cap
-                    done = Window(piece.start, end) if page.last and not capped else None
+                    whole = page.last and not _may_be_capped(spec, read)
+                    done = Window(piece.start, end) if whole else None
                     if done is None and newest is not None:
                         reached = _whole_second(newest)
                         done = Window(piece.start, reached) if reached > piece.start else None
@@ -222,21 +222,30 @@ def read_oldest_first(
                 start = _whole_second(newest) if newest is not None else start
                 end = start + (end - start) / 2
                 continue
+            except BadRequestError:  # a server that refuses offsets past its cap
+                if newest is None:
+                    raise
+                stopped = True
             rows += read
-            capped = spec.row_cap is not None and read >= spec.row_cap
-            if capped and newest is not None:
+            if (stopped or _may_be_capped(spec, read)) and newest is not None:
                 resume = _whole_second(newest)
                 if resume <= start:
                     raise SourceError(
-                        f"{path}: more than {spec.row_cap:,} rows in the second from "
+                        f"{path}: more than {read:,} rows in the second from "
                         f"{format_datetime(start)}; they cannot be paged",
                         url=path,
                     )
-                start = resume
+                start = resume  # the rows of that second are read again, merged by key
                 continue
             start, end = end, piece.end
         progress = progress.add(piece)
         slicer.record(rows)
+
+
+def _may_be_capped(spec: StreamSpec, read: int) -> bool:
+    """A query that returned half its server's row cap or more may have been cut at the
+    cap (servers differ on where): the crawl asks again from its newest second."""
+    return spec.row_cap is not None and read >= spec.row_cap // 2
 
 
 def _newest(rows: Rows, field: str, newest: datetime | None) -> datetime | None:

@@ -110,7 +110,6 @@ REPLAY_SORTS = ("started_at", "finished_at", "duration", "count_errors", "activi
 MAX_TAG_VALUES = 1000
 EXPLORE_DEFAULT_PAGE = 50
 EXPLORE_MAX_FIELDS = 20
-EXPLORE_MAX_ROWS = 10_000
 EXPLORE_FIELDS = {  # name -> the type `meta.fields` reports
     "id": "string",
     "project.id": "integer",
@@ -575,7 +574,8 @@ def _explore(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         raise BadRequest(f"Cannot sort by a field that is not selected: {sort}")
     size = page_size(params, default=EXPLORE_DEFAULT_PAGE)
     _, offset, _ = read_cursor(params)
-    if offset >= EXPLORE_MAX_ROWS:
+    cap = fake.settings.explore_max_rows
+    if offset >= cap:
         raise BadRequest("Query exceeds max offset. Use a smaller date range.")
     organization = fake.organization
     now = organization.clock()
@@ -603,15 +603,18 @@ def _explore(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     if sort is not None:
         name = sort.removeprefix("-")
         rows.sort(key=lambda row: (row[name] is None, row[name]), reverse=sort.startswith("-"))
-    reachable = min(len(rows), EXPLORE_MAX_ROWS)  # offset paging stops at 10,000 rows
+    reachable = min(len(rows), cap)  # offset paging stops at 10,000 rows
     page = rows[offset : min(offset + size, reachable)]
     following = offset + len(page)
+    has_next = following < reachable or (
+        fake.settings.explore_cap_refuses and following < len(rows)
+    )
     link = link_header(
         "/api/0/organizations/x/events/",
         f"0:{max(0, offset - size)}:1",
         offset > 0,
         f"0:{following}:0",
-        following < reachable,
+        has_next,
     )
     meta = {
         "fields": {f: EXPLORE_FIELDS.get(f, "integer") for f in fields},

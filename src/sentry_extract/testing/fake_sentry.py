@@ -185,6 +185,8 @@ class ServerSettings:
     faults: FaultRates = field(default_factory=FaultRates)
     explore_partial: bool = False  # Explore answers `meta.dataScanned: partial` (sampled)
     explore_refused: bool = False  # Explore is a 403 (a token or self-hosted without it)
+    explore_max_rows: int = 10_000  # Explore's offset paging stops here
+    explore_cap_refuses: bool = False  # at the cap `next` still says results="true"; a 400 follows
 
 
 class _Window:
