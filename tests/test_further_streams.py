@@ -450,3 +450,22 @@ def test_sessions_ask_shorter_ranges_when_groups_times_days_are_too_many(
     assert_unique(table, ["interval", "project", "release", "environment", "session_status"])
     days = {row.date() for row in table.column("interval").to_pylist()}
     assert len(days) >= 89  # the whole retention, in shorter reads
+
+
+def test_the_dry_run_shows_whole_days_for_usage_and_no_range_for_fan_outs(
+    cli: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    (tmp_path / "r.yaml").write_text(
+        "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\nstreams:\n"
+        + named("org_stats", "monitor_checkins")
+    )
+    assert invoke(cli, "run", "r.yaml").exit_code == 0
+    planned = invoke(cli, "run", "r.yaml", "--dry-run")
+    assert planned.exit_code == 0
+    lines = planned.stdout.splitlines()
+    usage = lines[lines.index(next(line for line in lines if line.startswith("org_stats"))) + 1]
+    three_days_back = (datetime.now(UTC) - timedelta(hours=1, days=3)).strftime("%Y-%m-%d")
+    assert f"window   {three_days_back}T00:00:00Z to " in usage
+    checkins = next(line for line in lines if "/checkins/" in line)
+    assert checkins.strip().endswith("/monitors/{monitor}/checkins/")  # no range: a cursor only

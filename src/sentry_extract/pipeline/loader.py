@@ -471,12 +471,9 @@ class Loader:
         spec = self.stream.spec
         assert spec.series is not None
         previous = self.writer.load_state()
-        window = self._crawl(previous.coverage, previous.watermark).window
+        crawl = self._crawl(previous.coverage, previous.watermark)
+        window = series_window(self.stream, crawl.window, previous.watermark)
         start = window.start
-        if previous.watermark is not None and self.stream.mode.merges_by_key:
-            start -= spec.late_arrivals
-        oldest = _day_ceiling(window.end - SENTRY_RETENTION)  # older is a 400
-        start = max(_day_floor(start), oldest)
         path = spec.path_for(self.context.source.organization)
 
         def fetch(params: Params) -> Any:
@@ -641,6 +638,17 @@ def stream_window(
     if stream.mode.merges_by_key:
         return incremental_window(watermark, source.anchor_date, started, source.lookback)
     return full_window(source.anchor_date, started)
+
+
+def series_window(stream: StreamConfig, window: Window, watermark: datetime | None) -> Window:
+    """The whole UTC days a time series reads: from the crawl's start, less the days whose
+    figures still change when it goes on from a watermark, never before Sentry's
+    retention (older is a 400 there, not a clamp)."""
+    start = window.start
+    if watermark is not None and stream.mode.merges_by_key:
+        start -= stream.spec.late_arrivals
+    oldest = _day_ceiling(window.end - SENTRY_RETENTION)
+    return Window(max(_day_floor(start), oldest), window.end)
 
 
 def _day_floor(moment: datetime) -> datetime:

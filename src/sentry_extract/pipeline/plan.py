@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sentry_extract.config.connections import ConnectionEntry, SentryConnection
 from sentry_extract.config.replication import Replication, StreamConfig
 from sentry_extract.pipeline.connect import resolve_source, state_stores
-from sentry_extract.pipeline.loader import plan_crawl
+from sentry_extract.pipeline.loader import plan_crawl, series_window
 from sentry_extract.source.cassettes import Recording
 from sentry_extract.source.extract import Crawl, request_params
 from sentry_extract.source.spec import Parent, Shape
@@ -47,8 +47,13 @@ def plan_replication(
             windows, crawl = _project_windows(stream, source, replication, state)
         elif spec.is_incremental:
             crawl = _crawl(stream, source, replication, state.coverage)
+            if spec.shape is Shape.SERIES:  # whole days, the late ones again
+                days = series_window(stream, crawl.window, state.coverage.watermark)
+                crawl = Crawl(days, crawl.coverage, crawl.lookback)
             windows = (_described(crawl, _origin(stream, source, state.coverage)),)
-        piece = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback)).next() if crawl else None
+        piece = None  # lists asked by time show their first slice; others take no range
+        if crawl is not None and spec.shape is Shape.WINDOWED:
+            piece = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback)).next()
         path = spec.path.replace("{organization}", source.organization)  # a parent's: {name}
         params = request_params(spec, piece, stream.query)
         query = "&".join(
