@@ -469,3 +469,23 @@ def test_the_dry_run_shows_whole_days_for_usage_and_no_range_for_fan_outs(
     assert f"window   {three_days_back}T00:00:00Z to " in usage
     checkins = next(line for line in lines if "/checkins/" in line)
     assert checkins.strip().endswith("/monitors/{monitor}/checkins/")  # no range: a cursor only
+
+
+def test_cassettes_without_the_org_wide_count_replay_as_every_project() -> None:
+    """Cassettes recorded before events asked the org-wide count hold no answer to it:
+    the count is then unknown, and every project is read, as when they were recorded."""
+    import threading
+
+    from sentry_extract.config.connections import SentryConnection
+    from sentry_extract.pipeline.connect import build_client
+    from sentry_extract.source.cassettes import ReplayTransport
+    from sentry_extract.source.client import RequestCounter
+    from sentry_extract.source.extract import count_events_by_project
+    from sentry_extract.source.windows import Window
+
+    source = SentryConnection("SENTRY", "acme", "sntryu_test_0123456789abcdef")
+    client = build_client(source, threading.Event(), transport=ReplayTransport([]))
+    end = datetime(2026, 11, 27, tzinfo=UTC)
+    window = Window(end - timedelta(hours=2), end)
+    with client:
+        assert count_events_by_project(client, "acme", window, RequestCounter("events")) is None

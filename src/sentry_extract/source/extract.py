@@ -25,6 +25,7 @@ from sentry_extract.errors import (
     BadRequestError,
     NotFoundError,
     PermissionDeniedError,
+    ReplayMissError,
     ServerError,
     SourceError,
 )
@@ -545,5 +546,7 @@ def count_events_by_project(
                     return None
                 counts[str(project)] = counts.get(str(project), 0) + count
     except (PermissionDeniedError, NotFoundError, BadRequestError, ServerError):
+        return None
+    except ReplayMissError:  # cassettes recorded before events asked for the count
         return None
     return counts
