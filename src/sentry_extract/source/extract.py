@@ -541,8 +541,8 @@ def count_events_by_project(
             if page.sampled:
                 return None
             for row in page.rows:
-                project, count = row.get("project.id"), row.get("count()")
-                if project is None or not isinstance(count, int):
+                project, count = row.get("project.id"), _whole_number(row.get("count()"))
+                if project is None or count is None:
                     return None
                 counts[str(project)] = counts.get(str(project), 0) + count
     except (PermissionDeniedError, NotFoundError, BadRequestError, ServerError):
@@ -550,3 +550,16 @@ def count_events_by_project(
     except ReplayMissError:  # cassettes recorded before events asked for the count
         return None
     return counts
+
+
+def _whole_number(value: Any) -> int | None:
+    """A count as JSON gives it (`37`, `37.0`, `"37"`), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
