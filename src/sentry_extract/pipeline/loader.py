@@ -425,10 +425,13 @@ class Loader:
         """Projects with nothing new in what is left of their windows: Sentry's org-wide
         count of their events there (one request) is no more than the rows already stored
         there (the lookback re-reads the end of the last run). Only for windows inside
-        Sentry's retention (hourly runs): a first run or a backfill reads every project."""
+        Sentry's retention (hourly runs): a first run reads every project, and so does a
+        backfill."""
         gaps = [gap for c in crawls.values() for gap in c.coverage.gaps(c.window, c.lookback)]
         if not gaps or not self.stream.spec.skips_quiet_projects:
             return []
+        if self.stream.mode.reads_range:
+            return []  # a backfill reads its range again, whatever is stored
         window = Window(min(g.start for g in gaps), max(g.end for g in gaps))
         if window.start < self.run_started_at - SENTRY_RETENTION + RETENTION_MARGIN:
             return []
