@@ -374,15 +374,16 @@ def test_hourly_events_read_every_project_when_the_index_is_refused(
         ServerSettings(),
         ServerSettings(explore_max_rows=7_000),
         ServerSettings(explore_cap_refuses=True),
+        ServerSettings(explore_sampled_above=2_000),
     ],
-    ids=["cap-ends-the-list", "a-lower-cap", "cap-then-400"],
+    ids=["cap-ends-the-list", "a-lower-cap", "cap-then-400", "sampled-above-2000"],
 )
 def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run(
     settings: ServerSettings,
 ) -> None:
     """12,000 events in two days: one query of the first slice reaches the row cap (the
     list ends there, or the page after it is a 400) and the crawl goes on from its newest
-    second."""
+    second; or queries of more than 2,000 rows are sampled, and are asked again in halves."""
     import tempfile
 
     from sentry_extract.testing.organization import OrganizationSize
@@ -403,7 +404,8 @@ def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run(
         assert summary.results[0].status == "ok", summary.results[0].problems
         offsets = [r.param("cursor") or "0:0:0" for r in fake.requests_to("/events/")]
         cap = settings.explore_max_rows
-        assert any(int(cursor.split(":")[1]) >= cap - 100 for cursor in offsets)  # capped
+        if settings.explore_sampled_above is None:
+            assert any(int(cursor.split(":")[1]) >= cap - 100 for cursor in offsets)  # capped
         table = workspace.table("error_index")
         stored = set(keys(table, ["project_id", "id"]))
         assert len(stored) == table.num_rows
@@ -489,3 +491,23 @@ def test_cassettes_without_the_org_wide_count_replay_as_every_project() -> None:
     window = Window(end - timedelta(hours=2), end)
     with client:
         assert count_events_by_project(client, "acme", window, RequestCounter("events")) is None
+
+
+def test_error_index_keeps_samples_and_says_so_when_every_range_is_sampled() -> None:
+    import tempfile
+
+    from sentry_extract.testing.organization import OrganizationSize
+
+    organization = FakeOrganization(size=OrganizationSize(projects=2, events=300))
+    settings = ServerSettings(explore_partial=True)
+    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
+        environ = {
+            "SENTRY_EXTRACT_HOME": f"{folder}/home",
+            "SENTRY": sentry_connection(fake.base_url),
+        }
+        workspace = Workspace(Path(folder), environ, [])
+        summary = workspace.run(workspace.replication(streams=named("error_index")))
+        result = summary.results[0]
+        assert result.status == "partial" and "sampled data" in result.problems[0]
+        assert workspace.table("error_index").num_rows > 0
+        assert len(fake.requests_to("/events/")) < 40  # halving stops: sampling is everywhere

@@ -180,7 +180,8 @@ def read_sliced(
         slicer.record(rows)
 
 
-MIN_QUERY = timedelta(minutes=1)  # a timing-out query is halved down to this
+MIN_QUERY = timedelta(minutes=1)  # a timing-out or sampled query is halved down to this
+MAX_HALVINGS = 8  # a range still sampled at 1/256 of its length: samples are kept from then
 
 
 def read_oldest_first(
@@ -195,19 +196,25 @@ def read_oldest_first(
 
     Inside a slice, what is stored is covered from the slice's start up to the newest
     row's second. A query that reaches the server's row cap (offset paging stops there)
-    goes on with a new query from that second; one that times out is asked again for half
-    its range. Rows read twice at a boundary are merged by key."""
+    goes on with a new query from that second; one that times out, or is answered from
+    sampled data, is asked again for half its range (a sample at a minute's range is kept
+    and reported). Rows read twice at a boundary are merged by key."""
     time_field = spec.update_key or ""
     horizon = crawl.window.end - SENTRY_RETENTION
     slicer = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback), horizon=horizon)
     progress = crawl.coverage.started_at(crawl.window.start)
+    keeps_samples = False
     while (piece := slicer.next()) is not None:
-        start, end, rows = piece.start, piece.end, 0
+        start, end, rows, halvings = piece.start, piece.end, 0, 0
         while start < piece.end:
             read, newest, stopped = 0, None, False
             try:
                 params = request_params(spec, Window(start, end), query)
                 for page in client.paginate(path, params, counter, rows_key=spec.rows_key):
+                    if page.sampled and not keeps_samples and end - start > MIN_QUERY:
+                        if halvings < MAX_HALVINGS:
+                            raise _Sampled  # a smaller range is answered from all the data
+                        keeps_samples = True  # sampled at any range: halving is no use
                     read += len(page.rows)
                     newest = _newest(page.rows, time_field, newest)
                     whole = page.last and not _may_be_capped(spec, read)
@@ -217,17 +224,21 @@ def read_oldest_first(
                         done = Window(piece.start, reached) if reached > piece.start else None
                     covered = progress.add(done) if done is not None else progress
                     yield SlicedPage(page.rows, page.nbytes, covered, page.sampled)
-            except ServerError as error:  # retried already: a query timeout asks for less
-                if error.status != 400 or end - start <= MIN_QUERY:
+            except (ServerError, _Sampled) as error:  # a timeout (retried) or a sample
+                if isinstance(error, ServerError) and (
+                    error.status != 400 or end - start <= MIN_QUERY
+                ):
                     raise
                 start = _whole_second(newest) if newest is not None else start
                 end = start + (end - start) / 2
+                halvings += 1
                 continue
             except BadRequestError:  # a server that refuses offsets past its cap
                 if newest is None:
                     raise
                 stopped = True
             rows += read
+            halvings = 0
             if (stopped or _may_be_capped(spec, read)) and newest is not None:
                 resume = _whole_second(newest)
                 if resume <= start:
@@ -241,6 +252,10 @@ def read_oldest_first(
             start, end = end, piece.end
         progress = progress.add(piece)
         slicer.record(rows)
+
+
+class _Sampled(Exception):
+    """An answer from part of the data, for a range that can still be halved."""
 
 
 def _may_be_capped(spec: StreamSpec, read: int) -> bool:

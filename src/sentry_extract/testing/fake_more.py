@@ -592,6 +592,10 @@ def _explore(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
             for event in fake.sorted_events(project_id)[0]
             if low <= event["dateCreated"] < high
         ]
+        threshold = fake.settings.explore_sampled_above
+        sampled = threshold is not None and len(found) > threshold
+        if sampled:
+            found = found[::2]  # a sample: rows go missing
         if COUNT in fields:
             rows = _aggregate(found, [f for f in fields if f != COUNT], organization)
         else:
@@ -622,7 +626,7 @@ def _explore(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         "isMetricsData": False,
         "tips": {},
         "dataset": "errors",
-        "dataScanned": "partial" if fake.settings.explore_partial else "full",
+        "dataScanned": "partial" if fake.settings.explore_partial or sampled else "full",
     }
     return Answer({"data": page, "meta": meta}, link)
 

@@ -186,6 +186,7 @@ class ServerSettings:
     explore_partial: bool = False  # Explore answers `meta.dataScanned: partial` (sampled)
     explore_refused: bool = False  # Explore is a 403 (a token or self-hosted without it)
     explore_max_rows: int = 10_000  # Explore's offset paging stops here
+    explore_sampled_above: int | None = None  # a query matching more is sampled (half kept)
     explore_cap_refuses: bool = False  # at the cap `next` still says results="true"; a 400 follows
 
 
