@@ -207,14 +207,15 @@ def read_oldest_first(
     while (piece := slicer.next()) is not None:
         start, end, rows, halvings = piece.start, piece.end, 0, 0
         while start < piece.end:
-            read, newest, stopped = 0, None, False
+            read, newest, stopped, halve = 0, None, False, False
             try:
                 params = request_params(spec, Window(start, end), query)
                 for page in client.paginate(path, params, counter, rows_key=spec.rows_key):
                     if page.sampled and not keeps_samples and end - start > MIN_QUERY:
-                        if halvings < MAX_HALVINGS:
-                            raise _Sampled  # a smaller range is answered from all the data
-                        keeps_samples = True  # sampled at any range: halving is no use
+                        halve = halvings < MAX_HALVINGS  # a smaller range: all the data
+                        keeps_samples = not halve  # sampled at any range: halving is no use
+                        if halve:
+                            break
                     read += len(page.rows)
                     newest = _newest(page.rows, time_field, newest)
                     whole = page.last and not _may_be_capped(spec, read)
@@ -224,19 +225,19 @@ def read_oldest_first(
                         done = Window(piece.start, reached) if reached > piece.start else None
                     covered = progress.add(done) if done is not None else progress
                     yield SlicedPage(page.rows, page.nbytes, covered, page.sampled)
-            except (ServerError, _Sampled) as error:  # a timeout (retried) or a sample
-                if isinstance(error, ServerError) and (
-                    error.status != 400 or end - start <= MIN_QUERY
-                ):
+            except ServerError as error:  # a query timeout, retried already
+                if error.status != 400 or end - start <= MIN_QUERY:
                     raise
-                start = _whole_second(newest) if newest is not None else start
-                end = start + (end - start) / 2
-                halvings += 1
-                continue
+                halve = True
             except BadRequestError:  # a server that refuses offsets past its cap
                 if newest is None:
                     raise
                 stopped = True
+            if halve:
+                start = _whole_second(newest) if newest is not None else start
+                end = start + (end - start) / 2
+                halvings += 1
+                continue
             rows += read
             halvings = 0
             if (stopped or _may_be_capped(spec, read)) and newest is not None:
@@ -252,10 +253,6 @@ def read_oldest_first(
             start, end = end, piece.end
         progress = progress.add(piece)
         slicer.record(rows)
-
-
-class _Sampled(Exception):
-    """An answer from part of the data, for a range that can still be halved."""
 
 
 def _may_be_capped(spec: StreamSpec, read: int) -> bool:
