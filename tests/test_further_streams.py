@@ -4,7 +4,10 @@ keys, the named-only rule, their traps, incremental runs and replay from cassett
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,19 @@ def assert_unique(table: pa.Table, columns: list[str]) -> None:
 
 def requests_to(fake: FakeSentry, part: str) -> int:
     return len(fake.requests_to(part))
+
+
+@contextmanager
+def served(
+    organization: FakeOrganization, settings: ServerSettings
+) -> Iterator[tuple[FakeSentry, Workspace]]:
+    """A fake Sentry serving this organization, and a workspace of its own to run in."""
+    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
+        environ = {
+            "SENTRY_EXTRACT_HOME": f"{folder}/home",
+            "SENTRY": sentry_connection(fake.base_url),
+        }
+        yield fake, Workspace(Path(folder), environ, [])
 
 
 # --- selection ---------------------------------------------------------------------------
@@ -313,20 +329,13 @@ def _hourly_events_requests(
     """Per-project events requests of an hourly run after a first one, with new events
     in 11 of 60 projects and, in 20 others, events the first run read that the lookback
     reads again; and the rows stored against what the fake holds."""
-    import tempfile
-
     settings = ServerSettings(explore_refused=refused)
     for project in organization.projects[20:40]:  # inside the next run's lookback
         organization.add_events(1, project_slug=project["slug"], age=timedelta(minutes=10))
-    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
-        environ = {
-            "SENTRY_EXTRACT_HOME": f"{folder}/home",
-            "SENTRY": sentry_connection(fake.base_url),
-        }
-        workspace = Workspace(Path(folder), environ, [])
+    with served(organization, settings) as (fake, workspace):
         path = workspace.replication(streams=named("events"))
         if pg_url is not None:
-            environ["MY_POSTGRES"] = pg_url
+            workspace.environ["MY_POSTGRES"] = pg_url
             path = workspace.replication(
                 streams=named("events"),
                 object_template="hourly.{{stream_name}}",
@@ -384,20 +393,13 @@ def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run(
     """12,000 events in two days: one query of the first slice reaches the row cap (the
     list ends there, or the page after it is a 400) and the crawl goes on from its newest
     second; or queries of more than 2,000 rows are sampled, and are asked again in halves."""
-    import tempfile
-
     from sentry_extract.testing.organization import OrganizationSize
 
     organization = FakeOrganization(size=OrganizationSize(projects=4, events=0))
     for index in range(120):
         project = organization.projects[index % 4]["slug"]
         organization.add_events(100, project_slug=project, age=timedelta(minutes=20 * index))
-    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
-        environ = {
-            "SENTRY_EXTRACT_HOME": f"{folder}/home",
-            "SENTRY": sentry_connection(fake.base_url),
-        }
-        workspace = Workspace(Path(folder), environ, [])
+    with served(organization, settings) as (fake, workspace):
         path = workspace.replication(streams=named("error_index"))
         first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
         summary = workspace.run(path, started=first)
@@ -494,18 +496,11 @@ def test_cassettes_without_the_org_wide_count_replay_as_every_project() -> None:
 
 
 def test_error_index_keeps_samples_and_says_so_when_every_range_is_sampled() -> None:
-    import tempfile
-
     from sentry_extract.testing.organization import OrganizationSize
 
     organization = FakeOrganization(size=OrganizationSize(projects=2, events=300))
     settings = ServerSettings(explore_partial=True)
-    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
-        environ = {
-            "SENTRY_EXTRACT_HOME": f"{folder}/home",
-            "SENTRY": sentry_connection(fake.base_url),
-        }
-        workspace = Workspace(Path(folder), environ, [])
+    with served(organization, settings) as (fake, workspace):
         summary = workspace.run(workspace.replication(streams=named("error_index")))
         result = summary.results[0]
         assert result.status == "partial" and "sampled data" in result.problems[0]
