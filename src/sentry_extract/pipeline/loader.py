@@ -369,10 +369,7 @@ class Loader:
         previous = self.writer.load_state()
         every_project = list_projects(client, source.organization, self.counter)
         projects, missing = select_projects(every_project, source.projects)
-        for slug in missing:
-            self.result.problems.append(
-                f"project '{slug}' is not in organization '{source.organization}'; skipped"
-            )
+        self._missing_projects(missing)
         crawls = {
             project: self._crawl(
                 previous.projects.get(project.id, Coverage()),
@@ -517,10 +514,7 @@ class Loader:
             parents, missing = list_parents(
                 self.context.client, spec, source.organization, self.counter, wanted
             )
-            for slug in missing:
-                self.result.problems.append(
-                    f"project '{slug}' is not in organization '{source.organization}'; skipped"
-                )
+            self._missing_projects(missing)
             coverage = Coverage(self.run_started_at)
         stop_before = None
         if spec.update_key and self.stream.mode.merges_by_key and previous.watermark:
@@ -573,6 +567,14 @@ class Loader:
             issues.update((str(row["id"]), None) for row in page.rows if "id" in row)
         done = previous.coverage.started_at(crawl.window.start).add(crawl.window)
         return list(issues), done
+
+    def _missing_projects(self, slugs: list[str]) -> None:
+        """Projects named in `inputs.projects` that the organization does not have."""
+        organization = self.context.source.organization
+        for slug in slugs:
+            self.result.problems.append(
+                f"project '{slug}' is not in organization '{organization}'; skipped"
+            )
 
     def _parent_problem(self, parent: ParentRow, error: SourceError) -> None:
         problem = f"{parent.label} skipped: {error.message} ({error.status})"

@@ -10,6 +10,7 @@ from sentry_extract.config.replication import Replication, StreamConfig
 from sentry_extract.pipeline.connect import resolve_source, state_stores
 from sentry_extract.pipeline.loader import plan_crawl, series_window
 from sentry_extract.source.cassettes import Recording
+from sentry_extract.source.client import query_text
 from sentry_extract.source.extract import Crawl, request_params
 from sentry_extract.source.spec import Parent, Shape
 from sentry_extract.source.windows import Coverage, Slicer, format_datetime
@@ -56,11 +57,7 @@ def plan_replication(
             piece = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback)).next()
         path = spec.path.replace("{organization}", source.organization)  # a parent's: {name}
         params = request_params(spec, piece, stream.query)
-        query = "&".join(
-            f"{name}={item}"
-            for name, value in params.items()
-            for item in (value if isinstance(value, tuple) else (value,))
-        )
+        query = query_text(params)
         plans.append(
             StreamPlan(
                 stream.name,

@@ -170,7 +170,7 @@ class SentryClient:
             counter.add(requests=1)
             response = self._send(path, params)
             pacer.observe(group, response.headers)
-        log.debug("GET %s %s -> %s", path, _params_text(params), response.status_code)
+        log.debug("GET %s %s -> %s", path, query_text(params), response.status_code)
         try:
             classify_response(response, self.host, self.settings.wall_clock)
         except RateLimitedError as error:
@@ -363,7 +363,8 @@ def _detail(response: httpx.Response) -> str:
     return ""
 
 
-def _params_text(params: Params) -> str:
+def query_text(params: Params) -> str:
+    """The parameters as a query string, a repeated one (a tuple) once per value."""
     return "&".join(
         f"{key}={item}"
         for key, value in params.items()

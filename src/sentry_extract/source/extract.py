@@ -39,6 +39,7 @@ from sentry_extract.source.windows import (
     Window,
     format_datetime,
     read_from,
+    whole_second,
 )
 
 Rows = list[dict[str, Any]]
@@ -221,7 +222,7 @@ def read_oldest_first(
                     whole = page.last and not _may_be_capped(spec, read)
                     done = Window(piece.start, end) if whole else None
                     if done is None and newest is not None:
-                        reached = _whole_second(newest)
+                        reached = whole_second(newest)
                         done = Window(piece.start, reached) if reached > piece.start else None
                     covered = progress.add(done) if done is not None else progress
                     yield SlicedPage(page.rows, page.nbytes, covered, page.sampled)
@@ -234,14 +235,14 @@ def read_oldest_first(
                     raise
                 stopped = True
             if halve:
-                start = _whole_second(newest) if newest is not None else start
+                start = whole_second(newest) if newest is not None else start
                 end = start + (end - start) / 2
                 halvings += 1
                 continue
             rows += read
             halvings = 0
             if (stopped or _may_be_capped(spec, read)) and newest is not None:
-                resume = _whole_second(newest)
+                resume = whole_second(newest)
                 if resume <= start:
                     raise SourceError(
                         f"{path}: more than {read:,} rows in the second from "
@@ -267,10 +268,6 @@ def _newest(rows: Rows, field: str, newest: datetime | None) -> datetime | None:
         if moment is not None and (newest is None or moment > newest):
             newest = moment
     return newest
-
-
-def _whole_second(moment: datetime) -> datetime:
-    return moment.replace(microsecond=0)
 
 
 def _oldest(rows: Rows, field: str, oldest: datetime | None) -> datetime | None:

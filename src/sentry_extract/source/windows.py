@@ -155,9 +155,9 @@ class Slicer:
     def next(self) -> Window | None:
         while self.gaps:
             gap = self.gaps[0]
-            end = min(gap.end, _whole_second(gap.start + self.length))
+            end = min(gap.end, whole_second(gap.start + self.length))
             if self.horizon is not None and gap.start < self.horizon < gap.end:
-                end = max(end, _whole_second(self.horizon))
+                end = max(end, whole_second(self.horizon))
             if end >= gap.end or end <= gap.start:
                 self.gaps.pop(0)
                 end = gap.end
@@ -183,11 +183,12 @@ class Slicer:
 def read_from(oldest: datetime, slice_: Window) -> Window | None:
     """The part of a slice read newest first whose rows are all read, once the oldest
     row so far is `oldest`: rows of that same second may still be on the next page."""
-    start = _whole_second(oldest) + SECOND
+    start = whole_second(oldest) + SECOND
     return Window(start, slice_.end) if start < slice_.end else None
 
 
-def _whole_second(moment: datetime) -> datetime:
+def whole_second(moment: datetime) -> datetime:
+    """`moment` to the second, as Sentry's `start` and `end` take it."""
     return moment.replace(microsecond=0)
 
 
