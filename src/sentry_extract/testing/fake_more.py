@@ -133,6 +133,7 @@ EXPLORE_FIELDS = {  # name -> the type `meta.fields` reports
 }
 COUNT = "count()"
 FORBIDDEN = "You do not have permission to perform this action."
+EXPIRED_RANGE = "Invalid date range. Please try a more recent date range."
 
 
 # --- time series: usage and sessions ---------------------------------------------------------
@@ -145,10 +146,7 @@ def _strict_window(fake: FakeSentry, params: Params) -> tuple[datetime, datetime
         return now - DEFAULT_PERIOD, now
     begin, finish = time_window(params, now, timedelta(days=36500))
     if begin < now - fake.settings.retention:
-        raise BadRequest(
-            "Invalid date range: start is older than the retention of "
-            f"{fake.settings.retention.days} days. Please try a more recent date range."
-        )
+        raise BadRequest(EXPIRED_RANGE)
     if finish <= begin:
         raise BadRequest("start must be before end")
     return begin, finish
@@ -583,6 +581,8 @@ def _explore(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         begin, finish = now - DEFAULT_PERIOD, now  # the short default window
     else:
         begin, finish = time_window(params, now, fake.settings.retention)
+    if begin >= finish:  # Sentry's outside_retention_with_modified_start: all of it expired
+        raise BadRequest(EXPIRED_RANGE)
     low, high = iso(begin), iso(finish)
     with organization.lock:
         projects = selected_projects(fake, params)

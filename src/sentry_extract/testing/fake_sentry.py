@@ -12,7 +12,7 @@ What it reproduces (see the API notes in the README):
   caller's teams' projects;
 - events: newest first with a plain offset cursor that drifts when events arrive
   inside the window; `full=` (any value) adds stack traces and caps pages at 10;
-- `per_page` above 100 is a 400; retention (90 days) hides older data;
+- `per_page` above 100 is a 400; retention (90 days unless set) hides older data;
 - rate-limit headers per endpoint, fixed windows plus a concurrency cap,
   429 with a bare JSON string body and no `Retry-After`;
 - 401/403/404 bodies as `{"detail": ...}`.
@@ -32,6 +32,12 @@ Beyond the seven streams (`fake_more.py`, data made on first use in `extras.py`)
   fields, `sort` must be a requested field, the last 14 days without `start`/`end`,
   paging stops silently at 10,000 rows (a cursor past them is a 400), `count()`
   aggregates; `explore_partial` and `explore_refused` switch on sampling and a 403.
+
+Retention is a setting (`retention`, 90 days by default; 30 is the Developer plan): lists,
+events and Explore clamp a `start` before it silently (Explore answers 400 when the whole
+range is older), the time series answer 400 to a `start` before it, and issue details answer
+404 for an issue last seen before it. Issue details of an id merged away answer 200 with the
+issue it went into (`FakeOrganization.merge_issues`), as Sentry's redirect table does.
 
 It records every request (path, parameters, timing, concurrency) for the tests.
 Routes under `/_fake/` control it from another process (the benchmarks): `stats`,
@@ -731,11 +737,15 @@ def _events(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
 
 
 def _issue(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
-    """One issue by id: 404 once it is merged away or deleted."""
+    """One issue by id, as Sentry's `get_group_with_redirect` finds it: an id merged away
+    answers 200 with the issue it went into (its own, other id; no 3xx); a deleted issue,
+    and one whose `lastSeen` left the retention (the cleanup removed it), answer 404."""
     organization = fake.organization
+    oldest = iso(organization.clock() - fake.settings.retention)
     with organization.lock:
-        issue = organization.issues.get(match["issue"])
-        if issue is None or issue["id"] in organization.phantoms:
+        wanted = match["issue"]
+        issue = organization.issues.get(organization.redirects.get(wanted, wanted))
+        if issue is None or issue["id"] in organization.phantoms or issue["lastSeen"] < oldest:
             raise BadRequest(NOT_FOUND, status=404)
         return Answer(public(issue))
 
@@ -776,6 +786,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--frames", type=int, default=12, help="stack frames per event")
     parser.add_argument(
+        "--retention-days",
+        type=int,
+        default=90,
+        help="days the organization keeps (sentry.io: 90, its Developer plan: 30)",
+    )
+    parser.add_argument(
         "--events-page-cap",
         type=int,
         default=FULL_PAGE_CAP,
@@ -796,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         rate_limits=dict(SENTRY_IO_LIMITS) if arguments.sentry_io_limits else None,
         latency=arguments.latency,
         events_page_cap=arguments.events_page_cap,
+        retention=timedelta(days=arguments.retention_days),
     )
     tls = None
     if arguments.tls_cert:

@@ -100,6 +100,7 @@ class FakeOrganization:
         self.releases: list[Row] = []
         self.issues: dict[str, Row] = {}
         self.phantoms: set[str] = set()
+        self.redirects: dict[str, str] = {}  # merged-away issue id -> the issue it went into
         self.events: dict[str, list[Row]] = {}  # project id -> events
         self.my_team_ids: set[str] = set()
         self.version = 0  # counts changes made through the methods below
@@ -520,6 +521,28 @@ class FakeOrganization:
             events = self.events[issue["project"]["id"]]
             events[:] = [event for event in events if event["groupID"] != issue_id]
             self.version += 1
+
+    def merge_issues(self, merged_ids: Iterable[str], survivor_id: str) -> Row:
+        """Merge issues into `survivor_id` as Sentry does: their events move to it (their
+        `groupID` becomes the survivor's), its count and seen times take theirs in, the
+        merged issues are gone, and their ids (and ids merged into them before) redirect
+        to the survivor."""
+        with self.lock:
+            survivor = self.issues[survivor_id]
+            for merged_id in merged_ids:
+                merged = self.issues.pop(merged_id)
+                for event in self.events[merged["project"]["id"]]:
+                    if event["groupID"] == merged_id:
+                        event["groupID"] = survivor_id
+                survivor["count"] = str(int(survivor["count"]) + int(merged["count"]))
+                survivor["lastSeen"] = max(survivor["lastSeen"], merged["lastSeen"])
+                survivor["firstSeen"] = min(survivor["firstSeen"], merged["firstSeen"])
+                for old, target in list(self.redirects.items()):
+                    if target == merged_id:
+                        self.redirects[old] = survivor_id
+                self.redirects[merged_id] = survivor_id
+            self.version += 1
+            return survivor
 
     def set_release_status(self, version: str, status: str) -> None:
         with self.lock:
