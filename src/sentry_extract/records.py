@@ -37,6 +37,7 @@ COLUMN_CASINGS = (SNAKE, SOURCE)
 TYPE_METADATA_KEY = b"sentry_extract.type"
 SNAPSHOT_COLUMN = "_snapshot_at"
 DELETED_COLUMN = "_deleted_at"  # when a row vanished from Sentry; null while it is there
+MERGED_COLUMN = "merged_into_id"  # the issue a row was merged into; null while it is its own
 KEY_SEPARATOR = "\x1f"
 
 ARROW_TYPES: dict[ColumnType, pa.DataType] = {
@@ -172,6 +173,7 @@ class RecordTyper:
         self.taken_names = {column_name(c.source_name, casing) for c in spec.columns}
         self.extra_names: dict[str, str] = {}
         self.soft_deletes = spec.soft_deletes
+        self.merges = spec.merges
         self.extra_types: dict[str, ColumnType] = {}
 
     def _extra_name(self, source_name: str) -> str:
@@ -210,6 +212,9 @@ class RecordTyper:
         if self.soft_deletes:  # a row read is a row Sentry still has
             fields.append(arrow_field(DELETED_COLUMN, ColumnType.TIMESTAMP))
             arrays.append(pa.nulls(len(rows), ARROW_TYPES[ColumnType.TIMESTAMP]))
+        if self.merges:  # ... and one that is not merged into another
+            fields.append(arrow_field(MERGED_COLUMN, ColumnType.TEXT))
+            arrays.append(pa.nulls(len(rows), ARROW_TYPES[ColumnType.TEXT]))
         return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
     def _extra_type(self, source_name: str, inferred: ColumnType | None) -> ColumnType | None:

@@ -38,11 +38,13 @@ class StateKey:
 @dataclass(frozen=True)
 class StreamState:
     """Where a stream's crawl got to: one coverage (issues), or one per project id
-    (events); and when the stream was last reconciled with Sentry."""
+    (events); when the stream was last reconciled with Sentry; and the retention (days)
+    Sentry was found to keep, if a run learned it."""
 
     coverage: Coverage = field(default_factory=Coverage)
     projects: Mapping[str, Coverage] = field(default_factory=dict)
     reconciled_at: datetime | None = None
+    retention_days: int | None = None
 
     @property
     def watermark(self) -> datetime | None:
@@ -73,6 +75,8 @@ class StreamState:
             document["project_ranges"] = ranges
         if self.reconciled_at is not None:
             document["reconciled_at"] = self.reconciled_at.isoformat()
+        if self.retention_days is not None:
+            document["retention_days"] = self.retention_days
         return document
 
     @classmethod
@@ -87,7 +91,16 @@ class StreamState:
             coverage=Coverage(_moment(data.get("watermark")), _ranges(data.get("ranges"))),
             projects=projects,
             reconciled_at=_moment(data.get("reconciled_at")),
+            retention_days=_days(data.get("retention_days")),
         )
+
+
+def _days(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"retention_days: {value!r}")
+    return value
 
 
 def _text(moment: datetime | None) -> str | None:

@@ -77,6 +77,7 @@ class SentryConnection:
     memory_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of rows held in memory, about
     reconcile_every: timedelta | None = DEFAULT_RECONCILE_EVERY  # None: never
     tag_keys: tuple[str, ...] = DEFAULT_TAG_KEYS  # issue_tag_values: the keys read per issue
+    retention_days: int | None = None  # what the organization keeps; None: learned from Sentry
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,7 @@ SENTRY_INPUT_KEYS = (
     "memory_budget",
     "reconcile_every",
     "tag_keys",
+    "retention_days",
 )
 POSTGRES_KEYS = ("type", "url", "host", "port", "user", "password", "database", "sslmode")
 S3_KEYS = (
@@ -394,6 +396,7 @@ def _sentry_connection(entry: ConnectionEntry, where: str) -> SentryConnection:
         memory_budget=_memory_budget(inputs.get("memory_budget"), where),
         reconcile_every=_reconcile_every(inputs.get("reconcile_every"), where),
         tag_keys=_tag_keys(inputs.get("tag_keys"), where),
+        retention_days=_retention_days(inputs.get("retention_days"), where),
     )
 
 
@@ -435,6 +438,21 @@ def _reconcile_every(value: Any, where: str) -> timedelta | None:
             "or off",
             location=where,
         ) from None
+
+
+def _retention_days(value: Any, where: str) -> int | None:
+    """Whole days from 1 (a server that keeps less than a day does not exist)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise ConfigError(
+            f"inputs.retention_days: {value!r} is not a whole number of days (30, 90)",
+            location=where,
+        )
+    days = int(value)
+    if days < 1:
+        raise ConfigError("inputs.retention_days: at least 1 day", location=where)
+    return days
 
 
 def _base_url(value: Any, where: str) -> str:
@@ -629,6 +647,8 @@ def connection_inputs(connection: SentryConnection) -> dict[str, Any]:
     inputs["reconcile_every"] = "off" if reconcile is None else f"{reconcile.total_seconds():g}s"
     if connection.tag_keys != DEFAULT_TAG_KEYS:
         inputs["tag_keys"] = list(connection.tag_keys)
+    if connection.retention_days is not None:
+        inputs["retention_days"] = connection.retention_days
     return inputs
 
 

@@ -40,6 +40,7 @@ from sentry_extract.source.extract import (
     issue_parents,
     list_parents,
     list_projects,
+    oldest_moment,
     read_children,
     read_events,
     read_organization_stream,
@@ -47,14 +48,16 @@ from sentry_extract.source.extract import (
     select_projects,
     stream_path,
 )
+from sentry_extract.source.retention import CLOCK_MARGIN, Retention, day_ceiling
 from sentry_extract.source.spec import Params, Parent, Shape
 from sentry_extract.source.streams import ISSUES, ORGANIZATIONS
 from sentry_extract.source.windows import (
-    SENTRY_RETENTION,
+    SECOND,
     Coverage,
     Window,
     full_window,
     incremental_window,
+    whole_second,
 )
 from sentry_extract.state import StreamState
 from sentry_extract.targets.base import StreamWriter
@@ -67,7 +70,7 @@ log = logging.getLogger("sentry_extract")
 
 CHECKPOINT_ROWS = 500  # rows between checkpoints, at least: a killed run reads these again
 MAX_CHECKED = 1_000  # stored issues missing from a reconcile asked for one by one, at most
-RETENTION_MARGIN = timedelta(days=1)  # the oldest day of Sentry's window is not checked
+RETENTION_MARGIN = timedelta(days=1)  # Explore's counts are not asked that near the edge
 
 
 class Checkpoints:
@@ -148,6 +151,7 @@ class Loader:
         self.started = context.settings.clock()
         self.progress: dict[str, tuple[Window, Coverage]] = {}  # each crawl's window and place
         self.sampled = False  # a page came from sampled data (reported once)
+        self.retention: Retention = context.retention
 
     def check_cancelled(self) -> None:
         if self.context.settings.cancelled.is_set():
@@ -221,9 +225,25 @@ class Loader:
             self.writer.checkpoint(state)
 
     def _crawl(self, coverage: Coverage, watermark: datetime | None) -> Crawl:
-        return plan_crawl(
+        crawl = plan_crawl(
             self.stream, self.context.source, coverage, watermark, self.run_started_at
         )
+        return replace(crawl, retention=self.retention.period)
+
+    def _kept(self, asked: Window) -> Window | None:
+        """After Sentry refused `asked` with a 400: the part of it Sentry keeps (empty when
+        none), once the retention is learned; None when the start is not the reason."""
+        if not self.retention.learn(self.counter):
+            return None
+        oldest = whole_second(self.retention.oldest_kept()) + SECOND
+        if asked.start >= oldest:
+            return None
+        return Window(min(oldest, asked.end), asked.end)
+
+    def _state(self, state: StreamState) -> StreamState:
+        """`state` with the retention this run learned (kept for the next runs)."""
+        learned = self.retention.learned
+        return state if learned is None else replace(state, retention_days=learned)
 
     def load(self) -> None:
         """Read the whole stream into the writer, the way its shape and parent say."""
@@ -264,32 +284,38 @@ class Loader:
         meet are checked one by one, then stamped `_deleted_at` if Sentry has them no more."""
         spec = self.stream.spec
         previous = self.writer.load_state()
+        self.retention.remember(previous.retention_days)
         reconciling = self._is_reconcile_due(previous)
         if reconciling:
             window = full_window(self.context.source.anchor_date, self.run_started_at)
-            crawl = Crawl(window, Coverage(), self.context.source.lookback)
+            crawl = Crawl(window, Coverage(), self.context.source.lookback, self.retention.period)
             self.seen = set()
         else:
             crawl = self._crawl(previous.coverage, previous.watermark)
         log.debug("%s: window %s to %s", self.stream.name, crawl.window.start, crawl.window.end)
         path = stream_path(spec, self.context.source.organization)
-        pages = read_sliced(self.context.client, spec, path, crawl, self.counter, self.stream.query)
+        pages = read_sliced(
+            self.context.client, spec, path, crawl, self.counter, self.stream.query, kept=self._kept
+        )
         start = crawl.window.start
+        oldest_listed: datetime | None = None
         for page in pages:
             self.check_cancelled()
             self._note_sampled(page)
+            if reconciling:
+                oldest_listed = oldest_moment(page.rows, spec.update_key or "", oldest_listed)
             self._add(page.rows, page.nbytes)
             covered = (
                 previous.coverage.merged(page.coverage, start) if reconciling else page.coverage
             )
-            self._checkpoint_if_due(replace(previous, coverage=covered))
+            self._checkpoint_if_due(self._state(replace(previous, coverage=covered)))
         done = crawl.coverage.started_at(start).add(crawl.window)
         self.progress[""] = (crawl.window, done)
         if reconciling:
             done = previous.coverage.merged(done, start)
-            self._reconcile_issues(crawl.window)
+            self._reconcile_issues(crawl.window, oldest_listed)
         reconciled_at = self.run_started_at if reconciling else previous.reconciled_at
-        self._finish(replace(previous, coverage=done, reconciled_at=reconciled_at))
+        self._finish(self._state(replace(previous, coverage=done, reconciled_at=reconciled_at)))
 
     def _note_sampled(self, page: SlicedPage) -> None:
         if page.sampled and not self.sampled:
@@ -311,53 +337,93 @@ class Loader:
         last = previous.reconciled_at
         return last is None or self.run_started_at - last >= every
 
-    def _reconcile_issues(self, window: Window) -> None:
-        """Stored issues inside Sentry's window that the crawl did not meet: each is asked
-        for (a new event during the crawl moves an issue past the cursor); the ones Sentry
-        answers 404 for (merged away, deleted) are stamped."""
+    def _reconcile_issues(self, window: Window, oldest_listed: datetime | None) -> None:
+        """Stored issues Sentry still keeps that the crawl did not meet: each is asked for
+        (a new event during the crawl moves an issue past the cursor). Those Sentry answers
+        404 for were deleted; those it answers with another issue were merged into it.
+        Issues last seen before what Sentry keeps aged out: they stay, as history."""
         assert self.seen is not None
         self._flush()
-        started = self.run_started_at
-        checked = Window(max(window.start, started - SENTRY_RETENTION + RETENTION_MARGIN), started)
-        missing = sorted(self.writer.live_keys(self.stream.update_key, checked) - self.seen)
+        if oldest_listed is not None:
+            self.retention.observe(oldest_listed)
+        missing = self._missing_issues(window, oldest_listed)
         if len(missing) > MAX_CHECKED:
             problem = (
-                f"{len(missing)} stored issues are missing from Sentry's window; none was "
-                f"marked deleted (more than {MAX_CHECKED}: is the server's retention shorter "
-                "than 90 days?)"
+                f"{len(missing)} stored issues that Sentry should still keep are missing from "
+                f"its list; none was marked deleted (more than {MAX_CHECKED}: set "
+                "inputs.retention_days if the server keeps less than "
+                f"{self.retention.days} days)"
             )
             log.warning("%s: %s", self.stream.name, problem)
             self.result.problems.append(problem)
             self.result.status = STATUS_PARTIAL
             return
-        gone = [key for key in missing if self._is_gone(key)]
+        gone: list[str] = []
+        merged: dict[str, str] = {}
+        for key in missing:
+            self.check_cancelled()
+            answered = self._ask_issue(key)
+            if answered is None:
+                gone.append(key)
+            elif answered != key:
+                merged[key] = answered
         self._flush()
-        self.writer.mark_deleted(gone, started)
-        self._reconciled(len(gone))
+        self.writer.mark_deleted([*gone, *merged], self.run_started_at, merged)
+        self._reconciled(len(gone) + len(merged), len(merged))
 
-    def _is_gone(self, key: str) -> bool:
-        """Ask for one issue: 404 means gone; found, its row is stored anew."""
+    def _missing_issues(self, window: Window, oldest_listed: datetime | None) -> list[str]:
+        """Live stored issues last seen since what Sentry keeps, that the crawl did not
+        meet. Unless `inputs.retention_days` says what Sentry keeps, issues older than any
+        Sentry still lists may have aged out: Sentry is asked what it keeps first (once a
+        run); if it cannot tell and no run learned it before, those count as aged out."""
+        seen = self.seen
+        assert seen is not None
+        column = self.stream.update_key
+
+        def missing_since(moment: datetime) -> list[str]:
+            checked = Window(max(window.start, moment), self.run_started_at)
+            return sorted(self.writer.live_keys(column, checked) - seen)
+
+        missing = missing_since(self.retention.oldest_kept())
+        newest_unlisted = oldest_listed or self.run_started_at
+        if missing and self.retention.configured is None:  # a learned figure is checked again
+            ambiguous = self.writer.live_keys(
+                column, Window(self.retention.oldest_kept(), newest_unlisted)
+            )
+            if ambiguous - seen:
+                if self.retention.learn(self.counter):
+                    return missing_since(self.retention.oldest_kept())
+                return missing_since(max(self.retention.oldest_kept(), newest_unlisted))
+        return missing
+
+    def _ask_issue(self, key: str) -> str | None:
+        """Ask Sentry for one issue: None when it is gone (404); else the id of the issue
+        that answers, stored anew: the same, or the one it was merged into (Sentry serves
+        the survivor for a merged id, with its own id and no redirect)."""
         if self.stream.primary_key != ("id",):
-            return True  # a key of the user's choosing: no way to ask for it
+            return None  # a key of the user's choosing: no way to ask for it
         path = f"{stream_path(self.stream.spec, self.context.source.organization)}{key}/"
         try:
             body = self.context.client.get(path, {}, self.counter).body
         except NotFoundError:
-            return True
-        if isinstance(body, dict):
-            self._add([body])
-        return False
+            return None
+        if not isinstance(body, dict) or body.get("id") is None:
+            return key
+        self._add([body])
+        return str(body["id"])
 
-    def _reconciled(self, deleted: int) -> None:
+    def _reconciled(self, deleted: int, merged: int = 0) -> None:
         self.result.reconciled = True
         self.result.deleted = deleted
+        into = f" ({merged} merged into other issues)" if merged else ""
         emit(
             log,
             logging.INFO,
             "reconcile",
-            f"{self.stream.name}: reconciled with Sentry, {deleted} rows marked deleted",
+            f"{self.stream.name}: reconciled with Sentry, {deleted} rows marked deleted{into}",
             stream=self.stream.name,
             deleted=deleted,
+            merged=merged,
         )
 
     def load_per_project(self) -> None:
@@ -367,6 +433,7 @@ class Loader:
         source = self.context.source
         client = self.context.client
         previous = self.writer.load_state()
+        self.retention.remember(previous.retention_days)
         every_project = list_projects(client, source.organization, self.counter)
         projects, missing = select_projects(every_project, source.projects)
         self._missing_projects(missing)
@@ -394,6 +461,7 @@ class Loader:
             source.concurrency,
             max(1, source.memory_budget // 4),
             self.context.settings.cancelled.is_set,
+            self._kept,
         )
         for item in items:
             self.check_cancelled()
@@ -411,10 +479,10 @@ class Loader:
                 done = crawl.coverage.started_at(crawl.window.start).add(crawl.window)
                 progress[item.project.id] = done
                 self.progress[item.project.id] = (crawl.window, done)
-            self._checkpoint_if_due(replace(previous, projects=dict(progress)))
+            self._checkpoint_if_due(self._state(replace(previous, projects=dict(progress))))
         if self.result.problems and self.stream.mode.replaces_rows:
             raise SourceError(f"nothing replaced: {self.stream.mode} needs every project")
-        self._finish(replace(previous, projects=dict(progress)))
+        self._finish(self._state(replace(previous, projects=dict(progress))))
         if self.result.problems:
             self.result.status = STATUS_PARTIAL
 
@@ -430,8 +498,8 @@ class Loader:
         if self.stream.mode.reads_range:
             return []  # a backfill reads its range again, whatever is stored
         window = Window(min(g.start for g in gaps), max(g.end for g in gaps))
-        if window.start < self.run_started_at - SENTRY_RETENTION + RETENTION_MARGIN:
-            return []
+        if window.start < self.retention.oldest_kept() + RETENTION_MARGIN:
+            return []  # Sentry no longer counts what is stored from before its retention
         counts = count_events_by_project(
             self.context.client, self.context.source.organization, window, self.counter
         )
@@ -471,8 +539,9 @@ class Loader:
         spec = self.stream.spec
         assert spec.series is not None
         previous = self.writer.load_state()
+        self.retention.remember(previous.retention_days)
         crawl = self._crawl(previous.coverage, previous.watermark)
-        window = series_window(self.stream, crawl.window, previous.watermark)
+        window = series_window(self.stream, crawl.window, previous.watermark, crawl.retention)
         start = window.start
         path = spec.path_for(self.context.source.organization)
 
@@ -487,17 +556,23 @@ class Loader:
             piece_end = min(piece_start + timedelta(days=days), window.end)
             try:
                 rows = spec.series(fetch, piece_start, piece_end)
-            except BadRequestError as error:  # groups x days over the server's points
+            except BadRequestError as error:
+                kept = self._kept(Window(piece_start, window.end))
+                if kept is not None:  # a start before what Sentry keeps: from its first day
+                    kept_start = min(day_ceiling(kept.start), window.end)
+                    progress = progress.add(Window(piece_start, kept_start))
+                    piece_start = kept_start
+                    continue
                 if days == 1 or "too many" not in error.message.lower():
-                    raise
+                    raise  # groups x days over the server's points: halve, else fail
                 days = max(1, days // 2)
                 continue
             self._add(rows)
             progress = progress.add(Window(piece_start, piece_end))
             self.progress[""] = (Window(start, window.end), progress)
-            self._checkpoint_if_due(replace(previous, coverage=progress))
+            self._checkpoint_if_due(self._state(replace(previous, coverage=progress)))
             piece_start = piece_end
-        self._finish(replace(previous, coverage=progress))
+        self._finish(self._state(replace(previous, coverage=progress)))
 
     def load_children(self) -> None:
         """One list per parent (release, monitor, project, or issue and tag key). A parent
@@ -562,7 +637,8 @@ class Loader:
         crawl = Crawl(crawl.window, Coverage(), crawl.lookback)  # issues, not the children
         path = stream_path(ISSUES, self.context.source.organization)
         issues: dict[str, None] = {}
-        for page in read_sliced(self.context.client, ISSUES, path, crawl, self.counter):
+        pages = read_sliced(self.context.client, ISSUES, path, crawl, self.counter, kept=self._kept)
+        for page in pages:
             self.check_cancelled()
             issues.update((str(row["id"]), None) for row in page.rows if "id" in row)
         done = previous.coverage.started_at(crawl.window.start).add(crawl.window)
@@ -645,21 +721,18 @@ def stream_window(
     return full_window(source.anchor_date, started)
 
 
-def series_window(stream: StreamConfig, window: Window, watermark: datetime | None) -> Window:
+def series_window(
+    stream: StreamConfig, window: Window, watermark: datetime | None, retention: timedelta
+) -> Window:
     """The whole UTC days a time series reads: from the crawl's start, less the days whose
     figures still change when it goes on from a watermark, never before Sentry's
     retention (older is a 400 there, not a clamp)."""
     start = window.start
     if watermark is not None and stream.mode.merges_by_key:
         start -= stream.spec.late_arrivals
-    oldest = _day_ceiling(window.end - SENTRY_RETENTION)
+    oldest = day_ceiling(window.end - retention + CLOCK_MARGIN)
     return Window(max(_day_floor(start), oldest), window.end)
 
 
 def _day_floor(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _day_ceiling(moment: datetime) -> datetime:
-    floor = _day_floor(moment)
-    return floor if floor == moment else floor + timedelta(days=1)

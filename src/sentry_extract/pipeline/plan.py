@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sentry_extract.config.connections import ConnectionEntry, SentryConnection
 from sentry_extract.config.replication import Replication, StreamConfig
@@ -49,7 +50,8 @@ def plan_replication(
         elif spec.is_incremental:
             crawl = _crawl(stream, source, replication, state.coverage)
             if spec.shape is Shape.SERIES:  # whole days, the late ones again
-                days = series_window(stream, crawl.window, state.coverage.watermark)
+                retention = timedelta(days=source.retention_days or state.retention_days or 90)
+                days = series_window(stream, crawl.window, state.coverage.watermark, retention)
                 crawl = Crawl(days, crawl.coverage, crawl.lookback)
             windows = (_described(crawl, _origin(stream, source, state.coverage)),)
         piece = None  # lists asked by time show their first slice; others take no range

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from sentry_extract.pipeline.results import (
 from sentry_extract.records import RecordTyper
 from sentry_extract.source.cassettes import Recording, RecordingTransport
 from sentry_extract.source.client import RequestCounter, SentryClient
+from sentry_extract.source.retention import Retention, stats_probe
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.source.streams import ORGANIZATIONS
 from sentry_extract.targets.base import StreamRequest, Target
@@ -83,6 +85,7 @@ class RunContext:
     settings: RunSettings
     organization: dict[str, Any] | None  # the preflight's answer, reused by its stream
     preflight: RequestCounter  # its requests, counted in the organizations stream if run
+    retention: Retention  # what the organization keeps, as the run knows it
 
 
 def run_replication(
@@ -126,7 +129,14 @@ def run_replication(
             counter = RequestCounter("organizations")
             organization = preflight(client, source, counter)
             context = RunContext(
-                replication, source, target, client, settings, organization, counter
+                replication,
+                source,
+                target,
+                client,
+                settings,
+                organization,
+                counter,
+                run_retention(source, client, replication.run_started_at, settings.clock),
             )
             settings.streaming.set()  # from here on a stop is a cancel that streams see
             workers = max(1, len(replication.streams))
@@ -148,6 +158,18 @@ def run_replication(
             "their checkpoints"
         )
     return RunSummary(results, time.monotonic() - started, fatal)
+
+
+def run_retention(
+    source: SentryConnection,
+    client: SentryClient,
+    started_at: datetime,
+    clock: Callable[[], float],
+) -> Retention:
+    """The retention a run starts with: `inputs.retention_days`, else learned as it goes."""
+    retention = Retention(source.retention_days, None, started_at, clock)
+    retention.probe = stats_probe(client, source.organization, retention.now)
+    return retention
 
 
 def _preflight_result(counter: RequestCounter) -> StreamResult:
@@ -244,7 +266,7 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         result.requests = counter.requests
         result.retries = counter.retries
         result.seconds = time.monotonic() - started
-    if loader is not None:
+    if loader is not None and result.status != STATUS_FAILED:  # a failure is said as it is
         result.behind = loader.behind()
     if result.behind is not None:
         figures = {key: value for key, value in result.behind.items() if key != "message"}

@@ -30,10 +30,10 @@ from sentry_extract.errors import (
     SourceError,
 )
 from sentry_extract.source.client import RequestCounter, SentryClient
+from sentry_extract.source.retention import ASSUMED_DAYS
 from sentry_extract.source.spec import PAGE_SIZE, Order, Parent, Shape, StreamSpec
 from sentry_extract.source.streams import ERROR_INDEX, MONITORS, PROJECTS, RELEASES
 from sentry_extract.source.windows import (
-    SENTRY_RETENTION,
     Coverage,
     Slicer,
     Window,
@@ -97,11 +97,22 @@ class ProjectDone:
 
 @dataclass(frozen=True)
 class Crawl:
-    """Where a windowed crawl starts: its window, what earlier runs read, the lookback."""
+    """Where a windowed crawl starts: its window, what earlier runs read, the lookback,
+    and how far back Sentry keeps data (before that, one slice: it answers nothing)."""
 
     window: Window
     coverage: Coverage
     lookback: timedelta
+    retention: timedelta = timedelta(days=ASSUMED_DAYS)
+
+    @property
+    def horizon(self) -> datetime:
+        return self.window.end - self.retention
+
+
+# Told a range Sentry refused with a 400, the part of it Sentry still keeps (empty when
+# none), or None when the refusal is not about the retention.
+KeptRange = Callable[[Window], Window | None]
 
 
 def request_params(
@@ -149,36 +160,53 @@ def read_sliced(
     counter: RequestCounter,
     query: str = "",
     raw_values: bool = False,
+    kept: KeptRange | None = None,
 ) -> Iterator[SlicedPage]:
     """Every page of a windowed list, slice by slice, oldest slice first.
 
     Inside a slice pages come newest first (`start` and `end` frozen for every page, so
     rows arriving meanwhile cannot shift the offsets); each page says what is covered
     once it is stored: the slices before it, and the part of its slice above its oldest
-    row. The next slice's length follows the rows this one held.
+    row. The next slice's length follows the rows this one held. A slice refused for
+    starting before Sentry's retention is asked again for what `kept` says is left.
     """
     if spec.order is Order.OLDEST_FIRST:
-        yield from read_oldest_first(client, spec, path, crawl, counter, query)
+        yield from read_oldest_first(client, spec, path, crawl, counter, query, kept)
         return
     time_field = spec.update_key or ""
-    horizon = crawl.window.end - SENTRY_RETENTION
-    slicer = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback), horizon=horizon)
+    slicer = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback), horizon=crawl.horizon)
     progress = crawl.coverage.started_at(crawl.window.start)
     while (piece := slicer.next()) is not None:
-        params = request_params(spec, piece, query)
+        asked = piece
         oldest: datetime | None = None
         rows = 0
-        for page in client.paginate(path, params, counter, raw_values, spec.rows_key):
-            rows += len(page.rows)
-            oldest = _oldest(page.rows, time_field, oldest)
-            if page.last:
-                covered = progress.add(piece)
-            else:
-                done = read_from(oldest, piece) if oldest is not None else None
-                covered = progress.add(done) if done is not None else progress
-            yield SlicedPage(page.rows, page.nbytes, covered, page.sampled)
+        while asked.end > asked.start:
+            try:
+                params = request_params(spec, asked, query)
+                for page in client.paginate(path, params, counter, raw_values, spec.rows_key):
+                    rows += len(page.rows)
+                    oldest = oldest_moment(page.rows, time_field, oldest)
+                    if page.last:
+                        covered = progress.add(piece)
+                    else:
+                        done = read_from(oldest, piece) if oldest is not None else None
+                        covered = progress.add(done) if done is not None else progress
+                    yield SlicedPage(page.rows, page.nbytes, covered, page.sampled)
+                break
+            except BadRequestError:
+                narrowed = _kept_part(asked, kept, rows)
+                if narrowed is None:
+                    raise
+                asked = narrowed
         progress = progress.add(piece)
         slicer.record(rows)
+
+
+def _kept_part(asked: Window, kept: KeptRange | None, rows: int) -> Window | None:
+    """After a 400 for `asked`: the part of it Sentry keeps, to ask again (empty: none
+    is left); None when the 400 is about something else, or came after rows."""
+    narrowed = kept(asked) if kept is not None and not rows else None
+    return None if narrowed == asked else narrowed
 
 
 MIN_QUERY = timedelta(minutes=1)  # a timing-out or sampled query is halved down to this
@@ -192,6 +220,7 @@ def read_oldest_first(
     crawl: Crawl,
     counter: RequestCounter,
     query: str = "",
+    kept: KeptRange | None = None,
 ) -> Iterator[SlicedPage]:
     """A list sorted oldest first (the Explore index), slice by slice.
 
@@ -199,10 +228,10 @@ def read_oldest_first(
     row's second. A query that reaches the server's row cap (offset paging stops there)
     goes on with a new query from that second; one that times out, or is answered from
     sampled data, is asked again for half its range (a sample at a minute's range is kept
-    and reported). Rows read twice at a boundary are merged by key."""
+    and reported). Rows read twice at a boundary are merged by key. A range refused for
+    lying before Sentry's retention is asked again for what `kept` says is left."""
     time_field = spec.update_key or ""
-    horizon = crawl.window.end - SENTRY_RETENTION
-    slicer = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback), horizon=horizon)
+    slicer = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback), horizon=crawl.horizon)
     progress = crawl.coverage.started_at(crawl.window.start)
     keeps_samples = False
     while (piece := slicer.next()) is not None:
@@ -232,7 +261,13 @@ def read_oldest_first(
                 halve = True
             except BadRequestError:  # a server that refuses offsets past its cap
                 if newest is None:
-                    raise
+                    narrowed = _kept_part(Window(start, end), kept, read)
+                    if narrowed is None:
+                        raise
+                    start, end = (
+                        (narrowed.start, end) if narrowed.end > narrowed.start else (end, piece.end)
+                    )
+                    continue
                 stopped = True
             if halve:
                 start = whole_second(newest) if newest is not None else start
@@ -270,7 +305,7 @@ def _newest(rows: Rows, field: str, newest: datetime | None) -> datetime | None:
     return newest
 
 
-def _oldest(rows: Rows, field: str, oldest: datetime | None) -> datetime | None:
+def oldest_moment(rows: Rows, field: str, oldest: datetime | None) -> datetime | None:
     for row in rows:
         moment = _moment(row.get(field))
         if moment is not None and (oldest is None or moment < oldest):
@@ -309,12 +344,14 @@ def read_project_pages(
     project: Project,
     crawl: Crawl,
     counter: RequestCounter,
+    kept: KeptRange | None = None,
 ) -> Iterator[SlicedPage]:
     """One project's windowed list (events), in slices; rows get the project's columns.
     With `raw_values`, row values are undecoded JSON (`msgspec.Raw`) for the typer."""
     path = spec.path_for(organization, {"project": project.slug})
     parent = project_parent(project)
-    for page in read_sliced(client, spec, path, crawl, counter, raw_values=spec.raw_values):
+    pages = read_sliced(client, spec, path, crawl, counter, raw_values=spec.raw_values, kept=kept)
+    for page in pages:
         add_parent_columns(spec, parent, page.rows)
         yield page
 
@@ -411,7 +448,7 @@ def read_children(
         capped = page.last and spec.row_cap is not None and read >= spec.row_cap
         yield ChildPage(parent, page.rows, capped)
         if stop_before is not None and spec.update_key:
-            oldest = _oldest(page.rows, spec.update_key, None)
+            oldest = oldest_moment(page.rows, spec.update_key, None)
             if oldest is not None and oldest < stop_before:
                 return
 
@@ -470,6 +507,7 @@ def read_events(
     concurrency: int,
     queued_bytes: int,
     is_cancelled: Callable[[], bool] = lambda: False,
+    kept: KeptRange | None = None,
 ) -> Iterator[EventsItem]:
     """Pages of every project's events, projects side by side.
 
@@ -481,7 +519,7 @@ def read_events(
     def crawl(project: Project) -> None:
         try:
             for page in read_project_pages(
-                client, spec, organization, project, crawls[project], counter
+                client, spec, organization, project, crawls[project], counter, kept
             ):
                 if items.stopped or is_cancelled():
                     return

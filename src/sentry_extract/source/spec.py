@@ -78,6 +78,7 @@ class StreamSpec:
     columns: tuple[Column, ...] = field(default=())
     fixed_update_key: bool = False  # a row's update key never changes (an event's time)
     soft_deletes: bool = False  # rows that vanish from Sentry get `_deleted_at`, not removed
+    merges: bool = False  # a row merged into another (issues) names it in `merged_into_id`
     parent: Parent = Parent.ORGANIZATION
     parent_columns: tuple[tuple[str, str], ...] = ()  # (row field, parent value) added to rows
     scope: str = "org:read"  # the token scope the endpoint needs

@@ -217,6 +217,7 @@ ISSUES = StreamSpec(
     primary_key=("id",),
     update_key="lastSeen",
     soft_deletes=True,
+    merges=True,
     scope="event:read",
     operation="listOrganizationIssues",
     columns=(

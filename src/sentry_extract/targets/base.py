@@ -7,7 +7,7 @@ makes the rows durable first and the state second.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -33,6 +33,28 @@ class StreamRequest:
     memory_budget: int = 64_000_000  # bytes of rows a writer may hold, about
 
 
+@dataclass(frozen=True)
+class Deletions:
+    """Rows Sentry no longer has, stamped at a checkpoint: `keys` get `_deleted_at =
+    moment`; `merged_into` maps those merged into another row to that row's key."""
+
+    keys: frozenset[str]
+    moment: datetime
+    merged_into: Mapping[str, str]
+
+    @property
+    def chains(self) -> Mapping[str, str]:
+        """Every merged key to the key of the row it ended in (A into B into C: C)."""
+        ends: dict[str, str] = {}
+        for key in self.merged_into:
+            end, seen = self.merged_into[key], {key}
+            while end in self.merged_into and end not in seen:
+                seen.add(end)
+                end = self.merged_into[end]
+            ends[key] = end
+        return ends
+
+
 class StreamWriter(Protocol):
     def load_state(self) -> StreamState: ...
 
@@ -48,9 +70,16 @@ class StreamWriter(Protocol):
         """Keys of the stored rows not marked deleted, with `column` inside `window`
         (every such row when `window` is None); composite keys joined as `key_values`."""
 
-    def mark_deleted(self, keys: Collection[str], moment: datetime) -> None:
+    def mark_deleted(
+        self,
+        keys: Collection[str],
+        moment: datetime,
+        merged_into: Mapping[str, str] | None = None,
+    ) -> None:
         """Stamp `_deleted_at = moment` on these keys' rows (where it is null) at the next
-        checkpoint or commit, after the rows written so far and before the state."""
+        checkpoint or commit, after the rows written so far and before the state.
+        `merged_into` maps keys merged into another row to that row's key: it becomes
+        their `merged_into_id`, and that of the rows merged into them before."""
 
     def commit(self) -> int:
         """Make rows durable, then the last checkpoint's state; returns rows in the run."""

@@ -33,8 +33,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sentry_extract.errors import TargetError
-from sentry_extract.records import DELETED_COLUMN, conform, key_values, unify_schemas
+from sentry_extract.records import (
+    DELETED_COLUMN,
+    MERGED_COLUMN,
+    conform,
+    key_values,
+    unify_schemas,
+)
 from sentry_extract.source.windows import Window
+from sentry_extract.targets.base import Deletions
 from sentry_extract.targets.partitions import Layout
 from sentry_extract.targets.storage import Storage, StoredFile
 
@@ -170,22 +177,36 @@ class ParquetDataset:
                 found.update(self.keys(batch).filter(keep).to_pylist())
         return found
 
-    def mark_deleted(self, keys: set[str], moment: datetime) -> None:
-        """Stamp `_deleted_at` on these keys' rows where it is null; their files are
+    def mark_deleted(self, deletions: Deletions) -> None:
+        """Stamp `_deleted_at` on these keys' rows where it is null, and `merged_into_id`
+        on the merged ones (and on rows merged into them before); their files are
         rewritten in place (a key stays in its file)."""
-        if not keys:
+        if not deletions.keys:
             return
-        value_set = pa.array(sorted(keys), pa.string())
+        value_set = pa.array(sorted(deletions.keys), pa.string())
+        chains = deletions.chains
+        merged = pa.array(sorted(chains), pa.string())
+        survivors = pa.array([chains[key] for key in sorted(chains)], pa.string())
         schema = self.schema()
         if schema is None:
             return
-        if DELETED_COLUMN not in schema.names:
-            schema = schema.append(pa.field(DELETED_COLUMN, pa.timestamp("us", tz="UTC")))
-        stamp = pa.scalar(moment, pa.timestamp("us", tz="UTC"))
+        added = {DELETED_COLUMN: pa.timestamp("us", tz="UTC")}
+        if chains:
+            added[MERGED_COLUMN] = pa.string()
+        for name, column_type in added.items():
+            if name not in schema.names:
+                schema = schema.append(pa.field(name, column_type))
+        stamp = pa.scalar(deletions.moment, pa.timestamp("us", tz="UTC"))
         for data_file in list(self.files.values()):
             names = list(self.options.key_columns)
+            if chains and MERGED_COLUMN in data_file.schema.names:
+                names.append(MERGED_COLUMN)
             hits = any(
                 pc.any(pc.is_in(self.keys(batch), value_set=value_set)).as_py()
+                or (
+                    MERGED_COLUMN in names
+                    and pc.any(pc.is_in(batch.column(MERGED_COLUMN), value_set=merged)).as_py()
+                )
                 for batch in self.batches(data_file, names)
             )
             if not hits and data_file.schema.equals(schema):
@@ -194,12 +215,16 @@ class ParquetDataset:
             def stamped(source: DataFile = data_file) -> Iterator[pa.RecordBatch]:
                 for batch in self.batches(source):
                     batch = conform(batch, schema)
+                    keys = self.keys(batch)
                     index = batch.schema.get_field_index(DELETED_COLUMN)
                     current = batch.column(index)
-                    hit = pc.fill_null(pc.is_in(self.keys(batch), value_set=value_set), False)
+                    hit = pc.fill_null(pc.is_in(keys, value_set=value_set), False)
                     newly = pc.and_(hit, pc.is_null(current))
                     marked = pc.if_else(newly, stamp, current)
-                    yield batch.set_column(index, batch.schema.field(index), marked)
+                    batch = batch.set_column(index, batch.schema.field(index), marked)
+                    if chains:
+                        batch = _merged_into(batch, keys, merged, survivors)
+                    yield batch
 
             self._write_file(data_file.path, schema, stamped())
 
@@ -667,6 +692,19 @@ def _bounds(metadata: pq.FileMetaData, schema: pa.Schema, column: str | None) ->
         low = statistics.min if low is None else min(low, statistics.min)
         high = statistics.max if high is None else max(high, statistics.max)
     return (low, high) if low is not None else None
+
+
+def _merged_into(
+    batch: pa.RecordBatch, keys: pa.Array, merged: pa.Array, survivors: pa.Array
+) -> pa.RecordBatch:
+    """`merged_into_id` set to the survivor for rows merged away now, and moved to it for
+    rows that went into one of them before."""
+    index = batch.schema.get_field_index(MERGED_COLUMN)
+    current = batch.column(index)
+    by_key = pc.take(survivors, pc.index_in(keys, value_set=merged))
+    by_previous = pc.take(survivors, pc.index_in(current, value_set=merged))
+    updated = pc.coalesce(by_key, by_previous, current)
+    return batch.set_column(index, batch.schema.field(index), updated)
 
 
 def _may_overlap(bounds: Bounds | None, span: Bounds) -> bool:

@@ -17,7 +17,7 @@ appends with `_snapshot_at` at the end. Every mode keeps one row per key within 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +29,7 @@ from sentry_extract.errors import TargetError
 from sentry_extract.records import SNAPSHOT_COLUMN, unify_schemas
 from sentry_extract.source.windows import Window
 from sentry_extract.state import JsonStateStore, StateStore, StreamState
-from sentry_extract.targets.base import StreamRequest
+from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import DatasetOptions, ParquetDataset, write_rows
 from sentry_extract.targets.partitions import Layout
 from sentry_extract.targets.storage import LocalPlace, Lock, Place, StoredDocument
@@ -137,7 +137,7 @@ class ParquetStreamWriter:
         self.schemas: list[pa.Schema] = [self.base_schema]
         self.rows = 0
         self.pending_state: StreamState | None = None
-        self.pending_deletions: tuple[set[str], datetime] | None = None
+        self.pending_deletions: Deletions | None = None
 
     # --- StreamWriter --------------------------------------------------------------
 
@@ -173,8 +173,13 @@ class ParquetStreamWriter:
     def live_keys(self, column: str | None, window: Window | None) -> set[str]:
         return self.dataset.live_keys(column, window)
 
-    def mark_deleted(self, keys: Collection[str], moment: datetime) -> None:
-        self.pending_deletions = (set(keys), moment)
+    def mark_deleted(
+        self,
+        keys: Collection[str],
+        moment: datetime,
+        merged_into: Mapping[str, str] | None = None,
+    ) -> None:
+        self.pending_deletions = Deletions(frozenset(keys), moment, dict(merged_into or {}))
 
     def commit(self) -> int:
         try:
@@ -225,7 +230,7 @@ class ParquetStreamWriter:
             elif self.parts:
                 self.dataset.merge(self.parts, schema, by_key=mode.merges_by_key)
             if deletions is not None:
-                self.dataset.mark_deleted(*deletions)
+                self.dataset.mark_deleted(deletions)
         except (OSError, pa.ArrowException) as error:
             raise TargetError(f"cannot write {self.storage.describe()}: {error}") from None
         for part in self.parts:

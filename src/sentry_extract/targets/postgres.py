@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,6 +43,7 @@ from psycopg import sql
 from sentry_extract.errors import ConfigError, LockedError, TargetError
 from sentry_extract.records import (
     DELETED_COLUMN,
+    MERGED_COLUMN,
     SNAPSHOT_COLUMN,
     arrow_field,
     column_type_of,
@@ -53,7 +54,7 @@ from sentry_extract.records import (
 from sentry_extract.source.streams import ColumnType
 from sentry_extract.source.windows import Window
 from sentry_extract.state import StateKey, StateStore, StreamState
-from sentry_extract.targets.base import StreamRequest
+from sentry_extract.targets.base import Deletions, StreamRequest
 
 STATE_TABLE = "_sentry_extract_state"
 NEW_TABLE_SUFFIX = "__sentry_extract_new"
@@ -291,7 +292,7 @@ class PostgresStreamWriter:
         self.key_columns = (*request.key_columns, *((SNAPSHOT_COLUMN,) if self.snapshot else ()))
         self.rows = 0
         self.pending_state: StreamState | None = None
-        self.pending_deletions: tuple[list[str], datetime] | None = None
+        self.pending_deletions: Deletions | None = None
         self.written_columns: set[str] = set()
         self.connection = connect(url)
         try:
@@ -457,8 +458,13 @@ class PostgresStreamWriter:
             raise TargetError(f"{self.target}: {describe_connection_error(error)}") from None
         return {row[0] for row in rows if row[0] is not None}
 
-    def mark_deleted(self, keys: Collection[str], moment: datetime) -> None:
-        self.pending_deletions = (sorted(keys), moment)
+    def mark_deleted(
+        self,
+        keys: Collection[str],
+        moment: datetime,
+        merged_into: Mapping[str, str] | None = None,
+    ) -> None:
+        self.pending_deletions = Deletions(frozenset(keys), moment, dict(merged_into or {}))
 
     def _key_expression(self) -> sql.Composable:
         """The key as text, composite keys joined like `records.key_values`."""
@@ -467,9 +473,8 @@ class PostgresStreamWriter:
 
     def _apply_deletions(self) -> None:
         deletions, self.pending_deletions = self.pending_deletions, None
-        if not deletions or not deletions[0]:
+        if not deletions or not deletions.keys:
             return
-        keys, moment = deletions
         self.connection.execute(
             sql.SQL("UPDATE {} SET {} = %s WHERE {} IS NULL AND {} = ANY(%s)").format(
                 self.load_table.identifier,
@@ -477,7 +482,23 @@ class PostgresStreamWriter:
                 sql.Identifier(DELETED_COLUMN),
                 self._key_expression(),
             ),
-            (moment, keys),
+            (deletions.moment, sorted(deletions.keys)),
+        )
+        chains = deletions.chains
+        if not chains:
+            return
+        # Rows merged away now, and rows merged into them before, name the survivor.
+        self.connection.execute(
+            sql.SQL(
+                "UPDATE {table} SET {merged} = chain.survivor "
+                "FROM unnest(%s::text[], %s::text[]) AS chain(merged, survivor) "
+                "WHERE {key} = chain.merged OR {table}.{merged} = chain.merged"
+            ).format(
+                table=self.load_table.identifier,
+                merged=sql.Identifier(MERGED_COLUMN),
+                key=self._key_expression(),
+            ),
+            (list(chains), list(chains.values())),
         )
 
     def commit(self) -> int:
