@@ -52,14 +52,22 @@ def change(
         organization.set_issue_status(
             issue["id"], chance.choice(["resolved", "ignored", "unresolved"])
         )
-    if chance.random() < 0.2 and len(issues) > 10:
-        issue = chance.choice(issues)
+    if chance.random() < 0.3 and len(issues) > 10:
+        # Deleted: any issue, or the oldest one Sentry keeps (the retention's edge).
+        issue = chance.choice([chance.choice(issues), min(issues, key=lambda i: i["lastSeen"])])
         gone.update(
             (event["projectID"], event["eventID"])
             for event in organization.visible_events(RETENTION)
             if event["groupID"] == issue["id"]
         )
         organization.delete_issue(issue["id"])
+    issues = organization.visible_issues(RETENTION)
+    if chance.random() < 0.3 and len(issues) > 10:  # merged, within a project
+        survivor = chance.choice(issues)
+        same = [i for i in issues if i["project"]["id"] == survivor["project"]["id"]]
+        merged = chance.choice([i for i in same if i["id"] != survivor["id"]] or [survivor])
+        if merged is not survivor:
+            organization.merge_issues([merged["id"]], survivor["id"])
 
 
 @pytest.mark.parametrize("target", ["LOCAL", "MY_POSTGRES"])
@@ -113,9 +121,14 @@ def test_many_runs_with_changes_faults_and_cut_runs_end_exact(
         for e in organization.visible_events(RETENTION + timedelta(hours=RUNS), final)
     }
     assert expected <= set(events) <= history | gone
-    issues = stored(workspace, target, "issues", "id", "status", "_deleted_at")
+    issues = stored(workspace, target, "issues", "id", "status", "_deleted_at", "merged_into_id")
     assert len(issues) == len({row[0] for row in issues}), "an issue stored twice"
     live = {row[0]: row[1] for row in issues if row[2] is None}
+    merged_into = {row[0]: row[3] for row in issues if row[3] is not None}
+    redirects = organization.redirects
+    assert merged_into, "the test needs issues merged while stored"
+    assert merged_into == {key: redirects[key] for key in merged_into}  # the survivor's id
+    assert set(merged_into) == set(redirects) & {row[0] for row in issues}
     visible = {i["id"]: i["status"] for i in organization.visible_issues(RETENTION, final)}
     assert {key: live[key] for key in visible} == visible  # every status as Sentry has it
     older = {i["id"] for i in organization.visible_issues(RETENTION + timedelta(hours=RUNS))}
