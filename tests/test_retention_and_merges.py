@@ -14,7 +14,7 @@ import pytest
 
 from sentry_extract.pipeline.results import RunSummary
 from sentry_extract.source.further_streams import FURTHER_STREAMS
-from sentry_extract.testing.fake_sentry import Fault, FakeSentry, ServerSettings
+from sentry_extract.testing.fake_sentry import FakeSentry, Fault, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize, Row, iso
 
 from .conftest import Workspace, pg_rows, sentry_connection
