@@ -190,7 +190,8 @@ def test_select_keeps_columns_plus_key_and_excludes(workspace: Workspace) -> Non
         "  issues:\n    select: [title, status]\n  events:\n    select: [-entries, -contexts]\n"
     )
     assert workspace.run().exit_code == 0
-    assert workspace.table("issues").column_names == ["id", "title", "status", "_deleted_at"]
+    names = workspace.table("issues").column_names
+    assert names == ["id", "title", "status", "_deleted_at", "merged_into_id"]
     events = workspace.table("events").column_names
     assert "entries" not in events and "contexts" not in events and "event_id" in events
 
