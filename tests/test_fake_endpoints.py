@@ -333,13 +333,31 @@ def test_sessions_refuse_what_sentry_refuses(client: httpx.Client) -> None:
 
 def test_hidden_environments_vanish_by_default(api: OpenAPI, client: httpx.Client) -> None:
     path = ORG + "environments/"
-    default = valid(api, get(client, path))
-    assert [e["name"] for e in default] == ["production", "staging", "development"]
-    every = valid(api, get(client, path, visibility="all"))
-    assert [e["name"] for e in every] == ["production", "staging", "development", "legacy-qa"]
-    assert [e["name"] for e in get(client, path, visibility="hidden").json()] == ["legacy-qa"]
+    default = valid(api, get(client, path, project="-1"))
+    assert [e["name"] for e in default] == ["canary", "development", "production", "staging"]
+    every = valid(api, get(client, path, visibility="all", project="-1"))
+    names = ["canary", "development", "legacy-qa", "production", "staging"]
+    assert [e["name"] for e in every] == names  # by name, as Sentry orders them
+    hidden = get(client, path, visibility="hidden", project="-1").json()
+    assert [e["name"] for e in hidden] == ["legacy-qa"]
     assert "Link" not in get(client, path).headers
     assert detail(get(client, path, visibility="some")).startswith("Invalid value")
+
+
+def test_environments_cover_the_callers_projects_unless_project_is_minus_one(
+    client: httpx.Client, organization: FakeOrganization
+) -> None:
+    """organization_environments.py filters by `get_projects`: no `project` means the
+    projects of the caller's teams; `canary` is used only in a project of another team."""
+    path = ORG + "environments/"
+    last = organization.projects[-1]
+    assert last["id"] not in organization.my_project_ids()
+    mine = get(client, path, visibility="all").json()
+    assert [e["name"] for e in mine] == ["development", "legacy-qa", "production", "staging"]
+    every = get(client, path, visibility="all", project="-1").json()
+    assert "canary" in [e["name"] for e in every]
+    alone = get(client, path, visibility="all", project=last["id"]).json()
+    assert [e["name"] for e in alone] == ["canary", "legacy-qa", "production", "staging"]
 
 
 def test_a_release_version_travels_url_encoded(

@@ -140,7 +140,9 @@ def test_environments_include_hidden_ones(workspace: Workspace, fake: FakeSentry
     workspace.run(workspace.replication(streams=named("environments")))
     names = set(workspace.table("environments").column("name").to_pylist())
     assert "legacy-qa" in names and "production" in names
-    assert fake.requests_to("/environments/")[0].param("visibility") == "all"
+    assert "canary" in names  # used only in a project of another team than the caller's
+    request = fake.requests_to("/environments/")[0]
+    assert request.param("visibility") == "all" and request.param("project") == "-1"
 
 
 def test_release_children_carry_their_release_and_survive_odd_versions(

@@ -105,7 +105,9 @@ ENVIRONMENTS = StreamSpec(
     description="Environments of the organization, hidden ones included",
     path="organizations/{organization}/environments/",
     shape=Shape.LIST,
-    params=(("visibility", "all"),),  # the default, visible, drops hidden environments
+    # `visible` (the default) drops hidden environments; without `project=-1` only those
+    # of the caller's teams' projects come back
+    params=(("visibility", "all"), ("project", "-1")),
     page_size_param=None,
     primary_key=("id",),
     update_key=None,

@@ -24,11 +24,15 @@ from sentry_extract.testing.organization import Row, iso
 if TYPE_CHECKING:
     from sentry_extract.testing.organization import FakeOrganization
 
+# Environments and the projects that use them (Sentry's EnvironmentProject): every one,
+# the first (one of the caller's), or the last (in no team of the caller's, when there
+# are several projects).
 ENVIRONMENTS = (
-    {"id": "1", "name": "production", "hidden": False},
-    {"id": "2", "name": "staging", "hidden": False},
-    {"id": "3", "name": "development", "hidden": False},
-    {"id": "4", "name": "legacy-qa", "hidden": True},
+    {"id": "1", "name": "production", "hidden": False, "projects": "every"},
+    {"id": "2", "name": "staging", "hidden": False, "projects": "every"},
+    {"id": "3", "name": "development", "hidden": False, "projects": "first"},
+    {"id": "4", "name": "legacy-qa", "hidden": True, "projects": "every"},
+    {"id": "5", "name": "canary", "hidden": False, "projects": "last"},
 )
 MONITORS = (
     ("nightly-backup", "Nightly backup", "crontab", "0 3 * * *"),
@@ -440,10 +444,22 @@ def commits(release: Row, organization_created: datetime) -> list[Row]:
     return rows
 
 
-def environments(visibility: str) -> list[Row]:
-    shown: Iterable[dict[str, object]] = ENVIRONMENTS
+def environment_projects(environment: Row, project_ids: list[str]) -> list[str]:
+    """The projects (ids, in the organization's order) that use an environment."""
+    if environment["projects"] == "first":
+        return project_ids[:1]
+    if environment["projects"] == "last":
+        return project_ids[-1:] if len(project_ids) > 1 else []
+    return list(project_ids)
+
+
+def environments(visibility: str, project_ids: list[str], chosen: set[str]) -> list[Row]:
+    """The environments of the chosen projects, by name, as Sentry lists them: those with
+    a link to one of the projects that passes the visibility filter."""
+    shown: Iterable[Row] = ENVIRONMENTS
     if visibility == "visible":
         shown = [e for e in ENVIRONMENTS if not e["hidden"]]
     elif visibility == "hidden":
         shown = [e for e in ENVIRONMENTS if e["hidden"]]
-    return [{"id": e["id"], "name": e["name"]} for e in shown]
+    used = [e for e in shown if chosen & set(environment_projects(e, project_ids))]
+    return [{"id": e["id"], "name": e["name"]} for e in sorted(used, key=lambda e: e["name"])]

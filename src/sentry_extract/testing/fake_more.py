@@ -4,7 +4,8 @@
   `start`/`end` both or neither, and a `start` older than the retention is a 400 (the list
   endpoints clamp silently); intervals from 1h, aligned to themselves; `groupBy=project`
   collapses stats_v2's series into one total; sessions refuse more than 10,000 points;
-- environments: hidden ones vanish unless `visibility=all` (or `hidden`);
+- environments: hidden ones vanish unless `visibility=all` (or `hidden`); without
+  `project=-1` only those used in the caller's teams' projects; ordered by name;
 - release deploys and commits: the version arrives URL-encoded (an unencoded `/` is a
   404); releases without a linked repository have no commits;
 - monitors and their check-ins (newest first, offset cursor); replays (rows under `data`,
@@ -372,8 +373,14 @@ def _sessions(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
 def _environments(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     visibility = one(params, "visibility") or "visible"  # hidden ones vanish by default
     if visibility not in ("all", "hidden", "visible"):
-        raise BadRequest("Invalid value for 'visibility', valid values are: all, hidden, visible")
-    return Answer(environments(visibility))
+        raise BadRequest(
+            "Invalid value for 'visibility', valid values are: ['all', 'hidden', 'visible']"
+        )
+    organization = fake.organization
+    with organization.lock:
+        chosen = selected_projects(fake, params)  # no `project`: the caller's teams' only
+        every = [project["id"] for project in organization.projects]
+    return Answer(environments(visibility, every, chosen))
 
 
 def _release(fake: FakeSentry, match: dict[str, str]) -> Row:

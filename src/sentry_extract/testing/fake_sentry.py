@@ -22,7 +22,7 @@ Beyond the seven streams (`fake_more.py`, data made on first use in `extras.py`)
   retention is a 400 (no silent clamp); intervals 1h to 1d dividing a day, aligned;
   `groupBy=project` collapses stats_v2's series into one total; accepted errors are the
   events of each interval; sessions refuse more than 10,000 points;
-- `environments`: hidden ones vanish unless `visibility=all`;
+- `environments`: hidden ones vanish unless `visibility=all`, others without `project=-1`;
 - release `deploys`/`commits`: the version is URL-encoded (a raw `/` is a 404); releases
   without a linked repository have no commits;
 - `monitors`, their `checkins` (newest first, offset cursor), `replays` (`{"data": ...}`,
