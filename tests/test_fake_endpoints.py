@@ -471,14 +471,38 @@ def test_replays_return_the_fields_asked_for(
 # --- user feedback and tag values --------------------------------------------------------
 
 
+def test_user_feedback_on_resolved_or_ignored_issues_needs_an_empty_status(
+    organization: FakeOrganization,
+) -> None:
+    """project_user_reports.py: `status` defaults to `unresolved` (reports of resolved and
+    ignored issues are filtered out of each page, after paging); only `status=` keeps all."""
+    with FakeSentry(organization) as fake:
+        headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
+        with httpx.Client(base_url=fake.base_url, headers=headers) as client:
+            ignored = "/api/0/projects/acme/project-1/user-feedback/"
+            assert len(get(client, ignored, status="").json()) == 3
+            assert get(client, ignored).json() == []
+            short = get(client, ignored, per_page=1)
+            assert short.json() == [] and next_link(short)["results"] == "true"
+            open_ones = "/api/0/projects/acme/project-2/user-feedback/"
+            reports = get(client, open_ones).json()
+            assert len(reports) == 4
+            for issue in {report["issue"]["id"] for report in reports}:
+                organization.set_issue_status(issue, "resolved")
+            assert get(client, open_ones).json() == []
+            assert get(client, open_ones, status="").json() == reports
+
+
 def test_user_feedback_per_project(api: OpenAPI, organization: FakeOrganization) -> None:
     settings = ServerSettings(forbidden_projects=frozenset({"project-2"}))
     with FakeSentry(organization, settings) as fake:
         headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
         with httpx.Client(base_url=fake.base_url, headers=headers) as client:
-            rows = valid(api, get(client, "/api/0/projects/acme/project-1/user-feedback/"))
+            path = "/api/0/projects/acme/project-1/user-feedback/"
+            rows = valid(api, get(client, path, status=""))
             assert 2 <= len(rows) <= 4
             assert all(row["event"]["eventID"] == row["eventID"] for row in rows)
+            assert "status" in detail(get(client, path, status="all"))
             unknown = get(client, "/api/0/projects/acme/nope/user-feedback/")
             assert detail(unknown, 404)
             forbidden = get(client, "/api/0/projects/acme/project-2/user-feedback/")

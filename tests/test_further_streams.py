@@ -273,6 +273,28 @@ def test_user_feedback_per_project(workspace: Workspace, fake: FakeSentry) -> No
     }
 
 
+def test_user_feedback_keeps_reports_on_resolved_and_ignored_issues() -> None:
+    from sentry_extract.testing.organization import OrganizationSize
+
+    organization = FakeOrganization(size=OrganizationSize(projects=8))
+    with served(organization, ServerSettings()) as (fake, workspace):
+        workspace.run(workspace.replication(streams=named("user_feedback")))
+        table = workspace.table("user_feedback")
+        reports = [
+            report
+            for project in organization.projects
+            for report in organization.extras.feedback(project["id"])
+        ]
+        closed = [
+            report
+            for report in reports
+            if organization.issues[report["issue"]["id"]]["status"] != "unresolved"
+        ]
+        assert (len(reports), len(closed)) == (23, 14)
+        assert sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in reports)
+        assert all(r.param("status") == "" for r in fake.requests_to("/user-feedback/"))
+
+
 def test_further_streams_into_postgres(workspace: Workspace, pg_url: str) -> None:
     workspace.environ["MY_POSTGRES"] = pg_url
     streams = ["org_stats", "sessions", "release_deploys", "monitor_checkins", "error_index"]

@@ -10,7 +10,8 @@
   404); releases without a linked repository have no commits;
 - monitors and their check-ins (newest first, offset cursor); replays (rows under `data`,
   `field` must be in the description's list, only those fields come back);
-- user feedback per project; issue tag values, at most 1,000 per key, then
+- user feedback per project, only on unresolved issues unless `status=` (empty), filtered
+  after paging (short pages); issue tag values, at most 1,000 per key, then
   `results="false"` although more exist;
 - the Explore/Discover index (`organizations/{org}/events/`): `dataset` and `field`
   required, at most 20 fields, `sort` must name a requested field, the last 14 days
@@ -53,6 +54,7 @@ from sentry_extract.testing.organization import Row, iso, public
 
 if TYPE_CHECKING:
     from sentry_extract.testing.fake_sentry import FakeSentry
+    from sentry_extract.testing.organization import FakeOrganization
 
 Endpoint = Callable[["FakeSentry", dict[str, str], Params], Answer]
 
@@ -492,6 +494,10 @@ def _replays(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
 
 
 def _user_feedback(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+    status = one(params, "status")
+    status = "unresolved" if status is None else status  # only `status=` (empty) shows all
+    if status not in ("unresolved", ""):
+        raise BadRequest("Invalid status choice")
     organization = fake.organization
     slug = match["project"]
     with organization.lock:
@@ -501,8 +507,17 @@ def _user_feedback(fake: FakeSentry, match: dict[str, str], params: Params) -> A
         if project["slug"] in fake.settings.forbidden_projects:
             raise BadRequest(FORBIDDEN, status=403)
         rows = list(organization.extras.feedback(project["id"]))
-    path = f"/api/0/projects/x/{project['slug']}/user-feedback/"
-    return offset_page(rows, params, path, page_size(params))
+        path = f"/api/0/projects/x/{project['slug']}/user-feedback/"
+        page = offset_page(rows, params, path, page_size(params))
+        if status == "unresolved":  # filtered after paging: pages come back short
+            page.body = [row for row in page.body if _is_unresolved(organization, row)]
+    return page
+
+
+def _is_unresolved(organization: FakeOrganization, report: Row) -> bool:
+    """A user report whose issue is unresolved now (a deleted issue is not)."""
+    issue = organization.issues.get((report["issue"] or {}).get("id", ""))
+    return issue is not None and issue["status"] == "unresolved"
 
 
 def _tag_values(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:

@@ -26,7 +26,8 @@ Beyond the seven streams (`fake_more.py`, data made on first use in `extras.py`)
 - release `deploys`/`commits`: the version is URL-encoded (a raw `/` is a 404); releases
   without a linked repository have no commits;
 - `monitors`, their `checkins` (newest first, offset cursor), `replays` (`{"data": ...}`,
-  `field` checked against the description's list), project `user-feedback`;
+  `field` checked against the description's list), project `user-feedback` (only
+  unresolved issues' reports unless `status=`);
 - issue tag values: at most 1,000 per key, then `results="false"` although more exist;
 - Explore (`organizations/{org}/events/`): `dataset` and `field` required, at most 20
   fields, `sort` must be a requested field, the last 14 days without `start`/`end`,
