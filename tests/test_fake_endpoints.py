@@ -437,6 +437,31 @@ def test_checkins_come_newest_first_by_offset(
     assert newest[2] == seen[0]
 
 
+def test_a_slug_shared_by_two_projects_finds_the_oldest_monitor(
+    client: httpx.Client, organization: FakeOrganization
+) -> None:
+    """get_monitor_by_org_id_or_slug: a slug names the oldest monitor that has it (slugs
+    are unique per project only); an id names its own monitor."""
+    oldest = organization.extras.monitor("nightly-backup")
+    assert oldest is not None
+    newer = organization.add_monitor("nightly-backup", "project-2")
+    assert newer["_project_id"] != oldest["_project_id"]
+    every = get(client, ORG + "monitors/", project="-1").json()
+    assert [m["id"] for m in every if m["slug"] == "nightly-backup"] == [oldest["id"], newer["id"]]
+
+    def checkin_ids(id_or_slug: str) -> list[str]:
+        page = get(client, f"{ORG}monitors/{id_or_slug}/checkins/", per_page=100).json()
+        return [row["id"] for row in page]
+
+    by_slug, by_old_id, by_new_id = (
+        checkin_ids(key) for key in ("nightly-backup", oldest["id"], newer["id"])
+    )
+    assert by_slug == by_old_id
+    assert by_new_id and not set(by_new_id) & set(by_old_id)
+    assert checkin_ids(newer["id"].upper()) == by_new_id  # read as a UUID
+    assert detail(get(client, f"{ORG}monitors/{newer['id'][:-1]}/checkins/"), 404)
+
+
 # --- replays -----------------------------------------------------------------------------
 
 

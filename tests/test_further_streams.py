@@ -22,7 +22,7 @@ from sentry_extract.source.further_streams import FURTHER_STREAMS
 from sentry_extract.source.ratelimit import rate_limit_group
 from sentry_extract.source.streams import SLING_STREAMS
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
-from sentry_extract.testing.organization import FakeOrganization
+from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
 from .conftest import Workspace, invoke, pg_rows, sentry_connection
 
@@ -226,6 +226,26 @@ def test_monitor_checkins_read_only_what_is_new(workspace: Workspace, fake: Fake
     assert_unique(table, ["id"])
 
 
+def test_monitors_sharing_a_slug_each_keep_their_own_checkins() -> None:
+    """Two `nightly-backup` monitors in two projects: by slug the organization's route
+    answers the oldest one twice; by id each monitor's check-ins are read."""
+    organization = FakeOrganization(size=OrganizationSize(projects=3))
+    newer = organization.add_monitor("nightly-backup", "project-2")
+    organization.add_checkins(3, monitor_slug=newer["id"])
+    with served(organization, ServerSettings()) as (fake, workspace):
+        workspace.run(workspace.replication(streams=named("monitor_checkins")))
+        table = workspace.table("monitor_checkins")
+        stored = dict(keys(table, ["id", "monitor_id"]))
+        expected = {
+            checkin["id"]: monitor_id
+            for monitor_id, checkins in organization.extras.checkins.items()
+            for checkin in checkins
+        }
+        assert stored == expected  # none missing, each under its own monitor
+        paths = {record.path for record in fake.requests_to("/checkins/")}
+        assert f"/api/0/organizations/acme/monitors/{newer['id']}/checkins/" in paths
+
+
 def test_replays_incremental_by_started_at(workspace: Workspace, fake: FakeSentry) -> None:
     path = workspace.replication(streams=named("replays"))
     first = datetime.now(UTC).replace(microsecond=0)
@@ -274,7 +294,6 @@ def test_user_feedback_per_project(workspace: Workspace, fake: FakeSentry) -> No
 
 
 def test_user_feedback_keeps_reports_on_resolved_and_ignored_issues() -> None:
-    from sentry_extract.testing.organization import OrganizationSize
 
     organization = FakeOrganization(size=OrganizationSize(projects=8))
     with served(organization, ServerSettings()) as (fake, workspace):
@@ -342,7 +361,6 @@ def test_further_streams_replay_from_cassettes(
 
 @pytest.fixture
 def busy() -> FakeOrganization:
-    from sentry_extract.testing.organization import OrganizationSize
 
     return FakeOrganization(size=OrganizationSize(projects=60, issues=120, events=600))
 
@@ -417,7 +435,6 @@ def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run(
     """12,000 events in two days: one query of the first slice reaches the row cap (the
     list ends there, or the page after it is a 400) and the crawl goes on from its newest
     second; or queries of more than 2,000 rows are sampled, and are asked again in halves."""
-    from sentry_extract.testing.organization import OrganizationSize
 
     organization = FakeOrganization(size=OrganizationSize(projects=4, events=0))
     for index in range(120):
@@ -520,7 +537,6 @@ def test_cassettes_without_the_org_wide_count_replay_as_every_project() -> None:
 
 
 def test_error_index_keeps_samples_and_says_so_when_every_range_is_sampled() -> None:
-    from sentry_extract.testing.organization import OrganizationSize
 
     organization = FakeOrganization(size=OrganizationSize(projects=2, events=300))
     settings = ServerSettings(explore_partial=True)

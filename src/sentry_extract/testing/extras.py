@@ -107,16 +107,11 @@ class Extras:
         self.organization = organization
         self.random = random.Random(organization.seed * 7919 + 13)
         now = organization.clock()
-        self.monitors: list[Row] = [
-            self._monitor(index, now) for index in range(len(MONITORS)) if organization.projects
-        ]
+        self.monitors: list[Row] = []  # oldest first (Sentry's lowest id)
         self.checkins: dict[str, list[Row]] = {}  # monitor id -> check-ins, oldest first
-        for monitor in self.monitors:
-            latest = now.replace(minute=0, second=0, microsecond=0)
-            self.checkins[monitor["id"]] = [
-                self._checkin(monitor, latest - timedelta(hours=hours), index)
-                for index, hours in enumerate(range(CHECKIN_DAYS * 24 - 1, -1, -1))
-            ]
+        count = len(MONITORS) if organization.projects else 0
+        for monitor in [self._monitor(index, now) for index in range(count)]:
+            self._add_monitor(monitor, now)
         self.replays: list[Row] = []
         for index in range(REPLAYS if organization.projects else 0):
             age = timedelta(seconds=self.random.uniform(0, REPLAY_DAYS * 86400))
@@ -126,13 +121,13 @@ class Extras:
 
     # --- monitors and check-ins ------------------------------------------------------------
 
-    def _monitor(self, index: int, now: datetime) -> Row:
+    def _monitor(self, index: int, now: datetime, project: Row | None = None) -> Row:
         organization = self.organization
-        project = organization.projects[index % len(organization.projects)]
-        slug, name, schedule_type, schedule = MONITORS[index]
+        project = project or organization.projects[index % len(organization.projects)]
+        slug, name, schedule_type, schedule = MONITORS[index % len(MONITORS)]
         team = next((t for t in organization.teams if t["id"] == project["_team_id"]), None)
         return {
-            "id": str(uuid.UUID(int=self.random.getrandbits(128))),
+            "id": str(uuid.UUID(int=self.random.getrandbits(128), version=4)),  # its guid
             "slug": slug,
             "name": name,
             "status": "active",
@@ -148,7 +143,7 @@ class Extras:
                 "recovery_threshold": 1,
                 "alert_rule_id": None,
             },
-            "dateCreated": iso(now - timedelta(days=60 + index)),
+            "dateCreated": iso(now - timedelta(days=60 - index)),
             "_project_id": project["id"],
             "_team": team,
         }
@@ -172,11 +167,38 @@ class Extras:
             "groups": [],
         }
 
+    def _add_monitor(self, monitor: Row, now: datetime) -> Row:
+        self.monitors.append(monitor)
+        latest = now.replace(minute=0, second=0, microsecond=0)
+        self.checkins[monitor["id"]] = [
+            self._checkin(monitor, latest - timedelta(hours=hours), index)
+            for index, hours in enumerate(range(CHECKIN_DAYS * 24 - 1, -1, -1))
+        ]
+        return monitor
+
+    def add_monitor(self, slug: str, project_slug: str) -> Row:
+        """A new monitor in this project: its slug may be another project's monitor's
+        (slugs are unique per project, not per organization)."""
+        now = self.organization.clock()
+        monitor = self._monitor(len(self.monitors), now, self.organization.project(project_slug))
+        monitor.update(slug=slug, dateCreated=iso(now))
+        return self._add_monitor(monitor, now)
+
     def monitor(self, id_or_slug: str) -> Row | None:
-        return next((m for m in self.monitors if id_or_slug in (m["id"], m["slug"])), None)
+        """As the organization's monitor routes find one (`get_monitor_by_org_id_or_slug`):
+        by slug first, the oldest monitor with it; else by id (a UUID)."""
+        by_slug = [monitor for monitor in self.monitors if monitor["slug"] == id_or_slug]
+        if by_slug:
+            return by_slug[0]
+        try:
+            guid = str(uuid.UUID(id_or_slug, version=4))
+        except ValueError:
+            return None
+        return next((monitor for monitor in self.monitors if monitor["id"] == guid), None)
 
     def add_checkins(self, count: int, monitor_slug: str | None = None) -> list[Row]:
-        """`count` check-ins newer than every other one of the monitor (default the first)."""
+        """`count` check-ins newer than every other one of the monitor (its id or slug;
+        default the first)."""
         monitor = self.monitor(monitor_slug) if monitor_slug else self.monitors[0]
         if monitor is None:
             raise KeyError(monitor_slug)

@@ -8,7 +8,9 @@
   `project=-1` only those used in the caller's teams' projects; ordered by name;
 - release deploys and commits: the version arrives URL-encoded (an unencoded `/` is a
   404); releases without a linked repository have no commits;
-- monitors and their check-ins (newest first, offset cursor); replays (rows under `data`,
+- monitors and their check-ins (newest first, offset cursor); a monitor's slug may repeat
+  in another project, and by slug the check-ins route answers the oldest monitor with it
+  (by id, its own); replays (rows under `data`,
   `field` must be in the description's list, only those fields come back);
 - user feedback per project, only on unresolved issues unless `status=` (empty), filtered
   after paging (short pages); issue tag values, at most 1,000 per key, then
@@ -459,7 +461,7 @@ def _checkins(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
         if monitor is None:
             raise BadRequest(NOT_FOUND, status=404)
         newest_first = organization.extras.checkins[monitor["id"]][::-1]
-    path = f"/api/0/organizations/x/monitors/{monitor['slug']}/checkins/"
+    path = f"/api/0/organizations/x/monitors/{match['monitor']}/checkins/"
     return offset_page(newest_first, params, path, size)
 
 

@@ -25,7 +25,8 @@ Beyond the seven streams (`fake_more.py`, data made on first use in `extras.py`)
 - `environments`: hidden ones vanish unless `visibility=all`, others without `project=-1`;
 - release `deploys`/`commits`: the version is URL-encoded (a raw `/` is a 404); releases
   without a linked repository have no commits;
-- `monitors`, their `checkins` (newest first, offset cursor), `replays` (`{"data": ...}`,
+- `monitors`, their `checkins` (newest first, offset cursor; a slug two projects share
+  names the oldest monitor), `replays` (`{"data": ...}`,
   `field` checked against the description's list), project `user-feedback` (only
   unresolved issues' reports unless `status=`);
 - issue tag values: at most 1,000 per key, then `results="false"` although more exist;
