@@ -272,6 +272,7 @@ def test_tag_values_of_changed_issues_stop_at_the_cap(
     result = summary.results[0]  # then the preflight's
     assert result.status == "partial"
     assert "cap of 1,000 rows" in result.problems[0]
+    assert "the values seen least recently are not in the table" in result.problems[0]
     table = workspace.table("issue_tag_values")
     assert_unique(table, ["issue_id", "key", "value"])
     browsers = [row for row in table.to_pylist() if row["issue_id"] == issue]

@@ -544,8 +544,8 @@ class Loader:
                 failed += 1
         if capped:
             self.result.problems.append(
-                f"{capped} lists stopped at Sentry's cap of {spec.row_cap:,} rows; the rarest "
-                "values are not in the table"
+                f"{capped} lists stopped at Sentry's cap of {spec.row_cap:,} rows; the values "
+                "seen least recently are not in the table"
             )
         if failed and self.stream.mode.replaces_rows:
             raise SourceError(
