@@ -315,17 +315,45 @@ def test_sessions_refuse_what_sentry_refuses(client: httpx.Client) -> None:
     assert "interval" in detail(get(client, path, field="sum(session)", interval="10m"))
     old = {"start": stamp(day(95)), "end": stamp(day(1))}
     assert "retention" in detail(get(client, path, field="sum(session)", **old))
-    everything = get(
-        client,
-        path,
-        field="sum(session)",
-        groupBy=["project", "release", "environment", "session.status"],
-        project="-1",
-    )  # 96 groups x 336 hours
-    assert detail(everything) == (
+    hourly = {"start": stamp(day(46)), "end": stamp(day(1)), "interval": "1h"}
+    assert detail(get(client, path, field="sum(session)", **hourly)) == (
         "Your interval and date range would create too many results. "
         "Use a larger interval, or a smaller date range."
-    )
+    )  # 1,080 intervals: more than 1,000
+    assert "interval" in detail(get(client, path, field="sum(session)", interval="2d"))
+
+
+def test_sessions_keep_the_largest_groups_and_drop_the_rest_silently(
+    client: httpx.Client, organization: FakeOrganization
+) -> None:
+    """metrics_sessions_v2.run_sessions_query: at most 5000 // intervals groups of project,
+    release and environment, the largest by sum(session), each split into four statuses."""
+    organization.add_session_releases(50)  # 3 projects x 54 releases x 2 environments
+    every = ["project", "release", "environment", "session.status"]
+    fields = ["sum(session)", "count_unique(user)"]
+
+    def sessions(days: int) -> dict[str, Any]:
+        window = {"start": stamp(day(days + 1)), "end": stamp(day(1)), "interval": "1d"}
+        answer = get(client, ORG + "sessions/", field=fields, groupBy=every, project="-1", **window)
+        assert answer.status_code == 200  # never a 400 for too many groups
+        body: dict[str, Any] = answer.json()
+        return body
+
+    def totals(body: dict[str, Any]) -> dict[tuple[Any, ...], float]:
+        summed: dict[tuple[Any, ...], float] = {}
+        for group in body["groups"]:
+            by = group["by"]
+            key = (by["project"], by["release"], by["environment"])
+            summed[key] = summed.get(key, 0) + group["totals"]["sum(session)"]
+        return summed
+
+    whole = totals(sessions(3))
+    assert len(whole) == 3 * 54 * 2  # 324 groups: under 5000 // 3
+    cut = sessions(30)
+    kept = totals(cut)
+    assert len(kept) == 5000 // 30 and len(cut["groups"]) == 4 * len(kept)
+    dropped = set(whole) - set(kept)
+    assert min(whole[key] for key in kept) >= max(whole[key] for key in dropped)
 
 
 # --- environments, deploys, commits ------------------------------------------------------

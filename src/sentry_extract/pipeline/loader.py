@@ -47,7 +47,8 @@ from sentry_extract.source.extract import (
     select_projects,
     stream_path,
 )
-from sentry_extract.source.spec import Params, Parent, Shape
+from sentry_extract.source.series import SNUBA_LIMIT, is_over_interval_limit
+from sentry_extract.source.spec import Fetch, Params, Parent, SeriesPiece, Shape
 from sentry_extract.source.streams import ISSUES, ORGANIZATIONS
 from sentry_extract.source.windows import (
     SENTRY_RETENTION,
@@ -481,23 +482,51 @@ class Loader:
 
         progress = Coverage().started_at(start)
         self.progress[""] = (Window(start, window.end), progress)
-        piece_start, days = start, spec.series_days
+        piece_start, days, cut_days = start, spec.series_days, 0
         while piece_start < window.end:
             self.check_cancelled()
             piece_end = min(piece_start + timedelta(days=days), window.end)
-            try:
-                rows = spec.series(fetch, piece_start, piece_end)
-            except BadRequestError as error:  # groups x days over the server's points
-                if days == 1 or "too many" not in error.message.lower():
-                    raise
+            piece = self._read_series_piece(fetch, Window(piece_start, piece_end), days)
+            if piece is None:  # asked again for half as many days
                 days = max(1, days // 2)
                 continue
-            self._add(rows)
+            cut_days += piece.cut
+            self._add(piece.rows)
             progress = progress.add(Window(piece_start, piece_end))
             self.progress[""] = (Window(start, window.end), progress)
             self._checkpoint_if_due(replace(previous, coverage=progress))
             piece_start = piece_end
+        self._note_cut_days(cut_days)
         self._finish(replace(previous, coverage=progress))
+
+    def _read_series_piece(self, fetch: Fetch, window: Window, days: int) -> SeriesPiece | None:
+        """One window of a series, or None when fewer days would give more: Sentry kept
+        only its largest groups (release health keeps `5000 // intervals`, silently), or
+        refused a range past its limit of intervals (the one 400 that fewer days cure)."""
+        spec = self.stream.spec
+        assert spec.series is not None
+        try:
+            piece = spec.series(fetch, window.start, window.end)
+        except BadRequestError:
+            if days == 1 or not is_over_interval_limit(window.start, window.end):
+                raise
+            return None
+        if piece.cut and days > 1:
+            return None
+        return piece
+
+    def _note_cut_days(self, cut_days: int) -> None:
+        """Days still cut when asked alone: their smallest groups are missing; say so."""
+        if not cut_days:
+            return
+        problem = (
+            f"on {counted(cut_days, 'day')} Sentry answered only its largest groups, even "
+            f"for that day alone (it keeps {SNUBA_LIMIT:,} a day); the rows of the smaller "
+            "groups of those days are missing"
+        )
+        log.warning("%s: %s", self.stream.name, problem)
+        self.result.problems.append(problem)
+        self.result.status = STATUS_PARTIAL
 
     def load_children(self) -> None:
         """One list per parent (release, monitor, project, or issue and tag key). A parent

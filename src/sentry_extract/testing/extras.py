@@ -117,6 +117,7 @@ class Extras:
             age = timedelta(seconds=self.random.uniform(0, REPLAY_DAYS * 86400))
             self.replays.append(self._replay(index, now - age))
         self.tag_value_counts: dict[tuple[str, str], int] = {}  # (issue, key) -> values
+        self.session_releases = 0  # releases per project seen only in sessions (SDKs name them)
         self._feedback: dict[str, list[Row]] = {}
 
     # --- monitors and check-ins ------------------------------------------------------------
@@ -371,9 +372,13 @@ class Extras:
         return series
 
     def session_series(self) -> list[SessionSeries]:
+        """Hourly sessions of each project, release, environment and status: the releases
+        of the project, then the ones seen only in sessions."""
         series = []
         for factor, project in enumerate(self.organization.projects, start=1):
-            for rank, version in enumerate(self.versions(project["id"]), start=1):
+            versions = self.versions(project["id"])
+            versions += [f"{project['slug']}@0.{n}.0" for n in range(self.session_releases)]
+            for rank, version in enumerate(versions, start=1):
                 for environment, env_factor in SESSION_ENVIRONMENTS.items():
                     for status, status_factor in SESSION_STATUSES.items():
                         sessions = factor * rank * env_factor * status_factor

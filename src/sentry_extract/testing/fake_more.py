@@ -3,7 +3,10 @@
 - usage (`stats_v2`, `stats-summary`) and release health (`sessions`): `field` required,
   `start`/`end` both or neither, and a `start` older than the retention is a 400 (the list
   endpoints clamp silently); intervals from 1h, aligned to themselves; `groupBy=project`
-  collapses stats_v2's series into one total; sessions refuse more than 10,000 points;
+  collapses stats_v2's series into one total; sessions keep the largest
+  `5000 // intervals` groups of project, release and environment and drop the rest
+  silently (each kept group split into its statuses), and refuse more than 1,000
+  intervals;
 - environments: hidden ones vanish unless `visibility=all` (or `hidden`); without
   `project=-1` only those used in the caller's teams' projects; ordered by name;
 - release deploys and commits: the version arrives URL-encoded (an unencoded `/` is a
@@ -75,7 +78,9 @@ SUMMARY_OUTCOMES = (
 )
 SESSION_FIELDS = ("sum(session)", "count_unique(user)")
 SESSION_GROUPS = ("project", "release", "environment", "session.status")
-MAX_SESSION_POINTS = 10_000
+SESSION_STATUS = "session.status"
+SNUBA_LIMIT = 5_000  # data points of one sessions answer (sessions_v2.SNUBA_LIMIT)
+MAX_SESSION_INTERVALS = 1_000  # intervals of one sessions request (sessions_v2.MAX_POINTS)
 DEFAULT_PERIOD = timedelta(days=14)
 REPLAY_FIELDS = (
     "activity",
@@ -317,43 +322,32 @@ def _stats_summary(fake: FakeSentry, match: dict[str, str], params: Params) -> A
 
 
 def _sessions(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
-    fields = many(params, "field")
-    if not fields:
-        raise BadRequest("Request is missing a 'field'")
-    for field in fields:
-        if field not in SESSION_FIELDS:
-            raise BadRequest(f"Invalid field: {field!r}")
-    group_by = many(params, "groupBy")
-    for name in group_by:
-        if name not in SESSION_GROUPS:
-            raise BadRequest(f"Invalid groupBy: {name!r}")
-    step = _interval(params, None)
+    """As `run_sessions_query` (release_health/metrics_sessions_v2.py): the largest
+    `SNUBA_LIMIT // intervals` groups of project, release and environment by the first
+    field (`sum(session)` if asked), each then split into its session statuses; the
+    groups past that number are dropped silently. Past 1,000 intervals, a 400."""
+    fields, group_by = _session_fields(params), _session_group_by(params)
+    step = _interval(params, DAY)
     begin, finish = _strict_window(fake, params)
     starts = _intervals(begin, finish, step)
-    organization = fake.organization
-    with organization.lock:
-        projects = selected_projects(fake, params)
-        chosen = [s for s in organization.extras.session_series() if s.project_id in projects]
-    groups: dict[tuple[str, ...], list[SessionSeries]] = {}
-    for series in chosen:
-        labels = {
-            "project": series.project_id,
-            "release": series.release,
-            "environment": series.environment,
-            "session.status": series.status,
-        }
-        groups.setdefault(tuple(labels[name] for name in group_by), []).append(series)
-    if len(groups) * len(starts) > MAX_SESSION_POINTS:
+    if len(starts) > MAX_SESSION_INTERVALS:
         raise BadRequest(
             "Your interval and date range would create too many results. "
             "Use a larger interval, or a smaller date range."
         )
+    organization = fake.organization
+    with organization.lock:
+        projects = selected_projects(fake, params)
+        chosen = [s for s in organization.extras.session_series() if s.project_id in projects]
+    primary = "sum(session)" if "sum(session)" in fields else fields[0]  # _get_primary_field
+    groups = _largest_session_groups(chosen, group_by, primary, len(starts))
+    spans = [weight(*_hours(start, step, finish)) for start in starts]
     answer = []
-    for key, members in sorted(groups.items()):
-        sessions = sum(s.sessions for s in members)
-        users = sum(s.users for s in members)
-        spans = [weight(*_hours(start, step, finish)) for start in starts]
-        per_field = {"sum(session)": sessions, "count_unique(user)": users}
+    for key, members in groups:
+        per_field = {
+            "sum(session)": sum(s.sessions for s in members),
+            "count_unique(user)": sum(s.users for s in members),
+        }
         values = {field: [float(per_field[field] * span) for span in spans] for field in fields}
         by: dict[str, Any] = dict(zip(group_by, key, strict=True))
         if "project" in by:
@@ -369,6 +363,57 @@ def _sessions(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
             "query": one(params, "query") or "",
         }
     )
+
+
+def _session_fields(params: Params) -> list[str]:
+    fields = many(params, "field")
+    if not fields:
+        raise BadRequest('Request is missing a "field"')
+    for field in fields:
+        if field not in SESSION_FIELDS:
+            raise BadRequest(f'Invalid field: "{field}"')
+    return fields
+
+
+def _session_group_by(params: Params) -> list[str]:
+    group_by = many(params, "groupBy")
+    for name in group_by:
+        if name not in SESSION_GROUPS:
+            raise BadRequest(f'Invalid groupBy: "{name}"')
+    return group_by
+
+
+def _largest_session_groups(
+    chosen: list[SessionSeries], group_by: list[str], primary: str, intervals: int
+) -> list[tuple[tuple[str, ...], list[SessionSeries]]]:
+    """The groups Sentry keeps, each with its series: the largest `SNUBA_LIMIT //
+    intervals` by the primary field (every hour weighs the same in every series, so the
+    hourly figures order them), each split by status afterwards when asked."""
+    outer = [name for name in group_by if name != SESSION_STATUS]
+    merged: dict[tuple[str, ...], list[SessionSeries]] = {}
+    for series in chosen:
+        merged.setdefault(tuple(_session_label(series, name) for name in outer), []).append(series)
+    size = {
+        key: sum(s.sessions if primary == "sum(session)" else s.users for s in members)
+        for key, members in merged.items()
+    }
+    ranked = sorted(merged, key=lambda key: (-size[key], key))
+    kept = ranked[: SNUBA_LIMIT // intervals] if intervals else []
+    groups: dict[tuple[str, ...], list[SessionSeries]] = {}
+    for outer_key in sorted(kept):
+        for series in merged[outer_key]:
+            key = tuple(_session_label(series, name) for name in group_by)
+            groups.setdefault(key, []).append(series)
+    return sorted(groups.items())
+
+
+def _session_label(series: SessionSeries, name: str) -> str:
+    return {
+        "project": series.project_id,
+        "release": series.release,
+        "environment": series.environment,
+        SESSION_STATUS: series.status,
+    }[name]
 
 
 # --- organization lists ------------------------------------------------------------------
