@@ -10,6 +10,10 @@ Where the description and the real server disagree, the server wins, and the tes
 - issues' `query` is declared with the default `is:unresolved` and no empty value. The
   server reads an empty `query=` as "no filter", the only way to get resolved and ignored
   issues too, so we send it empty; it is checked as sent, then left out of the validation.
+- user feedback's `status` and environments' `project` are not in the description. The
+  server reads both: without `status=` (empty) reports on resolved or ignored issues
+  vanish, without `project=-1` environments of other teams' projects do; both are checked
+  as sent.
 """
 
 from __future__ import annotations
@@ -237,6 +241,10 @@ def test_every_request_of_every_stream_is_valid(
         if record.path.endswith("/issues/"):
             assert ("query", "") in query
             query = [(key, value) for key, value in query if key != "query"]
+        if record.path.endswith("/user-feedback/"):
+            assert ("status", "") in query
+        if record.path.endswith("/environments/"):
+            assert ("project", "-1") in query
         request = MockRequest(
             HOST,
             "get",

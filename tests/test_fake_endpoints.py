@@ -107,7 +107,7 @@ def test_every_new_route_answers_what_the_description_says(
         version = quote(organization.releases[number]["version"], safe="")
         valid(api, get(client, f"{ORG}releases/{version}/deploys/"))
         valid(api, get(client, f"{ORG}releases/{version}/commits/"))
-    body = valid(api, get(client, "/api/0/projects/acme/project-0/user-feedback/"))
+    body = valid(api, get(client, "/api/0/projects/acme/project-0/user-feedback/", status=""))
     assert body
 
 
@@ -315,17 +315,45 @@ def test_sessions_refuse_what_sentry_refuses(client: httpx.Client) -> None:
     assert "interval" in detail(get(client, path, field="sum(session)", interval="10m"))
     old = {"start": stamp(day(95)), "end": stamp(day(1))}
     assert "date range" in detail(get(client, path, field="sum(session)", **old))
-    everything = get(
-        client,
-        path,
-        field="sum(session)",
-        groupBy=["project", "release", "environment", "session.status"],
-        project="-1",
-    )  # 96 groups x 336 hours
-    assert detail(everything) == (
+    hourly = {"start": stamp(day(46)), "end": stamp(day(1)), "interval": "1h"}
+    assert detail(get(client, path, field="sum(session)", **hourly)) == (
         "Your interval and date range would create too many results. "
         "Use a larger interval, or a smaller date range."
-    )
+    )  # 1,080 intervals: more than 1,000
+    assert "interval" in detail(get(client, path, field="sum(session)", interval="2d"))
+
+
+def test_sessions_keep_the_largest_groups_and_drop_the_rest_silently(
+    client: httpx.Client, organization: FakeOrganization
+) -> None:
+    """metrics_sessions_v2.run_sessions_query: at most 5000 // intervals groups of project,
+    release and environment, the largest by sum(session), each split into four statuses."""
+    organization.add_session_releases(50)  # 3 projects x 54 releases x 2 environments
+    every = ["project", "release", "environment", "session.status"]
+    fields = ["sum(session)", "count_unique(user)"]
+
+    def sessions(days: int) -> dict[str, Any]:
+        window = {"start": stamp(day(days + 1)), "end": stamp(day(1)), "interval": "1d"}
+        answer = get(client, ORG + "sessions/", field=fields, groupBy=every, project="-1", **window)
+        assert answer.status_code == 200  # never a 400 for too many groups
+        body: dict[str, Any] = answer.json()
+        return body
+
+    def totals(body: dict[str, Any]) -> dict[tuple[Any, ...], float]:
+        summed: dict[tuple[Any, ...], float] = {}
+        for group in body["groups"]:
+            by = group["by"]
+            key = (by["project"], by["release"], by["environment"])
+            summed[key] = summed.get(key, 0) + group["totals"]["sum(session)"]
+        return summed
+
+    whole = totals(sessions(3))
+    assert len(whole) == 3 * 54 * 2  # 324 groups: under 5000 // 3
+    cut = sessions(30)
+    kept = totals(cut)
+    assert len(kept) == 5000 // 30 and len(cut["groups"]) == 4 * len(kept)
+    dropped = set(whole) - set(kept)
+    assert min(whole[key] for key in kept) >= max(whole[key] for key in dropped)
 
 
 # --- environments, deploys, commits ------------------------------------------------------
@@ -333,13 +361,31 @@ def test_sessions_refuse_what_sentry_refuses(client: httpx.Client) -> None:
 
 def test_hidden_environments_vanish_by_default(api: OpenAPI, client: httpx.Client) -> None:
     path = ORG + "environments/"
-    default = valid(api, get(client, path))
-    assert [e["name"] for e in default] == ["production", "staging", "development"]
-    every = valid(api, get(client, path, visibility="all"))
-    assert [e["name"] for e in every] == ["production", "staging", "development", "legacy-qa"]
-    assert [e["name"] for e in get(client, path, visibility="hidden").json()] == ["legacy-qa"]
+    default = valid(api, get(client, path, project="-1"))
+    assert [e["name"] for e in default] == ["canary", "development", "production", "staging"]
+    every = valid(api, get(client, path, visibility="all", project="-1"))
+    names = ["canary", "development", "legacy-qa", "production", "staging"]
+    assert [e["name"] for e in every] == names  # by name, as Sentry orders them
+    hidden = get(client, path, visibility="hidden", project="-1").json()
+    assert [e["name"] for e in hidden] == ["legacy-qa"]
     assert "Link" not in get(client, path).headers
     assert detail(get(client, path, visibility="some")).startswith("Invalid value")
+
+
+def test_environments_cover_the_callers_projects_unless_project_is_minus_one(
+    client: httpx.Client, organization: FakeOrganization
+) -> None:
+    """organization_environments.py filters by `get_projects`: no `project` means the
+    projects of the caller's teams; `canary` is used only in a project of another team."""
+    path = ORG + "environments/"
+    last = organization.projects[-1]
+    assert last["id"] not in organization.my_project_ids()
+    mine = get(client, path, visibility="all").json()
+    assert [e["name"] for e in mine] == ["development", "legacy-qa", "production", "staging"]
+    every = get(client, path, visibility="all", project="-1").json()
+    assert "canary" in [e["name"] for e in every]
+    alone = get(client, path, visibility="all", project=last["id"]).json()
+    assert [e["name"] for e in alone] == ["canary", "legacy-qa", "production", "staging"]
 
 
 def test_a_release_version_travels_url_encoded(
@@ -419,6 +465,31 @@ def test_checkins_come_newest_first_by_offset(
     assert newest[2] == seen[0]
 
 
+def test_a_slug_shared_by_two_projects_finds_the_oldest_monitor(
+    client: httpx.Client, organization: FakeOrganization
+) -> None:
+    """get_monitor_by_org_id_or_slug: a slug names the oldest monitor that has it (slugs
+    are unique per project only); an id names its own monitor."""
+    oldest = organization.extras.monitor("nightly-backup")
+    assert oldest is not None
+    newer = organization.add_monitor("nightly-backup", "project-2")
+    assert newer["_project_id"] != oldest["_project_id"]
+    every = get(client, ORG + "monitors/", project="-1").json()
+    assert [m["id"] for m in every if m["slug"] == "nightly-backup"] == [oldest["id"], newer["id"]]
+
+    def checkin_ids(id_or_slug: str) -> list[str]:
+        page = get(client, f"{ORG}monitors/{id_or_slug}/checkins/", per_page=100).json()
+        return [row["id"] for row in page]
+
+    by_slug, by_old_id, by_new_id = (
+        checkin_ids(key) for key in ("nightly-backup", oldest["id"], newer["id"])
+    )
+    assert by_slug == by_old_id
+    assert by_new_id and not set(by_new_id) & set(by_old_id)
+    assert checkin_ids(newer["id"].upper()) == by_new_id  # read as a UUID
+    assert detail(get(client, f"{ORG}monitors/{newer['id'][:-1]}/checkins/"), 404)
+
+
 # --- replays -----------------------------------------------------------------------------
 
 
@@ -453,14 +524,38 @@ def test_replays_return_the_fields_asked_for(
 # --- user feedback and tag values --------------------------------------------------------
 
 
+def test_user_feedback_on_resolved_or_ignored_issues_needs_an_empty_status(
+    organization: FakeOrganization,
+) -> None:
+    """project_user_reports.py: `status` defaults to `unresolved` (reports of resolved and
+    ignored issues are filtered out of each page, after paging); only `status=` keeps all."""
+    with FakeSentry(organization) as fake:
+        headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
+        with httpx.Client(base_url=fake.base_url, headers=headers) as client:
+            ignored = "/api/0/projects/acme/project-1/user-feedback/"
+            assert len(get(client, ignored, status="").json()) == 3
+            assert get(client, ignored).json() == []
+            short = get(client, ignored, per_page=1)
+            assert short.json() == [] and next_link(short)["results"] == "true"
+            open_ones = "/api/0/projects/acme/project-2/user-feedback/"
+            reports = get(client, open_ones).json()
+            assert len(reports) == 4
+            for issue in {report["issue"]["id"] for report in reports}:
+                organization.set_issue_status(issue, "resolved")
+            assert get(client, open_ones).json() == []
+            assert get(client, open_ones, status="").json() == reports
+
+
 def test_user_feedback_per_project(api: OpenAPI, organization: FakeOrganization) -> None:
     settings = ServerSettings(forbidden_projects=frozenset({"project-2"}))
     with FakeSentry(organization, settings) as fake:
         headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
         with httpx.Client(base_url=fake.base_url, headers=headers) as client:
-            rows = valid(api, get(client, "/api/0/projects/acme/project-1/user-feedback/"))
+            path = "/api/0/projects/acme/project-1/user-feedback/"
+            rows = valid(api, get(client, path, status=""))
             assert 2 <= len(rows) <= 4
             assert all(row["event"]["eventID"] == row["eventID"] for row in rows)
+            assert "status" in detail(get(client, path, status="all"))
             unknown = get(client, "/api/0/projects/acme/nope/user-feedback/")
             assert detail(unknown, 404)
             forbidden = get(client, "/api/0/projects/acme/project-2/user-feedback/")

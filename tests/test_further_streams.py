@@ -21,8 +21,9 @@ from sentry_extract.errors import ConfigError
 from sentry_extract.source.further_streams import FURTHER_STREAMS
 from sentry_extract.source.ratelimit import rate_limit_group
 from sentry_extract.source.streams import SLING_STREAMS
+from sentry_extract.testing.extras import weight
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
-from sentry_extract.testing.organization import FakeOrganization
+from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
 from .conftest import Workspace, invoke, pg_rows, sentry_connection
 
@@ -140,7 +141,9 @@ def test_environments_include_hidden_ones(workspace: Workspace, fake: FakeSentry
     workspace.run(workspace.replication(streams=named("environments")))
     names = set(workspace.table("environments").column("name").to_pylist())
     assert "legacy-qa" in names and "production" in names
-    assert fake.requests_to("/environments/")[0].param("visibility") == "all"
+    assert "canary" in names  # used only in a project of another team than the caller's
+    request = fake.requests_to("/environments/")[0]
+    assert request.param("visibility") == "all" and request.param("project") == "-1"
 
 
 def test_release_children_carry_their_release_and_survive_odd_versions(
@@ -224,6 +227,26 @@ def test_monitor_checkins_read_only_what_is_new(workspace: Workspace, fake: Fake
     assert_unique(table, ["id"])
 
 
+def test_monitors_sharing_a_slug_each_keep_their_own_checkins() -> None:
+    """Two `nightly-backup` monitors in two projects: by slug the organization's route
+    answers the oldest one twice; by id each monitor's check-ins are read."""
+    organization = FakeOrganization(size=OrganizationSize(projects=3))
+    newer = organization.add_monitor("nightly-backup", "project-2")
+    organization.add_checkins(3, monitor_slug=newer["id"])
+    with served(organization, ServerSettings()) as (fake, workspace):
+        workspace.run(workspace.replication(streams=named("monitor_checkins")))
+        table = workspace.table("monitor_checkins")
+        stored = dict(keys(table, ["id", "monitor_id"]))
+        expected = {
+            checkin["id"]: monitor_id
+            for monitor_id, checkins in organization.extras.checkins.items()
+            for checkin in checkins
+        }
+        assert stored == expected  # none missing, each under its own monitor
+        paths = {record.path for record in fake.requests_to("/checkins/")}
+        assert f"/api/0/organizations/acme/monitors/{newer['id']}/checkins/" in paths
+
+
 def test_replays_incremental_by_started_at(workspace: Workspace, fake: FakeSentry) -> None:
     path = workspace.replication(streams=named("replays"))
     first = datetime.now(UTC).replace(microsecond=0)
@@ -250,6 +273,7 @@ def test_tag_values_of_changed_issues_stop_at_the_cap(
     result = summary.results[0]  # then the preflight's
     assert result.status == "partial"
     assert "cap of 1,000 rows" in result.problems[0]
+    assert "the values seen least recently are not in the table" in result.problems[0]
     table = workspace.table("issue_tag_values")
     assert_unique(table, ["issue_id", "key", "value"])
     browsers = [row for row in table.to_pylist() if row["issue_id"] == issue]
@@ -269,6 +293,27 @@ def test_user_feedback_per_project(workspace: Workspace, fake: FakeSentry) -> No
     assert set(table.column("project_id").to_pylist()) <= {
         project["id"] for project in fake.organization.projects
     }
+
+
+def test_user_feedback_keeps_reports_on_resolved_and_ignored_issues() -> None:
+
+    organization = FakeOrganization(size=OrganizationSize(projects=8))
+    with served(organization, ServerSettings()) as (fake, workspace):
+        workspace.run(workspace.replication(streams=named("user_feedback")))
+        table = workspace.table("user_feedback")
+        reports = [
+            report
+            for project in organization.projects
+            for report in organization.extras.feedback(project["id"])
+        ]
+        closed = [
+            report
+            for report in reports
+            if organization.issues[report["issue"]["id"]]["status"] != "unresolved"
+        ]
+        assert (len(reports), len(closed)) == (23, 14)
+        assert sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in reports)
+        assert all(r.param("status") == "" for r in fake.requests_to("/user-feedback/"))
 
 
 def test_further_streams_into_postgres(workspace: Workspace, pg_url: str) -> None:
@@ -318,7 +363,6 @@ def test_further_streams_replay_from_cassettes(
 
 @pytest.fixture
 def busy() -> FakeOrganization:
-    from sentry_extract.testing.organization import OrganizationSize
 
     return FakeOrganization(size=OrganizationSize(projects=60, issues=120, events=600))
 
@@ -393,7 +437,6 @@ def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run(
     """12,000 events in two days: one query of the first slice reaches the row cap (the
     list ends there, or the page after it is a 400) and the crawl goes on from its newest
     second; or queries of more than 2,000 rows are sampled, and are asked again in halves."""
-    from sentry_extract.testing.organization import OrganizationSize
 
     organization = FakeOrganization(size=OrganizationSize(projects=4, events=0))
     for index in range(120):
@@ -441,19 +484,104 @@ def test_rows_without_their_key_still_load_into_postgres(
     assert "rows came without a value for project_id, id" in caplog.text
 
 
-def test_sessions_ask_shorter_ranges_when_groups_times_days_are_too_many(
+def test_sessions_are_exact_past_the_groups_sentry_keeps(
     workspace: Workspace, fake: FakeSentry
 ) -> None:
-    for _ in range(120):  # 3 projects x ~44 releases x 2 environments x 4 statuses
-        fake.organization.add_release()
-    summary = workspace.run(workspace.replication(streams=named("sessions")))
+    """840 groups of project, release and environment over 89 days, 14 days a request:
+    Sentry keeps the largest 5000 // 14 = 357 and drops the rest without a word. A full
+    answer is asked again for fewer days (7: 714 kept, still full; 3: all 840)."""
+    organization = fake.organization
+    organization.add_session_releases(136)  # 3 projects x 140 releases x 2 environments
+    started = datetime.now(UTC).replace(microsecond=0)
+    summary = workspace.run(workspace.replication(streams=named("sessions")), started=started)
     assert summary.results[0].status == "ok", summary.results[0].problems
-    statuses = [record.status for record in fake.requests_to("/sessions/")]
-    assert statuses[0] == 400 and statuses[-1] == 200
+    requests = fake.requests_to("/sessions/")
+    assert all(record.status == 200 for record in requests)
+    lengths = [_days(record.param("start"), record.param("end")) for record in requests]
+    assert lengths[:3] == [14, 7, 3]
     table = workspace.table("sessions")
     assert_unique(table, ["interval", "project", "release", "environment", "session_status"])
-    days = {row.date() for row in table.column("interval").to_pylist()}
-    assert len(days) >= 89  # the whole retention, in shorter reads
+    series = organization.extras.session_series()
+    hourly_sessions = sum(s.sessions for s in series)
+    hourly_users = sum(s.users for s in series)
+    by_day: dict[datetime, list[int]] = {}
+    for row in table.to_pylist():
+        figures = by_day.setdefault(row["interval"], [0, 0])
+        figures[0] += row["sessions"]
+        figures[1] += row["users"]
+    today = started.replace(hour=0, minute=0, second=0)
+    full_days = sorted(moment for moment in by_day if moment < today)
+    assert len(full_days) == 89
+    for moment in full_days:
+        first_hour = int(moment.timestamp()) // 3600
+        hours = weight(first_hour, first_hour + 24)
+        assert by_day[moment] == [hourly_sessions * hours, hourly_users * hours], moment
+    groups = {key[1:4] for key in keys(table, list(table.column_names[:5]))}
+    assert len(groups) == 840
+
+
+def _days(start: str | None, end: str | None) -> int:
+    assert start and end
+    span = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    return -(-span // timedelta(days=1))
+
+
+def test_sessions_still_cut_for_one_day_end_partial_and_say_so(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    """A day with 5,000 groups or more is cut even alone: its rows are kept, and the
+    stream says which are missing instead of ending ok."""
+    from sentry_extract.testing.fake_sentry import Fault
+
+    first_day = (datetime.now(UTC) - timedelta(days=89)).strftime("%Y-%m-%dT00:00:00Z")
+    full = {
+        "start": first_day,
+        "end": first_day,
+        "intervals": [first_day],
+        "groups": [
+            {
+                "by": {"project": 1, "release": f"r{n}", "environment": "production"},
+                "totals": {"sum(session)": 1.0, "count_unique(user)": 1.0},
+                "series": {"sum(session)": [1.0], "count_unique(user)": [1.0]},
+            }
+            for n in range(5_000)
+        ],
+        "query": "",
+    }
+    fake.inject(Fault("/sessions/", 200, full, times=4))  # 14, 7, 3, then 1 day
+    summary = workspace.run(workspace.replication(streams=named("sessions")))
+    result = summary.results[0]
+    assert result.status == "partial"
+    assert result.problems == [
+        "on 1 day Sentry answered only its largest groups, even for that day alone (it keeps "
+        "5,000 a day); the rows of the smaller groups of those days are missing"
+    ]
+    requests = fake.requests_to("/sessions/")
+    lengths = [_days(record.param("start"), record.param("end")) for record in requests]
+    assert lengths[:4] == [14, 7, 3, 1] and set(lengths[4:]) == {1}
+    assert workspace.table("sessions").num_rows >= 5_000
+
+
+def test_sessions_cut_rule_and_interval_limit_follow_sentry() -> None:
+    from sentry_extract.source.series import is_cut, is_over_interval_limit
+
+    def answer(intervals: int, groups: int) -> dict[str, Any]:
+        statuses = ("healthy", "errored", "crashed", "abnormal")
+        return {
+            "intervals": [f"day {n}" for n in range(intervals)],
+            "groups": [
+                {"by": {"release": f"r{n}", "session.status": status}}
+                for n in range(groups)
+                for status in statuses
+            ],
+        }
+
+    assert is_cut(answer(14, 357)) and not is_cut(answer(14, 356))  # statuses aside
+    assert is_cut(answer(1, 5_000)) and not is_cut(answer(3, 840))
+    assert not is_cut(answer(0, 0)) and not is_cut([])
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert not is_over_interval_limit(start, start + timedelta(days=1_000))
+    assert is_over_interval_limit(start, start + timedelta(days=1_000, hours=1))
 
 
 def test_the_dry_run_shows_whole_days_for_usage_and_no_range_for_fan_outs(
@@ -496,7 +624,6 @@ def test_cassettes_without_the_org_wide_count_replay_as_every_project() -> None:
 
 
 def test_error_index_keeps_samples_and_says_so_when_every_range_is_sampled() -> None:
-    from sentry_extract.testing.organization import OrganizationSize
 
     organization = FakeOrganization(size=OrganizationSize(projects=2, events=300))
     settings = ServerSettings(explore_partial=True)

@@ -49,7 +49,8 @@ from sentry_extract.source.extract import (
     stream_path,
 )
 from sentry_extract.source.retention import CLOCK_MARGIN, Retention, day_ceiling
-from sentry_extract.source.spec import Params, Parent, Shape
+from sentry_extract.source.series import SNUBA_LIMIT, is_over_interval_limit
+from sentry_extract.source.spec import Fetch, Params, Parent, SeriesPiece, Shape
 from sentry_extract.source.streams import ISSUES, ORGANIZATIONS
 from sentry_extract.source.windows import (
     SECOND,
@@ -550,29 +551,61 @@ class Loader:
 
         progress = Coverage().started_at(start)
         self.progress[""] = (Window(start, window.end), progress)
-        piece_start, days = start, spec.series_days
+        piece_start, days, cut_days = start, spec.series_days, 0
         while piece_start < window.end:
             self.check_cancelled()
             piece_end = min(piece_start + timedelta(days=days), window.end)
             try:
-                rows = spec.series(fetch, piece_start, piece_end)
-            except BadRequestError as error:
+                piece = self._read_series_piece(fetch, Window(piece_start, piece_end), days)
+            except BadRequestError:
                 kept = self._kept(Window(piece_start, window.end))
-                if kept is not None:  # a start before what Sentry keeps: from its first day
-                    kept_start = min(day_ceiling(kept.start), window.end)
-                    progress = progress.add(Window(piece_start, kept_start))
-                    piece_start = kept_start
-                    continue
-                if days == 1 or "too many" not in error.message.lower():
-                    raise  # groups x days over the server's points: halve, else fail
+                if kept is None:
+                    raise
+                # A start before what Sentry keeps: from its first whole day.
+                kept_start = min(day_ceiling(kept.start), window.end)
+                progress = progress.add(Window(piece_start, kept_start))
+                piece_start = kept_start
+                continue
+            if piece is None:  # asked again for half as many days
                 days = max(1, days // 2)
                 continue
-            self._add(rows)
+            cut_days += piece.cut
+            self._add(piece.rows)
             progress = progress.add(Window(piece_start, piece_end))
             self.progress[""] = (Window(start, window.end), progress)
             self._checkpoint_if_due(self._state(replace(previous, coverage=progress)))
             piece_start = piece_end
+        self._note_cut_days(cut_days)
         self._finish(self._state(replace(previous, coverage=progress)))
+
+    def _read_series_piece(self, fetch: Fetch, window: Window, days: int) -> SeriesPiece | None:
+        """One window of a series, or None when fewer days would give more: Sentry kept
+        only its largest groups (release health keeps `5000 // intervals`, silently), or
+        refused a range past its limit of intervals (the one 400 that fewer days cure)."""
+        spec = self.stream.spec
+        assert spec.series is not None
+        try:
+            piece = spec.series(fetch, window.start, window.end)
+        except BadRequestError:
+            if days == 1 or not is_over_interval_limit(window.start, window.end):
+                raise
+            return None
+        if piece.cut and days > 1:
+            return None
+        return piece
+
+    def _note_cut_days(self, cut_days: int) -> None:
+        """Days still cut when asked alone: their smallest groups are missing; say so."""
+        if not cut_days:
+            return
+        problem = (
+            f"on {counted(cut_days, 'day')} Sentry answered only its largest groups, even "
+            f"for that day alone (it keeps {SNUBA_LIMIT:,} a day); the rows of the smaller "
+            "groups of those days are missing"
+        )
+        log.warning("%s: %s", self.stream.name, problem)
+        self.result.problems.append(problem)
+        self.result.status = STATUS_PARTIAL
 
     def load_children(self) -> None:
         """One list per parent (release, monitor, project, or issue and tag key). A parent
@@ -619,8 +652,8 @@ class Loader:
                 failed += 1
         if capped:
             self.result.problems.append(
-                f"{capped} lists stopped at Sentry's cap of {spec.row_cap:,} rows; the rarest "
-                "values are not in the table"
+                f"{capped} lists stopped at Sentry's cap of {spec.row_cap:,} rows; the values "
+                "seen least recently are not in the table"
             )
         if failed and self.stream.mode.replaces_rows:
             raise SourceError(

@@ -403,17 +403,22 @@ def list_parents(
                     )
     elif spec.parent is Parent.MONITOR:
         for rows in read_organization_stream(client, MONITORS, organization, counter):
-            for row in rows:
-                if row.get("id") is not None:
-                    slug = str(row.get("slug") or row["id"])
-                    parents.append(
-                        ParentRow(
-                            {"id": str(row["id"]), "slug": slug},
-                            {"monitor": quote(slug, safe="")},
-                            f"monitor '{slug}'",
-                        )
-                    )
+            parents.extend(monitor_parent(row) for row in rows if row.get("id") is not None)
     return parents, []
+
+
+def monitor_parent(row: dict[str, Any]) -> ParentRow:
+    """A monitor, asked for by its id: slugs are unique per project only, and by slug the
+    organization's route answers the oldest monitor that has it."""
+    monitor_id = str(row["id"])
+    slug = str(row.get("slug") or monitor_id)
+    project = row.get("project")
+    where = f" of project '{project.get('slug')}'" if isinstance(project, dict) else ""
+    return ParentRow(
+        {"id": monitor_id, "slug": slug},
+        {"monitor": quote(monitor_id, safe="")},
+        f"monitor '{slug}'{where} ({monitor_id})",
+    )
 
 
 def issue_parents(issue_ids: Iterable[str], tag_keys: Sequence[str]) -> list[ParentRow]:

@@ -61,8 +61,18 @@ Row = dict[str, Any]
 Params = Mapping[str, str | int | tuple[str, ...]]
 # A series endpoint's request: parameters in, the decoded answer out.
 Fetch = Callable[[Params], Any]
-# Reads one window of a series stream (one or more requests) into rows.
-SeriesReader = Callable[[Fetch, datetime, datetime], list[Row]]
+
+
+@dataclass(frozen=True)
+class SeriesPiece:
+    """One window of a series stream, flattened into rows."""
+
+    rows: list[Row]
+    cut: bool = False  # the server kept only its largest groups: rows may be missing
+
+
+# Reads one window of a series stream (one or more requests).
+SeriesReader = Callable[[Fetch, datetime, datetime], SeriesPiece]
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,15 @@ from sentry_extract.testing.organization import Row, iso
 if TYPE_CHECKING:
     from sentry_extract.testing.organization import FakeOrganization
 
+# Environments and the projects that use them (Sentry's EnvironmentProject): every one,
+# the first (one of the caller's), or the last (in no team of the caller's, when there
+# are several projects).
 ENVIRONMENTS = (
-    {"id": "1", "name": "production", "hidden": False},
-    {"id": "2", "name": "staging", "hidden": False},
-    {"id": "3", "name": "development", "hidden": False},
-    {"id": "4", "name": "legacy-qa", "hidden": True},
+    {"id": "1", "name": "production", "hidden": False, "projects": "every"},
+    {"id": "2", "name": "staging", "hidden": False, "projects": "every"},
+    {"id": "3", "name": "development", "hidden": False, "projects": "first"},
+    {"id": "4", "name": "legacy-qa", "hidden": True, "projects": "every"},
+    {"id": "5", "name": "canary", "hidden": False, "projects": "last"},
 )
 MONITORS = (
     ("nightly-backup", "Nightly backup", "crontab", "0 3 * * *"),
@@ -103,32 +107,28 @@ class Extras:
         self.organization = organization
         self.random = random.Random(organization.seed * 7919 + 13)
         now = organization.clock()
-        self.monitors: list[Row] = [
-            self._monitor(index, now) for index in range(len(MONITORS)) if organization.projects
-        ]
+        self.monitors: list[Row] = []  # oldest first (Sentry's lowest id)
         self.checkins: dict[str, list[Row]] = {}  # monitor id -> check-ins, oldest first
-        for monitor in self.monitors:
-            latest = now.replace(minute=0, second=0, microsecond=0)
-            self.checkins[monitor["id"]] = [
-                self._checkin(monitor, latest - timedelta(hours=hours), index)
-                for index, hours in enumerate(range(CHECKIN_DAYS * 24 - 1, -1, -1))
-            ]
+        count = len(MONITORS) if organization.projects else 0
+        for monitor in [self._monitor(index, now) for index in range(count)]:
+            self._add_monitor(monitor, now)
         self.replays: list[Row] = []
         for index in range(REPLAYS if organization.projects else 0):
             age = timedelta(seconds=self.random.uniform(0, REPLAY_DAYS * 86400))
             self.replays.append(self._replay(index, now - age))
         self.tag_value_counts: dict[tuple[str, str], int] = {}  # (issue, key) -> values
+        self.session_releases = 0  # releases per project seen only in sessions (SDKs name them)
         self._feedback: dict[str, list[Row]] = {}
 
     # --- monitors and check-ins ------------------------------------------------------------
 
-    def _monitor(self, index: int, now: datetime) -> Row:
+    def _monitor(self, index: int, now: datetime, project: Row | None = None) -> Row:
         organization = self.organization
-        project = organization.projects[index % len(organization.projects)]
-        slug, name, schedule_type, schedule = MONITORS[index]
+        project = project or organization.projects[index % len(organization.projects)]
+        slug, name, schedule_type, schedule = MONITORS[index % len(MONITORS)]
         team = next((t for t in organization.teams if t["id"] == project["_team_id"]), None)
         return {
-            "id": str(uuid.UUID(int=self.random.getrandbits(128))),
+            "id": str(uuid.UUID(int=self.random.getrandbits(128), version=4)),  # its guid
             "slug": slug,
             "name": name,
             "status": "active",
@@ -144,7 +144,7 @@ class Extras:
                 "recovery_threshold": 1,
                 "alert_rule_id": None,
             },
-            "dateCreated": iso(now - timedelta(days=60 + index)),
+            "dateCreated": iso(now - timedelta(days=60 - index)),
             "_project_id": project["id"],
             "_team": team,
         }
@@ -168,11 +168,38 @@ class Extras:
             "groups": [],
         }
 
+    def _add_monitor(self, monitor: Row, now: datetime) -> Row:
+        self.monitors.append(monitor)
+        latest = now.replace(minute=0, second=0, microsecond=0)
+        self.checkins[monitor["id"]] = [
+            self._checkin(monitor, latest - timedelta(hours=hours), index)
+            for index, hours in enumerate(range(CHECKIN_DAYS * 24 - 1, -1, -1))
+        ]
+        return monitor
+
+    def add_monitor(self, slug: str, project_slug: str) -> Row:
+        """A new monitor in this project: its slug may be another project's monitor's
+        (slugs are unique per project, not per organization)."""
+        now = self.organization.clock()
+        monitor = self._monitor(len(self.monitors), now, self.organization.project(project_slug))
+        monitor.update(slug=slug, dateCreated=iso(now))
+        return self._add_monitor(monitor, now)
+
     def monitor(self, id_or_slug: str) -> Row | None:
-        return next((m for m in self.monitors if id_or_slug in (m["id"], m["slug"])), None)
+        """As the organization's monitor routes find one (`get_monitor_by_org_id_or_slug`):
+        by slug first, the oldest monitor with it; else by id (a UUID)."""
+        by_slug = [monitor for monitor in self.monitors if monitor["slug"] == id_or_slug]
+        if by_slug:
+            return by_slug[0]
+        try:
+            guid = str(uuid.UUID(id_or_slug, version=4))
+        except ValueError:
+            return None
+        return next((monitor for monitor in self.monitors if monitor["id"] == guid), None)
 
     def add_checkins(self, count: int, monitor_slug: str | None = None) -> list[Row]:
-        """`count` check-ins newer than every other one of the monitor (default the first)."""
+        """`count` check-ins newer than every other one of the monitor (its id or slug;
+        default the first)."""
         monitor = self.monitor(monitor_slug) if monitor_slug else self.monitors[0]
         if monitor is None:
             raise KeyError(monitor_slug)
@@ -345,9 +372,13 @@ class Extras:
         return series
 
     def session_series(self) -> list[SessionSeries]:
+        """Hourly sessions of each project, release, environment and status: the releases
+        of the project, then the ones seen only in sessions."""
         series = []
         for factor, project in enumerate(self.organization.projects, start=1):
-            for rank, version in enumerate(self.versions(project["id"]), start=1):
+            versions = self.versions(project["id"])
+            versions += [f"{project['slug']}@0.{n}.0" for n in range(self.session_releases)]
+            for rank, version in enumerate(versions, start=1):
                 for environment, env_factor in SESSION_ENVIRONMENTS.items():
                     for status, status_factor in SESSION_STATUSES.items():
                         sessions = factor * rank * env_factor * status_factor
@@ -440,10 +471,22 @@ def commits(release: Row, organization_created: datetime) -> list[Row]:
     return rows
 
 
-def environments(visibility: str) -> list[Row]:
-    shown: Iterable[dict[str, object]] = ENVIRONMENTS
+def environment_projects(environment: Row, project_ids: list[str]) -> list[str]:
+    """The projects (ids, in the organization's order) that use an environment."""
+    if environment["projects"] == "first":
+        return project_ids[:1]
+    if environment["projects"] == "last":
+        return project_ids[-1:] if len(project_ids) > 1 else []
+    return list(project_ids)
+
+
+def environments(visibility: str, project_ids: list[str], chosen: set[str]) -> list[Row]:
+    """The environments of the chosen projects, by name, as Sentry lists them: those with
+    a link to one of the projects that passes the visibility filter."""
+    shown: Iterable[Row] = ENVIRONMENTS
     if visibility == "visible":
         shown = [e for e in ENVIRONMENTS if not e["hidden"]]
     elif visibility == "hidden":
         shown = [e for e in ENVIRONMENTS if e["hidden"]]
-    return [{"id": e["id"], "name": e["name"]} for e in shown]
+    used = [e for e in shown if chosen & set(environment_projects(e, project_ids))]
+    return [{"id": e["id"], "name": e["name"]} for e in sorted(used, key=lambda e: e["name"])]

@@ -3,13 +3,20 @@
 - usage (`stats_v2`, `stats-summary`) and release health (`sessions`): `field` required,
   `start`/`end` both or neither, and a `start` older than the retention is a 400 (the list
   endpoints clamp silently); intervals from 1h, aligned to themselves; `groupBy=project`
-  collapses stats_v2's series into one total; sessions refuse more than 10,000 points;
-- environments: hidden ones vanish unless `visibility=all` (or `hidden`);
+  collapses stats_v2's series into one total; sessions keep the largest
+  `5000 // intervals` groups of project, release and environment and drop the rest
+  silently (each kept group split into its statuses), and refuse more than 1,000
+  intervals;
+- environments: hidden ones vanish unless `visibility=all` (or `hidden`); without
+  `project=-1` only those used in the caller's teams' projects; ordered by name;
 - release deploys and commits: the version arrives URL-encoded (an unencoded `/` is a
   404); releases without a linked repository have no commits;
-- monitors and their check-ins (newest first, offset cursor); replays (rows under `data`,
+- monitors and their check-ins (newest first, offset cursor); a monitor's slug may repeat
+  in another project, and by slug the check-ins route answers the oldest monitor with it
+  (by id, its own); replays (rows under `data`,
   `field` must be in the description's list, only those fields come back);
-- user feedback per project; issue tag values, at most 1,000 per key, then
+- user feedback per project, only on unresolved issues unless `status=` (empty), filtered
+  after paging (short pages); issue tag values, at most 1,000 per key, then
   `results="false"` although more exist;
 - the Explore/Discover index (`organizations/{org}/events/`): `dataset` and `field`
   required, at most 20 fields, `sort` must name a requested field, the last 14 days
@@ -52,6 +59,7 @@ from sentry_extract.testing.organization import Row, iso, public
 
 if TYPE_CHECKING:
     from sentry_extract.testing.fake_sentry import FakeSentry
+    from sentry_extract.testing.organization import FakeOrganization
 
 Endpoint = Callable[["FakeSentry", dict[str, str], Params], Answer]
 
@@ -70,7 +78,9 @@ SUMMARY_OUTCOMES = (
 )
 SESSION_FIELDS = ("sum(session)", "count_unique(user)")
 SESSION_GROUPS = ("project", "release", "environment", "session.status")
-MAX_SESSION_POINTS = 10_000
+SESSION_STATUS = "session.status"
+SNUBA_LIMIT = 5_000  # data points of one sessions answer (sessions_v2.SNUBA_LIMIT)
+MAX_SESSION_INTERVALS = 1_000  # intervals of one sessions request (sessions_v2.MAX_POINTS)
 DEFAULT_PERIOD = timedelta(days=14)
 REPLAY_FIELDS = (
     "activity",
@@ -310,43 +320,32 @@ def _stats_summary(fake: FakeSentry, match: dict[str, str], params: Params) -> A
 
 
 def _sessions(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
-    fields = many(params, "field")
-    if not fields:
-        raise BadRequest("Request is missing a 'field'")
-    for field in fields:
-        if field not in SESSION_FIELDS:
-            raise BadRequest(f"Invalid field: {field!r}")
-    group_by = many(params, "groupBy")
-    for name in group_by:
-        if name not in SESSION_GROUPS:
-            raise BadRequest(f"Invalid groupBy: {name!r}")
-    step = _interval(params, None)
+    """As `run_sessions_query` (release_health/metrics_sessions_v2.py): the largest
+    `SNUBA_LIMIT // intervals` groups of project, release and environment by the first
+    field (`sum(session)` if asked), each then split into its session statuses; the
+    groups past that number are dropped silently. Past 1,000 intervals, a 400."""
+    fields, group_by = _session_fields(params), _session_group_by(params)
+    step = _interval(params, DAY)
     begin, finish = _strict_window(fake, params)
     starts = _intervals(begin, finish, step)
-    organization = fake.organization
-    with organization.lock:
-        projects = selected_projects(fake, params)
-        chosen = [s for s in organization.extras.session_series() if s.project_id in projects]
-    groups: dict[tuple[str, ...], list[SessionSeries]] = {}
-    for series in chosen:
-        labels = {
-            "project": series.project_id,
-            "release": series.release,
-            "environment": series.environment,
-            "session.status": series.status,
-        }
-        groups.setdefault(tuple(labels[name] for name in group_by), []).append(series)
-    if len(groups) * len(starts) > MAX_SESSION_POINTS:
+    if len(starts) > MAX_SESSION_INTERVALS:
         raise BadRequest(
             "Your interval and date range would create too many results. "
             "Use a larger interval, or a smaller date range."
         )
+    organization = fake.organization
+    with organization.lock:
+        projects = selected_projects(fake, params)
+        chosen = [s for s in organization.extras.session_series() if s.project_id in projects]
+    primary = "sum(session)" if "sum(session)" in fields else fields[0]  # _get_primary_field
+    groups = _largest_session_groups(chosen, group_by, primary, len(starts))
+    spans = [weight(*_hours(start, step, finish)) for start in starts]
     answer = []
-    for key, members in sorted(groups.items()):
-        sessions = sum(s.sessions for s in members)
-        users = sum(s.users for s in members)
-        spans = [weight(*_hours(start, step, finish)) for start in starts]
-        per_field = {"sum(session)": sessions, "count_unique(user)": users}
+    for key, members in groups:
+        per_field = {
+            "sum(session)": sum(s.sessions for s in members),
+            "count_unique(user)": sum(s.users for s in members),
+        }
         values = {field: [float(per_field[field] * span) for span in spans] for field in fields}
         by: dict[str, Any] = dict(zip(group_by, key, strict=True))
         if "project" in by:
@@ -364,14 +363,71 @@ def _sessions(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
     )
 
 
+def _session_fields(params: Params) -> list[str]:
+    fields = many(params, "field")
+    if not fields:
+        raise BadRequest('Request is missing a "field"')
+    for field in fields:
+        if field not in SESSION_FIELDS:
+            raise BadRequest(f'Invalid field: "{field}"')
+    return fields
+
+
+def _session_group_by(params: Params) -> list[str]:
+    group_by = many(params, "groupBy")
+    for name in group_by:
+        if name not in SESSION_GROUPS:
+            raise BadRequest(f'Invalid groupBy: "{name}"')
+    return group_by
+
+
+def _largest_session_groups(
+    chosen: list[SessionSeries], group_by: list[str], primary: str, intervals: int
+) -> list[tuple[tuple[str, ...], list[SessionSeries]]]:
+    """The groups Sentry keeps, each with its series: the largest `SNUBA_LIMIT //
+    intervals` by the primary field (every hour weighs the same in every series, so the
+    hourly figures order them), each split by status afterwards when asked."""
+    outer = [name for name in group_by if name != SESSION_STATUS]
+    merged: dict[tuple[str, ...], list[SessionSeries]] = {}
+    for series in chosen:
+        merged.setdefault(tuple(_session_label(series, name) for name in outer), []).append(series)
+    size = {
+        key: sum(s.sessions if primary == "sum(session)" else s.users for s in members)
+        for key, members in merged.items()
+    }
+    ranked = sorted(merged, key=lambda key: (-size[key], key))
+    kept = ranked[: SNUBA_LIMIT // intervals] if intervals else []
+    groups: dict[tuple[str, ...], list[SessionSeries]] = {}
+    for outer_key in sorted(kept):
+        for series in merged[outer_key]:
+            key = tuple(_session_label(series, name) for name in group_by)
+            groups.setdefault(key, []).append(series)
+    return sorted(groups.items())
+
+
+def _session_label(series: SessionSeries, name: str) -> str:
+    return {
+        "project": series.project_id,
+        "release": series.release,
+        "environment": series.environment,
+        SESSION_STATUS: series.status,
+    }[name]
+
+
 # --- organization lists ------------------------------------------------------------------
 
 
 def _environments(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     visibility = one(params, "visibility") or "visible"  # hidden ones vanish by default
     if visibility not in ("all", "hidden", "visible"):
-        raise BadRequest("Invalid value for 'visibility', valid values are: all, hidden, visible")
-    return Answer(environments(visibility))
+        raise BadRequest(
+            "Invalid value for 'visibility', valid values are: ['all', 'hidden', 'visible']"
+        )
+    organization = fake.organization
+    with organization.lock:
+        chosen = selected_projects(fake, params)  # no `project`: the caller's teams' only
+        every = [project["id"] for project in organization.projects]
+    return Answer(environments(visibility, every, chosen))
 
 
 def _release(fake: FakeSentry, match: dict[str, str]) -> Row:
@@ -448,7 +504,7 @@ def _checkins(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
         if monitor is None:
             raise BadRequest(NOT_FOUND, status=404)
         newest_first = organization.extras.checkins[monitor["id"]][::-1]
-    path = f"/api/0/organizations/x/monitors/{monitor['slug']}/checkins/"
+    path = f"/api/0/organizations/x/monitors/{match['monitor']}/checkins/"
     return offset_page(newest_first, params, path, size)
 
 
@@ -483,6 +539,10 @@ def _replays(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
 
 
 def _user_feedback(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+    status = one(params, "status")
+    status = "unresolved" if status is None else status  # only `status=` (empty) shows all
+    if status not in ("unresolved", ""):
+        raise BadRequest("Invalid status choice")
     organization = fake.organization
     slug = match["project"]
     with organization.lock:
@@ -492,8 +552,17 @@ def _user_feedback(fake: FakeSentry, match: dict[str, str], params: Params) -> A
         if project["slug"] in fake.settings.forbidden_projects:
             raise BadRequest(FORBIDDEN, status=403)
         rows = list(organization.extras.feedback(project["id"]))
-    path = f"/api/0/projects/x/{project['slug']}/user-feedback/"
-    return offset_page(rows, params, path, page_size(params))
+        path = f"/api/0/projects/x/{project['slug']}/user-feedback/"
+        page = offset_page(rows, params, path, page_size(params))
+        if status == "unresolved":  # filtered after paging: pages come back short
+            page.body = [row for row in page.body if _is_unresolved(organization, row)]
+    return page
+
+
+def _is_unresolved(organization: FakeOrganization, report: Row) -> bool:
+    """A user report whose issue is unresolved now (a deleted issue is not)."""
+    issue = organization.issues.get((report["issue"] or {}).get("id", ""))
+    return issue is not None and issue["status"] == "unresolved"
 
 
 def _tag_values(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:

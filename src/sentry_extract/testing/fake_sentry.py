@@ -21,12 +21,15 @@ Beyond the seven streams (`fake_more.py`, data made on first use in `extras.py`)
 - `stats_v2`, `stats-summary`, `sessions`: `field` required; a `start` older than the
   retention is a 400 (no silent clamp); intervals 1h to 1d dividing a day, aligned;
   `groupBy=project` collapses stats_v2's series into one total; accepted errors are the
-  events of each interval; sessions refuse more than 10,000 points;
-- `environments`: hidden ones vanish unless `visibility=all`;
+  events of each interval; sessions keep the largest `5000 // intervals` groups and
+  drop the rest without a word, and refuse more than 1,000 intervals;
+- `environments`: hidden ones vanish unless `visibility=all`, others without `project=-1`;
 - release `deploys`/`commits`: the version is URL-encoded (a raw `/` is a 404); releases
   without a linked repository have no commits;
-- `monitors`, their `checkins` (newest first, offset cursor), `replays` (`{"data": ...}`,
-  `field` checked against the description's list), project `user-feedback`;
+- `monitors`, their `checkins` (newest first, offset cursor; a slug two projects share
+  names the oldest monitor), `replays` (`{"data": ...}`,
+  `field` checked against the description's list), project `user-feedback` (only
+  unresolved issues' reports unless `status=`);
 - issue tag values: at most 1,000 per key, then `results="false"` although more exist;
 - Explore (`organizations/{org}/events/`): `dataset` and `field` required, at most 20
   fields, `sort` must be a requested field, the last 14 days without `start`/`end`,

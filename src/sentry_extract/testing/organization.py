@@ -568,6 +568,17 @@ class FakeOrganization:
         with self.lock:
             return self.extras.add_checkins(count, monitor_slug)
 
+    def add_monitor(self, slug: str, project_slug: str) -> Row:
+        """A new monitor (with its check-ins); another project may have one with this slug."""
+        with self.lock:
+            return self.extras.add_monitor(slug, project_slug)
+
+    def add_session_releases(self, count: int) -> None:
+        """`count` more releases in each project's sessions (no release object behind
+        them): groups of release health by the thousand, cheaply."""
+        with self.lock:
+            self.extras.session_releases += count
+
     def add_replays(self, count: int, project_slug: str | None = None) -> list[Row]:
         with self.lock:
             return self.extras.add_replays(count, project_slug)
