@@ -592,6 +592,11 @@ def test_tag_values_stop_at_a_thousand(
         cursor = next_link(page)["cursor"]
     assert len(values) == 1000
     assert len(set(values)) == 1000
+    # The 1,000 seen most recently are kept, not the 1,000 seen most often.
+    every = organization.extras.tag_values(organization.issues[issue], "url")
+    recent = sorted(every, key=lambda row: row["lastSeen"], reverse=True)[:1000]
+    assert set(values) == {row["value"] for row in recent}
+    assert set(values) != {f"https://app.example/pages/{n:05d}" for n in range(1000)}
 
 
 # --- the Explore/Discover index ----------------------------------------------------------

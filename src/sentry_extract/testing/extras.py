@@ -315,9 +315,16 @@ class Extras:
     def tag_values(self, issue: Row, key: str) -> list[Row]:
         """One issue's values of a tag key, most seen first (an unknown key has none)."""
         extra = self.tag_value_counts.get((issue["id"], key))
-        if extra is not None:
+        if extra is not None:  # seen at times that do not follow how often
             url = "https://app.example/pages/{:05d}"
-            return [_tag_value(key, url.format(n), extra - n, issue) for n in range(extra)]
+            last = datetime.fromisoformat(issue["lastSeen"].replace("Z", "+00:00"))
+            return [
+                {
+                    **_tag_value(key, url.format(n), extra - n, issue),
+                    "lastSeen": iso(last - timedelta(minutes=n * 7919 % extra)),
+                }
+                for n in range(extra)
+            ]
         if key not in TAG_KEYS:
             return []
         seen: dict[str, tuple[int, str, str]] = {}

@@ -16,7 +16,7 @@
   (by id, its own); replays (rows under `data`,
   `field` must be in the description's list, only those fields come back);
 - user feedback per project, only on unresolved issues unless `status=` (empty), filtered
-  after paging (short pages); issue tag values, at most 1,000 per key, then
+  after paging (short pages); issue tag values, at most 1,000 per key (the most recently seen), then
   `results="false"` although more exist;
 - the Explore/Discover index (`organizations/{org}/events/`): `dataset` and `field`
   required, at most 20 fields, `sort` must name a requested field, the last 14 days
@@ -572,14 +572,16 @@ def _tag_values(fake: FakeSentry, match: dict[str, str], params: Params) -> Answ
     if sort.removeprefix("-") not in orders:
         raise BadRequest(f"Invalid sort: {sort}")
     with organization.lock:
-        issue = organization.issues.get(match["issue"])
+        wanted = match["issue"]  # a merged id is served its survivor, as issue details are
+        issue = organization.issues.get(organization.redirects.get(wanted, wanted))
         if issue is None or issue["id"] in organization.phantoms:
             raise BadRequest(NOT_FOUND, status=404)
         rows = organization.extras.tag_values(issue, match["key"])
-    if sort.removeprefix("-") != "count":
-        key = orders[sort.removeprefix("-")]
-        rows.sort(key=lambda row: row[key], reverse=key != "value")
-    capped = rows[:MAX_TAG_VALUES]  # no more than 1,000 values per key, whatever exists
+    # No more than 1,000 values per key, whatever exists: the ones seen most recently.
+    rows.sort(key=lambda row: row["lastSeen"], reverse=True)
+    capped = rows[:MAX_TAG_VALUES]
+    key = orders[sort.removeprefix("-")]
+    capped.sort(key=lambda row: row[key], reverse=key != "value")
     path = f"/api/0/organizations/x/issues/{issue['id']}/tags/{match['key']}/values/"
     return offset_page(capped, params, path, page_size(params))
 
