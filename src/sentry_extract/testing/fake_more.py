@@ -16,8 +16,8 @@
   (by id, its own); replays (rows under `data`,
   `field` must be in the description's list, only those fields come back);
 - user feedback per project, only on unresolved issues unless `status=` (empty), filtered
-  after paging (short pages); issue tag values, at most 1,000 per key (the most recently seen), then
-  `results="false"` although more exist;
+  after paging (short pages); issue tag values, at most 1,000 per key (the most recently
+  seen), then `results="false"` although more exist;
 - the Explore/Discover index (`organizations/{org}/events/`): `dataset` and `field`
   required, at most 20 fields, `sort` must name a requested field, the last 14 days
   without `start`/`end`, offset paging silently stops at 10,000 rows and a cursor past

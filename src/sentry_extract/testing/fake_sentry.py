@@ -30,7 +30,8 @@ Beyond the seven streams (`fake_more.py`, data made on first use in `extras.py`)
   names the oldest monitor), `replays` (`{"data": ...}`,
   `field` checked against the description's list), project `user-feedback` (only
   unresolved issues' reports unless `status=`);
-- issue tag values: at most 1,000 per key (the most recently seen), then `results="false"` although more exist;
+- issue tag values: at most 1,000 per key (the most recently seen), then
+  `results="false"` although more exist;
 - Explore (`organizations/{org}/events/`): `dataset` and `field` required, at most 20
   fields, `sort` must be a requested field, the last 14 days without `start`/`end`,
   paging stops silently at 10,000 rows (a cursor past them is a 400), `count()`
