@@ -89,13 +89,17 @@ def sandbox(tmp_path: Path, request: pytest.FixtureRequest, pg_url: str) -> Iter
     with FakeSentry(organization, settings) as fake:
         environ = {"SENTRY_EXTRACT_HOME": str(tmp_path / "home"), "MY_POSTGRES": pg_url}
         workspace = Workspace(tmp_path, environ, [])
+        if target == "AWS_S3":
+            workspace.use_bucket(request.getfixturevalue("bucket"))
         yield Sandbox(organization, fake, workspace, clock, target)
 
 
 # --- merges ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sandbox", [(t, 90) for t in TARGETS], indirect=True, ids=TARGETS)
+@pytest.mark.parametrize(
+    "sandbox", [(t, 90) for t in [*TARGETS, "AWS_S3"]], indirect=True, ids=[*TARGETS, "AWS_S3"]
+)
 def test_merged_issues_name_the_issue_they_went_into_and_chains_end_at_the_survivor(
     sandbox: Sandbox,
 ) -> None:
