@@ -57,12 +57,42 @@ def test_reference_seed_modes_and_keys() -> None:
     assert events.object == "sentry.events"
 
 
-def test_wildcard_takes_each_endpoints_natural_mode() -> None:
+def test_wildcard_streams_take_defaults_mode_as_sling_applies_it(tmp_path: Path) -> None:
     replication = load_replication(EXAMPLES / "reference-sync-all-endpoints.yaml", {}, STARTED)
     modes = {s.name: s.mode for s in replication.streams}
     assert list(modes) == list(WILDCARD_NAMES)
+    assert set(modes.values()) == {"full-refresh"} and replication.notes == ()
+    incremental = load(
+        tmp_path,
+        "source: S\ntarget: LOCAL\ndefaults:\n  mode: incremental\n"
+        "  object: out/{stream_name}\nstreams:\n  '*':\n",
+    )
+    assert {s.mode for s in incremental.streams} == {"incremental"}
+    natural = load(tmp_path, "source: S\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\n"
+                   "streams:\n  '*':\n")  # fmt: skip
+    modes = {s.name: s.mode for s in natural.streams}
     assert modes["issues"] == modes["events"] == "incremental"
     assert {modes[n] for n in WILDCARD_NAMES[:5]} == {"full-refresh"}
+
+
+def test_a_default_backfill_leaves_streams_without_a_time_range_in_their_mode_and_says_so(
+    tmp_path: Path,
+) -> None:
+    replication = load(
+        tmp_path,
+        "source: S\ntarget: LOCAL\ndefaults:\n  mode: backfill\n  object: out/{stream_name}\n"
+        "  source_options:\n    range: '2026-01-01,2026-02-01'\nstreams:\n  '*':\n"
+        "  teams:\n    mode: snapshot\n",
+    )
+    modes = {s.name: s.mode for s in replication.streams}
+    assert modes["issues"] == modes["events"] == "backfill"
+    assert modes["teams"] == "snapshot"  # its own mode, not the default
+    assert modes["projects"] == modes["releases"] == "full-refresh"
+    assert replication.notes == (
+        "defaults.mode backfill does not apply to streams without a time range: "
+        "organizations (full-refresh), projects (full-refresh), members (full-refresh), "
+        "releases (full-refresh)",
+    )
 
 
 def test_explicit_stream_overrides_wildcard_and_takes_defaults_mode(tmp_path: Path) -> None:
@@ -74,7 +104,7 @@ def test_explicit_stream_overrides_wildcard_and_takes_defaults_mode(tmp_path: Pa
     )
     assert replication.stream("issues").mode == "snapshot"
     assert replication.stream("issues").object == "other/issues"
-    assert replication.stream("events").mode == "incremental"
+    assert replication.stream("events").mode == "snapshot"  # from '*': the default too
     assert "teams" not in {s.name for s in replication.streams}
 
 

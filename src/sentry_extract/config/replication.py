@@ -63,6 +63,7 @@ class StreamConfig:
     column_casing: str
     query: str  # issues search query; empty reads every status
     backfill_range: Window | None
+    mode_kept_over_default: bool = False  # defaults.mode did not fit: its own mode instead
 
     @property
     def spec(self) -> StreamSpec:
@@ -76,6 +77,7 @@ class Replication:
     target: str
     streams: tuple[StreamConfig, ...]
     run_started_at: datetime
+    notes: tuple[str, ...] = ()  # what the file asks that does not apply, said once a run
 
     def stream(self, name: str) -> StreamConfig:
         return next(stream for stream in self.streams if stream.name == name)
@@ -134,9 +136,25 @@ def parse_replication(
     selected = _selected_names(reader, entries, overrides.streams)
     context = _TemplateContext(source, target, run_started_at, variables)
     streams = tuple(
-        _stream_config(reader, name, entries, defaults, context, overrides) for name in selected
+        stream
+        for name in selected
+        if (stream := _stream_config(reader, name, entries, defaults, context, overrides))
     )
-    return Replication(path, source, target, tuple(s for s in streams if s), run_started_at)
+    notes = _default_mode_notes(defaults, streams)
+    return Replication(path, source, target, streams, run_started_at, notes)
+
+
+def _default_mode_notes(
+    defaults: Mapping[str, Any], streams: Sequence[StreamConfig]
+) -> tuple[str, ...]:
+    """`defaults.mode` applies to every stream that sets none ('*' included), except a
+    backfill for streams with no time range to backfill: they keep their own mode."""
+    wanted = defaults.get("mode")
+    kept = [stream for stream in streams if stream.mode_kept_over_default]
+    if wanted is None or not kept:
+        return ()
+    names = ", ".join(f"{stream.name} ({stream.mode})" for stream in kept)
+    return (f"defaults.mode {wanted} does not apply to streams without a time range: {names}",)
 
 
 class _Reader:
@@ -292,7 +310,11 @@ def _stream_config(
     if merged.get("disabled") is True and name not in overrides.streams:
         return None
     spec = STREAMS_BY_NAME[name]
-    mode = _mode(reader, spec, own, defaults, explicit, own_path, overrides)
+    mode = _mode(reader, spec, own, defaults, own_path, overrides)
+    default = defaults.get("mode")
+    kept_over_default = (
+        default is not None and own.get("mode") is None and overrides.mode is None
+    ) and not _fits(spec, default)
     source_options = reader.mapping(
         merged.get("source_options") or {}, path_of("source_options"), "a map"
     )
@@ -350,7 +372,13 @@ def _stream_config(
         column_casing=casing,
         query=query,
         backfill_range=backfill_range,
+        mode_kept_over_default=kept_over_default,
     )
+
+
+def _fits(spec: StreamSpec, mode: str) -> bool:
+    """False when `mode` is a backfill and the stream has no time range to backfill."""
+    return mode != Mode.BACKFILL or spec.reads_time_range
 
 
 def _mode(
@@ -358,10 +386,11 @@ def _mode(
     spec: StreamSpec,
     own: Mapping[str, Any],
     defaults: Mapping[str, Any],
-    explicit: bool,
     own_path: str,
     overrides: Overrides,
 ) -> Mode:
+    """The stream's own mode, else `--mode`'s, else `defaults.mode` where it fits the
+    stream (as Sling applies defaults, to streams from '*' too), else its natural mode."""
     for value, key_path in (
         (defaults.get("mode"), "defaults.mode"),
         (own.get("mode"), f"{own_path}.mode"),
@@ -372,7 +401,7 @@ def _mode(
         return Mode(overrides.mode)
     if own.get("mode") is not None:
         return Mode(own["mode"])
-    if explicit and defaults.get("mode") is not None:
+    if defaults.get("mode") is not None and _fits(spec, defaults["mode"]):
         return Mode(defaults["mode"])
     return Mode.INCREMENTAL if spec.is_incremental else Mode.FULL_REFRESH
 

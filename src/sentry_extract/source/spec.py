@@ -111,6 +111,12 @@ class StreamSpec:
         return self.shape is Shape.LIST and self.update_key is not None
 
     @property
+    def reads_time_range(self) -> bool:
+        """Reads a range of time (so a backfill can choose it): a window, a series, or
+        the issues seen in a window (tag values)."""
+        return self.shape in (Shape.WINDOWED, Shape.SERIES) or self.parent is Parent.ISSUE
+
+    @property
     def fans_out(self) -> bool:
         """One request (at least) per parent row, not one for the organization."""
         return self.parent is not Parent.ORGANIZATION
