@@ -362,8 +362,8 @@ def test_an_object_ending_in_parquet_is_one_file(workspace: Workspace) -> None:
     assert workspace.run().exit_code == 0
     path = workspace.folder / "single" / "teams.parquet"
     assert pq.read_table(path).num_rows == 3
-    # No working file is left beside it (teams keep no state: they are re-read whole).
-    assert sorted(p.name for p in path.parent.iterdir()) == [".teams.parquet.lock", "teams.parquet"]
+    # No working file, nor the lock, is left beside it (teams keep no state).
+    assert sorted(p.name for p in path.parent.iterdir()) == ["teams.parquet"]
 
 
 def teams_writer(folder: Path, mode: str) -> tuple[RecordTyper, ParquetStreamWriter]:

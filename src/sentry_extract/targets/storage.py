@@ -257,20 +257,39 @@ class LocalStorage:
 
 
 class _FileLock:
+    """An exclusive `flock` on a lock file beside the dataset, removed when released: a
+    folder holds `.sentry-extract.lock` only while a run writes it."""
+
     def __init__(self, path: Path) -> None:
-        self.handle: IO[bytes] | None = open(path, "ab")  # noqa: SIM115 - held until release
-        try:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise LockedError(
-                f"another sentry-extract run is writing {path.parent}; try again when it ends"
-            ) from None
+        self.path = path
+        self.handle: IO[bytes] | None = None
+        for _ in range(3):
+            handle = open(path, "ab")  # noqa: SIM115 - held until release
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise LockedError(
+                    f"another sentry-extract run is writing {path.parent}; try again when it ends"
+                ) from None
+            if _is_same_file(handle, path):
+                self.handle = handle
+                return
+            handle.close()  # its holder removed it as we opened it: lock the new one
+        raise LockedError(f"another sentry-extract run is writing {path.parent}")
 
     def release(self) -> None:
         if self.handle is not None:
+            self.path.unlink(missing_ok=True)  # while still held: no one locks a stale file
             self.handle.close()
             self.handle = None
+
+
+def _is_same_file(handle: IO[bytes], path: Path) -> bool:
+    try:
+        return os.fstat(handle.fileno()).st_ino == path.stat().st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _copy_into(local: Path, sink: pa.NativeFile) -> None:
