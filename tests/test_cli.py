@@ -216,15 +216,18 @@ def test_conns_discover(with_sentry: CliRunner) -> None:
     result = invoke(with_sentry, "conns", "discover", "SENTRY")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 20  # a header and 19 streams
-    assert lines[6].split()[:3] == ["issues", "organization", "incremental"]
-    assert "last_seen" in lines[6] and "'*' or name" in lines[6]
+    assert len(lines) == 21  # a header, 19 streams and where the keys are
+    assert max(len(line.rstrip()) for line in lines) <= 100  # fits a 100-column terminal
+    assert lines[6].split()[:4] == ["issues", "organization", "incremental", "event:read"]
+    assert "'*' or name" in lines[6]
     assert lines[7].split()[:3] == ["events", "project", "incremental"]
-    assert "project_id, event_id" in lines[7] and "date_created" in lines[7]
     deploys = next(line for line in lines if line.startswith("release_deploys"))
     assert deploys.split()[1:3] == ["release", "full-refresh"] and "name only" in deploys
+    assert lines[-1] == "keys and columns: add --columns"
     columns = invoke(with_sentry, "conns", "discover", "SENTRY", "--columns").stdout
     assert "event_type" in columns and "timestamp" in columns and "json" in columns
+    assert "events: primary key project_id, event_id; update key date_created" in columns
+    assert "issues: primary key id; update key last_seen" in columns
 
 
 def test_run_writes_parquet_and_exits_0(with_sentry: CliRunner, tmp_path: Path) -> None:
@@ -371,9 +374,10 @@ def test_the_command_makes_arrow_allocate_with_malloc_unless_told(
 
 def test_one_of_a_thing_is_not_plural(with_sentry: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "replication.yaml").write_text(REPLICATION.replace("'*':", "organizations:"))
+    text = invoke(with_sentry, "run", "replication.yaml")
+    assert re.fullmatch(r"1 row, 1 request in \d+\.\ds", text.stdout.splitlines()[-1])
     result = invoke(with_sentry, "run", "replication.yaml", "--log-format", "json")
     assert result.exit_code == 0, result.stderr
-    assert re.fullmatch(r"1 row, 1 request in \d+\.\ds", result.stdout.splitlines()[-1])
     messages = {
         line["event"]: line["message"] for line in map(json.loads, result.stderr.splitlines())
     }

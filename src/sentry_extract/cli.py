@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -265,29 +265,23 @@ def conns_discover(
             output.print_json(json.dumps(endpoints))
             return
         table = Table(
-            "endpoint",
-            "parent",
-            "mode",
-            "primary key",
-            "update key",
-            "scope",
-            "selected by",
-            box=None,
-            pad_edge=False,
+            "endpoint", "parent", "mode", "scope", "selected by", box=None, pad_edge=False
         )
         for endpoint in endpoints:
             table.add_row(
                 endpoint["endpoint"],
                 endpoint["parent"],
                 endpoint["mode"],
-                ", ".join(endpoint["primary_key"]),
-                endpoint["update_key"] or "",
                 endpoint["scope"],
                 "name only" if endpoint["named_only"] else "'*' or name",
             )
         output.print(table)
+        if not columns:
+            output.print("keys and columns: add --columns", markup=False)
         for endpoint in endpoints if columns else []:
-            output.print(f"\n{endpoint['endpoint']}", markup=False)
+            update_key = endpoint["update_key"] or "none"
+            keys = f"primary key {', '.join(endpoint['primary_key'])}; update key {update_key}"
+            output.print(f"\n{endpoint['endpoint']}: {keys}", markup=False)
             for column in endpoint["columns"]:
                 output.print(f"  {column['name']:<32} {column['type']}", markup=False)
 
@@ -443,6 +437,15 @@ def run(
             metavar="FILE",
         ),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="No summary table on stdout: only warnings, each stream's problems and the "
+            "error line, on stderr (with --log-format json stdout stays empty anyway).",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -461,9 +464,10 @@ def run(
             started = recording.run_started_at if recording is not None else None
             loaded = _load(replication, streams, mode, started)
             location = _environment().get(STATE_VARIABLE)
-            _print_plan(pipeline.plan_replication(loaded, _connections(), location, recording))
+            plans = pipeline.plan_replication(loaded, _connections(), location, recording)
+            _print_plan(plans, loaded.notes)
         return
-    began = time.monotonic()
+    began, began_at = time.monotonic(), datetime.now(UTC)
     cancelled, streaming = threading.Event(), threading.Event()
     json_log = log_format == JSON
     with _Signals(cancelled, streaming).installed() as signals:
@@ -479,11 +483,14 @@ def run(
                 summary, raised = _failed(error, time.monotonic() - began), error
             if signals.received is not None:
                 summary.fatal, summary.code = signals.fatal, signals.code
+            summary.started_at = summary.started_at or began_at
+            summary.ended_at = summary.ended_at or datetime.now(UTC)
             shown.finish()  # progress bars end before the summary prints
             pipeline.report_end(summary)
         if summary_json is not None:
             write_atomically(summary_json, json.dumps(summary.to_json(), indent=2).encode())
-        _print_summary(summary, shown_errors=not json_log, interrupted=signals.received is not None)
+        if not json_log:  # a JSON log's `run_end` event holds the summary: no other output
+            _print_summary(summary, quiet, interrupted=signals.received is not None)
     if raised is not None and debug:
         raise raised
     if summary.exit_code:
@@ -520,17 +527,20 @@ def _run(
 
 def _failed(error: Exception, seconds: float) -> pipeline.RunSummary:
     """The summary of a run that stopped before it could make one."""
-    if isinstance(error, ConfigError):
-        return pipeline.RunSummary([], seconds, str(error), EXIT_BAD_INPUT)
+    summary = pipeline.RunSummary([], seconds)
     if isinstance(error, SentryExtractError):
-        return pipeline.RunSummary([], seconds, str(error), EXIT_FAILED)
-    fatal = f"unexpected error: {type(error).__name__}: {error}"
-    emit(log, logging.ERROR, "crash", f"{fatal} (a bug: please report it)", exc_info=error)
-    return pipeline.RunSummary([], seconds, fatal, EXIT_FAILED)
+        summary.fatal, summary.preflight_requests = str(error), error.requests
+        summary.code = EXIT_BAD_INPUT if isinstance(error, ConfigError) else EXIT_FAILED
+        return summary
+    summary.fatal, summary.code = f"unexpected error: {type(error).__name__}: {error}", EXIT_FAILED
+    emit(log, logging.ERROR, "crash", f"{summary.fatal} (a bug: please report it)", exc_info=error)
+    return summary
 
 
-def _print_plan(plans: list[pipeline.StreamPlan]) -> None:
+def _print_plan(plans: list[pipeline.StreamPlan], notes: Sequence[str] = ()) -> None:
     """Each stream in a few lines that fit a terminal of 100 columns."""
+    for note in notes:
+        output.print(f"note: {note}", markup=False)
     for plan in plans:
         output.print(f"{plan.name}  {plan.mode}  into {plan.object}", markup=False)
         for label, lines in (("window", plan.windows), ("request", _wrapped(plan.first_request))):
@@ -558,10 +568,14 @@ def _seconds(text: str | None, option: str) -> float | None:
         raise ConfigError(f"{option}: {error}") from None
 
 
-def _print_summary(summary: pipeline.RunSummary, shown_errors: bool, interrupted: bool) -> None:
-    """The table when streams ran (an interrupted run included), each problem, and what
-    stopped the run on stderr (not in a JSON log, whose `run_end` says it)."""
-    if summary.results:
+def _print_summary(summary: pipeline.RunSummary, quiet: bool, interrupted: bool) -> None:
+    """The table when streams ran (an interrupted run included) and each problem, on
+    stdout (`--quiet`: the problems alone, on stderr); what stopped the run, on stderr."""
+    if quiet:
+        for result in summary.results:
+            for problem in result.problems:
+                errors.print(f"{result.name}: {problem}", markup=False)
+    elif summary.results:
         table = Table(
             "stream",
             "mode",
@@ -587,13 +601,13 @@ def _print_summary(summary: pipeline.RunSummary, shown_errors: bool, interrupted
         for result in summary.results:
             for problem in result.problems:
                 output.print(f"{result.name}: {problem}", markup=False)
+        checks = summary.preflight_requests
+        before = f" ({checks} to check the organization first)" if checks else ""
         output.print(
-            f"{counted(summary.rows, 'row')}, {counted(summary.requests, 'request')} "
+            f"{counted(summary.rows, 'row')}, {counted(summary.requests, 'request')}{before} "
             f"in {summary.seconds:.1f}s",
             markup=False,
         )
-    if not shown_errors:
-        return
     if interrupted:
         errors.print("interrupted: committed rows and state are kept", markup=False)
     elif summary.fatal and summary.results:

@@ -29,7 +29,10 @@ from __future__ import annotations
 
 
 class SentryExtractError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose. `requests` counts those a run
+    made before the error stopped it (the check of the organization), for its summary."""
+
+    requests: int = 0
 
 
 class ConfigError(SentryExtractError):

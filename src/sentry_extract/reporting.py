@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +54,7 @@ class ProgressHandler(logging.Handler):
         self.progress = progress
         self.tasks: dict[str, TaskID] = {}
         self.started: dict[str, float] = {}
+        self.finished: set[str] = set()  # streams whose row says how they ended
         self.guard = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -79,12 +80,14 @@ class ProgressHandler(logging.Handler):
                 self.progress.update(
                     self.tasks[stream], note=f"checkpoint {fields.get('checkpoints')}"
                 )
-            elif event == "rate_limit_wait":
-                for task in self.tasks.values():
-                    self.progress.update(
-                        task, note=f"waiting {fields.get('seconds')}s (rate limit)"
-                    )
+            elif event == "rate_limit_wait":  # the client's: any stream still reading waits
+                for name, task in self.tasks.items():
+                    if name not in self.finished:
+                        self.progress.update(
+                            task, note=f"waiting {fields.get('seconds')}s (rate limit)"
+                        )
             elif event == "stream_end" and stream in self.tasks:
+                self.finished.add(stream)
                 self.progress.update(
                     self.tasks[stream],
                     rows=fields.get("rows", 0),
@@ -152,6 +155,27 @@ def reporting(log_format: str, debug: bool) -> Iterator[Reporting]:
     if progress is not None:
         progress.start()
     try:
-        yield shown
+        with _others_as_json(handler) if log_format == JSON else nullcontext():
+            yield shown
     finally:
         shown.finish()
+
+
+@contextmanager
+def _others_as_json(handler: logging.Handler) -> Iterator[None]:
+    """Warnings of the libraries underneath (and Python's own) as JSON lines too: a JSON
+    log holds nothing else."""
+    top = logging.getLogger()
+    ours = logging.getLogger(LOGGER)
+    others = logging.StreamHandler(sys.stderr)
+    others.setFormatter(handler.formatter)
+    others.setLevel(logging.WARNING)
+    saved = top.handlers[:], ours.propagate
+    top.handlers[:] = [others]
+    ours.propagate = False
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        top.handlers[:], ours.propagate = saved

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sentry_extract.events import counted, emit
@@ -37,12 +38,17 @@ class StreamResult:
 @dataclass
 class RunSummary:
     """A run's outcome. `fatal` names what stopped the whole run, if anything; `code` is
-    the exit code when that decides it (2 bad input, 130 Ctrl-C, 143 SIGTERM)."""
+    the exit code when that decides it (2 bad input, 130 Ctrl-C, 143 SIGTERM).
+    `preflight_requests` are those made before the streams that no stream counts (the
+    check of the organization, when `organizations` is not a stream of the run)."""
 
     results: list[StreamResult]
     seconds: float
     fatal: str | None = None
     code: int | None = None
+    preflight_requests: int = 0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
 
     @property
     def rows(self) -> int:
@@ -50,11 +56,13 @@ class RunSummary:
 
     @property
     def requests(self) -> int:
-        return sum(result.requests for result in self.results)
+        return self.preflight_requests + sum(result.requests for result in self.results)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "exit_code": self.exit_code,
+            "started_at": _moment(self.started_at),
+            "ended_at": _moment(self.ended_at),
             "seconds": round(self.seconds, 3),
             "rows": self.rows,
             "requests": self.requests,
@@ -70,8 +78,12 @@ class RunSummary:
         return 1 if failed else 0
 
 
+def _moment(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
 def report_end(summary: RunSummary) -> None:
-    """The run's last event, whatever ended it (`run_end`)."""
+    """The run's last event, whatever ended it (`run_end`): the summary, streams and all."""
     text = (
         f"run ended: {counted(summary.rows, 'row')}, {counted(summary.requests, 'request')} "
         f"in {summary.seconds:.1f}s, exit code {summary.exit_code}"
@@ -81,9 +93,5 @@ def report_end(summary: RunSummary) -> None:
         logging.ERROR if summary.fatal else logging.INFO,
         "run_end",
         f"{text}: {summary.fatal}" if summary.fatal else text,
-        rows=summary.rows,
-        requests=summary.requests,
-        seconds=round(summary.seconds, 3),
-        exit_code=summary.exit_code,
-        fatal=summary.fatal,
+        **summary.to_json(),
     )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,7 @@ class RunContext:
     organization: dict[str, Any] | None  # the preflight's answer, reused by its stream
     preflight: RequestCounter  # its requests, counted in the organizations stream if run
     retention: Retention  # what the organization keeps, as the run knows it
+    deadline_passed: Callable[[], bool] = lambda: False  # why a cancelled stream stopped
 
 
 def run_replication(
@@ -94,7 +95,7 @@ def run_replication(
     settings: RunSettings | None = None,
 ) -> RunSummary:
     settings = settings or RunSettings()
-    started = time.monotonic()
+    started, started_at = time.monotonic(), datetime.now(UTC)
     source = resolve_source(replication, connections, settings.replay)
     target = open_target(replication, connections, settings.lock_wait)
     names = [stream.name for stream in replication.streams]
@@ -110,6 +111,8 @@ def run_replication(
         target=replication.target,
         run_started_at=replication.run_started_at.isoformat(),
     )
+    for note in replication.notes:
+        emit(log, logging.WARNING, "replication_note", note)
     deadline = _Deadline(settings)
     recorder = None
     if settings.record_to is not None:
@@ -127,7 +130,11 @@ def run_replication(
         )
         with client:
             counter = RequestCounter("organizations")
-            organization = preflight(client, source, counter)
+            try:
+                organization = preflight(client, source, counter)
+            except SentryExtractError as error:
+                error.requests = counter.requests  # made, though no stream counts them
+                raise
             context = RunContext(
                 replication,
                 source,
@@ -137,6 +144,7 @@ def run_replication(
                 organization,
                 counter,
                 run_retention(source, client, replication.run_started_at, settings.clock),
+                lambda: deadline.passed,
             )
             settings.streaming.set()  # from here on a stop is a cancel that streams see
             workers = max(1, len(replication.streams))
@@ -150,14 +158,28 @@ def run_replication(
             recording = Recording(replication.run_started_at, connection_inputs(source))
             recorder.save(settings.record_to, recording)
     fatal = next((result.problems[0] for result in results if result.stopped_run), None)
-    if not any(stream.spec is ORGANIZATIONS for stream in replication.streams):
-        results.append(_preflight_result(counter))
+    counted_by_a_stream = any(stream.spec is ORGANIZATIONS for stream in replication.streams)
     if deadline.passed:
         fatal = (
             f"the run's deadline ({settings.deadline:g}s) passed; unfinished streams kept only "
             "their checkpoints"
         )
-    return RunSummary(results, time.monotonic() - started, fatal)
+    return RunSummary(
+        results,
+        time.monotonic() - started,
+        fatal,
+        preflight_requests=0 if counted_by_a_stream else counter.requests,
+        started_at=started_at,
+        ended_at=datetime.now(UTC),
+    )
+
+
+def _may_be_behind(result: StreamResult, context: RunContext) -> bool:
+    """Whether a stream's lag says anything: not when it failed (the failure is said as it
+    is) nor when a signal stopped it; yes when it finished, or the run's deadline cut it."""
+    if result.status == STATUS_CANCELLED:
+        return context.deadline_passed()
+    return result.status != STATUS_FAILED
 
 
 def run_retention(
@@ -170,11 +192,6 @@ def run_retention(
     retention = Retention(source.retention_days, None, started_at, clock)
     retention.probe = stats_probe(client, source.organization, retention.now)
     return retention
-
-
-def _preflight_result(counter: RequestCounter) -> StreamResult:
-    """The organization read before the streams, shown when no stream accounts for it."""
-    return StreamResult("(preflight)", "-", "-", requests=counter.requests, retries=counter.retries)
 
 
 class _Deadline:
@@ -266,7 +283,7 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         result.requests = counter.requests
         result.retries = counter.retries
         result.seconds = time.monotonic() - started
-    if loader is not None and result.status != STATUS_FAILED:  # a failure is said as it is
+    if loader is not None and _may_be_behind(result, context):
         result.behind = loader.behind()
     if result.behind is not None:
         figures = {key: value for key, value in result.behind.items() if key != "message"}
