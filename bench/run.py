@@ -13,8 +13,9 @@ Results go to bench/results/<date>.md and .json. Scenarios:
    100 new ones: wall time, and Parquet bytes written against the dataset's bytes
 6. resume: a run killed (SIGKILL) at 70% of a whole run's requests, then rerun: the
    rerun's requests against the whole run's, and the rows read back exact
-7. large events (about 85 KB of JSON each): peak RSS for 4,000 vs 40,000 events,
-   full-refresh and incremental, Parquet and PostgreSQL
+7. large events (300 stack frames: compact, about 85 KB of JSON each, or deep, about
+   78 KB in many small values): peak RSS for 4,000 vs 40,000 events, full-refresh and
+   incremental, Parquet and PostgreSQL
 8. object storage: scenario 2's events into a bucket (moto's S3 server on loopback) next
    to local Parquet
 
@@ -67,6 +68,7 @@ class Fake:
         page_cap: int = 10,
         frames: int = 12,
         tls_folder: Path | None = None,
+        frame_shape: tuple[int, int] = (0, 2),  # source lines either side, local variables
     ) -> None:
         self.port = free_port()
         self.authority: str | bool = True
@@ -90,6 +92,10 @@ class Fake:
             str(page_cap),
             "--frames",
             str(frames),
+            "--frame-context-lines",
+            str(frame_shape[0]),
+            "--frame-vars",
+            str(frame_shape[1]),
             "--history-days",
             "80",
         ]
@@ -750,28 +756,37 @@ def scenario_resume(folder: Path, postgres_url: str) -> list[Measure]:
     return measures
 
 
+# Event shapes of scenario 7, both 300 frames: compact frames (about 85 KB of JSON), and
+# deep ones with five source lines and six local variables each (about 78 KB, in many
+# small values).
+EVENT_SHAPES = {"compact": (0, 2), "deep": (2, 6)}
+
+
 def scenario_large_events(sizes: list[int], folder: Path, postgres_url: str) -> list[Measure]:
-    """Events of about 85 KB of JSON (300 frames): peak RSS should stay bounded by the memory
-    budget in bytes, whatever the number of events."""
-    by_run: dict[tuple[str, str], list[Measure]] = {}
-    for events in sizes:
-        with Fake(events=events, projects=4, issues=100, frames=300) as fake:
-            event_kb = fake.event_json_bytes() / 1000
-            for target in TARGETS:
-                for mode in ("full-refresh", "incremental"):
-                    dataset = f"7_{events}_{target}_{mode.split('-')[0]}"
-                    measure = our_events(
-                        fake,
-                        folder,
-                        target,
-                        f"7 large events {events:,}: {mode}",
-                        dataset,
-                        postgres_url,
-                        {"rate_limit": 0},
-                        mode=mode,
-                    )
-                    measure.extra["event_json_kb"] = event_kb
-                    by_run.setdefault((target, mode), []).append(measure)
+    """Events of 300 stack frames, compact or deep: peak RSS should stay bounded by the
+    memory budget in bytes, whatever the number of events or the shape of their JSON."""
+    by_run: dict[tuple[str, str, str], list[Measure]] = {}
+    for shape, frame_shape in EVENT_SHAPES.items():
+        for events in sizes:
+            with Fake(
+                events=events, projects=4, issues=100, frames=300, frame_shape=frame_shape
+            ) as fake:
+                event_kb = fake.event_json_bytes() / 1000
+                for target in TARGETS:
+                    for mode in ("full-refresh", "incremental"):
+                        dataset = f"7_{shape}_{events}_{target}_{mode.split('-')[0]}"
+                        measure = our_events(
+                            fake,
+                            folder,
+                            target,
+                            f"7 large events, {shape} frames, {events:,}: {mode}",
+                            dataset,
+                            postgres_url,
+                            {"rate_limit": 0},
+                            mode=mode,
+                        )
+                        measure.extra["event_json_kb"] = event_kb
+                        by_run.setdefault((shape, target, mode), []).append(measure)
     measures = []
     for runs in by_run.values():
         small, large = runs[0], runs[-1]

@@ -1,4 +1,5 @@
-"""Memory is bounded in bytes: large events do not raise the peak, nor do more of them."""
+"""Memory is bounded in bytes: large events do not raise the peak, nor do more of them,
+nor do deep stack traces (many small JSON values) cost more than the budget says."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from .conftest import sentry_connection
 
 FRAMES = 275  # about 78 KB of JSON an event, as events with long stack traces are
 CEILING_MB = 300
+BUDGET_MB = 64_000_000 / 2**20  # inputs.memory_budget's default, in the unit of ru_maxrss
+# 300 frames with five source lines and six local variables each: also about 78 KB of JSON
+# an event, but in many small values (seven times their JSON once decoded).
+DEEP_FRAMES = {"frames": 300, "frame_context_lines": 2, "frame_vars": 6}
 # The command's peak RSS, reported by a small parent that runs it: on Linux a process's
 # ru_maxrss starts at its parent's size when it forks, so a child of a large pytest
 # process would count pytest in.
@@ -30,15 +35,25 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def peak_rss_mb(folder: Path, events: int, target: str, pg_url: str) -> float:
-    size = OrganizationSize(projects=2, issues=20, events=events, frames=FRAMES, history_days=60)
+def peak_rss_mb(
+    folder: Path,
+    events: int,
+    target: str,
+    pg_url: str,
+    frames: dict[str, int] | None = None,
+    mode: str = "incremental",
+) -> float:
+    shape = frames or {"frames": FRAMES}
+    size = OrganizationSize(projects=2, issues=20, events=events, history_days=60, **shape)
     organization = FakeOrganization("acme", size, seed=2)
-    some_event = next(iter(organization.events.values()))[0]
-    assert 70_000 < len(msgspec.json.encode(some_event)) < 90_000
-    object_name = f"s{events}.{{stream_name}}" if target == "MY_POSTGRES" else "out/{stream_name}"
+    if events:
+        some_event = next(iter(organization.events.values()))[0]
+        assert 70_000 < len(msgspec.json.encode(some_event)) < 90_000
+    schema = f"s{events}{'deep' if frames else ''}"
+    object_name = f"{schema}.{{stream_name}}" if target == "MY_POSTGRES" else "out/{stream_name}"
     (folder / "r.yaml").write_text(
         f"source: SENTRY\ntarget: {target}\ndefaults:\n  object: {object_name}\n"
-        "  mode: incremental\nstreams:\n  events:\n"
+        f"  mode: {mode}\nstreams:\n  events:\n"
     )
     with FakeSentry(organization, ServerSettings()) as fake:
         environment = {
@@ -73,3 +88,18 @@ def test_peak_memory_does_not_follow_event_size_or_count(
     large = peak_rss_mb(many, 3_000, target, pg_url)
     assert small < CEILING_MB and large < CEILING_MB, (small, large)
     assert large < small * 1.15 + 10, (small, large)
+
+
+@pytest.mark.parametrize("target", ["LOCAL", "MY_POSTGRES"])
+def test_deep_stack_traces_stay_within_the_budget(tmp_path: Path, pg_url: str, target: str) -> None:
+    """What the rows cost above an idle run (read ahead, batched, typed, copied) stays
+    near the memory budget, and does not grow with the number of events."""
+    peaks = {}
+    for events in (0, 1_000, 4_000):
+        folder = tmp_path / str(events)
+        folder.mkdir()
+        peaks[events] = peak_rss_mb(folder, events, target, pg_url, DEEP_FRAMES, "full-refresh")
+    idle, few, many = peaks.values()
+    assert many < CEILING_MB, peaks
+    assert many - idle < BUDGET_MB * 1.25, peaks
+    assert many < few * 1.15 + 10, peaks

@@ -68,7 +68,7 @@ def test_numbers_beyond_64_bits_are_read_exactly() -> None:
     with client_answering(body, None) as client:
         [page] = list(client.paginate("organizations/acme/teams/", {}, RequestCounter()))
     assert page.rows == [{"id": "1", "big": 123456789012345678901234567890}]
-    assert page.nbytes == len(body)
+    assert page.held_bytes >= len(body)
 
 
 def client_answering(body: bytes, link: str | None) -> SentryClient:

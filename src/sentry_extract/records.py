@@ -368,6 +368,9 @@ def _convert_json(values: list[Any]) -> pa.Array:
 _JSON_NULL = b"null"
 
 
+_STRING_LIMIT = 2**31 - 1  # the most bytes an Arrow string array (32-bit offsets) holds
+
+
 def _raw_json_texts(values: list[msgspec.Raw | None]) -> pa.Array:
     """Undecoded JSON straight into an Arrow string array: one copy, no Python strings."""
     valid = [
@@ -376,15 +379,18 @@ def _raw_json_texts(values: list[msgspec.Raw | None]) -> pa.Array:
     # msgspec.Raw has the buffer protocol (len, bytes.join), which its stubs do not say.
     kept = zip(values, valid, strict=True)
     parts = cast(list[bytes], [value if keep else b"" for value, keep in kept])
-    offsets = pa.array([0, *itertools.accumulate(len(part) for part in parts)], pa.int64())
-    texts = pa.LargeStringArray.from_buffers(
+    ends = list(itertools.accumulate(len(part) for part in parts))
+    large = bool(ends) and ends[-1] > _STRING_LIMIT
+    offsets = pa.array([0, *ends], pa.int64() if large else pa.int32())
+    kind = pa.LargeStringArray if large else pa.StringArray
+    texts = kind.from_buffers(
         len(parts),
         offsets.buffers()[1],
         pa.py_buffer(b"".join(parts)),
         pa.array(valid, pa.bool_()).buffers()[1],
     )
     texts.validate(full=True)  # UTF-8, as the parser checked it
-    return texts.cast(pa.string())
+    return texts.cast(pa.string()) if large else texts  # a cast too large fails loudly
 
 
 def _convert_integers(values: list[Any]) -> pa.Array:

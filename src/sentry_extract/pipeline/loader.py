@@ -108,6 +108,23 @@ class Checkpoints:
 MIN_ROWS_FOR_RATES = 100  # fewer rows say nothing about rates
 
 
+class TypedCost:
+    """How many bytes of Arrow batch the rows of a stream become, per byte they hold.
+
+    Undecoded JSON becomes its text once (about one to one); decoded rows hold several
+    times their typed size. Starts at one to one, then follows the last batch."""
+
+    def __init__(self) -> None:
+        self.ratio = 1.0
+
+    def estimate(self, held_bytes: int) -> int:
+        return int(held_bytes * self.ratio)
+
+    def observe(self, held_bytes: int, typed_bytes: int) -> None:
+        if held_bytes > 0:
+            self.ratio = typed_bytes / held_bytes
+
+
 def describe_lag(seconds: float) -> str:
     minutes = int(seconds // 60)
     days, minutes = divmod(minutes, 24 * 60)
@@ -120,9 +137,10 @@ def describe_lag(seconds: float) -> str:
 class Loader:
     """Reads one stream's pages and hands typed batches to its writer.
 
-    Batches are cut by bytes (a quarter of the memory budget) as well as rows. In modes
-    that commit as they go, checkpoints commit the rows read so far together with the
-    coverage they complete.
+    Batches are cut by rows, and by what they hold in memory: the rows read (as their
+    pages count them) and, once typed, their Arrow batch, together within a quarter of
+    the memory budget. In modes that commit as they go, checkpoints commit the rows read
+    so far together with the coverage they complete.
     """
 
     def __init__(
@@ -141,9 +159,10 @@ class Loader:
         self.counter = counter
         self.result = result
         self.buffer: list[dict[str, Any]] = []
-        self.buffered_bytes = 0
+        self.buffered_bytes = 0  # what the buffered rows hold in memory
         self.seen: set[str] | None = None  # keys read, while the stream reconciles
         self.batch_bytes = max(1, context.source.memory_budget // 4)
+        self.typed = TypedCost()
         self.read = 0
         self.run_started_at: datetime = context.replication.run_started_at
         self.checkpoints = Checkpoints(
@@ -158,7 +177,11 @@ class Loader:
         if self.context.settings.cancelled.is_set():
             raise RunCancelled(self.stream.name)
 
-    def _add(self, rows: list[dict[str, Any]], nbytes: int = 0) -> None:
+    def _add(self, rows: list[dict[str, Any]], held_bytes: int = 0) -> None:
+        """Buffer a page's rows; a batch that the page would take past its bytes is
+        written first, so a batch holds at most one page more than its share."""
+        if self.buffer and self._batch_cost(self.buffered_bytes + held_bytes) > self.batch_bytes:
+            self._flush()
         self.read += len(rows)
         emit(
             log,
@@ -171,19 +194,27 @@ class Loader:
             requests=self.counter.requests,
         )
         self.buffer.extend(rows)
-        self.buffered_bytes += nbytes
+        self.buffered_bytes += held_bytes
         self.checkpoints.add(len(rows))
         if (
             len(self.buffer) >= self.context.settings.batch_rows
-            or self.buffered_bytes >= self.batch_bytes
+            or self._batch_cost(self.buffered_bytes) >= self.batch_bytes
         ):
             self._flush()
 
+    def _batch_cost(self, held_bytes: int) -> int:
+        """Rows holding `held_bytes`, and their Arrow batch once typed."""
+        return held_bytes + self.typed.estimate(held_bytes)
+
     def _flush(self) -> None:
         if self.buffer:
-            batch, keyless = fill_missing_keys(
-                self.typer.to_batch(self.buffer), self.stream.primary_key
-            )
+            rows, held_bytes = self.buffer, self.buffered_bytes
+            self.buffer, self.buffered_bytes = [], 0
+            typed = self.typer.to_batch(rows)
+            del rows  # the pages go before the batch is written
+            self.typed.observe(held_bytes, typed.nbytes)
+            batch, keyless = fill_missing_keys(typed, self.stream.primary_key)
+            del typed
             if keyless:
                 columns = ", ".join(self.stream.primary_key)
                 log.warning(
@@ -196,8 +227,6 @@ class Loader:
             if self.seen is not None:
                 self.seen.update(key_values(batch, self.stream.primary_key).to_pylist())
             self.writer.write(batch)
-            self.buffer = []
-            self.buffered_bytes = 0
 
     def _checkpoint_if_due(self, state: StreamState) -> None:
         if self.stream.mode.commits_as_it_goes and self.checkpoints.is_due():
@@ -305,7 +334,7 @@ class Loader:
             self._note_sampled(page)
             if reconciling:
                 oldest_listed = oldest_moment(page.rows, spec.update_key or "", oldest_listed)
-            self._add(page.rows, page.nbytes)
+            self._add(page.rows, page.held_bytes)
             covered = (
                 previous.coverage.merged(page.coverage, start) if reconciling else page.coverage
             )
@@ -467,7 +496,7 @@ class Loader:
         for item in items:
             self.check_cancelled()
             if isinstance(item, ProjectPage):
-                self._add(item.page.rows, item.page.nbytes)
+                self._add(item.page.rows, item.page.held_bytes)
                 progress[item.project.id] = item.page.coverage
                 self.progress[item.project.id] = (crawls[item.project].window, item.page.coverage)
             elif item.error is not None:

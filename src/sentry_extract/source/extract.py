@@ -4,7 +4,7 @@ Windowed lists (issues, and each project's events) are read in time slices, olde
 slice first, newest first within a slice; every page comes with the crawl's coverage
 once its rows are stored, so a run can checkpoint anywhere and the next one resumes
 there. Projects' crawls run side by side on a small pool; their pages reach the
-reader through a queue bounded in bytes and pages.
+reader through a queue bounded in the bytes they hold in memory, and in pages.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from sentry_extract.source.windows import (
 Rows = list[dict[str, Any]]
 
 # Pages read ahead of the writer: the crawl goes on while a batch is copied into
-# PostgreSQL. Bounded in bytes (the memory budget) and in pages: pages read but not yet
-# committed are what a killed run reads again.
+# PostgreSQL. Bounded in the bytes the pages hold in memory (a part of the memory
+# budget) and in pages: pages read but not yet committed are what a killed run reads again.
 QUEUED_PAGES = 30
 
 
@@ -61,7 +61,7 @@ class SlicedPage:
     """A page of a windowed list, and the crawl's coverage once its rows are stored."""
 
     rows: Rows
-    nbytes: int
+    held_bytes: int  # what the rows hold in memory, about
     coverage: Coverage
     sampled: bool = False  # Sentry answered from part of its data
 
@@ -191,7 +191,7 @@ def read_sliced(
                     else:
                         done = read_from(oldest, piece) if oldest is not None else None
                         covered = progress.add(done) if done is not None else progress
-                    yield SlicedPage(page.rows, page.nbytes, covered, page.sampled)
+                    yield SlicedPage(page.rows, page.held_bytes, covered, page.sampled)
                 break
             except BadRequestError:
                 narrowed = _kept_part(asked, kept, rows)
@@ -254,7 +254,7 @@ def read_oldest_first(
                         reached = whole_second(newest)
                         done = Window(piece.start, reached) if reached > piece.start else None
                     covered = progress.add(done) if done is not None else progress
-                    yield SlicedPage(page.rows, page.nbytes, covered, page.sampled)
+                    yield SlicedPage(page.rows, page.held_bytes, covered, page.sampled)
             except ServerError as error:  # a query timeout, retried already
                 if error.status != 400 or end - start <= MIN_QUERY:
                     raise
@@ -462,7 +462,10 @@ EventsItem = ProjectPage | ProjectDone
 
 
 class PageQueue:
-    """A queue bounded in bytes and in items; one item always fits in an empty queue."""
+    """A queue bounded in bytes held and in items; one item always fits in an empty queue.
+
+    A producer waits for room (`wait_for_room`) before it fetches its next page, so the
+    pages held by producers waiting to put them stay within the bound too."""
 
     def __init__(self, max_bytes: int, max_items: int) -> None:
         self.max_bytes = max_bytes
@@ -472,18 +475,25 @@ class PageQueue:
         self._condition = threading.Condition()
         self.stopped = False
 
-    def put(self, item: EventsItem | BaseException, nbytes: int = 0) -> None:
+    def _is_full(self, held_bytes: int) -> bool:
+        if not self._items or self.stopped:
+            return False
+        too_many = len(self._items) >= self.max_items
+        return too_many or self._bytes + held_bytes > self.max_bytes
+
+    def wait_for_room(self, held_bytes: int) -> None:
         with self._condition:
-            while (
-                self._items
-                and not self.stopped
-                and (self._bytes + nbytes > self.max_bytes or len(self._items) >= self.max_items)
-            ):
+            while self._is_full(held_bytes):
+                self._condition.wait(0.1)
+
+    def put(self, item: EventsItem | BaseException, held_bytes: int = 0) -> None:
+        with self._condition:
+            while self._is_full(held_bytes):
                 self._condition.wait(0.1)
             if self.stopped:
                 return
-            self._items.append((item, nbytes))
-            self._bytes += nbytes
+            self._items.append((item, held_bytes))
+            self._bytes += held_bytes
             self._condition.notify_all()
 
     def get(self, timeout: float) -> EventsItem | BaseException | None:
@@ -492,8 +502,8 @@ class PageQueue:
                 self._condition.wait(timeout)
             if not self._items:
                 return None
-            item, nbytes = self._items.popleft()
-            self._bytes -= nbytes
+            item, held_bytes = self._items.popleft()
+            self._bytes -= held_bytes
             self._condition.notify_all()
             return item
 
@@ -510,7 +520,7 @@ def read_events(
     crawls: Mapping[Project, Crawl],
     counter: RequestCounter,
     concurrency: int,
-    queued_bytes: int,
+    queued_bytes: int,  # what the pages read ahead may hold in memory
     is_cancelled: Callable[[], bool] = lambda: False,
     kept: KeptRange | None = None,
 ) -> Iterator[EventsItem]:
@@ -528,7 +538,8 @@ def read_events(
             ):
                 if items.stopped or is_cancelled():
                     return
-                items.put(ProjectPage(project, page), page.nbytes)
+                items.put(ProjectPage(project, page), page.held_bytes)
+                items.wait_for_room(page.held_bytes)  # before the next page is fetched
             items.put(ProjectDone(project))
         except AuthenticationError as error:
             items.put(error)

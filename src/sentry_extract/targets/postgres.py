@@ -77,7 +77,7 @@ WIDENING = {  # how stored values become the wider type
     ColumnType.FLOAT: "{}::double precision",
     ColumnType.JSON: "to_jsonb({})",
 }
-CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+COPY_SHARE = 32  # the CSV text being copied: a thirty-second of the memory budget, about
 REPLACEMENT = "\ufffd"  # PostgreSQL text cannot hold NUL characters
 
 
@@ -566,13 +566,15 @@ class PostgresStreamWriter:
         )
 
     def _copy(self, batch: pa.RecordBatch) -> None:
-        buffer = io.BytesIO()
-        pacsv.write_csv(_without_nul(batch), buffer, write_options=CSV_OPTIONS)
+        """The batch as CSV text, a few rows at a time: the text being copied stays a
+        small part of the memory budget, whatever the batch holds."""
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
             self.staging.identifier, sql.SQL(", ").join(map(sql.Identifier, batch.schema.names))
         )
+        options = csv_options(batch, max(1, self.request.memory_budget // COPY_SHARE))
         with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
-            copy.write(buffer.getbuffer())
+            sink = pa.PythonFile(CopySink(copy), mode="w")
+            pacsv.write_csv(_without_nul(batch), sink, write_options=options)
 
     def _flush(self) -> None:
         """Staged rows into the load table: one row per key, the last read wins."""
@@ -621,6 +623,30 @@ class PostgresStreamWriter:
             self.external_state.save(self.request.state_key, self.pending_state)
 
 
+class CopySink(io.RawIOBase):
+    """A file Arrow's CSV writer writes into: each piece of text goes to the COPY."""
+
+    def __init__(self, copy: psycopg.Copy) -> None:
+        self.copy = copy
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.copy.write(data)
+        return len(data)
+
+
+def csv_options(batch: pa.RecordBatch, text_bytes: int) -> pacsv.WriteOptions:
+    """CSV without a header, converted a piece of about `text_bytes` at a time."""
+    row_bytes = max(1, batch.nbytes // max(batch.num_rows, 1))
+    return pacsv.WriteOptions(
+        include_header=False,
+        quoting_style="needed",
+        batch_size=max(1, text_bytes // row_bytes),
+    )
+
+
 def _without_nul(batch: pa.RecordBatch) -> pa.RecordBatch:
     """PostgreSQL text and jsonb cannot hold NUL: it becomes U+FFFD."""
     arrays = []
@@ -635,9 +661,10 @@ def _without_nul(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _may_hold(array: pa.Array, text: str) -> bool:
-    """A byte scan of the array's data, far quicker than a replace that copies it all.
+    """A byte scan of the array's data in place, far quicker than a replace that copies
+    it all.
 
     A slice's buffer is its parent's, so a match may lie outside it: then it only costs
     the replace."""
     data = array.buffers()[2]
-    return data is not None and text.encode() in data.to_pybytes()
+    return data is not None and re.search(re.escape(text.encode()), memoryview(data)) is not None

@@ -796,6 +796,13 @@ def main(argv: list[str] | None = None) -> int:
         help="days the organization keeps (sentry.io: 90, its Developer plan: 30)",
     )
     parser.add_argument(
+        "--frame-context-lines",
+        type=int,
+        default=0,
+        help="source lines either side of a frame's line (0: a compact frame)",
+    )
+    parser.add_argument("--frame-vars", type=int, default=2, help="local variables per frame")
+    parser.add_argument(
         "--events-page-cap",
         type=int,
         default=FULL_PAGE_CAP,
@@ -810,6 +817,8 @@ def main(argv: list[str] | None = None) -> int:
         events=arguments.events,
         history_days=arguments.history_days,
         frames=arguments.frames,
+        frame_context_lines=arguments.frame_context_lines,
+        frame_vars=arguments.frame_vars,
     )
     settings = ServerSettings(
         token_scopes={arguments.token: ALL_SCOPES},

@@ -41,6 +41,11 @@ class OrganizationSize:
     events: int = 400
     history_days: int = 120  # events spread over this many days; retention cuts the oldest
     frames: int = 12  # stack frames per exception
+    # Deep frames, as Sentry sends them for Python: source lines either side of the
+    # frame's line (`context`) and that many local variables (`vars`). 0: a compact frame
+    # of two lines and two variables.
+    frame_context_lines: int = 0
+    frame_vars: int = 2
     phantom_every: int = 7  # one issue in N is found by search but dropped from its page
 
 
@@ -378,6 +383,8 @@ class FakeOrganization:
         return cached
 
     def _new_frames(self, number: int) -> list[Row]:
+        if self.size.frame_context_lines:
+            return [self._deep_frame(number, depth) for depth in range(self.size.frames)]
         return [
             {
                 "filename": f"app/module_{depth}.py",
@@ -395,6 +402,23 @@ class FakeOrganization:
             }
             for depth in range(self.size.frames)
         ]
+
+    def _deep_frame(self, number: int, depth: int) -> Row:
+        """A frame with source lines around its line and several small local variables:
+        many small JSON values, as Sentry's Python SDK sends them."""
+        line = 10 + depth * 7
+        around = self.size.frame_context_lines
+        return {
+            "filename": f"app/m{depth}.py",
+            "module": f"app.m{depth}",
+            "function": f"f{depth}_{number % 17}",
+            "lineNo": line,
+            "inApp": depth > 2,
+            "context": [
+                [line + offset, f"v{offset + around}=g()"] for offset in range(-around, around + 1)
+            ],
+            "vars": {f"v{index}": f"'{index}'" for index in range(self.size.frame_vars)},
+        }
 
     def _add_event(self, issue: Row, created: datetime, received: datetime | None = None) -> Row:
         project_id = issue["project"]["id"]
