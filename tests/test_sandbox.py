@@ -1,5 +1,5 @@
-"""The sandbox of docs/sandbox.md: `sentry-extract fake` and the fake's control routes
-over real HTTP, each run as a user runs it."""
+"""The sandbox of docs/sandbox.md: `sentry-extract fake`, the fake's control routes over
+real HTTP, and the throwaway S3 server, each run as a user runs it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 import typer
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 
 from sentry_extract.cli import app
 from sentry_extract.testing.fake_sentry import DEFAULT_TOKEN, FakeOptions, FakeSentry
+from sentry_extract.testing.local_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
 from .conftest import Workspace, invoke
 
@@ -276,3 +278,78 @@ def test_an_incremental_run_picks_up_what_the_routes_changed(
     assert rows[deleted]["_deleted_at"] is not None and rows[deleted]["merged_into_id"] is None
     assert rows[merged]["_deleted_at"] is not None and rows[merged]["merged_into_id"] == survivor
     assert rows[survivor]["_deleted_at"] is None
+
+
+# --- local_s3 ---------------------------------------------------------------------------
+
+
+def test_local_s3_serves_a_bucket_prints_its_connection_and_stops_on_ctrl_c() -> None:
+    process = started(
+        [
+            sys.executable,
+            "-m",
+            "sentry_extract.testing.local_s3",
+            "--port",
+            "0",
+            "--bucket",
+            "sandbox-b1",
+        ]
+    )
+    try:
+        serving, export = first_lines(process, 2)
+        endpoint = serving.split(" at ")[1].split()[0]
+        connection = yaml.safe_load(export.removeprefix("export AWS_S3='").removesuffix("'"))
+        assert connection == {
+            "type": "s3",
+            "bucket": "sandbox-b1",
+            "endpoint": endpoint,
+            "region": "us-east-1",
+            "access_key_id": ACCESS_KEY_ID,
+            "secret_access_key": SECRET_ACCESS_KEY,
+        }
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+        )
+        client.put_object(Bucket="sandbox-b1", Key="probe", Body=b"hello")
+        assert client.get_object(Bucket="sandbox-b1", Key="probe")["Body"].read() == b"hello"
+        assert interrupted(process) == (0, "", "")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_local_s3_without_moto_says_how_to_install_it() -> None:
+    code = (
+        "import sys; sys.modules['moto.moto_server.werkzeug_app'] = None; "
+        "from sentry_extract.testing.local_s3 import main; sys.exit(main(['--port', '0']))"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert finished.returncode == 2
+    assert finished.stderr == (
+        "moto is not installed: run 'make test' or \".venv/bin/pip install 'moto[server]'\" first\n"
+    )
+
+
+def test_local_s3_on_a_busy_port_says_so_in_one_line(
+    served_fake: tuple[subprocess.Popen[str], list[str]],
+) -> None:
+    port = served_fake[1][0].rsplit(":", 1)[1]
+    finished = subprocess.run(
+        [sys.executable, "-m", "sentry_extract.testing.local_s3", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_SECONDS,
+        check=False,
+    )
+    assert finished.returncode == 2
+    assert finished.stderr == (
+        f"error: cannot serve on 127.0.0.1:{port}: the address is already in use "
+        "(choose another --port)\n"
+    )
