@@ -8,7 +8,7 @@ Pacing a client (the benchmarks): `reset` the request log, `hold?after=N` (answe
 requests, hold the rest), `release`.
 Changing the organization as people change Sentry:
 - `add_events?count=100&projects=all` (or slugs, comma separated): events created now;
-- `new_issue?project=SLUG&events=N`: a new issue with N events created now;
+- `new_issue?project=SLUG&events=N`: a new unresolved issue with N events created now;
 - `resolve?issue=ID&status=resolved|ignored|unresolved`: the status only; `lastSeen`
   stays, so only a reconcile sees it, as with Sentry;
 - `delete?issue=ID`: the issue and its events are gone;
@@ -127,8 +127,11 @@ def _new_issue(fake: FakeSentry, params: Params) -> Any:
     organization = fake.organization
     default = organization.projects[0]["slug"]
     (slug,) = _project_slugs(fake, one(params, "project") or default)
-    events = organization.add_events(_count(params, "events", 1), slug, new_issue=True)
-    return compact(organization.issues[events[0]["groupID"]])
+    with organization.lock:
+        events = organization.add_events(_count(params, "events", 1), slug, new_issue=True)
+        issue_id = events[0]["groupID"]
+        organization.set_issue_status(issue_id, "unresolved")  # as a new issue is in Sentry
+        return compact(organization.issues[issue_id])
 
 
 def _resolve(fake: FakeSentry, params: Params) -> Any:
