@@ -49,6 +49,7 @@ HELP = [
     ),
     (("state", "show"), "Show the saved state of each stream of a replication."),
     (("state", "reset"), "Clear saved state, so the next run reads from the anchor date again."),
+    (("fake",), "Serve a fake Sentry to practise on: a generated organization, until Ctrl-C."),
 ]
 PYTHON_TYPES = re.compile(r"<(str|bool|int|float|path|dir|file|list\[\w+\])>")
 

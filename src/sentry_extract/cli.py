@@ -656,6 +656,80 @@ def state_reset(
             )
 
 
+# --- fake ------------------------------------------------------------------------------
+
+FAKE_TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"  # the fake's own, not a secret
+
+
+@app.command("fake", cls=_Command)
+def fake(
+    port: Annotated[
+        int, typer.Option(help="Port to serve on (0: any free one).", metavar="PORT")
+    ] = 8000,
+    host: Annotated[str, typer.Option(help="Address to serve on.", metavar="HOST")] = "127.0.0.1",
+    organization: Annotated[str, typer.Option(help="Its slug.", metavar="SLUG")] = "acme",
+    projects: Annotated[int, typer.Option(help="Projects to generate.", metavar="N")] = 3,
+    issues: Annotated[int, typer.Option(help="Issues to generate.", metavar="N")] = 40,
+    events: Annotated[int, typer.Option(help="Events to generate.", metavar="N")] = 400,
+    latency: Annotated[
+        float, typer.Option(help="Seconds spent on each request.", metavar="SECONDS")
+    ] = 0.0,
+    sentry_io_limits: Annotated[
+        bool,
+        typer.Option(
+            "--sentry-io-limits",
+            help="Enforce sentry.io-like rate limits (events: 60/min, 1 in flight).",
+        ),
+    ] = False,
+    token: Annotated[str, typer.Option(help="The token it accepts.", metavar="TOKEN")] = FAKE_TOKEN,
+    history_days: Annotated[
+        int, typer.Option(help="Events spread over this many days.", metavar="DAYS")
+    ] = 120,
+    frames: Annotated[int, typer.Option(help="Stack frames per event.", metavar="N")] = 12,
+    frame_context_lines: Annotated[
+        int,
+        typer.Option(help="Source lines either side of a frame's line (0: compact).", metavar="N"),
+    ] = 0,
+    frame_vars: Annotated[int, typer.Option(help="Local variables per frame.", metavar="N")] = 2,
+    events_page_cap: Annotated[
+        int, typer.Option(help="Rows per full-payload events page (sentry.io: 10).", metavar="N")
+    ] = 10,
+    retention_days: Annotated[
+        int,
+        typer.Option(help="Days it keeps (sentry.io: 90, its Developer plan: 30).", metavar="DAYS"),
+    ] = 90,
+    tls_cert: Annotated[
+        str | None, typer.Option(help="Serve HTTPS with this certificate (PEM).", metavar="FILE")
+    ] = None,
+    tls_key: Annotated[
+        str | None, typer.Option(help="The certificate's private key (PEM).", metavar="FILE")
+    ] = None,
+) -> None:
+    """Serve a fake Sentry to practise on: a generated organization, until Ctrl-C."""
+    from sentry_extract.testing.fake_sentry import FakeOptions, serve  # only this command
+
+    options = FakeOptions(
+        port=port,
+        host=host,
+        organization=organization,
+        projects=projects,
+        issues=issues,
+        events=events,
+        latency=latency,
+        sentry_io_limits=sentry_io_limits,
+        token=token,
+        history_days=history_days,
+        frames=frames,
+        frame_context_lines=frame_context_lines,
+        frame_vars=frame_vars,
+        events_page_cap=events_page_cap,
+        retention_days=retention_days,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
+    raise typer.Exit(serve(options))
+
+
 def _version(value: bool) -> None:
     if value:
         output.print(f"sentry-extract {__version__}", markup=False)

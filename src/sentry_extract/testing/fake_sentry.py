@@ -44,10 +44,11 @@ range is older), the time series answer 400 to a `start` before it, and issue de
 issue it went into (`FakeOrganization.merge_issues`), as Sentry's redirect table does.
 
 It records every request (path, parameters, timing, concurrency) for the tests.
-Routes under `/_fake/` control it from another process (the benchmarks): `stats`,
-`requests`, `reset`, `add_events?count=100&projects=all`, `event_keys` (what a complete
-extraction holds), `hold?after=N` (answer N more requests, hold the rest) and `release`.
-Run it alone with `python -m sentry_extract.testing.fake_sentry --port 8000`.
+Routes under `/_fake/` look at it and change it from another process (`fake_control.py`):
+`stats`, `requests`, `issues`, `add_events`, `new_issue`, `resolve`, `delete`, `merge`,
+`event_keys`, `reset`, `hold` and `release`.
+Run it alone with `sentry-extract fake --port 8000`, or
+`python -m sentry_extract.testing.fake_sentry --port 8000`.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from sentry_extract.testing import fake_more
+from sentry_extract.testing import fake_control, fake_more
 from sentry_extract.testing.fake_http import (
     MAX_PAGE_SIZE,
     NOT_FOUND,
@@ -478,31 +479,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.fake.on_request(record)
 
     def _control(self, name: str, params: list[tuple[str, str]]) -> None:
-        """The routes tests and benchmarks use to look at the fake or change it."""
-        fake = self.fake
-        if name == "requests":
-            body: Any = [
-                {"path": r.path, "params": r.params, "status": r.status} for r in fake.requests
-            ]
-        elif name == "stats":
-            body = fake.stats()
-        elif name == "reset":
-            fake.reset_log()
-            body = {"reset": True}
-        elif name == "add_events":  # ?count=100&projects=all (or slugs, comma separated)
-            projects = one(params, "projects") or "all"
-            slugs = None if projects == "all" else projects.split(",")
-            body = {"added": fake.add_events_to(int(one(params, "count") or 1), slugs)}
-        elif name == "event_keys":
-            body = fake.event_keys()
-        elif name == "hold":  # ?after=N
-            fake.hold(int(one(params, "after") or 0))
-            body = {"hold_after": fake.hold_after}
-        elif name == "release":
-            fake.release()
-            body = {"released": True}
-        else:
+        """The routes tests, benchmarks and people use to look at the fake or change it."""
+        route = fake_control.ROUTES.get(name)
+        if route is None:
             self._send(404, {"detail": NOT_FOUND})
+            return
+        try:
+            body = route(self.fake, params)
+        except BadRequest as error:
+            self._send(error.status, {"detail": error.detail})
             return
         self._send(200, body)
 
@@ -767,6 +752,95 @@ _ENDPOINTS: dict[str, Callable[[FakeSentry, dict[str, str], Params], Answer]] = 
 }
 
 
+@dataclass(frozen=True)
+class FakeOptions:
+    """How `sentry-extract fake` (and this module run alone) serves the organization."""
+
+    port: int = 8000
+    host: str = "127.0.0.1"
+    organization: str = "acme"
+    projects: int = 3
+    issues: int = 40
+    events: int = 400
+    latency: float = 0.0
+    sentry_io_limits: bool = False
+    token: str = DEFAULT_TOKEN
+    history_days: int = 120
+    frames: int = 12
+    frame_context_lines: int = 0
+    frame_vars: int = 2
+    events_page_cap: int = FULL_PAGE_CAP
+    retention_days: int = 90
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+def serve(options: FakeOptions) -> int:
+    """Serve until Ctrl-C (0); a port in use or an unreadable certificate is one line on
+    stderr and 2. The first lines say where it serves and how to connect to it."""
+    try:
+        fake = _open(options)
+    except (OSError, ssl.SSLError) as error:
+        print(f"error: {_why_not(options, error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    print(
+        f"fake Sentry serving organization '{options.organization}' at {fake.base_url}\n"
+        f"export SENTRY='{connection_map(options, fake.base_url)}'",
+        flush=True,
+    )
+    try:
+        fake.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.server.server_close()
+    return 0
+
+
+def connection_map(options: FakeOptions, base_url: str) -> str:
+    """The SENTRY connection to this fake, as `conns set` stores it (the test token)."""
+    return (
+        f'{{ type: api, spec: sentry, secrets: {{ auth_token: "{options.token}" }}, '
+        f'inputs: {{ organization: "{options.organization}", base_url: "{base_url}" }} }}'
+    )
+
+
+def _open(options: FakeOptions) -> FakeSentry:
+    size = OrganizationSize(
+        projects=options.projects,
+        issues=options.issues,
+        events=options.events,
+        history_days=options.history_days,
+        frames=options.frames,
+        frame_context_lines=options.frame_context_lines,
+        frame_vars=options.frame_vars,
+    )
+    settings = ServerSettings(
+        token_scopes={options.token: ALL_SCOPES},
+        rate_limits=dict(SENTRY_IO_LIMITS) if options.sentry_io_limits else None,
+        latency=options.latency,
+        events_page_cap=options.events_page_cap,
+        retention=timedelta(days=options.retention_days),
+    )
+    tls = None
+    if options.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(options.tls_cert, options.tls_key)
+    organization = FakeOrganization(options.organization, size)
+    return FakeSentry(organization, settings, port=options.port, host=options.host, tls=tls)
+
+
+def _why_not(options: FakeOptions, error: OSError | ssl.SSLError) -> str:
+    if isinstance(error, ssl.SSLError) or error.filename is not None:
+        return f"cannot load the certificate {options.tls_cert}: {error.strerror or error}"
+    reason = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        reason = "the address is already in use (choose another --port)"
+    return f"cannot serve on {options.host}:{options.port}: {reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a generated organization like Sentry.")
     parser.add_argument("--port", type=int, default=8000)
@@ -810,54 +884,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
-    arguments = parser.parse_args(argv)
-    size = OrganizationSize(
-        projects=arguments.projects,
-        issues=arguments.issues,
-        events=arguments.events,
-        history_days=arguments.history_days,
-        frames=arguments.frames,
-        frame_context_lines=arguments.frame_context_lines,
-        frame_vars=arguments.frame_vars,
-    )
-    settings = ServerSettings(
-        token_scopes={arguments.token: ALL_SCOPES},
-        rate_limits=dict(SENTRY_IO_LIMITS) if arguments.sentry_io_limits else None,
-        latency=arguments.latency,
-        events_page_cap=arguments.events_page_cap,
-        retention=timedelta(days=arguments.retention_days),
-    )
-    tls = None
-    if arguments.tls_cert:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(arguments.tls_cert, arguments.tls_key)
-    try:
-        fake = FakeSentry(
-            FakeOrganization(arguments.organization, size),
-            settings,
-            port=arguments.port,
-            host=arguments.host,
-            tls=tls,
-        )
-    except OSError as error:
-        reason = error.strerror or str(error)
-        if error.errno == errno.EADDRINUSE:
-            reason = "the address is already in use (choose another --port)"
-        print(
-            f"error: cannot serve on {arguments.host}:{arguments.port}: {reason}", file=sys.stderr
-        )
-        return 2
-    print(
-        f"fake Sentry serving organization '{arguments.organization}' at {fake.base_url}",
-        flush=True,
-    )
-    try:
-        fake.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.server.server_close()
-    return 0
+    return serve(FakeOptions(**vars(parser.parse_args(argv))))
 
 
 if __name__ == "__main__":

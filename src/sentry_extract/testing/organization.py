@@ -77,6 +77,7 @@ MEMBER_FLAGS = (
 )
 LEVELS = ("error", "warning", "fatal", "info")
 STATUSES = ("unresolved", "resolved", "ignored")
+SUBSTATUSES = {"unresolved": "ongoing", "resolved": None, "ignored": "archived_forever"}
 PLATFORMS = ("python", "javascript", "go", "java")
 
 
@@ -309,9 +310,7 @@ class FakeOrganization:
             "logger": None,
             "level": LEVELS[number % len(LEVELS)],
             "status": status,
-            "substatus": {"unresolved": "ongoing", "resolved": None, "ignored": "archived_forever"}[
-                status
-            ],
+            "substatus": SUBSTATUSES[status],
             "statusDetails": {},
             "isPublic": False,
             "platform": project["platform"],
@@ -535,8 +534,10 @@ class FakeOrganization:
             return [self._add_event(issue, now - age, received=now) for _ in range(count)]
 
     def set_issue_status(self, issue_id: str, status: str) -> None:
+        """A new status (and the substatus Sentry gives it); `lastSeen` stays as it was."""
         with self.lock:
             self.issues[issue_id]["status"] = status
+            self.issues[issue_id]["substatus"] = SUBSTATUSES[status]
 
     def delete_issue(self, issue_id: str) -> None:
         """The issue and its events are gone (deleted, or merged away)."""
