@@ -317,11 +317,11 @@ class Extras:
         extra = self.tag_value_counts.get((issue["id"], key))
         if extra is not None:  # seen at times that do not follow how often
             url = "https://app.example/pages/{:05d}"
-            last = datetime.fromisoformat(issue["lastSeen"].replace("Z", "+00:00"))
+            issue_last_seen = datetime.fromisoformat(issue["lastSeen"].replace("Z", "+00:00"))
             return [
                 {
                     **_tag_value(key, url.format(n), extra - n, issue),
-                    "lastSeen": iso(last - timedelta(minutes=n * 7919 % extra)),
+                    "lastSeen": iso(issue_last_seen - timedelta(minutes=n * 7919 % extra)),
                 }
                 for n in range(extra)
             ]
