@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from .conftest import invoke
+from sentry_extract.testing.fake_sentry import (
+    FakeSentry,
+    Fault,
+    RateLimit,
+    RequestRecord,
+    ServerSettings,
+)
+from sentry_extract.testing.organization import FakeOrganization
+from sentry_extract.testing.silent_host import SilentHost
+
+from .conftest import Workspace, invoke, sentry_connection
 
 REPLICATION = "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\nstreams:\n"
 
@@ -35,3 +54,125 @@ def test_the_help_says_what_a_deadline_keeps(cli: CliRunner) -> None:
     assert "a bare number is refused" in help_text
     assert "checkpoints are kept" in help_text
     assert "save nothing" not in help_text
+
+
+def _run_process(folder: Path, base_url: str, *arguments: str, **inputs: object) -> Finished:
+    """The CLI in a process of its own (real signals, real time), on `base_url`."""
+    (folder / "r.yaml").write_text(REPLICATION + "  issues:\n")
+    environment = {
+        **os.environ,
+        "SENTRY_EXTRACT_HOME": str(folder / "home"),
+        "SENTRY": sentry_connection(base_url, **inputs),
+    }
+    command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml", *arguments]
+    started = time.monotonic()
+    process = subprocess.run(
+        [*command, "--summary-json", "summary.json"],
+        cwd=folder,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    summary = json.loads((folder / "summary.json").read_text())
+    return Finished(process.returncode, process.stderr, summary, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class Finished:
+    code: int
+    stderr: str
+    summary: dict[str, Any]
+    seconds: float
+
+    def lines_after(self, text: str) -> list[str]:
+        lines = self.stderr.splitlines()
+        found = next(number for number, line in enumerate(lines) if text in line)
+        return lines[found + 1 :]
+
+
+def test_a_deadline_abandons_a_request_the_host_never_answers(tmp_path: Path) -> None:
+    with SilentHost() as host:
+        finished = _run_process(tmp_path, host.base_url, "--deadline", "2s")
+    assert finished.code == 1, finished.stderr
+    assert finished.seconds < 15  # the request's own timeout is 60s
+    fatal = "the run's deadline (2s) passed before any stream began; nothing was written, "
+    fatal += "checkpoints kept"
+    assert finished.summary["fatal"] == fatal
+    assert finished.summary["exit_code"] == 1
+    assert finished.stderr.splitlines()[-1] == f"error: {fatal}"
+    after = finished.lines_after("the run's deadline passed: stopping")
+    assert not [line for line in after if "retrying" in line]
+    assert "Traceback" not in finished.stderr
+
+
+STREAMED_FATAL = (
+    "the run's deadline (1.5s) passed; unfinished streams stopped, their checkpoints kept "
+    "for the next run"
+)
+
+
+def _retries_after_the_deadline(records: list[logging.LogRecord]) -> list[str]:
+    messages = [record.getMessage() for record in records]
+    found = messages.index("the run's deadline passed: stopping")
+    return [message for message in messages[found:] if message.startswith("retrying")]
+
+
+def test_a_deadline_ends_a_retry_wait_the_server_asked_for(
+    workspace: Workspace, fake: FakeSentry, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.faults.append(Fault("/issues/", 429, "slow down", times=3, headers={"Retry-After": "60"}))
+    workspace.replication("  issues:\n")
+    with caplog.at_level(logging.INFO, logger="sentry_extract"):
+        summary = workspace.run(sleep=None, deadline=1.5)
+    assert summary.fatal == STREAMED_FATAL
+    assert summary.exit_code == 1
+    assert summary.seconds < 10  # not the minute the server asked for
+    assert [result.status for result in summary.results] == ["cancelled", "ok"]
+    assert "retrying in 60s: slow down (organizations/acme/issues/)" in caplog.messages
+    assert not _retries_after_the_deadline(caplog.records)
+
+
+def test_a_deadline_ends_a_wait_for_the_rate_limit_window(
+    tmp_path: Path, organization: FakeOrganization, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = {
+        "events": RateLimit(limit=1, window=60.0, concurrent=1),
+        "default": RateLimit(limit=100, window=1.0, concurrent=25),
+    }
+    with FakeSentry(organization, ServerSettings(rate_limits=limits)) as fake:
+        environ = {
+            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+            "SENTRY": sentry_connection(fake.base_url),
+        }
+        workspace = Workspace(tmp_path, environ, [])
+        workspace.replication("  events:\n")
+        with caplog.at_level(logging.INFO, logger="sentry_extract"):
+            summary = workspace.run(sleep=None, deadline=1.5)
+    assert summary.fatal == STREAMED_FATAL
+    assert summary.seconds < 10  # not the window's minute
+    assert any(message.startswith("waiting ") for message in caplog.messages)
+    assert not _retries_after_the_deadline(caplog.records)
+
+
+def test_a_deadline_abandons_a_stream_request_in_flight(
+    workspace: Workspace, fake: FakeSentry, caplog: pytest.LogCaptureFixture
+) -> None:
+    released = threading.Event()
+
+    def hang_issues(record: RequestRecord) -> None:
+        if "/issues/" in record.path:
+            released.wait(60)  # the answer would come long after the deadline
+
+    fake.on_request = hang_issues
+    workspace.replication("  issues:\n  projects:\n")
+    try:
+        with caplog.at_level(logging.INFO, logger="sentry_extract"):
+            summary = workspace.run(sleep=None, deadline=1.5)
+    finally:
+        released.set()
+    assert summary.fatal == STREAMED_FATAL
+    assert summary.seconds < 10  # not the request's 60s timeout
+    statuses = {result.name: result.status for result in summary.results}
+    assert statuses == {"issues": "cancelled", "projects": "ok", "(preflight)": "ok"}
+    assert not _retries_after_the_deadline(caplog.records)

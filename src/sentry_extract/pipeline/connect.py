@@ -37,7 +37,12 @@ from sentry_extract.errors import (
     SourceError,
 )
 from sentry_extract.source.cassettes import Recording
-from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
+from sentry_extract.source.client import (
+    Cancellation,
+    ClientSettings,
+    RequestCounter,
+    SentryClient,
+)
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.source.streams import STREAMS_BY_NAME
@@ -132,7 +137,9 @@ def build_client(
     sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     transport: httpx.BaseTransport | None = None,
+    deadline: float | None = None,
 ) -> SentryClient:
+    """The run's client; `deadline` (a moment of `time.monotonic`) bounds every request."""
     sleep = sleep or _interruptible_sleep(cancelled)
     bucket = TokenBucket(source.rate_limit, burst=1, clock=clock, sleep=sleep)
     retry = retry or RetryPolicy(
@@ -151,6 +158,7 @@ def build_client(
             verify=_verify(source),
             sleep=sleep,
             transport=transport,
+            cancellation=Cancellation(cancelled, deadline),
         )
     )
 
