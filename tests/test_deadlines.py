@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from sentry_extract.errors import TimedOutError
+from sentry_extract.source.retry import RetryPolicy, build_retrying
 from sentry_extract.testing.fake_sentry import (
     FakeSentry,
     Fault,
     RateLimit,
-    RequestRecord,
     ServerSettings,
 )
 from sentry_extract.testing.organization import FakeOrganization
@@ -158,21 +158,68 @@ def test_a_deadline_ends_a_wait_for_the_rate_limit_window(
 def test_a_deadline_abandons_a_stream_request_in_flight(
     workspace: Workspace, fake: FakeSentry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    released = threading.Event()
-
-    def hang_issues(record: RequestRecord) -> None:
-        if "/issues/" in record.path:
-            released.wait(60)  # the answer would come long after the deadline
-
-    fake.on_request = hang_issues
-    workspace.replication("  issues:\n  projects:\n")
+    fake.hold(after=1)  # the organization is answered; the issues' answer never comes
+    workspace.replication("  issues:\n")
     try:
         with caplog.at_level(logging.INFO, logger="sentry_extract"):
             summary = workspace.run(sleep=None, deadline=1.5)
     finally:
-        released.set()
+        fake.release()
     assert summary.fatal == STREAMED_FATAL
     assert summary.seconds < 10  # not the request's 60s timeout
     statuses = {result.name: result.status for result in summary.results}
-    assert statuses == {"issues": "cancelled", "projects": "ok", "(preflight)": "ok"}
+    assert statuses == {"issues": "cancelled", "(preflight)": "ok"}
+    assert len(fake.requests_to("/issues/")) == 1
     assert not _retries_after_the_deadline(caplog.records)
+
+
+def test_a_host_that_never_answers_is_found_out_by_the_first_request(tmp_path: Path) -> None:
+    with SilentHost() as host:
+        finished = _run_process(tmp_path, host.base_url, timeout="1s")
+        attempts = host.accepted
+    address = host.base_url.removeprefix("http://")
+    fatal = (
+        f"cannot reach {address}: no answer within 1s (ReadTimeout): check inputs.base_url "
+        f"({host.base_url}); the host took the connection and never answered: a wrong port, "
+        "a proxy or firewall in the way (HTTPS_PROXY, NO_PROXY), or a server that hangs"
+    )
+    assert finished.code == 2, finished.stderr
+    assert finished.stderr.splitlines()[-1] == f"error: {fatal}"
+    assert finished.summary["fatal"] == fatal
+    assert finished.summary["exit_code"] == 2
+    assert attempts == 2  # not the run's six
+    assert finished.seconds < 30
+    assert "Traceback" not in finished.stderr
+
+
+def test_a_request_stops_retrying_when_its_time_is_up(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    fake.hold(after=1)  # the organization is answered; the projects' answer never comes
+    inputs = {"timeout": "2s", "retry_attempts": 10, "retry_max_wait": "5s"}
+    workspace.environ["SENTRY"] = sentry_connection(fake.base_url, **inputs)
+    workspace.replication("  projects:\n")
+    try:
+        summary = workspace.run(sleep=None, retry=None)
+    finally:
+        fake.release()
+    address = fake.base_url.removeprefix("http://")
+    projects = summary.results[0]
+    assert projects.status == "failed"
+    assert projects.problems == [f"no answer from {address} within 2s (ReadTimeout)"]
+    assert len(fake.requests_to("/projects/")) == 2  # 5s allows a wait and one more attempt
+    assert summary.seconds < 20
+
+
+def test_retries_are_bounded_by_the_clock_as_well_as_by_count() -> None:
+    attempts: list[float] = []
+
+    def no_answer() -> None:
+        attempts.append(time.monotonic())
+        time.sleep(0.2)
+        raise TimedOutError("sentry.example.com", 0.2, "ReadTimeout")
+
+    policy = RetryPolicy(attempts=50, initial_wait=0.0, max_total_time=1.0)
+    with pytest.raises(TimedOutError):
+        build_retrying(policy, sleep=lambda seconds: None)(no_answer)
+    assert 1 < len(attempts) <= 5
