@@ -241,7 +241,7 @@ def test_a_deadline_stops_the_run(
     result = invoke(cli, "run", "r.yaml", "--deadline", "1s")
     assert result.exit_code == 1
     assert (
-        "error: the run's deadline (1s) passed; unfinished streams kept only their checkpoints"
-        in result.stderr
+        "error: the run's deadline (1s) passed; unfinished streams stopped, their checkpoints kept "
+        "for the next run" in result.stderr
     )
     assert not parquet_files(tmp_path / "out" / "events")

@@ -376,7 +376,20 @@ def _check_options(
         raise ConfigError(f"--log-format: '{log_format}' is not one of {', '.join(LOG_FORMATS)}")
     if record is not None and replay is not None:
         raise ConfigError("--record and --replay: choose one")
-    return _RunOptions(_seconds(deadline, "--deadline"), record, replay)
+    return _RunOptions(_deadline_seconds(deadline), record, replay)
+
+
+def _deadline_seconds(text: str | None) -> float | None:
+    """`--deadline` with its unit: a bare number (minutes? seconds?) is refused, as is 0."""
+    if text is not None and re.fullmatch(r"\s*\d+(\.\d+)?\s*", text):
+        number = text.strip()
+        raise ConfigError(
+            f"--deadline: '{number}' has no unit: write {number}s, {number}m or {number}h"
+        )
+    seconds = _seconds(text, "--deadline")
+    if seconds is not None and seconds <= 0:
+        raise ConfigError(f"--deadline: '{text}' is no time at all: give e.g. 30s, 50m or 2h")
+    return seconds
 
 
 @app.command("run", cls=_Command)
@@ -395,8 +408,9 @@ def run(
         str | None,
         typer.Option(
             "--deadline",
-            help="Stop the run after this long (e.g. 50m): unfinished streams save nothing "
-            "and the run exits 1.",
+            help="End the run this long after it starts, with a unit (30s, 50m, 2h; a bare "
+            "number is refused), even mid-request: streams still running stop, their "
+            "checkpoints are kept for the next run, and the run exits 1.",
             metavar="DURATION",
         ),
     ] = None,

@@ -19,7 +19,8 @@
             ├── RateLimitedError    429, with the wait the server asked for, if any
             ├── ServerError         5xx, a 400 query timeout, a truncated JSON body
             └── NetworkError        a connection reset, a timeout
-                └── UnreachableError    refused, or a host name that does not resolve
+                ├── UnreachableError    refused, or a host name that does not resolve
+                └── TimedOutError       no answer within the timeout (`host`, `seconds`)
 
 Exceptions carry their context as attributes; their text never holds a token. Code that
 explains an error (what to fix) raises a new one `from` the original, which stays as it was.
@@ -152,3 +153,16 @@ class NetworkError(RetriableError):
 
 class UnreachableError(NetworkError):
     """The host refused the connection, or its name did not resolve."""
+
+
+class TimedOutError(NetworkError):
+    """The host did not answer within `seconds` (`kind`: httpx's ReadTimeout, ConnectTimeout...)."""
+
+    def __init__(
+        self, host: str, seconds: float | None, kind: str, *, url: str | None = None
+    ) -> None:
+        self.host = host
+        self.seconds = seconds
+        self.kind = kind
+        within = f" within {seconds:g}s" if seconds is not None else ""
+        super().__init__(f"no answer from {host}{within} ({kind})", url=url)

@@ -72,7 +72,7 @@ class SentryConnection:
     ca_bundle: str | None = None
     timeout: timedelta = timedelta(seconds=60)  # to connect, and between bytes of an answer
     retry_attempts: int = 6  # attempts of one request, the first included
-    retry_max_wait: timedelta = timedelta(minutes=10)  # waits between those attempts, in all
+    retry_max_wait: timedelta = timedelta(minutes=10)  # those attempts and their waits, in all
     checkpoint_every: timedelta = DEFAULT_CHECKPOINT_EVERY  # commit at least this often
     memory_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of rows held in memory, about
     reconcile_every: timedelta | None = DEFAULT_RECONCILE_EVERY  # None: never

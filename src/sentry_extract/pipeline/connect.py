@@ -35,9 +35,15 @@ from sentry_extract.errors import (
     RunCancelled,
     SentryExtractError,
     SourceError,
+    TimedOutError,
 )
 from sentry_extract.source.cassettes import Recording
-from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
+from sentry_extract.source.client import (
+    Cancellation,
+    ClientSettings,
+    RequestCounter,
+    SentryClient,
+)
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.source.streams import STREAMS_BY_NAME
@@ -132,12 +138,15 @@ def build_client(
     sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     transport: httpx.BaseTransport | None = None,
+    deadline: float | None = None,
 ) -> SentryClient:
+    """The run's client; `deadline` (a moment of `time.monotonic`) bounds every request."""
     sleep = sleep or _interruptible_sleep(cancelled)
     bucket = TokenBucket(source.rate_limit, burst=1, clock=clock, sleep=sleep)
     retry = retry or RetryPolicy(
         attempts=source.retry_attempts,
         max_total_wait=source.retry_max_wait.total_seconds(),
+        max_total_time=source.retry_max_wait.total_seconds(),
     )
     seconds = source.timeout.total_seconds()
     return SentryClient(
@@ -151,6 +160,7 @@ def build_client(
             verify=_verify(source),
             sleep=sleep,
             transport=transport,
+            cancellation=Cancellation(cancelled, deadline),
         )
     )
 
@@ -173,9 +183,12 @@ def _interruptible_sleep(cancelled: threading.Event) -> Callable[[float], None]:
     return sleep
 
 
-# The first request of a run, and of `conns test`: a host that cannot be reached is said
-# to be so after a few seconds, not after the minutes of retries a run allows later on.
-FIRST_REQUEST_ATTEMPTS = 3
+# The first request of a run, and of `conns test`: a host that cannot be reached, or that
+# takes the connection and never answers, is said to be so within seconds, or half a
+# minute, not after the minutes of retries a run allows later on.
+FIRST_REQUEST_ATTEMPTS = 3  # refused, or a name that does not resolve: about 5 seconds
+FIRST_REQUEST_SILENT_ATTEMPTS = 2  # no answer: twice the timeout below, and one wait
+FIRST_REQUEST_TIMEOUT = 15.0  # seconds (or `inputs.timeout`, when shorter)
 
 
 def check_organization(
@@ -187,9 +200,13 @@ def check_organization(
     (`ConfigError`); a token that may not read it is a `PermissionDeniedError`.
     """
     path = f"organizations/{connection.organization}/"
-    first_try = replace(client.settings.retry, unreachable_attempts=FIRST_REQUEST_ATTEMPTS)
+    first_try = replace(
+        client.settings.retry,
+        unreachable_attempts=FIRST_REQUEST_ATTEMPTS,
+        silent_attempts=FIRST_REQUEST_SILENT_ATTEMPTS,
+    )
     try:
-        body = client.get(path, {}, counter, retry=first_try).body
+        body = client.get(path, {}, counter, retry=first_try, timeout=FIRST_REQUEST_TIMEOUT).body
     except (NetworkError, NotFoundError, PermissionDeniedError) as error:
         raise explain_organization_error(error, connection) from error
     return body if isinstance(body, dict) else None
@@ -239,11 +256,27 @@ def test_connection(connection: Connection) -> str:
     return f"ok: organization '{name}' ({connection.organization}) at {connection.base_url}"
 
 
+_SILENT = (
+    "the host took the connection and never answered: a wrong port, a proxy or firewall "
+    "in the way (HTTPS_PROXY, NO_PROXY), or a server that hangs"
+)
+_SILENCE = {
+    "ConnectTimeout": "the connection was never taken: a firewall that drops it, a host "
+    "that is down, or a proxy needed (HTTPS_PROXY)",
+}
+
+
 def explain_organization_error(
     error: SourceError, connection: SentryConnection
 ) -> SentryExtractError:
     """What a failed organization request means, as a new error to raise `from` it: the
     original keeps its own message and status."""
+    if isinstance(error, TimedOutError):
+        within = f" within {error.seconds:g}s" if error.seconds is not None else ""
+        return ConfigError(
+            f"cannot reach {error.host}: no answer{within} ({error.kind}): check "
+            f"inputs.base_url ({connection.base_url}); {_SILENCE.get(error.kind, _SILENT)}"
+        )
     if isinstance(error, NetworkError) and "CERTIFICATE_VERIFY_FAILED" in error.message:
         return ConfigError(f"{error.message}: check inputs.ca_bundle (the server's CA)")
     if isinstance(error, NetworkError):

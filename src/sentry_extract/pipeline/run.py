@@ -119,6 +119,8 @@ def run_replication(
         inner = httpx.HTTPTransport(verify=_verify(source))
         recorder = RecordingTransport(inner, source.auth_token)
         settings = replace(settings, transport=recorder)
+    counter = RequestCounter("organizations")
+    results: list[StreamResult] = []
     try:
         client = build_client(
             source,
@@ -127,9 +129,9 @@ def run_replication(
             sleep=settings.sleep,
             clock=settings.clock,
             transport=settings.transport,
+            deadline=deadline.moment,
         )
         with client:
-            counter = RequestCounter("organizations")
             try:
                 organization = preflight(client, source, counter)
             except SentryExtractError as error:
@@ -151,6 +153,17 @@ def run_replication(
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream") as pool:
                 futures = [pool.submit(_run_stream, context, s) for s in replication.streams]
                 results = [future.result() for future in futures]
+    except RunCancelled:
+        if not deadline.passed:  # not ours to explain: a signal says it itself
+            raise
+        return RunSummary(
+            [],
+            time.monotonic() - started,
+            deadline.describe(streamed=False),
+            preflight_requests=counter.requests,
+            started_at=started_at,
+            ended_at=datetime.now(UTC),
+        )
     finally:
         deadline.cancel()
         target.close()
@@ -160,10 +173,7 @@ def run_replication(
     fatal = next((result.problems[0] for result in results if result.stopped_run), None)
     counted_by_a_stream = any(stream.spec is ORGANIZATIONS for stream in replication.streams)
     if deadline.passed:
-        fatal = (
-            f"the run's deadline ({settings.deadline:g}s) passed; unfinished streams kept only "
-            "their checkpoints"
-        )
+        fatal = deadline.describe(streamed=True)
     return RunSummary(
         results,
         time.monotonic() - started,
@@ -195,24 +205,37 @@ def run_retention(
 
 
 class _Deadline:
-    """Cancels the run when its optional deadline passes."""
+    """Cancels the run when its optional deadline passes; `moment` (of `time.monotonic`)
+    lets the client bound each request by the time left."""
 
     def __init__(self, settings: RunSettings) -> None:
-        self.passed = False
+        self.seconds = settings.deadline
+        self.moment = time.monotonic() + settings.deadline if settings.deadline else None
         self._timer: threading.Timer | None = None
         if settings.deadline:
             self._timer = threading.Timer(settings.deadline, self._expire, (settings.cancelled,))
             self._timer.daemon = True
             self._timer.start()
 
+    @property
+    def passed(self) -> bool:
+        """By the clock, as the client sees it (the timer may fire a moment later)."""
+        return self.moment is not None and time.monotonic() >= self.moment
+
     def _expire(self, cancelled: threading.Event) -> None:
-        self.passed = True
         log.warning("the run's deadline passed: stopping")
         cancelled.set()
 
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+
+    def describe(self, streamed: bool) -> str:
+        """The run's fatal message once the deadline has passed."""
+        passed = f"the run's deadline ({self.seconds or 0:g}s) passed"
+        if not streamed:
+            return f"{passed} before any stream began; nothing was written, checkpoints kept"
+        return f"{passed}; unfinished streams stopped, their checkpoints kept for the next run"
 
 
 def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:

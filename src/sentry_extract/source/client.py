@@ -30,8 +30,10 @@ from sentry_extract.errors import (
     PaginationError,
     PermissionDeniedError,
     RateLimitedError,
+    RunCancelled,
     ServerError,
     SourceError,
+    TimedOutError,
     UnreachableError,
 )
 from sentry_extract.events import emit
@@ -43,6 +45,27 @@ from sentry_extract.source.spec import Params
 log = logging.getLogger("sentry_extract.http")
 
 CONCURRENCY_WAIT = 1.0  # seconds, after a 429 for too many requests in flight
+DEADLINE_MARGIN = 0.1  # seconds a request outlives the deadline, so the deadline is seen first
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What ends requests early: the run's cancel (a signal, the deadline, a 401), and the
+    deadline's moment (of `time.monotonic`), which bounds every wait on the network, so a
+    request in flight is abandoned when the deadline passes."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None
+
+    def is_set(self) -> bool:
+        left = self.seconds_left()
+        return self.event.is_set() or (left is not None and left <= 0)
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the deadline; None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
 
 
 @dataclass
@@ -72,6 +95,7 @@ class ClientSettings:
     sleep: Callable[[float], None] = time.sleep
     wall_clock: Callable[[], float] = time.time
     transport: httpx.BaseTransport | None = None
+    cancellation: Cancellation = field(default_factory=Cancellation)
 
 
 @dataclass(frozen=True)
@@ -110,7 +134,6 @@ class SentryClient:
             "Accept": "application/json",
             "User-Agent": "sentry-extract",
         }
-        self._extensions = {"timeout": settings.timeout.as_dict()}
         self._transport = settings.transport or httpx.HTTPTransport(
             verify=settings.verify, proxy=environment_proxy(settings.base_url), trust_env=True
         )
@@ -131,9 +154,10 @@ class SentryClient:
         counter: RequestCounter,
         raw_values: bool = False,
         retry: RetryPolicy | None = None,
+        timeout: float | None = None,
     ) -> Page:
         """One request, retried by the policy (`retry`, else the client's); raises our
-        errors only.
+        errors only. `timeout` shortens the client's timeouts for this request.
 
         With `raw_values`, a list of objects keeps each top-level value as undecoded JSON
         (`msgspec.Raw`): see `parse_raw_rows`.
@@ -158,17 +182,23 @@ class SentryClient:
 
         policy = retry or self.settings.retry
         retrying = build_retrying(policy, self.settings.sleep, count_retry)
-        page: Page = retrying(self._get_once, path, params, counter, raw_values)
+        page: Page = retrying(self._get_once, path, params, counter, raw_values, timeout)
         return page
 
     def _get_once(
-        self, path: str, params: Params, counter: RequestCounter, raw_values: bool
+        self,
+        path: str,
+        params: Params,
+        counter: RequestCounter,
+        raw_values: bool,
+        timeout: float | None,
     ) -> Page:
         group = rate_limit_group(path)
         pacer = self.settings.pacer
         with pacer.slot(group), self.settings.gate.slot():
+            self._check_cancelled(path)
             counter.add(requests=1)
-            response = self._send(path, params)
+            response = self._send(path, params, timeout)
             pacer.observe(group, response.headers)
         log.debug("GET %s %s -> %s", path, query_text(params), response.status_code)
         try:
@@ -187,13 +217,31 @@ class SentryClient:
             ) from None
         return Page(body, next_cursor(response), held_bytes(response.content, body))
 
-    def _send(self, path: str, params: Params) -> httpx.Response:
+    def _check_cancelled(self, path: str) -> None:
+        if self.settings.cancellation.is_set():
+            raise RunCancelled(f"the run was stopped; {path} was not requested")
+
+    def _timeouts(self, timeout: float | None) -> dict[str, float | None]:
+        """The client's timeouts, shortened to `timeout` and to the time left before the
+        deadline: a request that would outlive the deadline is abandoned at it."""
+        left = self.settings.cancellation.seconds_left()
+        bounds = [timeout, None if left is None else left + DEADLINE_MARGIN]
+        bound = min((seconds for seconds in bounds if seconds is not None), default=None)
+        if bound is None:
+            return self.settings.timeout.as_dict()
+        return {
+            phase: bound if seconds is None else min(seconds, bound)
+            for phase, seconds in self.settings.timeout.as_dict().items()
+        }
+
+    def _send(self, path: str, params: Params, timeout: float | None = None) -> httpx.Response:
+        timeouts = self._timeouts(timeout)
         request = httpx.Request(
             "GET",
             self._api + path.lstrip("/"),
             params=dict(params),
             headers=self._headers,
-            extensions=self._extensions,
+            extensions={"timeout": timeouts},
         )
         try:
             response = self._transport.handle_request(request)
@@ -202,13 +250,18 @@ class SentryClient:
             finally:
                 response.close()
         except httpx.TimeoutException as error:
-            raise NetworkError(
-                f"timed out talking to {self.host} ({type(error).__name__})", url=path
+            if self.settings.cancellation.is_set():  # the deadline passed while it waited
+                raise RunCancelled(f"the run was stopped while waiting for {path}") from None
+            phase = "connect" if isinstance(error, httpx.ConnectTimeout) else "read"
+            raise TimedOutError(
+                self.host, timeouts[phase], type(error).__name__, url=path
             ) from None
         except httpx.ConnectError as error:  # refused, or a name that does not resolve
             reason = f"{type(error).__name__}: {_transport_reason(error)}"
             raise UnreachableError(f"cannot reach {self.host} ({reason})", url=path) from None
         except httpx.TransportError as error:
+            if self.settings.cancellation.is_set():
+                raise RunCancelled(f"the run was stopped while waiting for {path}") from None
             reason = f"{type(error).__name__}: {_transport_reason(error)}"
             raise NetworkError(f"cannot reach {self.host} ({reason})", url=path) from None
         response.request = request

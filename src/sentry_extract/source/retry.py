@@ -2,10 +2,12 @@
 
 Retried: `RetriableError` (429, 5xx, query timeouts, truncated bodies, network
 errors). A wait the server asked for (`Retry-After`, the rate-limit reset) is
-honoured; otherwise exponential backoff with jitter. Attempts are bounded and the
-last error is re-raised. A host that cannot be reached at all (refused, unknown name)
-can be given fewer attempts (`unreachable_attempts`): the first request of a run says
-quickly that `base_url` is wrong, while a network lost later keeps every attempt.
+honoured; otherwise exponential backoff with jitter. Attempts are bounded in number
+and in time (the waits counted, and the clock), and the last error is re-raised. A host
+that cannot be reached at all (refused, unknown name) or that does not answer in time
+can be given fewer attempts (`unreachable_attempts`, `silent_attempts`): the first
+request of a run says quickly that `base_url` is wrong, while a network lost later keeps
+every attempt.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 import tenacity
 
-from sentry_extract.errors import RetriableError, UnreachableError
+from sentry_extract.errors import RetriableError, TimedOutError, UnreachableError
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,9 @@ class RetryPolicy:
     max_wait: float = 60.0  # cap of one backoff
     max_server_wait: float = 300.0  # cap of one wait the server asked for
     max_total_wait: float = 600.0  # cap of all the waits for one request
+    max_total_time: float | None = None  # cap of one request's attempts and waits, clocked
     unreachable_attempts: int | None = None  # attempts when the host cannot be reached
+    silent_attempts: int | None = None  # attempts when the host does not answer in time
 
 
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
@@ -56,16 +60,29 @@ class _WaitedEnough(tenacity.stop.stop_base):
         return retry_state.idle_for >= self.limit
 
 
-class _Unreachable(tenacity.stop.stop_base):
-    """Stop after `attempts` when the last one could not reach the host at all."""
+class _GivesUpOn(tenacity.stop.stop_base):
+    """Stop after `attempts` when the last one failed with `error_type`."""
 
-    def __init__(self, attempts: int) -> None:
+    def __init__(self, error_type: type[Exception], attempts: int) -> None:
+        self.error_type = error_type
         self.attempts = attempts
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
-        return isinstance(error, UnreachableError) and retry_state.attempt_number >= self.attempts
+        return isinstance(error, self.error_type) and retry_state.attempt_number >= self.attempts
+
+
+def _stops(policy: RetryPolicy) -> list[tenacity.stop.stop_base]:
+    stops: list[tenacity.stop.stop_base] = [
+        tenacity.stop_after_attempt(policy.attempts),
+        _WaitedEnough(policy.max_total_wait),
+        _GivesUpOn(UnreachableError, policy.unreachable_attempts or policy.attempts),
+        _GivesUpOn(TimedOutError, policy.silent_attempts or policy.attempts),
+    ]
+    if policy.max_total_time is not None:  # no wait that would end past it
+        stops.append(tenacity.stop_before_delay(policy.max_total_time))
+    return stops
 
 
 def build_retrying(
@@ -76,11 +93,7 @@ def build_retrying(
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(RetriableError),
         wait=_wait(policy),
-        stop=tenacity.stop_any(
-            tenacity.stop_after_attempt(policy.attempts),
-            _WaitedEnough(policy.max_total_wait),
-            _Unreachable(policy.unreachable_attempts or policy.attempts),
-        ),
+        stop=tenacity.stop_any(*_stops(policy)),
         sleep=sleep,
         before_sleep=on_retry,
         reraise=True,
