@@ -120,6 +120,27 @@ def infer_type(values: Iterable[Any]) -> ColumnType | None:
     return found
 
 
+def infer_raw_type(values: Iterable[Any]) -> ColumnType | None:
+    """`infer_type` for values that may be undecoded JSON (`msgspec.Raw`): an object or a
+    list is JSON from its first byte, never decoded (a deep stack trace's many small
+    objects would cost several times their text); only scalars are decoded."""
+    found: ColumnType | None = None
+    for value in values:
+        kind = _raw_kind(value) if type(value) is msgspec.Raw else json_type(value)
+        if kind is not None:
+            found = kind if found is None else widen(found, kind)
+            if found is ColumnType.JSON:
+                break  # nothing is wider
+    return found
+
+
+def _raw_kind(value: msgspec.Raw) -> ColumnType | None:
+    first = memoryview(value)[:1].tobytes()  # a raw value starts at its first character
+    if first in (b"{", b"["):
+        return ColumnType.JSON
+    return json_type(decoded(value))
+
+
 def declared_columns(spec: StreamSpec, casing: str) -> dict[str, ColumnType]:
     """Output column name -> type, in declared order."""
     return {column_name(column.source_name, casing): column.type for column in spec.columns}
@@ -203,8 +224,8 @@ class RecordTyper:
             name = self._extra_name(source_name)
             if not self.selection.keeps(name, self.key_columns):
                 continue
-            values = [decoded(row.get(source_name)) for row in rows]
-            column_type = self._extra_type(source_name, infer_type(values))
+            values = [row.get(source_name) for row in rows]
+            column_type = self._extra_type(source_name, infer_raw_type(values))
             if column_type is None:
                 continue
             fields.append(arrow_field(name, column_type))
