@@ -592,6 +592,9 @@ def test_the_dry_run_shows_whole_days_for_usage_and_no_range_for_fan_outs(
         "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\nstreams:\n"
         + named("org_stats", "monitor_checkins")
     )
+    first = invoke(cli, "run", "r.yaml", "--dry-run").stdout.splitlines()
+    usage = first[first.index(next(line for line in first if line.startswith("org_stats"))) + 1]
+    assert usage.endswith(" (Sentry keeps 90 days, assumed)")  # not "a year, no anchor_date"
     assert invoke(cli, "run", "r.yaml").exit_code == 0
     planned = invoke(cli, "run", "r.yaml", "--dry-run")
     assert planned.exit_code == 0

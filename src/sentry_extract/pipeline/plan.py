@@ -13,6 +13,7 @@ from sentry_extract.pipeline.loader import plan_crawl, series_window
 from sentry_extract.source.cassettes import Recording
 from sentry_extract.source.client import query_text
 from sentry_extract.source.extract import Crawl, request_params
+from sentry_extract.source.retention import ASSUMED_DAYS
 from sentry_extract.source.spec import Parent, Shape
 from sentry_extract.source.windows import Coverage, Slicer, format_datetime
 from sentry_extract.state import StreamState
@@ -49,11 +50,14 @@ def plan_replication(
             windows, crawl = _project_windows(stream, source, replication, state)
         elif spec.is_incremental:
             crawl = _crawl(stream, source, replication, state.coverage)
+            origin = _origin(stream, source, state.coverage)
             if spec.shape is Shape.SERIES:  # whole days, the late ones again
-                retention = timedelta(days=source.retention_days or state.retention_days or 90)
-                days = series_window(stream, crawl.window, state.coverage.watermark, retention)
-                crawl = Crawl(days, crawl.coverage, crawl.lookback)
-            windows = (_described(crawl, _origin(stream, source, state.coverage)),)
+                days, retention = _retention(source, state)
+                window = series_window(stream, crawl.window, state.coverage.watermark, days)
+                if window.start > crawl.window.start:  # what Sentry keeps, not the anchor
+                    origin = f"Sentry keeps {days.days} days, {retention}"
+                crawl = Crawl(window, crawl.coverage, crawl.lookback)
+            windows = (_described(crawl, origin),)
         piece = None  # lists asked by time show their first slice; others take no range
         if crawl is not None and spec.shape is Shape.WINDOWED:
             piece = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback)).next()
@@ -98,6 +102,15 @@ def _project_windows(
         lines[PROJECTS_SHOWN - 1 :] = [f"{hidden} more projects, each from its saved state"]
     lines.append(f"other projects: {fresh_line}")
     return tuple(lines), crawls[0]
+
+
+def _retention(source: SentryConnection, state: StreamState) -> tuple[timedelta, str]:
+    """The retention a run would start with, and where the figure comes from."""
+    if source.retention_days is not None:
+        return timedelta(days=source.retention_days), "inputs.retention_days"
+    if state.retention_days is not None:
+        return timedelta(days=state.retention_days), "learned"
+    return timedelta(days=ASSUMED_DAYS), "assumed"
 
 
 def _origin(stream: StreamConfig, source: SentryConnection, coverage: Coverage) -> str:
