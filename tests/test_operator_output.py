@@ -9,10 +9,8 @@ import io
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,7 @@ from typer.testing import CliRunner
 
 from sentry_extract.events import emit
 from sentry_extract.reporting import ProgressHandler, progress_bars
-from sentry_extract.testing.fake_sentry import FakeSentry, Fault, ServerSettings
-from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
+from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 
 from .conftest import TOKEN, invoke, sentry_connection
 
@@ -114,37 +111,6 @@ def test_the_check_of_the_organization_is_counted_in_the_totals_not_a_row(
     summary = json.loads((tmp_path / "s.json").read_text())
     assert [stream["name"] for stream in summary["streams"]] == ["teams"]
     assert summary["requests"] == len(fake.requests) == 2
-
-
-def test_ctrl_c_on_a_first_run_is_no_falling_behind(tmp_path: Path) -> None:
-    organization = FakeOrganization("acme", OrganizationSize(events=600))
-    with FakeSentry(organization, ServerSettings(latency=0.1)) as fake:
-        (tmp_path / "r.yaml").write_text(REPLICATION.replace("'*':", "events:"))
-        environment = {
-            **os.environ,
-            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-            "SENTRY": sentry_connection(fake.base_url),
-        }
-        command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
-        process = subprocess.Popen(
-            [*command, "--log-format", "json", "--summary-json", "s.json"],
-            cwd=tmp_path,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        patience = time.monotonic() + 30
-        while len(fake.requests_to("/events/")) < 3 and time.monotonic() < patience:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130 and stdout == ""
-    events = [json.loads(line)["event"] for line in stderr.splitlines()]
-    assert "falling_behind" not in events and events[-1] == "run_end"
-    summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["streams"][0]["status"] == "cancelled"
-    assert summary["streams"][0]["behind"] is None
 
 
 def test_a_finished_streams_progress_row_stays_finished() -> None:

@@ -181,6 +181,9 @@ def test_a_signal(tmp_path: Path, number: signal.Signals, code: int, named: str)
     log = json_log(stderr)
     assert log[-1]["event"] == "run_end" and log[-1]["exit_code"] == code
     assert stdout == ""  # a JSON log's run_end holds the summary: nothing else is printed
+    # Stopped, not behind: a first run cut by a signal has nothing to say about keeping up.
+    assert "falling_behind" not in [line["event"] for line in log]
+    assert streams["events"]["behind"] is None
     assert {s["name"]: s["status"] for s in log[-1]["streams"]}["events"] == "cancelled"
 
 
