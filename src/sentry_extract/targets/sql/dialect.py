@@ -74,6 +74,9 @@ class Dialect(Protocol):
         """A session; with `table`, holding the lock that keeps other runs off it
         (LockedError after `lock_wait` seconds)."""
 
+    def close(self) -> None:
+        """Let go of what the run held open."""
+
     def exclusive(self) -> AbstractContextManager[object]:
         """Held around each step of a writer: a database with one writer takes turns."""
 

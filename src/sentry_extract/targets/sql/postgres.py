@@ -140,6 +140,9 @@ class PostgresDialect:
             raise
         return session
 
+    def close(self) -> None:
+        return None  # each stream closes its own connection
+
     def exclusive(self) -> AbstractContextManager[object]:
         return contextlib.nullcontext()
 

@@ -97,9 +97,7 @@ class SqlTarget:
         return SqlStreamWriter(self.dialect, request, self.lock_wait, external_state)
 
     def close(self) -> None:
-        closing = getattr(self.dialect, "close", None)
-        if closing is not None:
-            closing()
+        self.dialect.close()
 
 
 class SqlStateStore:
@@ -238,15 +236,15 @@ class SqlStreamWriter:
         self.pending_deletions: Deletions | None = None
         self.written_columns: set[str] = set()
         self.session = dialect.open_session(self.target, lock_wait)
-        try:
-            with dialect.exclusive():
+        with dialect.exclusive():  # a failed set-up ends before another stream's starts
+            try:
                 self._prepare()
-        except dialect.errors as error:
-            self.session.close()
-            raise self._error(error) from None
-        except BaseException:
-            self.session.close()
-            raise
+            except dialect.errors as error:
+                self.session.close()
+                raise self._error(error) from None
+            except BaseException:
+                self.session.close()
+                raise
 
     def _error(self, error: Exception) -> TargetError:
         return TargetError(f"{self.target}: {self.dialect.describe_error(error)}")
