@@ -163,12 +163,18 @@ class DuckDBDialect:
         self.path = path
         self.lock = threading.RLock()
         self.connection: duckdb.DuckDBPyConnection | None = None
+        self.found_locked = False
 
     def open_session(self, table: TableName | None, lock_wait: float) -> DuckDBSession:
         with self.lock:
             if self.connection is None:
                 holder = str(table) if table is not None else str(self.path)
-                self.connection = open_database(self.path, holder, lock_wait)
+                wait = 0.0 if self.found_locked else lock_wait  # the run waited once already
+                try:
+                    self.connection = open_database(self.path, holder, wait)
+                except LockedError:
+                    self.found_locked = True
+                    raise
             return DuckDBSession(self.connection.cursor(), self.lock)
 
     def close(self) -> None:
