@@ -16,6 +16,9 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from sentry_extract.config.connections import discover_connections
+from sentry_extract.config.replication import load_replication
+from sentry_extract.pipeline import state_stores
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
@@ -272,3 +275,20 @@ def test_conns_set_test_and_list(cli: CliRunner, tmp_path: Path) -> None:
     missing = invoke(cli, "conns", "set", "OTHER", "type=duckdb")
     assert missing.exit_code == 2
     assert "instance is required" in missing.stderr and len(missing.stderr.splitlines()) == 1
+
+
+def test_state_read_then_a_run_in_the_same_process(
+    duck_workspace: Workspace, database: Path
+) -> None:
+    """A dry run or `state show` lets the file go once read, even while its stores live."""
+    replicate(duck_workspace, "  issues:\n", mode="incremental")
+    assert duck_workspace.run().exit_code == 0
+    replication = load_replication(
+        duck_workspace.folder / "replication.yaml", duck_workspace.environ, next_second()
+    )
+    stores = state_stores(replication, discover_connections(duck_workspace.environ))
+    assert [store.load(key).coverage.watermark is not None for _, key, store in stores] == [True]
+    summary = duck_workspace.run()
+    assert summary.exit_code == 0, [result.problems for result in summary.results]
+    issues = rows(database, "SELECT id FROM sentry.issues")
+    assert issues and len(issues) == len(set(issues))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,8 @@ def open_database(path: Path, holder: str, wait: float) -> duckdb.DuckDBPyConnec
                     f"another sentry-extract run is loading {holder}; waited {wait:.0f}s. "
                     "Let it finish, or check for a stuck run"
                 ) from None
+        except duckdb.Error as error:  # not a database file, a folder, no permission
+            raise TargetError(f"DuckDB: cannot open {path}: {_first_line(error)}") from None
         time.sleep(0.2)
 
 
@@ -92,9 +94,15 @@ class DuckDBSession:
     """A cursor of the run's connection: its own transaction, begun at its first
     statement after a commit; every statement taken in turn with the other streams."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, lock: threading.RLock) -> None:
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        lock: threading.RLock,
+        on_close: Callable[[], None],
+    ) -> None:
         self.cursor = cursor
         self.lock = lock
+        self.on_close = on_close
         cursor.execute(f"USE {DATABASE}")
         self.in_transaction = False
         self.order = 0
@@ -148,6 +156,7 @@ class DuckDBSession:
             with suppress(duckdb.Error):
                 self.rollback()
             self.cursor.close()
+            self.on_close()
 
 
 class DuckDBDialect:
@@ -164,6 +173,8 @@ class DuckDBDialect:
         self.lock = threading.RLock()
         self.connection: duckdb.DuckDBPyConnection | None = None
         self.found_locked = False
+        self.held_for_run = False  # a stream writes: kept open until the run ends
+        self.sessions = 0
 
     def open_session(self, table: TableName | None, lock_wait: float) -> DuckDBSession:
         with self.lock:
@@ -175,7 +186,17 @@ class DuckDBDialect:
                 except LockedError:
                     self.found_locked = True
                     raise
-            return DuckDBSession(self.connection.cursor(), self.lock)
+            self.held_for_run = self.held_for_run or table is not None
+            self.sessions += 1
+            return DuckDBSession(self.connection.cursor(), self.lock, self._session_closed)
+
+    def _session_closed(self) -> None:
+        """Opened only to read or reset state (a dry run, `state show`): let the file go,
+        so a run in the same process can open it."""
+        with self.lock:
+            self.sessions -= 1
+            if self.sessions == 0 and not self.held_for_run:
+                self.close()
 
     def close(self) -> None:
         with self.lock:
