@@ -92,6 +92,14 @@ class PostgresConnection:
 
 
 @dataclass(frozen=True)
+class DuckDBConnection:
+    """A DuckDB database file (Sling's `instance`), made with its folder on first use."""
+
+    name: str
+    instance: Path
+
+
+@dataclass(frozen=True)
 class S3Connection:
     """A bucket on S3 or an S3-compatible server (MinIO, R2, Ceph); without keys the
     standard AWS chain finds credentials (environment, profile, instance role)."""
@@ -108,7 +116,9 @@ class S3Connection:
         return f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
 
 
-Connection = SentryConnection | LocalConnection | PostgresConnection | S3Connection
+Connection = (
+    SentryConnection | LocalConnection | PostgresConnection | DuckDBConnection | S3Connection
+)
 
 
 def home_folder(environ: Mapping[str, str]) -> Path:
@@ -295,6 +305,7 @@ SENTRY_INPUT_KEYS = (
     "retention_days",
 )
 POSTGRES_KEYS = ("type", "url", "host", "port", "user", "password", "database", "sslmode")
+DUCKDB_KEYS = ("type", "instance")
 S3_KEYS = (
     "type",
     "bucket",
@@ -326,6 +337,8 @@ def resolve_connection(entry: ConnectionEntry) -> Connection:
         return _postgres_connection(entry, where)
     if kind == "s3":
         return _s3_connection(entry, where)
+    if kind == "duckdb":
+        return _duckdb_connection(entry, where)
     if kind in ("gs", "azure"):
         raise ConfigError(
             f"type: '{kind}' is not supported yet; Parquet goes to S3 and S3-compatible "
@@ -334,7 +347,8 @@ def resolve_connection(entry: ConnectionEntry) -> Connection:
         )
     raise ConfigError(
         f"type: '{entry.values.get('type')}' is not supported; use type=api spec=sentry "
-        "for Sentry, type=postgres for PostgreSQL or type=s3 for a bucket",
+        "for Sentry, type=postgres for PostgreSQL, type=duckdb for a DuckDB file or type=s3 "
+        "for a bucket",
         location=where,
     )
 
@@ -563,6 +577,14 @@ def _has_numeric_port(url: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _duckdb_connection(entry: ConnectionEntry, where: str) -> DuckDBConnection:
+    _check_keys(entry.values, DUCKDB_KEYS, where)
+    instance = str(entry.values.get("instance") or "").strip()
+    if not instance:
+        raise ConfigError("instance is required (the DuckDB file, e.g. ./sentry.duckdb)", where)
+    return DuckDBConnection(entry.name, Path(instance).expanduser())
 
 
 def _s3_connection(entry: ConnectionEntry, where: str) -> S3Connection:

@@ -18,6 +18,7 @@ import httpx
 from sentry_extract.config.connections import (
     Connection,
     ConnectionEntry,
+    DuckDBConnection,
     LocalConnection,
     PostgresConnection,
     S3Connection,
@@ -69,25 +70,48 @@ def resolve_source(
     return connection
 
 
+def _parquet_target(connection: Any, lock_wait: float) -> Target:
+    return ParquetTarget()
+
+
+def _s3_target(connection: S3Connection, lock_wait: float) -> Target:
+    from sentry_extract.targets.s3 import S3Place  # boto3: only when used
+
+    return ParquetTarget(S3Place(connection))
+
+
+def _postgres_target(connection: PostgresConnection, lock_wait: float) -> Target:
+    from sentry_extract.targets.postgres import PostgresTarget  # psycopg: only when used
+
+    return PostgresTarget(connection.url, lock_wait)
+
+
+def _duckdb_target(connection: DuckDBConnection, lock_wait: float) -> Target:
+    from sentry_extract.targets.duckdb import DuckDBTarget  # duckdb: only when used
+
+    return DuckDBTarget(connection.instance, lock_wait)
+
+
+# The target each kind of connection writes to, made from the connection and the lock wait.
+TARGETS: dict[type[Any], Callable[[Any, float], Target]] = {
+    LocalConnection: _parquet_target,
+    S3Connection: _s3_target,
+    PostgresConnection: _postgres_target,
+    DuckDBConnection: _duckdb_target,
+}
+
+
 def open_target(
     replication: Replication, connections: Mapping[str, ConnectionEntry], lock_wait: float = 10.0
 ) -> Target:
     connection = resolve_connection(find_connection(connections, replication.target))
-    if isinstance(connection, LocalConnection):
-        target: Target = ParquetTarget()
-    elif isinstance(connection, S3Connection):
-        from sentry_extract.targets.s3 import S3Place  # boto3: only when used
-
-        target = ParquetTarget(S3Place(connection))
-    elif isinstance(connection, PostgresConnection):
-        from sentry_extract.targets.postgres import PostgresTarget  # psycopg: only when used
-
-        target = PostgresTarget(connection.url, lock_wait)
-    else:
+    make_target = TARGETS.get(type(connection))
+    if make_target is None:
         raise ConfigError(
             f"target: connection {replication.target} is a Sentry source, not a target",
             location=replication.path.name,
         )
+    target = make_target(connection, lock_wait)
     for stream in replication.streams:
         problem = target.object_problem(stream.object)
         if problem:
@@ -249,6 +273,10 @@ def test_connection(connection: Connection) -> str:
         from sentry_extract.targets.postgres import test_postgres
 
         return test_postgres(connection.url)
+    if isinstance(connection, DuckDBConnection):
+        from sentry_extract.targets.duckdb import test_duckdb
+
+        return test_duckdb(connection.instance)
     retry = RetryPolicy(attempts=3, initial_wait=0.5, max_wait=5.0)
     with build_client(connection, threading.Event(), retry=retry) as client:
         body = check_organization(client, connection, RequestCounter())

@@ -1,0 +1,258 @@
+"""The DuckDB dialect: Arrow batches inserted as they are, one file opened per run.
+
+DuckDB lets one process write a file and locks it while it is open: the run opens it
+once, each stream works in a cursor of its own (its own transaction) and the streams
+take turns at each step. Another process finds the file locked and is refused with
+the same message a second PostgreSQL run gets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, suppress
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from sentry_extract.errors import LockedError, TargetError
+from sentry_extract.source.streams import ColumnType
+from sentry_extract.targets.sql.dialect import ORDER_COLUMN, Session, TableName, quote
+
+SQL_TYPES = {
+    ColumnType.TEXT: "VARCHAR",
+    ColumnType.INTEGER: "BIGINT",
+    ColumnType.FLOAT: "DOUBLE",
+    ColumnType.BOOLEAN: "BOOLEAN",
+    ColumnType.TIMESTAMP: "TIMESTAMPTZ",
+    ColumnType.JSON: "JSON",
+}
+COLUMN_TYPES = {sql_type: column_type for column_type, sql_type in SQL_TYPES.items()}
+COLUMN_TYPES["TIMESTAMP WITH TIME ZONE"] = ColumnType.TIMESTAMP
+WIDENING = {  # how stored values become the wider type
+    ColumnType.TEXT: "CAST({} AS VARCHAR)",
+    ColumnType.FLOAT: "CAST({} AS DOUBLE)",
+    ColumnType.JSON: "to_json({})",
+}
+STAGING = '"temp"."main"."sentry_extract_staging"'
+_BATCH_NAMES = itertools.count()
+DATABASE = "sentry_extract_database"
+
+
+def open_database(path: Path, holder: str, wait: float) -> duckdb.DuckDBPyConnection:
+    """The file, its folder made first; LockedError while another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return attach(path)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise TargetError(f"DuckDB: cannot open {path}: {_first_line(error)}") from None
+            if time.monotonic() >= deadline:
+                raise LockedError(
+                    f"another sentry-extract run is loading {holder}; waited {wait:.0f}s. "
+                    "Let it finish, or check for a stuck run"
+                ) from None
+        except duckdb.Error as error:  # not a database file, a folder, no permission
+            raise TargetError(f"DuckDB: cannot open {path}: {_first_line(error)}") from None
+        time.sleep(0.2)
+
+
+def attach(path: Path) -> duckdb.DuckDBPyConnection:
+    """The file under a fixed name: a file called `sentry.duckdb` would otherwise make
+    `sentry.issues` ambiguous (catalog or schema)."""
+    connection = duckdb.connect()
+    literal = "'" + str(path).replace("'", "''") + "'"
+    try:
+        connection.execute(f"ATTACH {literal} AS {DATABASE}")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def test_duckdb(path: Path) -> str:
+    connection = open_database(path, str(path), 0.0)
+    try:
+        connection.execute("SELECT 1")
+    finally:
+        connection.close()
+    return f"ok: DuckDB file {path}"
+
+
+class DuckDBSession:
+    """A cursor of the run's connection: its own transaction, begun at its first
+    statement after a commit; every statement taken in turn with the other streams."""
+
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        lock: threading.RLock,
+        on_close: Callable[[], None],
+    ) -> None:
+        self.cursor = cursor
+        self.lock = lock
+        self.on_close = on_close
+        cursor.execute(f"USE {DATABASE}")
+        self.in_transaction = False
+        self.order = 0
+
+    def _begin(self) -> None:
+        if not self.in_transaction:
+            self.cursor.execute("BEGIN TRANSACTION")
+            self.in_transaction = True
+
+    def execute(self, statement: str, parameters: Sequence[Any] = ()) -> None:
+        with self.lock:
+            self._begin()
+            self.cursor.execute(statement.replace("%s", "?"), list(parameters))
+
+    def fetch(self, statement: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.lock:
+            self._begin()
+            return self.cursor.execute(statement.replace("%s", "?"), list(parameters)).fetchall()
+
+    def load(self, staging: str, batch: pa.RecordBatch, memory_budget: int) -> None:
+        """The Arrow batch read in place by DuckDB, in the order it was read."""
+        order = pa.array(range(self.order, self.order + batch.num_rows), type=pa.int64())
+        self.order += batch.num_rows
+        numbered = batch.append_column(ORDER_COLUMN, order)
+        name = f"sentry_extract_batch_{next(_BATCH_NAMES)}"
+        columns = ", ".join(map(quote, numbered.schema.names))
+        with self.lock:
+            self._begin()
+            self.cursor.register(name, pa.Table.from_batches([numbered]))
+            try:
+                self.cursor.execute(
+                    f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {quote(name)}"
+                )
+            finally:
+                self.cursor.unregister(name)
+
+    def commit(self) -> None:
+        with self.lock:
+            if self.in_transaction:
+                self.in_transaction = False
+                self.cursor.execute("COMMIT")
+
+    def rollback(self) -> None:
+        with self.lock:
+            if self.in_transaction:
+                self.in_transaction = False
+                self.cursor.execute("ROLLBACK")
+
+    def close(self) -> None:
+        with self.lock:
+            with suppress(duckdb.Error):
+                self.rollback()
+            self.cursor.close()
+            self.on_close()
+
+
+class DuckDBDialect:
+    name = "DuckDB"
+    default_schema = "main"
+    sql_types: Mapping[ColumnType, str] = SQL_TYPES
+    column_types: Mapping[str, ColumnType] = COLUMN_TYPES
+    widening: Mapping[ColumnType, str] = WIDENING
+    json_parameter = "CAST(%s AS JSON)"
+    errors: tuple[type[Exception], ...] = (duckdb.Error,)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        self.connection: duckdb.DuckDBPyConnection | None = None
+        self.found_locked = False
+        self.held_for_run = False  # a stream writes: kept open until the run ends
+        self.sessions = 0
+
+    def open_session(self, table: TableName | None, lock_wait: float) -> DuckDBSession:
+        with self.lock:
+            if self.connection is None:
+                holder = str(table) if table is not None else str(self.path)
+                wait = 0.0 if self.found_locked else lock_wait  # the run waited once already
+                try:
+                    self.connection = open_database(self.path, holder, wait)
+                except LockedError:
+                    self.found_locked = True
+                    raise
+            self.held_for_run = self.held_for_run or table is not None
+            self.sessions += 1
+            return DuckDBSession(self.connection.cursor(), self.lock, self._session_closed)
+
+    def _session_closed(self) -> None:
+        """Opened only to read or reset state (a dry run, `state show`): let the file go,
+        so a run in the same process can open it."""
+        with self.lock:
+            self.sessions -= 1
+            if self.sessions == 0 and not self.held_for_run:
+                self.close()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.connection is not None:
+                self.connection.close()
+                self.connection = None
+
+    def exclusive(self) -> AbstractContextManager[object]:
+        return self.lock
+
+    def describe_error(self, error: Exception) -> str:
+        return f"DuckDB: {_first_line(error)}"
+
+    def is_dependency_error(self, error: Exception) -> bool:
+        return isinstance(error, duckdb.DependencyException)
+
+    def table_exists(self, session: Session, table: TableName) -> bool:
+        rows = session.fetch(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = %s AND table_name = %s",
+            (table.schema, table.table),
+        )
+        return bool(rows and rows[0][0])
+
+    def ensure_schema(self, session: Session, schema: str) -> None:
+        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+
+    def create_staging(self, session: Session, load_table: TableName) -> str:
+        session.execute(f"DROP TABLE IF EXISTS {STAGING}")
+        session.execute(
+            f"CREATE TEMPORARY TABLE {STAGING} AS SELECT * FROM {load_table.identifier} LIMIT 0"
+        )
+        session.execute(f"ALTER TABLE {STAGING} ADD COLUMN {quote(ORDER_COLUMN)} BIGINT")
+        return STAGING
+
+    def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
+        columns = session.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            (existing.schema, existing.table),
+        )
+        keys = session.fetch(
+            "SELECT constraint_column_names FROM duckdb_constraints() WHERE schema_name = %s "
+            "AND table_name = %s AND constraint_type = 'PRIMARY KEY'",
+            (existing.schema, existing.table),
+        )
+        definitions = [f"{quote(name)} {data_type}" for name, data_type in columns]
+        if keys:
+            definitions.append(f"PRIMARY KEY ({', '.join(map(quote, keys[0][0]))})")
+        session.execute(f"CREATE TABLE {new.identifier} ({', '.join(definitions)})")
+
+    def is_any_of(self, expression: str) -> str:
+        return f"list_contains(CAST(%s AS VARCHAR[]), {expression})"
+
+    def pairs(self) -> str:
+        return (
+            "(SELECT unnest(CAST(%s AS VARCHAR[])) AS merged, "
+            "unnest(CAST(%s AS VARCHAR[])) AS survivor) AS chain"
+        )

@@ -1,0 +1,294 @@
+"""The DuckDB target on a real file: modes across runs, new columns, deletions, the file
+lock, state committed with the rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from sentry_extract.config.connections import discover_connections
+from sentry_extract.config.replication import load_replication
+from sentry_extract.pipeline import state_stores
+from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
+from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
+
+from .conftest import (
+    Workspace,
+    change_between_runs,
+    change_unknown_field_types,
+    give_issues_unknown_fields,
+    invoke,
+    sentry_connection,
+)
+
+RETENTION = timedelta(days=90)
+
+
+def next_second() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "warehouse.duckdb"
+
+
+@pytest.fixture
+def duck_workspace(workspace: Workspace, database: Path) -> Workspace:
+    workspace.environ["MY_DUCKDB"] = f'{{"type": "duckdb", "instance": "{database}"}}'
+    return workspace
+
+
+def replicate(workspace: Workspace, streams: str, mode: str | None = None) -> None:
+    workspace.replication(
+        streams, mode=mode, object_template="sentry.{{stream_name}}", target="MY_DUCKDB"
+    )
+
+
+def rows(database: Path, query: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(database), read_only=True) as connection:
+        return connection.execute(query).fetchall()
+
+
+def assert_exact(database: Path, organization: FakeOrganization, until: datetime) -> None:
+    keys = rows(database, "SELECT project_id, event_id FROM sentry.events")
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {
+        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION, until)
+    }
+    issues = dict(rows(database, "SELECT id, count FROM sentry.issues"))
+    expected = {i["id"]: int(i["count"]) for i in organization.visible_issues(RETENTION, until)}
+    assert issues == expected
+
+
+def test_incremental_runs_hold_exactly_the_organization(
+    duck_workspace: Workspace, database: Path, organization: FakeOrganization
+) -> None:
+    replicate(duck_workspace, "  issues:\n  events:\n", mode="incremental")
+    first = next_second()
+    summary = duck_workspace.run(started=first)
+    assert summary.exit_code == 0, [result.problems for result in summary.results]
+    assert_exact(database, organization, first)
+    change_between_runs(organization)
+    second = next_second() + timedelta(seconds=1)
+    assert duck_workspace.run(started=second).exit_code == 0
+    assert_exact(database, organization, second)
+    state = rows(database, "SELECT stream, state FROM sentry._sentry_extract_state ORDER BY 1")
+    assert [row[0] for row in state] == ["events", "issues"]
+    assert second.isoformat() in state[1][1]
+    types = dict(
+        rows(
+            database,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'sentry' AND table_name = 'issues'",
+        )
+    )
+    assert types["count"] == "BIGINT" and types["project"] == "JSON"
+    assert types["last_seen"] == "TIMESTAMP WITH TIME ZONE" and types["is_public"] == "BOOLEAN"
+
+
+def test_every_mode_across_runs(
+    duck_workspace: Workspace, database: Path, organization: FakeOrganization
+) -> None:
+    for mode in ("full-refresh", "truncate"):
+        replicate(duck_workspace, "  members:\n  releases:\n", mode=mode)
+        assert duck_workspace.run().exit_code == 0
+        removed = organization.members.pop()
+        organization.add_member()
+        organization.set_release_status(organization.releases[2]["version"], "archived")
+        assert duck_workspace.run().exit_code == 0
+        members = {row[0] for row in rows(database, "SELECT id FROM sentry.members")}
+        assert members == {m["id"] for m in organization.members}
+        assert removed["id"] not in members
+        releases = dict(rows(database, "SELECT id, status FROM sentry.releases"))
+        assert releases == {r["id"]: r["status"] for r in organization.releases}
+    replicate(duck_workspace, "  teams:\n", mode="snapshot")
+    first, second = next_second(), next_second() + timedelta(seconds=5)
+    assert duck_workspace.run(started=first).exit_code == 0
+    assert duck_workspace.run(started=second).exit_code == 0
+    counts = dict(rows(database, "SELECT _snapshot_at, count(*) FROM sentry.teams GROUP BY 1"))
+    assert sorted(counts.values()) == [3, 3] and {m.timestamp() for m in counts} == {
+        first.timestamp(),
+        second.timestamp(),
+    }
+
+
+def test_backfill_merges_and_leaves_state(
+    duck_workspace: Workspace, database: Path, organization: FakeOrganization
+) -> None:
+    replicate(duck_workspace, "  events:\n", mode="incremental")
+    started = next_second()
+    assert duck_workspace.run(started=started).exit_code == 0
+    state_before = rows(database, "SELECT state FROM sentry._sentry_extract_state")
+    start = (started - timedelta(days=30)).strftime("%Y-%m-%d")
+    end = (started - timedelta(days=5)).strftime("%Y-%m-%d")
+    duck_workspace.replication(
+        f"  events:\n    mode: backfill\n    source_options:\n      range: '{start},{end}'\n",
+        object_template="sentry.{{stream_name}}",
+        target="MY_DUCKDB",
+    )
+    summary = duck_workspace.run(started=started + timedelta(seconds=2))
+    assert summary.exit_code == 0 and summary.results[0].rows > 0
+    assert rows(database, "SELECT state FROM sentry._sentry_extract_state") == state_before
+    keys = rows(database, "SELECT project_id, event_id FROM sentry.events")
+    assert len(keys) == len(set(keys)) == len(organization.visible_events(RETENTION, started))
+
+
+def test_a_new_field_becomes_a_column(
+    duck_workspace: Workspace, database: Path, organization: FakeOrganization
+) -> None:
+    replicate(duck_workspace, "  teams:\n", mode="incremental")
+    assert duck_workspace.run().exit_code == 0
+    organization.teams[0]["newShinyField"] = {"nested": True}
+    assert duck_workspace.run().exit_code == 0
+    stored = dict(rows(database, "SELECT id, new_shiny_field FROM sentry.teams"))
+    assert stored[organization.teams[0]["id"]] == '{"nested":true}'
+    assert sum(value is None for value in stored.values()) == len(stored) - 1
+
+
+def test_unknown_fields_are_widened_when_they_change(
+    duck_workspace: Workspace, database: Path, organization: FakeOrganization
+) -> None:
+    give_issues_unknown_fields(organization)
+    replicate(duck_workspace, "  issues:\n", mode="incremental")
+    assert duck_workspace.run(started=next_second()).exit_code == 0
+    changed = change_unknown_field_types(organization)
+    assert duck_workspace.run(started=next_second() + timedelta(seconds=1)).exit_code == 0
+    query = "SELECT id, has_logs, session_count, crash_free_rate FROM sentry.issues"
+    stored = {row[0]: row[1:] for row in rows(database, query)}
+    assert stored.pop(changed) == ('{"x":1}', "many", 1.0)
+    assert set(stored.values()) == {("false", "0", 0.25)}
+
+
+def test_deleted_and_merged_issues_are_reconciled(
+    workspace: Workspace, fake: FakeSentry, database: Path, organization: FakeOrganization
+) -> None:
+    workspace.environ["SENTRY"] = sentry_connection(fake.base_url, reconcile_every="0")
+    workspace.environ["MY_DUCKDB"] = f'{{"type": "duckdb", "instance": "{database}"}}'
+    replicate(workspace, "  issues:\n", mode="incremental")
+    assert workspace.run().exit_code == 0
+    issues = organization.visible_issues(RETENTION)
+    deleted, merged, survivor = issues[0]["id"], issues[1]["id"], issues[2]["id"]
+    organization.delete_issue(deleted)
+    organization.merge_issues([merged], survivor)
+    assert workspace.run(started=next_second()).exit_code == 0
+    stored = {
+        row[0]: row[1:]
+        for row in rows(database, "SELECT id, _deleted_at, merged_into_id FROM sentry.issues")
+    }
+    assert stored[deleted][0] is not None
+    assert stored[merged][0] is not None and stored[merged][1] == survivor
+    assert stored[survivor][0] is None
+    live = [key for key, values in stored.items() if values[0] is None]
+    assert len(live) == len(issues) - 2
+
+
+def test_a_second_process_is_refused(duck_workspace: Workspace, database: Path) -> None:
+    replicate(duck_workspace, "  teams:\n  members:\n")
+    database.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; held = duckdb.connect(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(60)",
+            str(database),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        summary = duck_workspace.run(lock_wait=1.0)
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert summary.exit_code == 1 and 1.0 <= waited < 5.0  # one wait, not one per stream
+    problems = {result.name: result.problems[0] for result in summary.results}
+    for stream, problem in problems.items():
+        assert problem.startswith(f"another sentry-extract run is loading sentry.{stream}; ")
+    assert any("; waited 1s." in problem for problem in problems.values())
+
+
+def test_killed_runs_then_a_rerun_are_exact(tmp_path: Path, database: Path) -> None:
+    organization = FakeOrganization("acme", OrganizationSize(projects=3, issues=20, events=300))
+    (tmp_path / "r.yaml").write_text(
+        "source: SENTRY\ntarget: MY_DUCKDB\ndefaults:\n  object: sentry.{stream_name}\n"
+        "  mode: incremental\nstreams:\n  issues:\n  events:\n"
+    )
+    with FakeSentry(organization, ServerSettings(latency=0.01)) as fake:
+        environment = {
+            **os.environ,
+            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+            "SENTRY": sentry_connection(fake.base_url, concurrency=1, checkpoint_every="0s"),
+            "MY_DUCKDB": f'{{"type": "duckdb", "instance": "{database}"}}',
+        }
+        command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
+        for moment in (1.5, 2.5):
+            process = subprocess.Popen(
+                command,
+                cwd=tmp_path,
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(moment)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            organization.add_events(3, project_slug="project-1")
+        time.sleep(1.1)
+        finished = subprocess.run(
+            command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+        )
+        assert finished.returncode == 0, finished.stderr
+    keys = rows(database, "SELECT project_id, event_id FROM sentry.events")
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {
+        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)
+    }
+
+
+def test_conns_set_test_and_list(cli: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "nested" / "folder"
+    saved = invoke(cli, "conns", "set", "MY_DUCKDB", "type=duckdb", f"instance={folder}/s.duckdb")
+    assert saved.exit_code == 0, saved.stderr
+    tested = invoke(cli, "conns", "test", "MY_DUCKDB")
+    assert tested.exit_code == 0, tested.stderr
+    assert tested.stdout.strip() == f"MY_DUCKDB: ok: DuckDB file {folder}/s.duckdb"
+    assert (folder / "s.duckdb").exists()
+    listed = invoke(cli, "conns", "list")
+    assert "MY_DUCKDB" in listed.stdout and "duckdb" in listed.stdout
+    missing = invoke(cli, "conns", "set", "OTHER", "type=duckdb")
+    assert missing.exit_code == 2
+    assert "instance is required" in missing.stderr and len(missing.stderr.splitlines()) == 1
+
+
+def test_state_read_then_a_run_in_the_same_process(
+    duck_workspace: Workspace, database: Path
+) -> None:
+    """A dry run or `state show` lets the file go once read, even while its stores live."""
+    replicate(duck_workspace, "  issues:\n", mode="incremental")
+    assert duck_workspace.run().exit_code == 0
+    replication = load_replication(
+        duck_workspace.folder / "replication.yaml", duck_workspace.environ, next_second()
+    )
+    stores = state_stores(replication, discover_connections(duck_workspace.environ))
+    assert [store.load(key).coverage.watermark is not None for _, key, store in stores] == [True]
+    summary = duck_workspace.run()
+    assert summary.exit_code == 0, [result.problems for result in summary.results]
+    issues = rows(database, "SELECT id FROM sentry.issues")
+    assert issues and len(issues) == len(set(issues))
