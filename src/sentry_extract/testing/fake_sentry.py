@@ -455,6 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
         if held:
             self.fake.released.wait()
         headers, limited = self.fake._admit(group)
+        released = False
         try:
             if self.fake.settings.latency:
                 time.sleep(self.fake.settings.latency)
@@ -471,10 +472,16 @@ class _Handler(BaseHTTPRequestHandler):
             record.rows = _row_count(body)
             if link:
                 headers["Link"] = link
+            # Sentry's rate-limit middleware ends the request's concurrency count in
+            # process_response, before the answer reaches the client: a client that sends
+            # its next request on receiving this one is not over the limit.
+            self.fake._release(group)
+            released = True
             self._send(status, body, headers, raw)
         finally:
             record.ended = time.monotonic()
-            self.fake._release(group)
+            if not released:
+                self.fake._release(group)
             if self.fake.on_request is not None:
                 self.fake.on_request(record)
 
