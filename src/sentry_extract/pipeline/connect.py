@@ -49,7 +49,7 @@ from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.source.streams import STREAMS_BY_NAME
 from sentry_extract.state import FileStateStore, StateKey, StateStore
 from sentry_extract.targets.base import Target
-from sentry_extract.targets.parquet import ParquetTarget
+from sentry_extract.targets.formats import FileTarget
 
 
 def resolve_source(
@@ -73,12 +73,13 @@ def open_target(
     replication: Replication, connections: Mapping[str, ConnectionEntry], lock_wait: float = 10.0
 ) -> Target:
     connection = resolve_connection(find_connection(connections, replication.target))
+    formats = {stream.object: stream.format for stream in replication.streams}
     if isinstance(connection, LocalConnection):
-        target: Target = ParquetTarget()
+        target: Target = FileTarget(None, formats)
     elif isinstance(connection, S3Connection):
         from sentry_extract.targets.s3 import S3Place  # boto3: only when used
 
-        target = ParquetTarget(S3Place(connection))
+        target = FileTarget(S3Place(connection), formats)
     elif isinstance(connection, PostgresConnection):
         from sentry_extract.targets.postgres import PostgresTarget  # psycopg: only when used
 
