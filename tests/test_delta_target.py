@@ -387,3 +387,38 @@ def test_partition_variables_are_refused_for_delta(workspace: Workspace) -> None
     assert "partition variables ({part_year}, ...) are not supported for Delta tables" in str(
         error.value
     )
+
+
+def test_maintain_compacts_vacuums_and_keeps_the_state(
+    cli: Any,
+    fake: FakeSentry,
+    organization: FakeOrganization,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    run_delta_and_parquet(cli, organization, tmp_path, runs=3)
+    folder = tmp_path / "out" / "events"
+    files_before = len(DeltaTable(str(folder)).file_uris())
+    state_before = invoke(cli, "state", "show", "r.yaml").output
+    result = invoke(cli, "maintain", "r.yaml")
+    assert result.exit_code == 0, result.output
+    table = DeltaTable(str(folder))
+    assert len(table.file_uris()) < files_before
+    assert f"events: version {table.version()}, {len(table.file_uris())} data files" in (
+        result.output
+    )
+    assert "teams: a Parquet dataset, nothing to maintain" in result.output
+    assert list((folder / "_delta_log").glob("*.checkpoint.parquet"))
+    assert invoke(cli, "state", "show", "r.yaml").output == state_before
+    events = keys(table.to_pyarrow_table(), "project_id", "event_id")
+    assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+    organization.add_events(4, project_slug="project-1")
+    time.sleep(1.1)
+    assert invoke(cli, "run", "r.yaml").exit_code == 0
+    events = keys(read_folder(folder), "project_id", "event_id")
+    assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+
+
+def read_folder(folder: Path) -> pa.Table:
+    return DeltaTable(str(folder)).to_pyarrow_table()

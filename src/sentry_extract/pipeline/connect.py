@@ -131,6 +131,23 @@ def state_stores(
     return stores
 
 
+def maintain_tables(
+    replication: Replication, connections: Mapping[str, ConnectionEntry]
+) -> list[tuple[StreamConfig, str]]:
+    """Each stream's table maintained where its format has maintenance (Delta), with a
+    line saying what it is now."""
+    target = open_target(replication, connections)
+    try:
+        if not isinstance(target, FileTarget):
+            return [
+                (stream, "a PostgreSQL table, nothing to maintain")
+                for stream in replication.streams
+            ]
+        return [(stream, target.maintain(stream.object)) for stream in replication.streams]
+    finally:
+        target.close()
+
+
 def build_client(
     source: SentryConnection,
     cancelled: threading.Event,

@@ -53,6 +53,7 @@ from sentry_extract.targets.storage import LocalPlace, Lock, Place, Storage
 
 STATE_PROPERTY = "sentry_extract.state"
 LOCK_FILE = ".sentry-extract.lock"
+RETENTION_HOURS = 168  # Delta's default: files a reader may still need are kept a week
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
@@ -214,6 +215,9 @@ class DeltaTarget:
         return DeltaStreamWriter(
             request, table_location(self.place, request.object), external_state
         )
+
+    def maintain(self, object_name: str) -> MaintenanceReport | None:
+        return maintain_table(table_location(self.place, object_name))
 
     def close(self) -> None:
         return None
@@ -608,6 +612,53 @@ def live_keys(
             keep = pc.and_(keep, pc.fill_null(inside, False))
         found.update(keys.filter(keep).to_pylist())
     return found
+
+
+# --- maintenance -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    version: int
+    files: int
+    bytes: int
+    files_before: int
+    vacuumed: int  # files deleted, no longer part of any version kept
+
+
+def maintain_table(location: TableLocation) -> MaintenanceReport | None:
+    """Compact small files, vacuum what no version within Delta's retention reads, and
+    write a checkpoint; the stream states ride in the maintenance commits. None when
+    the table has no commit yet."""
+    lock = location.storage.lock()
+    try:
+        table = location.open()
+        if table is None:
+            return None
+        files_before = len(table.file_uris())
+        properties = commit_properties(commit_states(table))
+        try:
+            table.optimize.compact(commit_properties=properties)
+            vacuumed = table.vacuum(
+                retention_hours=RETENTION_HOURS,
+                dry_run=False,
+                enforce_retention_duration=True,
+                commit_properties=properties,
+            )
+            table.create_checkpoint()
+        except (DeltaError, OSError) as error:
+            raise TargetError(
+                f"cannot maintain Delta table {location.uri}: {_line(error)}"
+            ) from None
+        table = location.open()
+        assert table is not None
+        actions = pa.table(table.get_add_actions(flatten=True))
+        size = sum(value or 0 for value in actions.column("size_bytes").to_pylist())
+        return MaintenanceReport(
+            table.version(), actions.num_rows, size, files_before, len(vacuumed)
+        )
+    finally:
+        lock.release()
 
 
 def _line(error: BaseException) -> str:

@@ -45,6 +45,22 @@ class FileTarget:
     ) -> StreamWriter:
         return self.target_of(request.object).open_stream(request, external_state)
 
+    def maintain(self, object_name: str) -> str:
+        """Compact, vacuum and checkpoint a Delta table; one line saying what it is now."""
+        if not self.is_delta(object_name):
+            return "a Parquet dataset, nothing to maintain"
+        from sentry_extract.targets.delta import DeltaTarget
+
+        target = self.target_of(object_name)
+        assert isinstance(target, DeltaTarget)
+        report = target.maintain(object_name)
+        if report is None:
+            return "no Delta table yet, nothing to maintain"
+        return (
+            f"version {report.version}, {report.files} data files, {report.bytes} bytes "
+            f"(was {report.files_before} files; {report.vacuumed} old files vacuumed)"
+        )
+
     def close(self) -> None:
         self.parquet.close()
         if self._delta is not None:
