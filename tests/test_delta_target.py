@@ -213,7 +213,8 @@ def test_a_reader_polling_during_runs_never_sees_a_key_twice(
 
 
 def test_kill_at_random_moments_then_rerun(tmp_path: Path) -> None:
-    organization = FakeOrganization("acme", OrganizationSize(projects=4, issues=20, events=400))
+    size = OrganizationSize(projects=3, issues=20, events=2000, history_days=60)
+    organization = FakeOrganization("acme", size)  # a run of about 3 s, a commit every slice
     chance = random.Random("kill-delta")
     (tmp_path / "r.yaml").write_text(
         "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\n"
@@ -223,7 +224,7 @@ def test_kill_at_random_moments_then_rerun(tmp_path: Path) -> None:
         environment = {
             **os.environ,
             "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-            "SENTRY": sentry_connection(fake.base_url, concurrency=1),
+            "SENTRY": sentry_connection(fake.base_url, concurrency=1, checkpoint_every="0"),
         }
         command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
         for _ in range(2):
@@ -234,10 +235,11 @@ def test_kill_at_random_moments_then_rerun(tmp_path: Path) -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            time.sleep(chance.uniform(1.0, 3.0))
+            time.sleep(chance.uniform(0.8, 2.5))
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
-            organization.add_events(3, project_slug=f"project-{chance.randrange(4)}")
+            assert_no_key_twice(tmp_path / "out" / "events")
+            organization.add_events(3, project_slug=f"project-{chance.randrange(3)}")
         time.sleep(1.1)
         finished = subprocess.run(
             command, cwd=tmp_path, env=environment, capture_output=True, text=True, check=False
@@ -247,6 +249,16 @@ def test_kill_at_random_moments_then_rerun(tmp_path: Path) -> None:
     events = keys(table, "project_id", "event_id")
     assert len(events) == len(set(events))
     assert set(events) == event_keys(organization)
+
+
+def assert_no_key_twice(folder: Path) -> None:
+    """The table a killed run left, if it made one: readable, each key once."""
+    try:
+        table = DeltaTable(str(folder)).to_pyarrow_table()
+    except TableNotFoundError:
+        return
+    events = keys(table, "project_id", "event_id")
+    assert len(events) == len(set(events))
 
 
 # --- schema, deletions, locks ----------------------------------------------------------------
