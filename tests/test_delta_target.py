@@ -24,6 +24,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from sentry_extract.errors import ConfigError
+from sentry_extract.modes import Mode
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
@@ -434,3 +435,31 @@ def test_maintain_compacts_vacuums_and_keeps_the_state(
 
 def read_folder(folder: Path) -> pa.Table:
     return DeltaTable(str(folder)).to_pyarrow_table()
+
+
+@pytest.mark.parametrize("mode", [Mode.FULL_REFRESH, Mode.INCREMENTAL, Mode.SNAPSHOT])
+def test_within_a_run_the_last_read_of_a_key_wins(tmp_path: Path, mode: Mode) -> None:
+    from sentry_extract.state import StateKey, StreamState
+    from sentry_extract.targets.base import StreamRequest
+    from sentry_extract.targets.delta import DeltaTarget
+
+    schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
+    request = StreamRequest(
+        stream="teams",
+        object=str(tmp_path / "teams"),
+        mode=mode,
+        key_columns=("id",),
+        base_schema=schema,
+        state_key=StateKey("SENTRY", "acme", "teams", "teams"),
+        run_started_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    writer = DeltaTarget().open_stream(request)
+    writer.write(pa.record_batch({"id": ["1", "2"], "title": ["old", "two"]}, schema=schema))
+    writer.write(pa.record_batch({"id": ["1"], "title": ["new"]}, schema=schema))
+    writer.checkpoint(StreamState())
+    assert writer.commit() == 3
+    rows = DeltaTable(str(tmp_path / "teams")).to_pyarrow_table().sort_by("id")
+    assert rows.select(["id", "title"]).to_pylist() == [
+        {"id": "1", "title": "new"},
+        {"id": "2", "title": "two"},
+    ]

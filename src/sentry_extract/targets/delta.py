@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ from sentry_extract.records import (
 from sentry_extract.source.windows import Window
 from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
+from sentry_extract.targets.dataset import older_duplicates
 from sentry_extract.targets.partitions import Layout
 from sentry_extract.targets.storage import LocalPlace, Lock, Place, Storage
 
@@ -263,6 +264,33 @@ class Staging:
         ]
         return pa.Table.from_batches(batches, schema=schema)
 
+    def unique_batches(
+        self, key_columns: tuple[str, ...], extra: pa.Schema
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """The staged rows a batch at a time, one per key (the last read), with the
+        columns of every batch and those of `extra`: the run's rows never all in memory."""
+        self.close()
+        schema = unify_schemas([*self.schemas, extra])
+        keys = pa.chunked_array(
+            [
+                key_values(pq.read_table(part, columns=list(key_columns)), key_columns)
+                for part in self.parts
+            ],
+            pa.string(),
+        )
+        dropped = pa.array(sorted(older_duplicates(keys)), pa.int64())
+
+        def read() -> Iterator[pa.RecordBatch]:
+            offset = 0
+            for part in self.parts:
+                for batch in pq.ParquetFile(part).iter_batches():
+                    positions = pa.array(range(offset, offset + batch.num_rows), pa.int64())
+                    offset += batch.num_rows
+                    kept = batch.filter(pc.invert(pc.is_in(positions, value_set=dropped)))
+                    yield conform(kept, schema)
+
+        return schema, read()
+
     def clear(self) -> None:
         self.close()
         for part in self.parts:
@@ -361,16 +389,13 @@ class DeltaStreamWriter:
             return
         states = {self.request.state_key.as_text(): state.to_json()} if state else None
         try:
-            rows = self.staging.rows()
-            table = self.location.open()
             if mode.replaces_rows:
-                keys = self.request.key_columns
-                rows = stamped(unique_rows(rows, keys), keys, deletions)
-                _write(self.location, rows, mode="overwrite", states=states)
+                self._replace(deletions, states)
             elif mode.merges_by_key:
-                self._merge(table, rows, deletions, states)
+                self._merge(self.location.open(), self.staging.rows(), deletions, states)
             else:
-                self._append(table, unique_rows(rows, self.request.key_columns), states)
+                rows = unique_rows(self.staging.rows(), self.request.key_columns)
+                self._append(self.location.open(), rows, states)
         except (OSError, pa.ArrowException, DeltaError) as error:
             raise TargetError(
                 f"cannot write Delta table {self.location.uri}: {_line(error)}"
@@ -394,6 +419,15 @@ class DeltaStreamWriter:
             raise TargetError(
                 f"cannot write Delta table {self.location.uri}: {_line(error)}"
             ) from None
+
+    def _replace(self, deletions: Deletions | None, states: Mapping[str, Any] | None) -> None:
+        """The run's rows become the table, streamed from the staged files."""
+        keys = self.request.key_columns
+        schema, batches = self.staging.unique_batches(keys, _stamp_columns(deletions))
+        if deletions is not None and deletions.keys:
+            batches = (_stamp_batch(batch, keys, deletions) for batch in batches)
+        reader = pa.RecordBatchReader.from_batches(schema, batches)
+        _write(self.location, reader, mode="overwrite", states=states)
 
     def _merge(
         self,
@@ -461,7 +495,10 @@ def _with_snapshot(request: StreamRequest) -> pa.Schema:
 
 
 def _write(
-    location: TableLocation, rows: pa.Table, mode: str, states: Mapping[str, Any] | None
+    location: TableLocation,
+    rows: pa.Table | pa.RecordBatchReader,
+    mode: str,
+    states: Mapping[str, Any] | None,
 ) -> None:
     write_deltalake(
         location.uri,
@@ -577,6 +614,16 @@ def _stamp_batch(
     by_previous = pc.take(survivors, pc.index_in(previous, value_set=merged))
     updated = pc.coalesce(by_key, by_previous, previous)
     return batch.set_column(index, batch.schema.field(index), updated)
+
+
+def _stamp_columns(deletions: Deletions | None) -> pa.Schema:
+    """The columns stamps need: `_deleted_at`, and `merged_into_id` when rows merged."""
+    if deletions is None or not deletions.keys:
+        return pa.schema([])
+    fields = [pa.field(DELETED_COLUMN, TIMESTAMP)]
+    if deletions.chains:
+        fields.append(pa.field(MERGED_COLUMN, pa.string()))
+    return pa.schema(fields)
 
 
 def _with_column(rows: pa.Table, name: str, column_type: pa.DataType) -> pa.Table:
