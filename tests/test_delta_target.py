@@ -463,3 +463,24 @@ def test_within_a_run_the_last_read_of_a_key_wins(tmp_path: Path, mode: Mode) ->
         {"id": "1", "title": "new"},
         {"id": "2", "title": "two"},
     ]
+
+
+@pytest.mark.parametrize("place", ["s3"], indirect=True)
+def test_maintain_in_a_bucket(place: Workspace, organization: FakeOrganization) -> None:
+    from sentry_extract.config.connections import discover_connections
+    from sentry_extract.config.replication import load_replication
+    from sentry_extract.pipeline import maintain_tables
+
+    path = delta_replication(place, "  events:\n", "incremental")
+    for run in range(3):
+        organization.add_events(5, project_slug=f"project-{run}")
+        assert place.run(started=later(1 + 2 * run)).exit_code == 0
+    files_before = len(open_table(place, "events").file_uris())
+    replication = load_replication(path, place.environ, later(7))
+    [(stream, line)] = maintain_tables(replication, discover_connections(place.environ))
+    table = open_table(place, "events")
+    assert stream.name == "events" and line.startswith(f"version {table.version()}, 1 data files")
+    assert len(table.file_uris()) == 1 < files_before
+    events = keys(table.to_pyarrow_table(), "project_id", "event_id")
+    assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+    assert not [key for key in place.bucket.objects("sentry/events/") if key.endswith(".lock")]
