@@ -207,7 +207,7 @@ def test_every_command_and_option_has_help_and_is_in_the_readme() -> None:
     readme = README.read_text()
     sandbox = (README.parent / "docs" / "sandbox.md").read_text()
     listed = commands(typer.main.get_command(app))
-    assert len(listed) == 11  # run, fake, conns and its 5, state and its 2: each checked below
+    assert len(listed) == 12  # run, fake, maintain, conns and its 5, state and its 2: each checked
     for path, command in listed:
         assert command.help, f"{' '.join(path)} has no help"
         assert f"sentry-extract {' '.join(path)}" in readme, f"{' '.join(path)} not in README"

@@ -670,6 +670,19 @@ def state_reset(
             )
 
 
+@app.command("maintain", cls=_Command)
+def maintain(
+    replication: ReplicationArgument,
+    streams: StreamsOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Compact, vacuum (7 days) and checkpoint the Delta tables of a replication."""
+    with _errors_translated(debug):
+        loaded = _load(replication, streams, None)
+        for stream, line in pipeline.maintain_tables(loaded, _connections()):
+            output.print(f"{stream.name}: {line}", markup=False)
+
+
 # --- fake ------------------------------------------------------------------------------
 
 FAKE_TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"  # the fake's own, not a secret

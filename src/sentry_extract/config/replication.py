@@ -42,7 +42,8 @@ STREAM_KEYS = (
     "target_options",
 )
 SOURCE_OPTION_KEYS = ("range", "query")
-TARGET_OPTION_KEYS = ("column_casing",)
+TARGET_OPTION_KEYS = ("column_casing", "format")
+FILE_FORMATS = ("parquet", "delta")  # what a file target writes; parquet by default
 PLACEHOLDERS = ("stream_name", "source_name", "target_name", "run_timestamp")
 # Filled per row by file targets, from the update key: kept as they are here.
 ROW_PLACEHOLDERS = PARTITION_VARIABLES
@@ -64,6 +65,7 @@ class StreamConfig:
     query: str  # issues search query; empty reads every status
     backfill_range: Window | None
     mode_kept_over_default: bool = False  # defaults.mode did not fit: its own mode instead
+    format: str = "parquet"  # file targets: a Parquet dataset, or a Delta table
 
     @property
     def spec(self) -> StreamSpec:
@@ -329,6 +331,12 @@ def _stream_config(
             f"{path_of('target_options')}.column_casing",
             f"'{casing}' is not one of {', '.join(COLUMN_CASINGS)}",
         )
+    file_format = target_options.get("format", FILE_FORMATS[0])
+    if file_format not in FILE_FORMATS:
+        raise reader.fail(
+            f"{path_of('target_options')}.format",
+            f"'{file_format}' is not one of {', '.join(FILE_FORMATS)}",
+        )
     columns = [column_name(column.source_name, casing) for column in spec.columns]
     natural_key = tuple(column_name(key, casing) for key in spec.primary_key)
     primary_key = natural_key
@@ -373,6 +381,7 @@ def _stream_config(
         query=query,
         backfill_range=backfill_range,
         mode_kept_over_default=kept_over_default,
+        format=file_format,
     )
 
 

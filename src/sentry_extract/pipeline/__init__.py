@@ -13,6 +13,9 @@ from sentry_extract.pipeline.connect import (
     build_client as build_client,
 )
 from sentry_extract.pipeline.connect import (
+    maintain_tables as maintain_tables,
+)
+from sentry_extract.pipeline.connect import (
     open_target as open_target,
 )
 from sentry_extract.pipeline.connect import (

@@ -50,7 +50,7 @@ from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.source.streams import STREAMS_BY_NAME
 from sentry_extract.state import FileStateStore, StateKey, StateStore
 from sentry_extract.targets.base import Target
-from sentry_extract.targets.parquet import ParquetTarget
+from sentry_extract.targets.formats import FileTarget
 
 
 def resolve_source(
@@ -70,31 +70,35 @@ def resolve_source(
     return connection
 
 
-def _parquet_target(connection: Any, lock_wait: float) -> Target:
-    return ParquetTarget()
+Formats = Mapping[str, str]  # each stream object's file format (parquet, delta)
 
 
-def _s3_target(connection: S3Connection, lock_wait: float) -> Target:
+def _local_target(connection: Any, lock_wait: float, formats: Formats) -> Target:
+    return FileTarget(None, formats)
+
+
+def _s3_target(connection: S3Connection, lock_wait: float, formats: Formats) -> Target:
     from sentry_extract.targets.s3 import S3Place  # boto3: only when used
 
-    return ParquetTarget(S3Place(connection))
+    return FileTarget(S3Place(connection), formats)
 
 
-def _postgres_target(connection: PostgresConnection, lock_wait: float) -> Target:
+def _postgres_target(connection: PostgresConnection, lock_wait: float, formats: Formats) -> Target:
     from sentry_extract.targets.postgres import PostgresTarget  # psycopg: only when used
 
     return PostgresTarget(connection.url, lock_wait)
 
 
-def _duckdb_target(connection: DuckDBConnection, lock_wait: float) -> Target:
+def _duckdb_target(connection: DuckDBConnection, lock_wait: float, formats: Formats) -> Target:
     from sentry_extract.targets.duckdb import DuckDBTarget  # duckdb: only when used
 
     return DuckDBTarget(connection.instance, lock_wait)
 
 
-# The target each kind of connection writes to, made from the connection and the lock wait.
-TARGETS: dict[type[Any], Callable[[Any, float], Target]] = {
-    LocalConnection: _parquet_target,
+# The target each kind of connection writes to, made from the connection, the lock wait
+# and the file format of each stream's object (for the file targets).
+TARGETS: dict[type[Any], Callable[[Any, float, Formats], Target]] = {
+    LocalConnection: _local_target,
     S3Connection: _s3_target,
     PostgresConnection: _postgres_target,
     DuckDBConnection: _duckdb_target,
@@ -111,7 +115,7 @@ def open_target(
             f"target: connection {replication.target} is a Sentry source, not a target",
             location=replication.path.name,
         )
-    target = make_target(connection, lock_wait)
+    target = make_target(connection, lock_wait, {s.object: s.format for s in replication.streams})
     for stream in replication.streams:
         problem = target.object_problem(stream.object)
         if problem:
@@ -152,6 +156,23 @@ def state_stores(
         store = external_state_store(state_location, key) or target.state_store(stream.object)
         stores.append((stream, key, store))
     return stores
+
+
+def maintain_tables(
+    replication: Replication, connections: Mapping[str, ConnectionEntry]
+) -> list[tuple[StreamConfig, str]]:
+    """Each stream's table maintained where its format has maintenance (Delta), with a
+    line saying what it is now."""
+    target = open_target(replication, connections)
+    try:
+        if not isinstance(target, FileTarget):
+            return [
+                (stream, "a PostgreSQL table, nothing to maintain")
+                for stream in replication.streams
+            ]
+        return [(stream, target.maintain(stream.object)) for stream in replication.streams]
+    finally:
+        target.close()
 
 
 def build_client(

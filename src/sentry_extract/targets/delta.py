@@ -1,0 +1,713 @@
+"""Delta Lake tables, written with delta-rs: one table per stream, `target_options.format: delta`.
+
+The object is the table's folder (`file://out/{stream_name}`, a plain path, or a prefix in
+the bucket of an s3 connection). Delta keeps a log of commits beside the Parquet files:
+every engine that reads Delta sees one commit or the next, never a part of one.
+
+- full-refresh and truncate replace the table in one commit at the end of the run (rows
+  are staged on this machine until then); snapshot appends with `_snapshot_at` at the
+  end; incremental and backfill merge by primary key at every checkpoint (the last read
+  of a key in a batch wins);
+- each checkpoint is one commit carrying the rows and the stream's state, in the
+  commit's metadata (`sentry_extract.state`): data and state never disagree, and a run
+  killed at any moment leaves the table at its last commit. `load_state` reads the newest
+  commit that has it; `state reset` writes a commit without rows whose state is empty;
+- a field Sentry adds becomes a column (old files are not rewritten); a column whose type
+  widens (`records.unify_schemas`) rewrites the table once, in one commit;
+- `_deleted_at` and `merged_into_id` stamps (`mark_deleted`) ride in the next commit;
+- a lock beside the table (`.sentry-extract.lock`, the storage's own) keeps a second run
+  out; in a bucket delta-rs commits with S3 conditional writes (no DynamoDB).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from sentry_extract.errors import StateError, TargetError
+from sentry_extract.records import (
+    DELETED_COLUMN,
+    MERGED_COLUMN,
+    SNAPSHOT_COLUMN,
+    column_type_of,
+    conform,
+    key_values,
+    unify_schemas,
+)
+from sentry_extract.source.windows import Window
+from sentry_extract.state import StateKey, StateStore, StreamState
+from sentry_extract.targets.base import Deletions, StreamRequest
+from sentry_extract.targets.dataset import older_duplicates
+from sentry_extract.targets.partitions import Layout
+from sentry_extract.targets.storage import LocalPlace, Lock, Place, Storage
+
+STATE_PROPERTY = "sentry_extract.state"
+LOCK_FILE = ".sentry-extract.lock"
+RETENTION_HOURS = 168  # Delta's default: files a reader may still need are kept a week
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+# --- where a table lives ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableLocation:
+    """A table's address for delta-rs, and the storage (lock, scratch) of its folder."""
+
+    uri: str
+    storage_options: dict[str, str] | None
+    storage: Storage
+
+    def open(self) -> DeltaTable | None:
+        """The table, or None when no commit was ever made."""
+        try:
+            return DeltaTable(self.uri, storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+        except (DeltaError, OSError) as error:
+            raise TargetError(f"cannot read Delta table {self.uri}: {_line(error)}") from None
+
+
+def table_location(place: Place, object_name: str) -> TableLocation:
+    root = place.location(object_name).rstrip("/") or place.location(object_name)
+    storage = place.storage(root, LOCK_FILE)
+    if isinstance(place, LocalPlace):
+        return TableLocation(str(Path(root).expanduser().absolute()), None, storage)
+    from sentry_extract.targets.s3 import S3Place  # boto3: only when used
+
+    assert isinstance(place, S3Place)
+    return TableLocation(f"s3://{root}", s3_storage_options(place), storage)
+
+
+def s3_storage_options(place: Any) -> dict[str, str]:
+    """delta-rs settings from an s3 connection: its keys, endpoint and region, and
+    commits by conditional put (`If-None-Match`), which S3, MinIO and R2 honour."""
+    connection = place.connection
+    options = {"aws_conditional_put": "etag"}
+    values = {
+        "AWS_ACCESS_KEY_ID": connection.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": connection.secret_access_key,
+        "AWS_SESSION_TOKEN": connection.session_token,
+        "AWS_ENDPOINT_URL": connection.endpoint,
+        "AWS_REGION": connection.region or ("us-east-1" if connection.endpoint else None),
+    }
+    options.update({name: value for name, value in values.items() if value})
+    if connection.endpoint and connection.endpoint.startswith("http://"):
+        options["AWS_ALLOW_HTTP"] = "true"
+    return options
+
+
+# --- state in the commits -----------------------------------------------------------------------
+
+
+def commit_states(table: DeltaTable) -> dict[str, Any]:
+    """The newest state of every stream key found in the table's commits (None: reset)."""
+    states: dict[str, Any] = {}
+    for commit in table.history():  # newest first
+        text = commit.get(STATE_PROPERTY)
+        if not isinstance(text, str):
+            continue
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entries, dict):
+            for key, value in entries.items():
+                states.setdefault(key, value)
+    return states
+
+
+def commit_properties(states: Mapping[str, Any] | None) -> CommitProperties | None:
+    if not states:
+        return None
+    return CommitProperties(custom_metadata={STATE_PROPERTY: json.dumps(dict(states))})
+
+
+class DeltaStateStore:
+    """A stream's state, read from the table's commits; saved by a commit without rows."""
+
+    def __init__(self, location: TableLocation) -> None:
+        self.location = location
+
+    def describe(self) -> str:
+        return f"{self.location.uri} (Delta commit metadata)"
+
+    def load(self, key: StateKey) -> StreamState:
+        table = self.location.open()
+        if table is None:
+            return StreamState()
+        entry = commit_states(table).get(key.as_text())
+        if not isinstance(entry, dict):
+            return StreamState()
+        try:
+            return StreamState.from_json(entry)
+        except (TypeError, ValueError):
+            raise StateError(f"state for {key.as_text()} in {self.describe()} is damaged") from None
+
+    def save(self, key: StateKey, state: StreamState) -> None:
+        self._commit({key.as_text(): state.to_json()})
+
+    def reset(self, key: StateKey) -> bool:
+        table = self.location.open()
+        if table is None or commit_states(table).get(key.as_text()) is None:
+            return False
+        self._commit({key.as_text(): None})
+        return True
+
+    def _commit(self, states: Mapping[str, Any]) -> None:
+        lock = self.location.storage.lock()  # no run writes the table meanwhile
+        try:
+            commit_without_rows(self.location, states)
+        finally:
+            lock.release()
+
+
+def commit_without_rows(location: TableLocation, states: Mapping[str, Any]) -> None:
+    """A commit that only carries `states` (the caller holds the table's lock)."""
+    table = location.open()
+    if table is None:
+        return
+    empty = pa.schema(table.schema()).empty_table()
+    _write(location, empty, mode="append", states=states)
+
+
+# --- the target --------------------------------------------------------------------------------
+
+
+class DeltaTarget:
+    """Delta tables in a place: folders on this machine (the default), or a bucket."""
+
+    def __init__(self, place: Place | None = None) -> None:
+        self.place: Place = place or LocalPlace()
+
+    def object_problem(self, object_name: str) -> str | None:
+        problem = self.place.form_problem(object_name)
+        if problem is not None:
+            return problem
+        text = self.place.location(object_name)
+        if not text.strip():
+            return "the object is an empty path"
+        if Layout.parse(text).template:
+            return (
+                "partition variables ({part_year}, ...) are not supported for Delta tables: "
+                "name the table's folder"
+            )
+        if text.endswith(".parquet"):
+            return "a Delta table is a folder: name a folder, not a .parquet file"
+        return self.place.access_problem(text.rstrip("/"))
+
+    def state_store(self, object_name: str) -> DeltaStateStore:
+        return DeltaStateStore(table_location(self.place, object_name))
+
+    def open_stream(
+        self, request: StreamRequest, external_state: StateStore | None = None
+    ) -> DeltaStreamWriter:
+        return DeltaStreamWriter(
+            request, table_location(self.place, request.object), external_state
+        )
+
+    def maintain(self, object_name: str) -> MaintenanceReport | None:
+        return maintain_table(table_location(self.place, object_name))
+
+    def close(self) -> None:
+        return None
+
+
+# --- staging ---------------------------------------------------------------------------------
+
+
+class Staging:
+    """Rows of a run on this machine, in Parquet files, until they are committed."""
+
+    def __init__(self, folder: Path, base_schema: pa.Schema) -> None:
+        self.folder = folder
+        self.base_schema = base_schema
+        self.parts: list[Path] = []
+        self.schemas: list[pa.Schema] = [base_schema]
+        self._writer: pq.ParquetWriter | None = None
+        self._writer_schema: pa.Schema | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None or batch.schema != self._writer_schema:
+            self.close()
+            part = self.folder / f"part-{len(self.parts):05d}.staged"
+            self._writer = pq.ParquetWriter(part, batch.schema)
+            self._writer_schema = batch.schema
+            self.parts.append(part)
+            self.schemas.append(batch.schema)
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def rows(self) -> pa.Table:
+        """Every staged row, in the order read, with the columns of every batch."""
+        self.close()
+        schema = unify_schemas(self.schemas)
+        batches = [
+            conform(batch, schema)
+            for part in self.parts
+            for batch in pq.ParquetFile(part).iter_batches()
+        ]
+        return pa.Table.from_batches(batches, schema=schema)
+
+    def unique_batches(
+        self, key_columns: tuple[str, ...], extra: pa.Schema
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """The staged rows a batch at a time, one per key (the last read), with the
+        columns of every batch and those of `extra`: the run's rows never all in memory."""
+        self.close()
+        schema = unify_schemas([*self.schemas, extra])
+        keys = pa.chunked_array(
+            [
+                key_values(pq.read_table(part, columns=list(key_columns)), key_columns)
+                for part in self.parts
+            ],
+            pa.string(),
+        )
+        dropped = pa.array(sorted(older_duplicates(keys)), pa.int64())
+
+        def read() -> Iterator[pa.RecordBatch]:
+            offset = 0
+            for part in self.parts:
+                for batch in pq.ParquetFile(part).iter_batches():
+                    positions = pa.array(range(offset, offset + batch.num_rows), pa.int64())
+                    offset += batch.num_rows
+                    kept = batch.filter(pc.invert(pc.is_in(positions, value_set=dropped)))
+                    yield conform(kept, schema)
+
+        return schema, read()
+
+    def clear(self) -> None:
+        self.close()
+        for part in self.parts:
+            part.unlink(missing_ok=True)
+        self.parts = []
+        self.schemas = [self.base_schema]
+
+
+# --- the writer --------------------------------------------------------------------------------
+
+
+class DeltaStreamWriter:
+    def __init__(
+        self,
+        request: StreamRequest,
+        location: TableLocation,
+        external_state: StateStore | None = None,
+    ) -> None:
+        self.request = request
+        self.location = location
+        self.external = external_state
+        self.store: StateStore = external_state or DeltaStateStore(location)
+        storage = location.storage
+        storage.prepare()
+        self._lock: Lock | None = storage.lock()
+        try:
+            storage.remove_leftovers()
+            self.scratch = storage.scratch()
+        except BaseException:
+            self._cleanup()
+            raise
+        self.staging = Staging(self.scratch, _with_snapshot(request))
+        self.rows = 0
+        self.pending_state: StreamState | None = None
+        self.pending_deletions: Deletions | None = None
+
+    # --- StreamWriter ---------------------------------------------------------------------
+
+    def load_state(self) -> StreamState:
+        return self.store.load(self.request.state_key)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if self.request.mode.appends:
+            moment = pa.scalar(self.request.run_started_at, type=TIMESTAMP)
+            column = pa.array([moment.value] * batch.num_rows, type=TIMESTAMP)
+            batch = batch.append_column(pa.field(SNAPSHOT_COLUMN, TIMESTAMP), column)
+        try:
+            self.staging.write(batch)
+        except (OSError, pa.ArrowException) as error:
+            raise TargetError(f"cannot stage rows in {self.scratch}: {error}") from None
+        self.rows += batch.num_rows
+
+    def checkpoint(self, state: StreamState | None) -> None:
+        """Modes that merge by key commit the rows so far with `state`, in one commit;
+        others keep `state` for the commit at the end of the run."""
+        if not self.request.mode.commits_as_it_goes:
+            self.pending_state = state
+            return
+        self._commit_staged(state)
+
+    def live_keys(self, column: str | None, window: Window | None) -> set[str]:
+        table = self.location.open()
+        if table is None:
+            return set()
+        return live_keys(table, self.request.key_columns, column, window)
+
+    def mark_deleted(
+        self,
+        keys: Collection[str],
+        moment: datetime,
+        merged_into: Mapping[str, str] | None = None,
+    ) -> None:
+        self.pending_deletions = Deletions(frozenset(keys), moment, dict(merged_into or {}))
+
+    def commit(self) -> int:
+        try:
+            self._commit_staged(self.pending_state)
+        finally:
+            self._cleanup()
+        return self.rows
+
+    def abort(self) -> None:
+        self._cleanup()
+
+    # --- commits ---------------------------------------------------------------------------
+
+    def _commit_staged(self, state: StreamState | None) -> None:
+        """The staged rows, the pending stamps and `state` into the table, in one commit."""
+        mode = self.request.mode
+        deletions, self.pending_deletions = self.pending_deletions, None
+        if not self.staging.parts and not mode.replaces_rows and deletions is None:
+            if state is not None:
+                self._save_state(state)
+            return
+        states = {self.request.state_key.as_text(): state.to_json()} if state else None
+        try:
+            if mode.replaces_rows:
+                self._replace(deletions, states)
+            elif mode.merges_by_key:
+                self._merge(self.location.open(), self.staging.rows(), deletions, states)
+            else:
+                rows = unique_rows(self.staging.rows(), self.request.key_columns)
+                self._append(self.location.open(), rows, states)
+        except (OSError, pa.ArrowException, DeltaError) as error:
+            raise TargetError(
+                f"cannot write Delta table {self.location.uri}: {_line(error)}"
+            ) from None
+        self.staging.clear()
+        if self.external is not None and state is not None:
+            self.external.save(self.request.state_key, state)
+
+    def _save_state(self, state: StreamState) -> None:
+        """State that moved without new rows: a commit of its own (or the external store)."""
+        if self.external is not None:
+            self.external.save(self.request.state_key, state)
+            return
+        states = {self.request.state_key.as_text(): state.to_json()}
+        try:
+            if self.location.open() is None:
+                _write(self.location, self.staging.rows(), mode="append", states=states)
+            else:
+                commit_without_rows(self.location, states)
+        except (OSError, pa.ArrowException, DeltaError) as error:
+            raise TargetError(
+                f"cannot write Delta table {self.location.uri}: {_line(error)}"
+            ) from None
+
+    def _replace(self, deletions: Deletions | None, states: Mapping[str, Any] | None) -> None:
+        """The run's rows become the table, streamed from the staged files."""
+        keys = self.request.key_columns
+        schema, batches = self.staging.unique_batches(keys, _stamp_columns(deletions))
+        if deletions is not None and deletions.keys:
+            batches = (_stamp_batch(batch, keys, deletions) for batch in batches)
+        reader = pa.RecordBatchReader.from_batches(schema, batches)
+        _write(self.location, reader, mode="overwrite", states=states)
+
+    def _merge(
+        self,
+        table: DeltaTable | None,
+        rows: pa.Table,
+        deletions: Deletions | None,
+        states: Mapping[str, Any] | None,
+    ) -> None:
+        keys = self.request.key_columns
+        if table is not None and deletions is not None:
+            candidates = stamp_candidates(table, keys, deletions)
+            schema = unify_schemas([candidates.schema, rows.schema])
+            rows = pa.concat_tables([_conformed(candidates, schema), _conformed(rows, schema)])
+        rows = stamped(unique_rows(rows, keys), keys, deletions)
+        if table is None or rows.num_rows == 0:
+            _write(self.location, rows, mode="append", states=states)
+            return
+        stored = pa.schema(table.schema())
+        schema = unify_schemas([stored, rows.schema])
+        if not _only_adds(stored, schema):
+            _rewrite(self.location, table, _conformed(rows, schema), keys, states)
+            return
+        source = _conformed(rows, schema)
+        predicate = " AND ".join(f'target."{name}" = source."{name}"' for name in keys)
+        (
+            table.merge(
+                source,
+                predicate,
+                source_alias="source",
+                target_alias="target",
+                merge_schema=True,
+                commit_properties=commit_properties(states),
+            )
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
+    def _append(
+        self, table: DeltaTable | None, rows: pa.Table, states: Mapping[str, Any] | None
+    ) -> None:
+        if table is not None:
+            stored = pa.schema(table.schema())
+            schema = unify_schemas([stored, rows.schema])
+            if not _only_adds(stored, schema):
+                _rewrite(self.location, table, _conformed(rows, schema), (), states)
+                return
+            rows = _conformed(rows, schema)
+        _write(self.location, rows, mode="append", states=states)
+
+    def _cleanup(self) -> None:
+        scratch = getattr(self, "scratch", None)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def _with_snapshot(request: StreamRequest) -> pa.Schema:
+    schema = request.base_schema
+    if request.mode.appends and SNAPSHOT_COLUMN not in schema.names:
+        return schema.append(pa.field(SNAPSHOT_COLUMN, TIMESTAMP))
+    return schema
+
+
+def _write(
+    location: TableLocation,
+    rows: pa.Table | pa.RecordBatchReader,
+    mode: str,
+    states: Mapping[str, Any] | None,
+) -> None:
+    write_deltalake(
+        location.uri,
+        rows,
+        mode="overwrite" if mode == "overwrite" else "append",
+        schema_mode="overwrite" if mode == "overwrite" else "merge",
+        storage_options=location.storage_options,
+        commit_properties=commit_properties(states),
+    )
+
+
+def _rewrite(
+    location: TableLocation,
+    table: DeltaTable,
+    rows: pa.Table,
+    keys: tuple[str, ...],
+    states: Mapping[str, Any] | None,
+) -> None:
+    """A column widened: every stored row in the wider type, with `rows` (replacing the
+    stored rows of their keys when `keys` are given), in one overwrite."""
+    stored = _conformed(table.to_pyarrow_table(), rows.schema)
+    if keys and rows.num_rows:
+        replaced = pc.is_in(key_values(stored, keys), value_set=key_values(rows, keys))
+        stored = stored.filter(pc.invert(pc.fill_null(replaced, False)))
+    _write(location, pa.concat_tables([stored, rows]), mode="overwrite", states=states)
+
+
+def _only_adds(stored: pa.Schema, schema: pa.Schema) -> bool:
+    """True when `schema` keeps every stored column's type (it may add columns)."""
+    for field in stored:
+        wider = schema.field(field.name)
+        if wider.type != field.type or column_type_of(wider) is not column_type_of(field):
+            return False
+    return True
+
+
+def _conformed(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    wanted = unify_schemas([schema, rows.schema])
+    batches = [conform(batch, wanted) for batch in rows.to_batches()]
+    return pa.Table.from_batches(batches, schema=wanted)
+
+
+# --- rows ----------------------------------------------------------------------------------------
+
+
+def unique_rows(rows: pa.Table, key_columns: tuple[str, ...]) -> pa.Table:
+    """One row per key, the last read; rows without a key are kept."""
+    if rows.num_rows < 2:
+        return rows
+    keys = key_values(rows, key_columns)
+    order = pc.sort_indices(keys)
+    ordered = keys.take(order)
+    same_as_next = pc.equal(ordered[:-1], ordered[1:])
+    dropped = pc.filter(order[:-1], same_as_next)
+    if len(dropped) == 0:
+        return rows
+    keep = pc.invert(
+        pc.is_in(pa.array(range(rows.num_rows), pa.uint64()), value_set=dropped.cast(pa.uint64()))
+    )
+    return rows.filter(keep)
+
+
+def stamp_candidates(table: DeltaTable, keys: tuple[str, ...], deletions: Deletions) -> pa.Table:
+    """Stored rows a deletion may stamp: those of its keys, and those merged into them."""
+    dataset = table.to_pyarrow_dataset()
+    chains = deletions.chains
+    wanted = pa.array(sorted(deletions.keys | set(chains)), pa.string())
+    has_merged = MERGED_COLUMN in dataset.schema.names
+    found = []
+    for batch in dataset.to_batches():
+        hit = pc.fill_null(pc.is_in(key_values(batch, keys), value_set=wanted), False)
+        if has_merged and chains:
+            merged = pc.is_in(batch.column(MERGED_COLUMN), value_set=wanted)
+            hit = pc.or_(hit, pc.fill_null(merged, False))
+        found.append(batch.filter(hit))
+    return pa.Table.from_batches(found, schema=dataset.schema)
+
+
+def stamped(rows: pa.Table, key_columns: tuple[str, ...], deletions: Deletions | None) -> pa.Table:
+    """`_deleted_at` set where it is null on the deleted keys' rows, and `merged_into_id`
+    on the merged ones and on rows merged into them before (`Deletions.chains`)."""
+    if deletions is None or not deletions.keys:
+        return rows
+    chains = deletions.chains
+    rows = _with_column(rows, DELETED_COLUMN, TIMESTAMP)
+    if chains:
+        rows = _with_column(rows, MERGED_COLUMN, pa.string())
+    return pa.Table.from_batches(
+        [_stamp_batch(batch, key_columns, deletions) for batch in rows.to_batches()],
+        schema=rows.schema,
+    )
+
+
+def _stamp_batch(
+    batch: pa.RecordBatch, key_columns: tuple[str, ...], deletions: Deletions
+) -> pa.RecordBatch:
+    keys = key_values(batch, key_columns)
+    index = batch.schema.get_field_index(DELETED_COLUMN)
+    current = batch.column(index)
+    value_set = pa.array(sorted(deletions.keys), pa.string())
+    hit = pc.fill_null(pc.is_in(keys, value_set=value_set), False)
+    stamp = pa.scalar(deletions.moment, TIMESTAMP)
+    marked = pc.if_else(pc.and_(hit, pc.is_null(current)), stamp, current)
+    batch = batch.set_column(index, batch.schema.field(index), marked)
+    chains = deletions.chains
+    if not chains:
+        return batch
+    merged = pa.array(sorted(chains), pa.string())
+    survivors = pa.array([chains[key] for key in sorted(chains)], pa.string())
+    index = batch.schema.get_field_index(MERGED_COLUMN)
+    previous = batch.column(index)
+    by_key = pc.take(survivors, pc.index_in(keys, value_set=merged))
+    by_previous = pc.take(survivors, pc.index_in(previous, value_set=merged))
+    updated = pc.coalesce(by_key, by_previous, previous)
+    return batch.set_column(index, batch.schema.field(index), updated)
+
+
+def _stamp_columns(deletions: Deletions | None) -> pa.Schema:
+    """The columns stamps need: `_deleted_at`, and `merged_into_id` when rows merged."""
+    if deletions is None or not deletions.keys:
+        return pa.schema([])
+    fields = [pa.field(DELETED_COLUMN, TIMESTAMP)]
+    if deletions.chains:
+        fields.append(pa.field(MERGED_COLUMN, pa.string()))
+    return pa.schema(fields)
+
+
+def _with_column(rows: pa.Table, name: str, column_type: pa.DataType) -> pa.Table:
+    if name in rows.schema.names:
+        return rows
+    return rows.append_column(pa.field(name, column_type), pa.nulls(rows.num_rows, column_type))
+
+
+def live_keys(
+    table: DeltaTable, key_columns: tuple[str, ...], column: str | None, window: Window | None
+) -> set[str]:
+    """Keys of the rows not marked deleted, with `column` inside `window` when given."""
+    dataset = table.to_pyarrow_dataset()
+    names = dataset.schema.names
+    if window is not None and column is not None and column not in names:
+        return set()
+    wanted = [*key_columns]
+    wanted += [DELETED_COLUMN] if DELETED_COLUMN in names else []
+    if column is not None and column in names and column not in wanted:
+        wanted.append(column)
+    found: set[str] = set()
+    for batch in dataset.to_batches(columns=wanted):
+        keys = key_values(batch, key_columns)
+        keep = pc.is_valid(keys)
+        if DELETED_COLUMN in names:
+            keep = pc.and_(keep, pc.is_null(batch.column(DELETED_COLUMN)))
+        if window is not None and column is not None:
+            moments = batch.column(column)
+            inside = pc.and_(
+                pc.greater_equal(moments, pa.scalar(window.start, moments.type)),
+                pc.less(moments, pa.scalar(window.end, moments.type)),
+            )
+            keep = pc.and_(keep, pc.fill_null(inside, False))
+        found.update(keys.filter(keep).to_pylist())
+    return found
+
+
+# --- maintenance -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    version: int
+    files: int
+    bytes: int
+    files_before: int
+    vacuumed: int  # files deleted, no longer part of any version kept
+
+
+def maintain_table(location: TableLocation) -> MaintenanceReport | None:
+    """Compact small files, vacuum what no version within Delta's retention reads, and
+    write a checkpoint; the stream states ride in the maintenance commits. None when
+    the table has no commit yet."""
+    lock = location.storage.lock()
+    try:
+        table = location.open()
+        if table is None:
+            return None
+        files_before = len(table.file_uris())
+        properties = commit_properties(commit_states(table))
+        try:
+            table.optimize.compact(commit_properties=properties)
+            vacuumed = table.vacuum(
+                retention_hours=RETENTION_HOURS,
+                dry_run=False,
+                enforce_retention_duration=True,
+                commit_properties=properties,
+            )
+            table.create_checkpoint()
+        except (DeltaError, OSError) as error:
+            raise TargetError(
+                f"cannot maintain Delta table {location.uri}: {_line(error)}"
+            ) from None
+        table = location.open()
+        assert table is not None
+        actions = pa.table(table.get_add_actions(flatten=True))
+        size = sum(value or 0 for value in actions.column("size_bytes").to_pylist())
+        return MaintenanceReport(
+            table.version(), actions.num_rows, size, files_before, len(vacuumed)
+        )
+    finally:
+        lock.release()
+
+
+def _line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

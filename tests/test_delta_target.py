@@ -1,0 +1,486 @@
+"""Delta tables (`target_options.format: delta`) in a local folder and in a bucket, read
+back with delta-rs as any reader would."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from sentry_extract.errors import ConfigError
+from sentry_extract.modes import Mode
+from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
+from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
+
+from .conftest import (
+    S3_KEY_ID,
+    S3_SECRET,
+    Bucket,
+    Workspace,
+    change_between_runs,
+    change_unknown_field_types,
+    give_issues_unknown_fields,
+    invoke,
+    keys,
+    sentry_connection,
+    watch_runs_for_duplicates,
+)
+
+RETENTION = timedelta(days=90)
+PLACES = ["local", "s3"]
+
+
+@pytest.fixture(scope="module")
+def s3_process() -> Iterator[str]:
+    """moto's server in a process of its own: delta-rs holds the GIL in some calls (the
+    commit history), which an S3 server in a thread of this process would wait for."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def place(request: pytest.FixtureRequest, workspace: Workspace) -> Workspace:
+    """The workspace, writing to `out/` (local) or to a fresh bucket (s3)."""
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_process")
+        created = Bucket(endpoint, f"test-{uuid.uuid4().hex[:12]}")
+        created.client().create_bucket(Bucket=created.name)
+        workspace.use_bucket(created)
+    return workspace
+
+
+def delta_replication(workspace: Workspace, streams: str, mode: str | None = None) -> Path:
+    target, folder = "LOCAL", f"file://{workspace.folder}/out/{{stream_name}}"
+    if workspace.bucket is not None:
+        target, folder = "AWS_S3", "sentry/{stream_name}"
+    defaults = f"  mode: {mode}\n" if mode else ""
+    return workspace.write(
+        "replication.yaml",
+        f"source: SENTRY\ntarget: {target}\ndefaults:\n{defaults}  object: {folder}\n"
+        f"  target_options: {{format: delta}}\nstreams:\n{streams}",
+    )
+
+
+def open_table(workspace: Workspace, stream: str) -> DeltaTable:
+    if workspace.bucket is None:
+        return DeltaTable(str(workspace.folder / "out" / stream))
+    options = {
+        "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_ENDPOINT_URL": workspace.bucket.endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    return DeltaTable(f"s3://{workspace.bucket.name}/sentry/{stream}", storage_options=options)
+
+
+def read(workspace: Workspace, stream: str) -> pa.Table:
+    return open_table(workspace, stream).to_pyarrow_table()
+
+
+def event_keys(organization: FakeOrganization) -> set[tuple[Any, ...]]:
+    return {(e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)}
+
+
+def later(seconds: int) -> datetime:
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
+
+
+# --- modes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("place", PLACES, indirect=True)
+def test_a_second_incremental_run_merges_by_key_exactly(
+    place: Workspace, organization: FakeOrganization
+) -> None:
+    delta_replication(place, "  issues:\n  events:\n", "incremental")
+    assert place.run(started=later(1)).exit_code == 0
+    change_between_runs(organization)
+    assert place.run(started=later(3)).exit_code == 0
+    events = keys(read(place, "events"), "project_id", "event_id")
+    assert len(events) == len(set(events))
+    assert set(events) == event_keys(organization)
+    issues = read(place, "issues").column("id").to_pylist()
+    assert sorted(issues) == sorted(i["id"] for i in organization.visible_issues(RETENTION))
+    history = open_table(place, "events").history(1)[0]
+    state = json.loads(history["sentry_extract.state"])
+    assert next(iter(state.values()))["project_watermarks"]
+
+
+@pytest.mark.parametrize("place", PLACES, indirect=True)
+@pytest.mark.parametrize("mode", ["full-refresh", "truncate"])
+def test_replacing_modes_replace_the_table_in_one_commit(
+    place: Workspace, organization: FakeOrganization, mode: str
+) -> None:
+    delta_replication(place, "  issues:\n", mode)
+    assert place.run(started=later(1)).exit_code == 0
+    first = open_table(place, "issues").version()
+    organization.add_events(2, project_slug="project-0", new_issue=True)
+    assert place.run(started=later(3)).exit_code == 0
+    table = open_table(place, "issues")
+    assert table.version() == first + 1
+    ids = table.to_pyarrow_table().column("id").to_pylist()
+    assert sorted(ids) == sorted(i["id"] for i in organization.visible_issues(RETENTION))
+
+
+@pytest.mark.parametrize("place", PLACES, indirect=True)
+def test_snapshots_append_with_their_moment(place: Workspace) -> None:
+    delta_replication(place, "  teams:\n", "snapshot")
+    first, second = later(1), later(3)
+    assert place.run(started=first).exit_code == 0
+    assert place.run(started=second).exit_code == 0
+    table = read(place, "teams")
+    moments = table.column("_snapshot_at").to_pylist()
+    assert set(moments) == {first, second}
+    assert moments.count(first) == moments.count(second) == table.num_rows // 2
+
+
+def test_backfill_merges_without_moving_state(
+    workspace: Workspace, organization: FakeOrganization
+) -> None:
+    delta_replication(workspace, "  events:\n", "incremental")
+    assert workspace.run(started=later(1)).exit_code == 0
+    version = open_table(workspace, "events").version()
+    state = json.loads(open_table(workspace, "events").history(1)[0]["sentry_extract.state"])
+    start = (datetime.now(UTC) - RETENTION).date().isoformat()
+    end = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    workspace.write(
+        "backfill.yaml",
+        f"source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://{workspace.folder}/out/"
+        "{stream_name}\n  target_options: {format: delta}\nstreams:\n  events:\n"
+        f"    mode: backfill\n    source_options: {{range: '{start},{end}'}}\n",
+    )
+    assert workspace.run(workspace.folder / "backfill.yaml", started=later(3)).exit_code == 0
+    table = open_table(workspace, "events")
+    assert table.version() > version
+    events = keys(table.to_pyarrow_table(), "project_id", "event_id")
+    assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+    newest = next(c for c in table.history() if "sentry_extract.state" in c)
+    assert json.loads(newest["sentry_extract.state"]) == state
+
+
+# --- what readers and reruns see -------------------------------------------------------------
+
+
+def test_a_reader_polling_during_runs_never_sees_a_key_twice(
+    workspace: Workspace, organization: FakeOrganization
+) -> None:
+    delta_replication(workspace, "  events:\n", "incremental")
+
+    def poll() -> pa.Table:
+        try:
+            return read(workspace, "events")
+        except TableNotFoundError:
+            return pa.table({"project_id": [], "event_id": []})
+
+    reads, duplicates = watch_runs_for_duplicates(workspace, organization, poll, runs=3)
+    assert reads and not duplicates
+    events = keys(read(workspace, "events"), "project_id", "event_id")
+    assert len(events) == len(set(events)) > 0
+
+
+def test_kill_at_random_moments_then_rerun(tmp_path: Path) -> None:
+    size = OrganizationSize(projects=3, issues=20, events=2000, history_days=60)
+    organization = FakeOrganization("acme", size)  # a run of about 3 s, a commit every slice
+    chance = random.Random("kill-delta")
+    (tmp_path / "r.yaml").write_text(
+        "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\n"
+        "  mode: incremental\n  target_options: {format: delta}\nstreams:\n  events:\n"
+    )
+    with FakeSentry(organization, ServerSettings(latency=0.01)) as fake:
+        environment = {
+            **os.environ,
+            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+            "SENTRY": sentry_connection(fake.base_url, concurrency=1, checkpoint_every="0"),
+        }
+        command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
+        for _ in range(2):
+            process = subprocess.Popen(
+                command,
+                cwd=tmp_path,
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(chance.uniform(0.8, 2.5))
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            assert_no_key_twice(tmp_path / "out" / "events")
+            organization.add_events(3, project_slug=f"project-{chance.randrange(3)}")
+        time.sleep(1.1)
+        finished = subprocess.run(
+            command, cwd=tmp_path, env=environment, capture_output=True, text=True, check=False
+        )
+        assert finished.returncode == 0, finished.stderr
+    table = DeltaTable(str(tmp_path / "out" / "events")).to_pyarrow_table()
+    events = keys(table, "project_id", "event_id")
+    assert len(events) == len(set(events))
+    assert set(events) == event_keys(organization)
+
+
+def assert_no_key_twice(folder: Path) -> None:
+    """The table a killed run left, if it made one: readable, each key once."""
+    try:
+        table = DeltaTable(str(folder)).to_pyarrow_table()
+    except TableNotFoundError:
+        return
+    events = keys(table, "project_id", "event_id")
+    assert len(events) == len(set(events))
+
+
+# --- schema, deletions, locks ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("place", PLACES, indirect=True)
+def test_new_fields_become_columns_and_a_changed_type_widens(
+    place: Workspace, organization: FakeOrganization
+) -> None:
+    delta_replication(place, "  issues:\n", "incremental")
+    assert place.run(started=later(1)).exit_code == 0
+    give_issues_unknown_fields(organization)
+    organization.add_events(1, project_slug="project-0")
+    for issue in organization.issues.values():
+        issue["lastSeen"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    assert place.run(started=later(3)).exit_code == 0
+    table = read(place, "issues")
+    assert {"has_logs", "session_count", "crash_free_rate", "seer"} <= set(table.column_names)
+    changed = change_unknown_field_types(organization)
+    assert place.run(started=later(5)).exit_code == 0
+    rows = {row["id"]: row for row in read(place, "issues").to_pylist()}
+    assert len(rows) == read(place, "issues").num_rows
+    assert rows[changed]["session_count"] == "many"
+    assert any(row["session_count"] == "0" for key, row in rows.items() if key != changed)
+
+
+@pytest.mark.parametrize("place", PLACES, indirect=True)
+def test_deleted_and_merged_issues_are_stamped(
+    place: Workspace, organization: FakeOrganization
+) -> None:
+    place.environ["SENTRY"] = sentry_connection(
+        json.loads(place.environ["SENTRY"])["inputs"]["base_url"], reconcile_every="0"
+    )
+    delta_replication(place, "  issues:\n", "incremental")
+    assert place.run(started=later(1)).exit_code == 0
+    first, second, third, fourth, fifth = (
+        i["id"] for i in organization.visible_issues(RETENTION)[:5]
+    )
+    organization.delete_issue(first)
+    organization.merge_issues([second], third)
+    moment = later(3)
+    assert place.run(started=moment).exit_code == 0
+    organization.merge_issues([third], fourth)
+    organization.merge_issues([fourth], fifth)
+    last = later(5)
+    assert place.run(started=last).exit_code == 0
+    rows = {row["id"]: row for row in read(place, "issues").to_pylist()}
+    assert rows[first]["_deleted_at"] == moment and rows[first]["merged_into_id"] is None
+    assert (rows[second]["_deleted_at"], rows[second]["merged_into_id"]) == (moment, fifth)
+    for merged in (third, fourth):
+        assert (rows[merged]["_deleted_at"], rows[merged]["merged_into_id"]) == (last, fifth)
+    live = {key for key, row in rows.items() if row["_deleted_at"] is None}
+    assert live == {i["id"] for i in organization.visible_issues(RETENTION)}
+
+
+@pytest.mark.parametrize("place", PLACES, indirect=True)
+def test_a_second_writer_is_refused(place: Workspace) -> None:
+    delta_replication(place, "  teams:\n")
+    assert place.run(started=later(1)).exit_code == 0
+    from sentry_extract.config.connections import discover_connections
+    from sentry_extract.config.replication import load_replication
+    from sentry_extract.pipeline import open_target
+
+    replication = load_replication(place.folder / "replication.yaml", place.environ, later(2))
+    target = open_target(replication, discover_connections(place.environ))
+    held = target.state_store(replication.streams[0].object)
+    lock = held.location.storage.lock()  # type: ignore[attr-defined]
+    try:
+        summary = place.run(started=later(3))
+    finally:
+        lock.release()
+    assert summary.exit_code == 1
+    assert "another sentry-extract run is writing" in summary.results[0].problems[0]
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def run_delta_and_parquet(
+    cli: Any, organization: FakeOrganization, folder: Path, runs: int
+) -> None:
+    """`runs` runs of events (a Delta table) and teams (a Parquet dataset) from the CLI,
+    with new events before each but the first."""
+    (folder / "r.yaml").write_text(
+        "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\n"
+        "  target_options: {format: delta}\nstreams:\n  events:\n  teams:\n"
+        "    target_options: {format: parquet}\n"
+    )
+    for run in range(runs):
+        if run:
+            organization.add_events(5, project_slug=f"project-{run % 3}")
+            time.sleep(1.1)
+        assert invoke(cli, "run", "r.yaml").exit_code == 0
+
+
+def test_state_show_and_reset_read_and_write_the_commits(
+    cli: Any,
+    fake: FakeSentry,
+    organization: FakeOrganization,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    run_delta_and_parquet(cli, organization, tmp_path, runs=1)
+    shown = invoke(cli, "state", "show", "r.yaml")
+    assert shown.exit_code == 0
+    assert "out/events (Delta commit metadata)" in shown.output.replace("\n", "")
+    version = DeltaTable(str(tmp_path / "out" / "events")).version()
+    reset = invoke(cli, "state", "reset", "r.yaml", "--streams", "events")
+    assert reset.exit_code == 0 and reset.output == "events: state cleared\n"
+    assert DeltaTable(str(tmp_path / "out" / "events")).version() == version + 1
+    again = invoke(cli, "state", "reset", "r.yaml", "--streams", "events")
+    assert again.output == "events: no state\n"
+
+
+def test_a_format_that_is_not_known_is_refused(workspace: Workspace) -> None:
+    workspace.write(
+        "replication.yaml",
+        "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\n"
+        "streams:\n  teams:\n    target_options: {format: iceberg}\n",
+    )
+    with pytest.raises(ConfigError) as error:
+        workspace.run()
+    assert str(error.value) == (
+        "replication.yaml: streams.teams.target_options.format: "
+        "'iceberg' is not one of parquet, delta"
+    )
+
+
+def test_partition_variables_are_refused_for_delta(workspace: Workspace) -> None:
+    workspace.write(
+        "replication.yaml",
+        "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}/{part_year}\n"
+        "  target_options: {format: delta}\nstreams:\n  events:\n",
+    )
+    with pytest.raises(ConfigError) as error:
+        workspace.run()
+    assert "partition variables ({part_year}, ...) are not supported for Delta tables" in str(
+        error.value
+    )
+
+
+def test_maintain_compacts_vacuums_and_keeps_the_state(
+    cli: Any,
+    fake: FakeSentry,
+    organization: FakeOrganization,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    run_delta_and_parquet(cli, organization, tmp_path, runs=3)
+    folder = tmp_path / "out" / "events"
+    files_before = len(DeltaTable(str(folder)).file_uris())
+    state_before = invoke(cli, "state", "show", "r.yaml").output
+    result = invoke(cli, "maintain", "r.yaml")
+    assert result.exit_code == 0, result.output
+    table = DeltaTable(str(folder))
+    assert len(table.file_uris()) < files_before
+    assert f"events: version {table.version()}, {len(table.file_uris())} data files" in (
+        result.output
+    )
+    assert "teams: a Parquet dataset, nothing to maintain" in result.output
+    assert list((folder / "_delta_log").glob("*.checkpoint.parquet"))
+    assert invoke(cli, "state", "show", "r.yaml").output == state_before
+    events = keys(table.to_pyarrow_table(), "project_id", "event_id")
+    assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+    organization.add_events(4, project_slug="project-1")
+    time.sleep(1.1)
+    assert invoke(cli, "run", "r.yaml").exit_code == 0
+    events = keys(read_folder(folder), "project_id", "event_id")
+    assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+
+
+def read_folder(folder: Path) -> pa.Table:
+    return DeltaTable(str(folder)).to_pyarrow_table()
+
+
+@pytest.mark.parametrize("mode", [Mode.FULL_REFRESH, Mode.INCREMENTAL, Mode.SNAPSHOT])
+def test_within_a_run_the_last_read_of_a_key_wins(tmp_path: Path, mode: Mode) -> None:
+    from sentry_extract.state import StateKey, StreamState
+    from sentry_extract.targets.base import StreamRequest
+    from sentry_extract.targets.delta import DeltaTarget
+
+    schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
+    request = StreamRequest(
+        stream="teams",
+        object=str(tmp_path / "teams"),
+        mode=mode,
+        key_columns=("id",),
+        base_schema=schema,
+        state_key=StateKey("SENTRY", "acme", "teams", "teams"),
+        run_started_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    writer = DeltaTarget().open_stream(request)
+    writer.write(pa.record_batch({"id": ["1", "2"], "title": ["old", "two"]}, schema=schema))
+    writer.write(pa.record_batch({"id": ["1"], "title": ["new"]}, schema=schema))
+    writer.checkpoint(StreamState())
+    assert writer.commit() == 3
+    rows = DeltaTable(str(tmp_path / "teams")).to_pyarrow_table().sort_by("id")
+    assert rows.select(["id", "title"]).to_pylist() == [
+        {"id": "1", "title": "new"},
+        {"id": "2", "title": "two"},
+    ]
+
+
+@pytest.mark.parametrize("place", ["s3"], indirect=True)
+def test_maintain_in_a_bucket(place: Workspace, organization: FakeOrganization) -> None:
+    from sentry_extract.config.connections import discover_connections
+    from sentry_extract.config.replication import load_replication
+    from sentry_extract.pipeline import maintain_tables
+
+    path = delta_replication(place, "  events:\n", "incremental")
+    for run in range(3):
+        organization.add_events(5, project_slug=f"project-{run}")
+        assert place.run(started=later(1 + 2 * run)).exit_code == 0
+    files_before = len(open_table(place, "events").file_uris())
+    replication = load_replication(path, place.environ, later(7))
+    [(stream, line)] = maintain_tables(replication, discover_connections(place.environ))
+    table = open_table(place, "events")
+    assert stream.name == "events" and line.startswith(f"version {table.version()}, 1 data files")
+    assert len(table.file_uris()) == 1 < files_before
+    events = keys(table.to_pyarrow_table(), "project_id", "event_id")
+    assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+    assert not [key for key in place.bucket.objects("sentry/events/") if key.endswith(".lock")]
