@@ -42,6 +42,13 @@ class Deletions:
     moment: datetime
     merged_into: Mapping[str, str]
 
+    @classmethod
+    def of(
+        cls, keys: Collection[str], moment: datetime, merged_into: Mapping[str, str] | None
+    ) -> Deletions:
+        """What `StreamWriter.mark_deleted` is told, kept for the next commit."""
+        return cls(frozenset(keys), moment, dict(merged_into or {}))
+
     @property
     def chains(self) -> Mapping[str, str]:
         """Every merged key to the key of the row it ended in (A into B into C: C)."""

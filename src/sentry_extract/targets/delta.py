@@ -50,7 +50,7 @@ from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import older_duplicates
 from sentry_extract.targets.partitions import Layout
-from sentry_extract.targets.storage import LocalPlace, Lock, Place, Storage
+from sentry_extract.targets.storage import LocalPlace, Lock, Place, Storage, object_location
 
 STATE_PROPERTY = "sentry_extract.state"
 LOCK_FILE = ".sentry-extract.lock"
@@ -192,12 +192,9 @@ class DeltaTarget:
         self.place: Place = place or LocalPlace()
 
     def object_problem(self, object_name: str) -> str | None:
-        problem = self.place.form_problem(object_name)
+        text, problem = object_location(self.place, object_name)
         if problem is not None:
             return problem
-        text = self.place.location(object_name)
-        if not text.strip():
-            return "the object is an empty path"
         if Layout.parse(text).template:
             return (
                 "partition variables ({part_year}, ...) are not supported for Delta tables: "
@@ -365,7 +362,7 @@ class DeltaStreamWriter:
         moment: datetime,
         merged_into: Mapping[str, str] | None = None,
     ) -> None:
-        self.pending_deletions = Deletions(frozenset(keys), moment, dict(merged_into or {}))
+        self.pending_deletions = Deletions.of(keys, moment, merged_into)
 
     def commit(self) -> int:
         try:

@@ -32,7 +32,7 @@ from sentry_extract.state import JsonStateStore, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import DatasetOptions, ParquetDataset, write_rows
 from sentry_extract.targets.partitions import Layout
-from sentry_extract.targets.storage import LocalPlace, Lock, Place, StoredDocument
+from sentry_extract.targets.storage import LocalPlace, Lock, Place, StoredDocument, object_location
 
 STATE_FILE = "_sentry_extract_state.json"
 LOCK_FILE = ".sentry-extract.lock"
@@ -67,12 +67,9 @@ class ParquetTarget:
         self.place: Place = place or LocalPlace()
 
     def object_problem(self, object_name: str) -> str | None:
-        problem = self.place.form_problem(object_name)
+        text, problem = object_location(self.place, object_name)
         if problem is not None:
             return problem
-        text = self.place.location(object_name)
-        if not text.strip():
-            return "the object is an empty path"
         layout = Layout.parse(text)
         problem = layout.problem()
         if problem is not None:
@@ -179,7 +176,7 @@ class ParquetStreamWriter:
         moment: datetime,
         merged_into: Mapping[str, str] | None = None,
     ) -> None:
-        self.pending_deletions = Deletions(frozenset(keys), moment, dict(merged_into or {}))
+        self.pending_deletions = Deletions.of(keys, moment, merged_into)
 
     def commit(self) -> int:
         try:

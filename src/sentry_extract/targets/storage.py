@@ -97,6 +97,15 @@ class Place(Protocol):
     def storage(self, root: str, lock_name: str) -> Storage: ...
 
 
+def object_location(place: Place, object_name: str) -> tuple[str, str | None]:
+    """An object's location in `place`, and why it cannot be one (None when it can)."""
+    problem = place.form_problem(object_name)
+    if problem is not None:
+        return "", problem
+    text = place.location(object_name)
+    return text, None if text.strip() else "the object is an empty path"
+
+
 class LocalPlace:
     """Folders on this machine: `file://path` or a plain path."""
 

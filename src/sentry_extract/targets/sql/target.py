@@ -364,7 +364,7 @@ class SqlStreamWriter:
         moment: datetime,
         merged_into: Mapping[str, str] | None = None,
     ) -> None:
-        self.pending_deletions = Deletions(frozenset(keys), moment, dict(merged_into or {}))
+        self.pending_deletions = Deletions.of(keys, moment, merged_into)
 
     def _key_expression(self) -> str:
         """The key as text, composite keys joined like `records.key_values`."""
