@@ -112,9 +112,6 @@ class S3Connection:
     endpoint: str | None = None  # scheme://host[:port]; None: AWS itself
     region: str | None = None
 
-    def describe(self) -> str:
-        return f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
-
 
 Connection = (
     SentryConnection | LocalConnection | PostgresConnection | DuckDBConnection | S3Connection
