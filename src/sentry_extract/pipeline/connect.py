@@ -44,6 +44,7 @@ from sentry_extract.source.client import (
     ClientSettings,
     RequestCounter,
     SentryClient,
+    request_timeout,
 )
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
@@ -207,7 +208,6 @@ def build_client(
         max_total_wait=source.retry_max_wait.total_seconds(),
         max_total_time=source.retry_max_wait.total_seconds(),
     )
-    seconds = source.timeout.total_seconds()
     return SentryClient(
         ClientSettings(
             base_url=source.base_url,
@@ -215,7 +215,7 @@ def build_client(
             gate=RequestGate(bucket, source.concurrency),
             pacer=ServerPacer(sleep=sleep),
             retry=retry,
-            timeout=httpx.Timeout(seconds, connect=min(seconds, 10.0)),
+            timeout=request_timeout(source.timeout.total_seconds()),
             verify=_verify(source),
             sleep=sleep,
             transport=transport,
