@@ -11,13 +11,15 @@ import each other.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-SOURCE = Path(__file__).resolve().parent.parent / "src"
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "src"
 PACKAGE = "sentry_extract"
 
 # Bottom to top. A module belongs to the entry that is the longest prefix of its name
@@ -197,6 +199,23 @@ def test_imports_make_no_circle_and_never_climb() -> None:
     assert not unexpected, "\n".join(f"{text}  ({why})" for text, why in sorted(unexpected.items()))
     gone = sorted(AWAITING_THE_MODEL_LAYER - broken.keys())
     assert not gone, "no longer happens; remove from AWAITING_THE_MODEL_LAYER: " + ", ".join(gone)
+
+
+def test_the_readme_draws_the_layers_as_they_are() -> None:
+    """README's layout line: parts joined by `->`, each of a layer below the one before,
+    and the parts side by side (`source/` and `targets/`) of one layer. What stands in
+    parentheses is a comment on the part before it."""
+    text = (ROOT / "README.md").read_text()
+    line = text[text.index("Layout, ") :].split("\n\n")[0]
+    chain = re.sub(r"\([^()]*\)", "", line).split("->")
+    drawn = [
+        {unit(name.removesuffix(".py").strip("/").replace("/", "."))[0] for name in names}
+        for names in (re.findall(r"`([^`]+)`", part) for part in chain)
+    ]
+    assert all(len(layers) == 1 for layers in drawn), drawn
+    depths = [layers.pop() for layers in drawn]
+    assert depths == sorted(depths, reverse=True) and len(set(depths)) == len(depths), depths
+    assert len(depths) >= len(LAYERS) - 1  # every layer but the fake Sentry's
 
 
 @pytest.mark.parametrize(
