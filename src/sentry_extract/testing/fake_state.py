@@ -126,7 +126,7 @@ class FakeState:
     ) -> None:
         self.organization = organization or FakeOrganization()
         self.settings = settings or ServerSettings()
-        self.base_url = ""
+        self.base_url = ""  # where it is served, once the server (`FakeSentry`) binds
         self.requests: list[RequestRecord] = []
         self.faults: list[Fault] = []
         self.on_request: Callable[[RequestRecord], None] | None = None
