@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from sentry_extract.config.connections import (
+    ConnectionEntry,
     LocalConnection,
     PostgresConnection,
     SentryConnection,
@@ -23,6 +24,8 @@ from sentry_extract.config.connections import (
     unset_connection,
 )
 from sentry_extract.errors import ConfigError
+from sentry_extract.source.client import request_timeout
+from sentry_extract.source.retry import RetryPolicy
 
 TOKEN = "sntryu_test_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
@@ -238,3 +241,21 @@ def test_unknown_connection_lists_the_known_ones() -> None:
 def test_conns_set_refuses_non_map_secrets() -> None:
     with pytest.raises(ConfigError, match="secrets: expected a map"):
         parse_assignments(["secrets=just-a-string"])
+
+
+def test_inputs_left_out_take_the_one_set_of_defaults() -> None:
+    """A connection without its optional inputs is the dataclass with its defaults, and
+    those the HTTP client and its retry policy use when nobody says otherwise."""
+    values = {
+        "type": "api",
+        "spec": "sentry",
+        "secrets": {"auth_token": TOKEN},
+        "inputs": {"organization": "my-org"},
+    }
+    connection = resolve_connection(ConnectionEntry("SENTRY", values, "test"))
+    assert connection == SentryConnection("SENTRY", "my-org", TOKEN)
+    assert isinstance(connection, SentryConnection)
+    policy = RetryPolicy()
+    assert connection.retry_attempts == policy.attempts
+    assert connection.retry_max_wait.total_seconds() == policy.max_total_wait
+    assert request_timeout(connection.timeout.total_seconds()) == request_timeout()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import signal
 
 import pytest
 
@@ -78,3 +79,34 @@ def test_explaining_an_error_raises_a_new_one_from_the_original(fake: FakeSentry
     assert isinstance(original, errors.NotFoundError)
     assert original.message == "The requested resource does not exist"
     assert original.status == 404
+
+
+@pytest.mark.parametrize(
+    ("error", "incomplete", "code"),
+    [
+        (None, False, 0),
+        (None, True, 1),
+        (errors.TargetError("cannot write"), False, 1),
+        (errors.AuthenticationError("401"), False, 1),
+        (RuntimeError("a bug"), False, 1),
+        (errors.ConfigError("bad key"), False, 2),
+        (errors.ConfigError("bad key"), True, 2),
+        (errors.Interrupted(signal.SIGINT), False, 130),
+        (errors.Interrupted(signal.SIGTERM), True, 143),
+        (KeyboardInterrupt(), False, 130),
+    ],
+)
+def test_one_function_maps_what_stopped_a_command_to_its_exit_code(
+    error: BaseException | None, incomplete: bool, code: int
+) -> None:
+    assert errors.exit_code(error, incomplete=incomplete) == code
+
+
+def test_a_summary_takes_its_exit_code_from_what_stopped_the_run() -> None:
+    complete = pipeline.StreamResult("teams", "full-refresh", "file://out/teams")
+    failed = pipeline.StreamResult("issues", "incremental", "file://out/issues", status="failed")
+    assert pipeline.RunSummary([complete], 1.0).exit_code == 0
+    assert pipeline.RunSummary([complete, failed], 1.0).exit_code == 1
+    assert pipeline.RunSummary([], 1.0, "stopped", errors.ConfigError("bad")).exit_code == 2
+    stopped = errors.Interrupted(signal.SIGTERM)
+    assert pipeline.RunSummary([complete], 1.0, "SIGTERM", stopped).exit_code == 143

@@ -21,11 +21,11 @@ import pyarrow.dataset as ds
 import pytest
 from typer.testing import CliRunner
 
-from sentry_extract.config.connections import S3Connection
 from sentry_extract.config.replication import Overrides
 from sentry_extract.errors import LockedError, TargetError
 from sentry_extract.pipeline import loader
 from sentry_extract.targets import dataset
+from sentry_extract.targets.bucket import BucketAccess
 from sentry_extract.targets.s3 import S3Place, S3Storage
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
@@ -64,7 +64,7 @@ def sync_all_endpoints(folder: Path, object_name: str = "sentry/{stream_name}") 
 
 
 def place(bucket: Bucket, lease_seconds: float = 60.0) -> S3Place:
-    connection = S3Connection(
+    connection = BucketAccess(
         "AWS_S3", bucket.name, S3_KEY_ID, S3_SECRET, endpoint=bucket.endpoint, region="us-east-1"
     )
     return S3Place(connection, lease_seconds)

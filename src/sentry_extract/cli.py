@@ -1,5 +1,5 @@
 """The command line. Parses arguments, calls the pipeline, turns our errors into a
-one-line message and an exit code:
+one-line message and an exit code (`errors.exit_code` decides it):
 
     0    every stream complete
     1    a stream failed or skipped something (the summary says which and why)
@@ -34,7 +34,7 @@ from sentry_extract import __version__, pipeline
 from sentry_extract.config import connections as conns
 from sentry_extract.config.replication import Overrides, Replication, load_replication
 from sentry_extract.config.values import parse_duration
-from sentry_extract.errors import ConfigError, Interrupted, SentryExtractError
+from sentry_extract.errors import ConfigError, Interrupted, SentryExtractError, exit_code
 from sentry_extract.events import counted, emit
 from sentry_extract.files import write_atomically
 from sentry_extract.modes import MODE_NAMES, Mode
@@ -43,10 +43,6 @@ from sentry_extract.reporting import JSON, LOG_FORMATS, TEXT, Reporting, reporti
 from sentry_extract.source.streams import STREAMS, StreamSpec
 
 STATE_VARIABLE = "SENTRY_EXTRACT_STATE"
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
 PLAN_WIDTH = 100  # `run --dry-run` fits a terminal this wide
 
 log = logging.getLogger("sentry_extract")
@@ -147,20 +143,13 @@ def _errors_translated(debug: bool, log_format: str = TEXT) -> Iterator[Reportin
             yield shown
     except typer.Exit:
         raise
-    except ConfigError as error:
-        if debug:
-            raise
-        _fail(str(error), EXIT_BAD_INPUT)
+    except (Interrupted, KeyboardInterrupt) as interruption:
+        errors.print("interrupted: committed rows and state are kept", markup=False)
+        raise typer.Exit(exit_code(interruption)) from None
     except SentryExtractError as error:
         if debug:
             raise
-        _fail(str(error), EXIT_FAILED)
-    except Interrupted as interruption:
-        errors.print("interrupted: committed rows and state are kept", markup=False)
-        raise typer.Exit(interruption.code) from None
-    except KeyboardInterrupt:
-        errors.print("interrupted: committed rows and state are kept", markup=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        _fail(str(error), exit_code(error))
 
 
 def _environment() -> dict[str, str]:
@@ -334,10 +323,6 @@ class _Signals:
         self.received: int | None = None
 
     @property
-    def code(self) -> int:
-        return EXIT_TERMINATED if self.received == signal.SIGTERM else EXIT_INTERRUPTED
-
-    @property
     def fatal(self) -> str:
         name = "SIGTERM" if self.received == signal.SIGTERM else "SIGINT (Ctrl-C)"
         return f"interrupted by {name}; committed rows and state are kept"
@@ -347,7 +332,7 @@ class _Signals:
         self.received = self.received or number
         self.cancelled.set()
         if not first or not self.streaming.is_set():
-            raise Interrupted(self.code)
+            raise Interrupted(self.received)
 
     @contextmanager
     def installed(self) -> Iterator[_Signals]:
@@ -496,7 +481,7 @@ def run(
             except Exception as error:
                 summary, raised = _failed(error, time.monotonic() - began), error
             if signals.received is not None:
-                summary.fatal, summary.code = signals.fatal, signals.code
+                summary.fatal, summary.stopped_by = signals.fatal, Interrupted(signals.received)
             summary.started_at = summary.started_at or began_at
             summary.ended_at = summary.ended_at or datetime.now(UTC)
             shown.finish()  # progress bars end before the summary prints
@@ -541,12 +526,11 @@ def _run(
 
 def _failed(error: Exception, seconds: float) -> pipeline.RunSummary:
     """The summary of a run that stopped before it could make one."""
-    summary = pipeline.RunSummary([], seconds)
+    summary = pipeline.RunSummary([], seconds, stopped_by=error)
     if isinstance(error, SentryExtractError):
         summary.fatal, summary.preflight_requests = str(error), error.requests
-        summary.code = EXIT_BAD_INPUT if isinstance(error, ConfigError) else EXIT_FAILED
         return summary
-    summary.fatal, summary.code = f"unexpected error: {type(error).__name__}: {error}", EXIT_FAILED
+    summary.fatal = f"unexpected error: {type(error).__name__}: {error}"
     emit(log, logging.ERROR, "crash", f"{summary.fatal} (a bug: please report it)", exc_info=error)
     return summary
 

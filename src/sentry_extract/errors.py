@@ -24,9 +24,18 @@
 
 Exceptions carry their context as attributes; their text never holds a token. Code that
 explains an error (what to fix) raises a new one `from` the original, which stays as it was.
+`exit_code` is the one place an error becomes an exit code.
 """
 
 from __future__ import annotations
+
+import signal
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells say it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class SentryExtractError(Exception):
@@ -73,11 +82,12 @@ class RunCancelled(SentryExtractError):
 
 
 class Interrupted(SentryExtractError):
-    """Ctrl-C or SIGTERM came a second time: leave without waiting; `code` is 130 or 143."""
+    """Ctrl-C or SIGTERM came a second time, or before any stream ran: leave without
+    waiting. `signal_number` is the first signal received."""
 
-    def __init__(self, code: int) -> None:
-        self.code = code
-        super().__init__(f"interrupted (exit code {code})")
+    def __init__(self, signal_number: int) -> None:
+        self.signal_number = signal_number
+        super().__init__(f"interrupted by {signal.Signals(signal_number).name}")
 
 
 class SourceError(SentryExtractError):
@@ -166,3 +176,23 @@ class TimedOutError(NetworkError):
         self.kind = kind
         within = f" within {seconds:g}s" if seconds is not None else ""
         super().__init__(f"no answer from {host}{within} ({kind})", url=url)
+
+
+def exit_code(error: BaseException | None, *, incomplete: bool = False) -> int:
+    """The exit code of a command that `error` stopped (None: nothing did) and that left
+    something `incomplete` (a stream failed or skipped something):
+
+        0    nothing stopped it, nothing is incomplete
+        1    an error stopped it, or a stream failed or skipped something
+        2    bad input (`ConfigError`): a connection, replication file or option to fix
+        130  interrupted (Ctrl-C); 143 terminated (SIGTERM)
+    """
+    if isinstance(error, Interrupted):
+        return EXIT_TERMINATED if error.signal_number == signal.SIGTERM else EXIT_INTERRUPTED
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, ConfigError):
+        return EXIT_BAD_INPUT
+    if error is not None or incomplete:
+        return EXIT_FAILED
+    return EXIT_OK

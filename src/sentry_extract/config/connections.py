@@ -24,11 +24,20 @@ from dotenv.parser import parse_stream
 from sentry_extract.config.values import did_you_mean, parse_datetime, parse_duration, parse_size
 from sentry_extract.errors import ConfigError
 from sentry_extract.files import write_atomically
+from sentry_extract.source import defaults
 
 HOME_VARIABLE = "SENTRY_EXTRACT_HOME"
 ENV_FILE_NAME = "env.yaml"
 DOTENV_FILE_NAME = ".env.sling"
+# What a Sentry connection uses when its inputs say nothing: read by the dataclass below
+# and by the parsing of inputs; the HTTP client's own come from `source.defaults`.
 DEFAULT_BASE_URL = "https://sentry.io"
+DEFAULT_RATE_LIMIT = 3.0  # requests per second
+DEFAULT_CONCURRENCY = 2  # requests in flight
+DEFAULT_LOOKBACK = timedelta(hours=1)
+DEFAULT_TIMEOUT = timedelta(seconds=defaults.TIMEOUT)
+DEFAULT_RETRY_ATTEMPTS = defaults.RETRY_ATTEMPTS
+DEFAULT_RETRY_MAX_WAIT = timedelta(seconds=defaults.RETRY_MAX_TOTAL_WAIT)
 DEFAULT_CHECKPOINT_EVERY = timedelta(minutes=1)
 DEFAULT_MEMORY_BUDGET = 64 * 1000**2
 DEFAULT_RECONCILE_EVERY = timedelta(hours=24)
@@ -66,13 +75,13 @@ class SentryConnection:
     base_url: str = DEFAULT_BASE_URL
     anchor_date: datetime | None = None
     projects: tuple[str, ...] | None = None
-    rate_limit: float = 3.0
-    concurrency: int = 2
-    lookback: timedelta = timedelta(hours=1)
+    rate_limit: float = DEFAULT_RATE_LIMIT
+    concurrency: int = DEFAULT_CONCURRENCY
+    lookback: timedelta = DEFAULT_LOOKBACK
     ca_bundle: str | None = None
-    timeout: timedelta = timedelta(seconds=60)  # to connect, and between bytes of an answer
-    retry_attempts: int = 6  # attempts of one request, the first included
-    retry_max_wait: timedelta = timedelta(minutes=10)  # those attempts and their waits, in all
+    timeout: timedelta = DEFAULT_TIMEOUT  # to connect, and between bytes of an answer
+    retry_attempts: int = DEFAULT_RETRY_ATTEMPTS  # attempts of one request, the first included
+    retry_max_wait: timedelta = DEFAULT_RETRY_MAX_WAIT  # those attempts and their waits, in all
     checkpoint_every: timedelta = DEFAULT_CHECKPOINT_EVERY  # commit at least this often
     memory_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of rows held in memory, about
     reconcile_every: timedelta | None = DEFAULT_RECONCILE_EVERY  # None: never
@@ -111,9 +120,6 @@ class S3Connection:
     session_token: str | None = field(default=None, repr=False)
     endpoint: str | None = None  # scheme://host[:port]; None: AWS itself
     region: str | None = None
-
-    def describe(self) -> str:
-        return f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
 
 
 Connection = (
@@ -393,18 +399,16 @@ def _sentry_connection(entry: ConnectionEntry, where: str) -> SentryConnection:
         base_url=_base_url(inputs.get("base_url", DEFAULT_BASE_URL), where),
         anchor_date=_optional(inputs, "anchor_date", parse_datetime, where),
         projects=_projects(inputs.get("projects"), where),
-        rate_limit=_number(inputs.get("rate_limit", 3), "inputs.rate_limit", where, float),
-        concurrency=max(
-            1, int(_number(inputs.get("concurrency", 2), "inputs.concurrency", where, int))
+        rate_limit=_number(
+            inputs.get("rate_limit", DEFAULT_RATE_LIMIT), "inputs.rate_limit", where, float
         ),
-        lookback=_optional(inputs, "lookback", parse_duration, where) or timedelta(hours=1),
+        concurrency=_at_least_one(inputs, "concurrency", DEFAULT_CONCURRENCY, where),
+        lookback=_optional(inputs, "lookback", parse_duration, where) or DEFAULT_LOOKBACK,
         ca_bundle=_ca_bundle(inputs.get("ca_bundle"), where),
-        timeout=_optional(inputs, "timeout", parse_duration, where) or timedelta(seconds=60),
-        retry_attempts=max(
-            1, int(_number(inputs.get("retry_attempts", 6), "inputs.retry_attempts", where, int))
-        ),
+        timeout=_optional(inputs, "timeout", parse_duration, where) or DEFAULT_TIMEOUT,
+        retry_attempts=_at_least_one(inputs, "retry_attempts", DEFAULT_RETRY_ATTEMPTS, where),
         retry_max_wait=_optional(inputs, "retry_max_wait", parse_duration, where)
-        or timedelta(minutes=10),
+        or DEFAULT_RETRY_MAX_WAIT,
         checkpoint_every=_optional(inputs, "checkpoint_every", parse_duration, where)
         or DEFAULT_CHECKPOINT_EVERY,
         memory_budget=_memory_budget(inputs.get("memory_budget"), where),
@@ -523,6 +527,11 @@ def _number(value: Any, key: str, where: str, kind: type[int] | type[float]) -> 
     if number < 0:
         raise ConfigError(f"{key}: must not be negative", location=where)
     return number
+
+
+def _at_least_one(inputs: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    """A whole number; 0 counts as 1."""
+    return max(1, int(_number(inputs.get(key, default), f"inputs.{key}", where, int)))
 
 
 def _ca_bundle(value: Any, where: str) -> str | None:

@@ -44,12 +44,14 @@ from sentry_extract.source.client import (
     ClientSettings,
     RequestCounter,
     SentryClient,
+    request_timeout,
 )
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.source.streams import STREAMS_BY_NAME
 from sentry_extract.state import FileStateStore, StateKey, StateStore
 from sentry_extract.targets.base import Target
+from sentry_extract.targets.bucket import BucketAccess
 from sentry_extract.targets.formats import FileTarget
 
 
@@ -80,7 +82,20 @@ def _local_target(connection: Any, lock_wait: float, formats: Formats) -> Target
 def _s3_target(connection: S3Connection, lock_wait: float, formats: Formats) -> Target:
     from sentry_extract.targets.s3 import S3Place  # boto3: only when used
 
-    return FileTarget(S3Place(connection), formats)
+    return FileTarget(S3Place(bucket_access(connection)), formats)
+
+
+def bucket_access(connection: S3Connection) -> BucketAccess:
+    """What the S3 storage needs of an s3 connection, as plain values."""
+    return BucketAccess(
+        name=connection.name,
+        bucket=connection.bucket,
+        access_key_id=connection.access_key_id,
+        secret_access_key=connection.secret_access_key,
+        session_token=connection.session_token,
+        endpoint=connection.endpoint,
+        region=connection.region,
+    )
 
 
 def _postgres_target(connection: PostgresConnection, lock_wait: float, formats: Formats) -> Target:
@@ -193,7 +208,6 @@ def build_client(
         max_total_wait=source.retry_max_wait.total_seconds(),
         max_total_time=source.retry_max_wait.total_seconds(),
     )
-    seconds = source.timeout.total_seconds()
     return SentryClient(
         ClientSettings(
             base_url=source.base_url,
@@ -201,7 +215,7 @@ def build_client(
             gate=RequestGate(bucket, source.concurrency),
             pacer=ServerPacer(sleep=sleep),
             retry=retry,
-            timeout=httpx.Timeout(seconds, connect=min(seconds, 10.0)),
+            timeout=request_timeout(source.timeout.total_seconds()),
             verify=_verify(source),
             sleep=sleep,
             transport=transport,
@@ -289,7 +303,7 @@ def test_connection(connection: Connection) -> str:
     if isinstance(connection, S3Connection):
         from sentry_extract.targets.s3 import test_s3
 
-        return test_s3(connection)
+        return test_s3(bucket_access(connection))
     if isinstance(connection, PostgresConnection):
         from sentry_extract.targets.postgres import test_postgres
 

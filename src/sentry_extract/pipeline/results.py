@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sentry_extract.errors import exit_code
 from sentry_extract.events import counted, emit
 
 log = logging.getLogger("sentry_extract")
@@ -37,15 +38,16 @@ class StreamResult:
 
 @dataclass
 class RunSummary:
-    """A run's outcome. `fatal` names what stopped the whole run, if anything; `code` is
-    the exit code when that decides it (2 bad input, 130 Ctrl-C, 143 SIGTERM).
+    """A run's outcome. `fatal` names what stopped the whole run, if anything, and
+    `stopped_by` is the error (a signal: `Interrupted`) that did, when there was one; the
+    exit code follows from both and the streams' (`errors.exit_code`).
     `preflight_requests` are those made before the streams that no stream counts (the
     check of the organization, when `organizations` is not a stream of the run)."""
 
     results: list[StreamResult]
     seconds: float
     fatal: str | None = None
-    code: int | None = None
+    stopped_by: BaseException | None = None
     preflight_requests: int = 0
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -72,10 +74,8 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.code is not None:
-            return self.code
-        failed = self.fatal or any(result.status != STATUS_OK for result in self.results)
-        return 1 if failed else 0
+        failed = bool(self.fatal) or any(result.status != STATUS_OK for result in self.results)
+        return exit_code(self.stopped_by, incomplete=failed)
 
 
 def _moment(moment: datetime | None) -> str | None:

@@ -37,6 +37,7 @@ from sentry_extract.errors import (
     UnreachableError,
 )
 from sentry_extract.events import emit
+from sentry_extract.source import defaults
 from sentry_extract.source.pagination import next_cursor
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, rate_limit_group
 from sentry_extract.source.retry import RetryPolicy, build_retrying
@@ -46,6 +47,11 @@ log = logging.getLogger("sentry_extract.http")
 
 CONCURRENCY_WAIT = 1.0  # seconds, after a 429 for too many requests in flight
 DEADLINE_MARGIN = 0.1  # seconds a request outlives the deadline, so the deadline is seen first
+
+
+def request_timeout(seconds: float = defaults.TIMEOUT) -> httpx.Timeout:
+    """The timeout of each phase of a request; connecting takes no more than 10 seconds."""
+    return httpx.Timeout(seconds, connect=min(seconds, defaults.CONNECT_TIMEOUT))
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ class ClientSettings:
     gate: RequestGate
     pacer: ServerPacer = field(default_factory=ServerPacer)
     retry: RetryPolicy = RetryPolicy()
-    timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(60.0, connect=10.0))
+    timeout: httpx.Timeout = field(default_factory=request_timeout)
     verify: ssl.SSLContext | bool = True
     sleep: Callable[[float], None] = time.sleep
     wall_clock: Callable[[], float] = time.time

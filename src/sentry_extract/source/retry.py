@@ -19,15 +19,16 @@ from dataclasses import dataclass
 import tenacity
 
 from sentry_extract.errors import RetriableError, TimedOutError, UnreachableError
+from sentry_extract.source import defaults
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 6
+    attempts: int = defaults.RETRY_ATTEMPTS
     initial_wait: float = 1.0  # first backoff, doubled each attempt, plus jitter
     max_wait: float = 60.0  # cap of one backoff
     max_server_wait: float = 300.0  # cap of one wait the server asked for
-    max_total_wait: float = 600.0  # cap of all the waits for one request
+    max_total_wait: float = defaults.RETRY_MAX_TOTAL_WAIT  # cap of all the waits for one request
     max_total_time: float | None = None  # cap of one request's attempts and waits, clocked
     unreachable_attempts: int | None = None  # attempts when the host cannot be reached
     silent_attempts: int | None = None  # attempts when the host does not answer in time

@@ -39,8 +39,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from sentry_extract.config.connections import S3Connection
 from sentry_extract.errors import ConfigError, LockedError, TargetError
+from sentry_extract.targets.bucket import BucketAccess
 from sentry_extract.targets.storage import TEMPORARY_PREFIX, StoredFile
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class S3Place:
     """The datasets of one S3 connection: `sentry/{stream_name}` (a prefix in the
     connection's bucket) or `s3://bucket/prefix/{stream_name}`."""
 
-    def __init__(self, connection: S3Connection, lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(self, connection: BucketAccess, lease_seconds: float = LEASE_SECONDS) -> None:
         self.connection = connection
         self.lease_seconds = lease_seconds
         self._checked: set[str] = set()
@@ -582,6 +582,6 @@ def _one_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def test_s3(connection: S3Connection) -> str:
+def test_s3(connection: BucketAccess) -> str:
     """`conns test` for a bucket."""
     return S3Place(connection).probe()

@@ -14,15 +14,12 @@ import hashlib
 import random
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from sentry_extract.testing.organization import Row, iso
-
-if TYPE_CHECKING:
-    from sentry_extract.testing.organization import FakeOrganization
+from sentry_extract.testing.rows import Row, iso
 
 # Environments and the projects that use them (Sentry's EnvironmentProject): every one,
 # the first (one of the caller's), or the last (in no team of the caller's, when there
@@ -100,10 +97,26 @@ class SessionSeries:
     users: int
 
 
+class Organization(Protocol):
+    """What the further rows are derived from: the seven streams' rows of a
+    `FakeOrganization` (which makes its `Extras` on first use, so this module cannot
+    import it)."""
+
+    seed: int
+    clock: Callable[[], datetime]
+    projects: list[Row]
+    teams: list[Row]
+    releases: list[Row]
+    issues: dict[str, Row]
+    events: dict[str, list[Row]]
+
+    def project(self, slug: str) -> Row: ...
+
+
 class Extras:
     """The further rows of one organization; `organization.lock` guards them."""
 
-    def __init__(self, organization: FakeOrganization) -> None:
+    def __init__(self, organization: Organization) -> None:
         self.organization = organization
         self.random = random.Random(organization.seed * 7919 + 13)
         now = organization.clock()

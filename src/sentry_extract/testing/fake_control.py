@@ -18,13 +18,12 @@ Changing the organization as people change Sentry:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sentry_extract.testing.fake_http import BadRequest, Params, one
-from sentry_extract.testing.organization import STATUSES, Row
-
-if TYPE_CHECKING:
-    from sentry_extract.testing.fake_sentry import FakeSentry
+from sentry_extract.testing.fake_state import FakeState
+from sentry_extract.testing.organization import STATUSES
+from sentry_extract.testing.rows import Row
 
 ALL_PROJECTS = "all"
 MAX_COUNT = 100_000
@@ -57,7 +56,7 @@ def _required(params: Params, name: str) -> str:
     return text
 
 
-def _project_slugs(fake: FakeSentry, text: str) -> list[str]:
+def _project_slugs(fake: FakeState, text: str) -> list[str]:
     known = [project["slug"] for project in fake.organization.projects]
     slugs = known if text == ALL_PROJECTS else text.split(",")
     unknown = [slug for slug in slugs if slug not in known]
@@ -66,7 +65,7 @@ def _project_slugs(fake: FakeSentry, text: str) -> list[str]:
     return slugs
 
 
-def _issue_id(fake: FakeSentry, text: str) -> str:
+def _issue_id(fake: FakeState, text: str) -> str:
     issues = fake.organization.issues
     if text not in issues or text in fake.organization.phantoms:
         raise BadRequest(f"no issue '{text}' (GET /_fake/issues lists them)")
@@ -76,19 +75,19 @@ def _issue_id(fake: FakeSentry, text: str) -> str:
 # --- looking ---------------------------------------------------------------------------
 
 
-def _requests(fake: FakeSentry, params: Params) -> Any:
+def _requests(fake: FakeState, params: Params) -> Any:
     return [{"path": r.path, "params": r.params, "status": r.status} for r in fake.requests_to("")]
 
 
-def _stats(fake: FakeSentry, params: Params) -> Any:
+def _stats(fake: FakeState, params: Params) -> Any:
     return fake.stats()
 
 
-def _event_keys(fake: FakeSentry, params: Params) -> Any:
+def _event_keys(fake: FakeState, params: Params) -> Any:
     return fake.event_keys()
 
 
-def _issues(fake: FakeSentry, params: Params) -> Any:
+def _issues(fake: FakeState, params: Params) -> Any:
     shown = fake.organization.visible_issues(fake.settings.retention)
     shown.sort(key=lambda issue: (issue["lastSeen"], int(issue["id"])), reverse=True)
     return [compact(issue) for issue in shown]
@@ -97,12 +96,12 @@ def _issues(fake: FakeSentry, params: Params) -> Any:
 # --- pacing ----------------------------------------------------------------------------
 
 
-def _reset(fake: FakeSentry, params: Params) -> Any:
+def _reset(fake: FakeState, params: Params) -> Any:
     fake.reset_log()
     return {"reset": True}
 
 
-def _hold(fake: FakeSentry, params: Params) -> Any:
+def _hold(fake: FakeState, params: Params) -> Any:
     text = one(params, "after") or "0"
     if not text.isdigit():
         raise BadRequest(f"after: '{text}' is not a number of requests")
@@ -110,7 +109,7 @@ def _hold(fake: FakeSentry, params: Params) -> Any:
     return {"hold_after": fake.hold_after}
 
 
-def _release(fake: FakeSentry, params: Params) -> Any:
+def _release(fake: FakeState, params: Params) -> Any:
     fake.release()
     return {"released": True}
 
@@ -118,12 +117,12 @@ def _release(fake: FakeSentry, params: Params) -> Any:
 # --- changing --------------------------------------------------------------------------
 
 
-def _add_events(fake: FakeSentry, params: Params) -> Any:
+def _add_events(fake: FakeState, params: Params) -> Any:
     slugs = _project_slugs(fake, one(params, "projects") or ALL_PROJECTS)
     return {"added": fake.add_events_to(_count(params, "count", 1), slugs)}
 
 
-def _new_issue(fake: FakeSentry, params: Params) -> Any:
+def _new_issue(fake: FakeState, params: Params) -> Any:
     organization = fake.organization
     default = organization.projects[0]["slug"]
     (slug,) = _project_slugs(fake, one(params, "project") or default)
@@ -134,7 +133,7 @@ def _new_issue(fake: FakeSentry, params: Params) -> Any:
         return compact(organization.issues[issue_id])
 
 
-def _resolve(fake: FakeSentry, params: Params) -> Any:
+def _resolve(fake: FakeState, params: Params) -> Any:
     status = one(params, "status") or "resolved"
     if status not in STATUSES:
         raise BadRequest(f"status: '{status}' is not one of {', '.join(STATUSES)}")
@@ -145,14 +144,14 @@ def _resolve(fake: FakeSentry, params: Params) -> Any:
         return compact(organization.issues[issue_id])
 
 
-def _delete(fake: FakeSentry, params: Params) -> Any:
+def _delete(fake: FakeState, params: Params) -> Any:
     with fake.organization.lock:
         issue_id = _issue_id(fake, _required(params, "issue"))
         fake.organization.delete_issue(issue_id)
     return {"deleted": issue_id}
 
 
-def _merge(fake: FakeSentry, params: Params) -> Any:
+def _merge(fake: FakeState, params: Params) -> Any:
     organization = fake.organization
     with organization.lock:
         survivor_id = _issue_id(fake, _required(params, "into"))
@@ -171,7 +170,7 @@ def _merge(fake: FakeSentry, params: Params) -> Any:
         return {"merged": merged_ids, "into": compact(survivor)}
 
 
-ROUTES: dict[str, Callable[[FakeSentry, Params], Any]] = {
+ROUTES: dict[str, Callable[[FakeState, Params], Any]] = {
     "stats": _stats,
     "requests": _requests,
     "event_keys": _event_keys,

@@ -5,12 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sentry_extract.testing.organization import Row, parse_iso
-
-if TYPE_CHECKING:
-    from sentry_extract.testing.fake_sentry import FakeSentry
+from sentry_extract.testing.fake_state import FakeState
+from sentry_extract.testing.rows import Row, parse_iso
 
 MAX_PAGE_SIZE = 100
 NOT_FOUND = "The requested resource does not exist"
@@ -115,7 +113,7 @@ def time_window(params: Params, now: datetime, retention: timedelta) -> tuple[da
     return max(begin, oldest), finish  # the server clamps to retention silently
 
 
-def selected_projects(fake: FakeSentry, params: Params) -> set[str]:
+def selected_projects(fake: FakeState, params: Params) -> set[str]:
     wanted = many(params, "project")
     every = {project["id"] for project in fake.organization.projects}
     if not wanted:

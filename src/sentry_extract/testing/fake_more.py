@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from sentry_extract.testing.extras import (
@@ -55,13 +55,11 @@ from sentry_extract.testing.fake_http import (
     selected_projects,
     time_window,
 )
-from sentry_extract.testing.organization import Row, iso, public
+from sentry_extract.testing.fake_state import FakeState
+from sentry_extract.testing.organization import FakeOrganization
+from sentry_extract.testing.rows import Row, iso, public
 
-if TYPE_CHECKING:
-    from sentry_extract.testing.fake_sentry import FakeSentry
-    from sentry_extract.testing.organization import FakeOrganization
-
-Endpoint = Callable[["FakeSentry", dict[str, str], Params], Answer]
+Endpoint = Callable[[FakeState, dict[str, str], Params], Answer]
 
 HOUR = 3600
 DAY = 86400
@@ -149,7 +147,7 @@ EXPIRED_RANGE = "Invalid date range. Please try a more recent date range."
 # --- time series: usage and sessions ---------------------------------------------------------
 
 
-def _strict_window(fake: FakeSentry, params: Params) -> tuple[datetime, datetime]:
+def _strict_window(fake: FakeState, params: Params) -> tuple[datetime, datetime]:
     """The period asked for; older than the retention is a 400, not a silent clamp."""
     now = fake.organization.clock()
     if not any(one(params, name) for name in ("start", "end", "statsPeriod")):
@@ -194,7 +192,7 @@ def _hours(start: int, step: int, finish: datetime) -> tuple[int, int]:
     return start // HOUR, min((start + step) // HOUR, last)
 
 
-def _events_per_hour(fake: FakeSentry, projects: set[str], begin: int, end: int) -> dict[Any, int]:
+def _events_per_hour(fake: FakeState, projects: set[str], begin: int, end: int) -> dict[Any, int]:
     """Events by (project id, epoch hour) created in [begin, end) (epoch seconds)."""
     low, high = iso(datetime.fromtimestamp(begin, UTC)), iso(datetime.fromtimestamp(end, UTC))
     counts: dict[Any, int] = {}
@@ -226,7 +224,7 @@ def _stats_field(params: Params) -> str:
     return field
 
 
-def _stats_v2(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _stats_v2(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     field = _stats_field(params)
     group_by = many(params, "groupBy")
     if not group_by:
@@ -286,7 +284,7 @@ def _stats_v2(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
     )
 
 
-def _stats_summary(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _stats_summary(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     field = _stats_field(params)
     begin, finish = _strict_window(fake, params)
     organization = fake.organization
@@ -319,7 +317,7 @@ def _stats_summary(fake: FakeSentry, match: dict[str, str], params: Params) -> A
     return Answer({"start": _stamp(first), "end": _stamp(finish.timestamp()), "projects": rows})
 
 
-def _sessions(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _sessions(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     """As `run_sessions_query` (release_health/metrics_sessions_v2.py): the largest
     `SNUBA_LIMIT // intervals` groups of project, release and environment by the first
     field (`sum(session)` if asked), each then split into its session statuses; the
@@ -417,7 +415,7 @@ def _session_label(series: SessionSeries, name: str) -> str:
 # --- organization lists ------------------------------------------------------------------
 
 
-def _environments(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _environments(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     visibility = one(params, "visibility") or "visible"  # hidden ones vanish by default
     if visibility not in ("all", "hidden", "visible"):
         raise BadRequest(
@@ -430,7 +428,7 @@ def _environments(fake: FakeSentry, match: dict[str, str], params: Params) -> An
     return Answer(environments(visibility, every, chosen))
 
 
-def _release(fake: FakeSentry, match: dict[str, str]) -> Row:
+def _release(fake: FakeState, match: dict[str, str]) -> Row:
     version = unquote(match["version"])
     release = next((r for r in fake.organization.releases if r["version"] == version), None)
     if release is None:
@@ -438,21 +436,21 @@ def _release(fake: FakeSentry, match: dict[str, str]) -> Row:
     return release
 
 
-def _release_deploys(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _release_deploys(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = deploys(_release(fake, match))
     path = f"/api/0/organizations/x/releases/{match['version']}/deploys/"
     return offset_page(rows, params, path, page_size(params))
 
 
-def _release_commits(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _release_commits(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = commits(_release(fake, match), fake.organization.created)
     path = f"/api/0/organizations/x/releases/{match['version']}/commits/"
     return offset_page(rows, params, path, page_size(params))
 
 
-def _monitor_row(fake: FakeSentry, monitor: Row) -> Row:
+def _monitor_row(fake: FakeState, monitor: Row) -> Row:
     organization = fake.organization
     project = next(p for p in organization.projects if p["id"] == monitor["_project_id"])
     checkins = organization.extras.checkins[monitor["id"]]
@@ -484,7 +482,7 @@ def _monitor_row(fake: FakeSentry, monitor: Row) -> Row:
     }
 
 
-def _monitors(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _monitors(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     organization = fake.organization
     with organization.lock:
         projects = selected_projects(fake, params)
@@ -496,7 +494,7 @@ def _monitors(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
     return offset_page(rows, params, "/api/0/organizations/x/monitors/", page_size(params))
 
 
-def _checkins(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _checkins(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     organization = fake.organization
     size = page_size(params)
     with organization.lock:
@@ -508,7 +506,7 @@ def _checkins(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
     return offset_page(newest_first, params, path, size)
 
 
-def _replays(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _replays(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     fields = many(params, "field")
     for field in fields:
         if field not in REPLAY_FIELDS:
@@ -538,7 +536,7 @@ def _replays(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     return Answer({"data": page.body}, page.link)
 
 
-def _user_feedback(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _user_feedback(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     status = one(params, "status")
     status = "unresolved" if status is None else status  # only `status=` (empty) shows all
     if status not in ("unresolved", ""):
@@ -565,7 +563,7 @@ def _is_unresolved(organization: FakeOrganization, report: Row) -> bool:
     return issue is not None and issue["status"] == "unresolved"
 
 
-def _tag_values(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _tag_values(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     organization = fake.organization
     sort = one(params, "sort") or "count"
     orders = {"count": "count", "date": "lastSeen", "age": "firstSeen", "id": "value"}
@@ -622,7 +620,7 @@ def _explore_value(event: Row, name: str, organization: Any) -> Any:
     return event.get(name)
 
 
-def _explore(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     if fake.settings.explore_refused:
         raise BadRequest(FORBIDDEN, status=403)
     dataset = one(params, "dataset")

@@ -49,6 +49,10 @@ Routes under `/_fake/` look at it and change it from another process (`fake_cont
 `event_keys`, `reset`, `hold` and `release`.
 Run it alone with `sentry-extract fake --port 8000`, or
 `python -m sentry_extract.testing.fake_sentry --port 8000`.
+
+Its files import one way, bottom to top: rows (`rows.py`), the organization
+(`extras.py`, then `organization.py`), what the endpoints read (`fake_state.py`), the
+endpoints (`fake_http.py`, then `fake_more.py` and `fake_control.py`), and this server.
 """
 
 from __future__ import annotations
@@ -56,14 +60,13 @@ from __future__ import annotations
 import argparse
 import bisect
 import errno
-import random
 import re
 import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -86,23 +89,41 @@ from sentry_extract.testing.fake_http import (
     selected_projects,
     time_window,
 )
-from sentry_extract.testing.organization import (
-    FakeOrganization,
-    OrganizationSize,
-    Row,
-    iso,
-    parse_iso,
-    public,
+from sentry_extract.testing.fake_state import (  # the names tests import from here too
+    ALL_SCOPES,
+    DEFAULT_TOKEN,
+    FULL_PAGE_CAP,
+    ORG_TOKEN_SCOPES,
+    SENTRY_IO_LIMITS,
+    FakeState,
+    Fault,
+    FaultRates,
+    RateLimit,
+    RequestRecord,
+    ServerSettings,
 )
+from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
+from sentry_extract.testing.rows import Row, iso, parse_iso, public
 
-FULL_PAGE_CAP = 10
-ALL_GROUPS = "all"
+__all__ = [  # what tests, the demo and the benchmarks import from here
+    "ALL_SCOPES",
+    "DEFAULT_TOKEN",
+    "FULL_PAGE_CAP",
+    "ORG_TOKEN_SCOPES",
+    "SENTRY_IO_LIMITS",
+    "FakeOptions",
+    "FakeSentry",
+    "Fault",
+    "FaultRates",
+    "RateLimit",
+    "RequestRecord",
+    "ServerSettings",
+    "connection_map",
+    "main",
+    "serve",
+]
+
 ISSUES_DEFAULT_LIMIT = 25
-DEFAULT_TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"
-ALL_SCOPES = frozenset(
-    {"org:read", "project:read", "team:read", "member:read", "event:read", "project:releases"}
-)
-ORG_TOKEN_SCOPES = frozenset({"org:ci"})
 EVENT_ONLY_FIELDS = (
     "entries",
     "contexts",
@@ -117,98 +138,7 @@ EVENT_ONLY_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    limit: int  # requests per window
-    window: float  # seconds
-    concurrent: int
-
-
-SENTRY_IO_LIMITS = {
-    "events": RateLimit(limit=60, window=60.0, concurrent=1),
-    "default": RateLimit(limit=40, window=1.0, concurrent=25),
-}
-
-
-@dataclass
-class RequestRecord:
-    path: str
-    params: list[tuple[str, str]]
-    status: int
-    group: str
-    started: float
-    started_wall: float = 0.0  # time.time(), the clock of the rate-limit windows
-    ended: float = 0.0
-    rows: int = 0
-
-    def param(self, name: str) -> str | None:
-        return next((value for key, value in self.params if key == name), None)
-
-    def has_param(self, name: str) -> bool:
-        return any(key == name for key, _ in self.params)
-
-
-@dataclass
-class Fault:
-    """Answer the next `times` requests whose path contains `path_part` with this."""
-
-    path_part: str
-    status: int
-    body: Any = None
-    times: int = 1
-    raw: bytes | None = None  # a body sent as is (e.g. truncated JSON)
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FaultRates:
-    """Per-request chances of the failures sentry.io shows now and then."""
-
-    server_error: float = 0.0  # 500, 502 or 503 with a detail
-    rate_limited: float = 0.0  # 429 with a bare string body and no Retry-After
-    reset: float = 0.0  # the connection closes without an answer
-    slow: float = 0.0  # the answer comes `slow_seconds` late
-    truncated: float = 0.0  # a 200 whose JSON body is cut short
-    query_timeout: float = 0.0  # 400 "Query timeout" (Snuba overloaded)
-    slow_seconds: float = 2.0
-    seed: int = 1
-
-    def pick(self, roll: float) -> str | None:
-        """The fault a roll in [0, 1) falls on, if any."""
-        for name in ("server_error", "rate_limited", "reset", "slow", "truncated", "query_timeout"):
-            chance = float(getattr(self, name))
-            if roll < chance:
-                return name
-            roll -= chance
-        return None
-
-
-@dataclass
-class ServerSettings:
-    token_scopes: dict[str, frozenset[str]] = field(
-        default_factory=lambda: {DEFAULT_TOKEN: ALL_SCOPES}
-    )
-    rate_limits: dict[str, RateLimit] | None = None  # None: no headers (self-hosted)
-    retention: timedelta = timedelta(days=90)
-    latency: float = 0.0  # seconds spent on each request
-    forbidden_projects: frozenset[str] = frozenset()
-    events_page_cap: int = FULL_PAGE_CAP
-    faults: FaultRates = field(default_factory=FaultRates)
-    explore_partial: bool = False  # Explore answers `meta.dataScanned: partial` (sampled)
-    explore_refused: bool = False  # Explore is a 403 (a token or self-hosted without it)
-    explore_max_rows: int = 10_000  # Explore's offset paging stops here
-    explore_sampled_above: int | None = None  # a query matching more is sampled (half kept)
-    explore_cap_refuses: bool = False  # at the cap `next` still says results="true"; a 400 follows
-
-
-class _Window:
-    def __init__(self) -> None:
-        self.started = 0.0
-        self.count = 0
-        self.in_flight = 0
-
-
-class FakeSentry:
+class FakeSentry(FakeState):
     """The server; `with FakeSentry(...) as fake:` serves on a free loopback port."""
 
     def __init__(
@@ -219,32 +149,16 @@ class FakeSentry:
         host: str = "127.0.0.1",
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.organization = organization or FakeOrganization()
-        self.settings = settings or ServerSettings()
-        self.requests: list[RequestRecord] = []
-        self.faults: list[Fault] = []
-        self.on_request: Callable[[RequestRecord], None] | None = None
-        self.injected: dict[str, int] = {}  # faults served, by kind
-        self.hold_after: int | None = None  # answer this many requests, hold the next ones
-        self.released = threading.Event()
-        self._sorted: dict[str, tuple[Any, list[Row], list[str]]] = {}
-        self._random = random.Random(self.settings.faults.seed)
-        self.max_in_flight: dict[str, int] = {}
-        self._in_flight: dict[str, int] = {}
-        self._windows: dict[str, _Window] = {}
-        self._lock = threading.Lock()
+        super().__init__(organization, settings)
         handler = type("Handler", (_Handler,), {"fake": self})
         self.server = _Server((host, port), handler)
         self.scheme = "http"
         if tls is not None:  # HTTPS, with a certificate the caller made
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
             self.scheme = "https"
+        bound_host, bound_port = self.server.server_address[:2]
+        self.base_url = f"{self.scheme}://{bound_host!s}:{bound_port}"
         self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"{self.scheme}://{host!s}:{port}"
 
     def start(self) -> FakeSentry:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -260,140 +174,6 @@ class FakeSentry:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-    def sorted_events(self, project_id: str) -> tuple[list[Row], list[str]]:
-        """A project's events oldest first, with their timestamps; kept until they change."""
-        events = self.organization.events[project_id]
-        key = (id(events), len(events), self.organization.version)
-        cached = self._sorted.get(project_id)
-        if cached is None or cached[0] != key:
-            ordered = sorted(events, key=lambda event: (event["dateCreated"], event["eventID"]))
-            cached = (key, ordered, [event["dateCreated"] for event in ordered])
-            self._sorted[project_id] = cached
-        return cached[1], cached[2]
-
-    def inject(self, fault: Fault) -> None:
-        with self._lock:
-            self.faults.append(fault)
-
-    def requests_to(self, path_part: str) -> list[RequestRecord]:
-        with self._lock:
-            return [record for record in self.requests if path_part in record.path]
-
-    def stats(self) -> dict[str, Any]:
-        """What it received: requests by endpoint and status, and the most in flight."""
-        with self._lock:
-            by_group: dict[str, dict[str, int]] = {}
-            for record in self.requests:
-                statuses = by_group.setdefault(record.group, {})
-                statuses[str(record.status)] = statuses.get(str(record.status), 0) + 1
-            return {
-                "requests": len(self.requests),
-                "by_endpoint": by_group,
-                "max_in_flight": dict(self.max_in_flight),
-                "rows": sum(record.rows for record in self.requests),
-            }
-
-    def reset_log(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self.max_in_flight.clear()
-
-    def hold(self, after: int) -> None:
-        """Answer `after` more requests (counted from the last reset), then hold the next
-        ones unanswered until `release`: a benchmark kills its client at a known point."""
-        with self._lock:
-            self.released.clear()
-            self.hold_after = after
-
-    def release(self) -> None:
-        with self._lock:
-            self.hold_after = None
-            self.released.set()
-
-    def add_events_to(self, count: int, slugs: list[str] | None = None) -> int:
-        """`count` events created now, spread evenly over these projects (default all).
-        Every project's events are sorted again before it returns, so that the next reader
-        does not wait for it (a third of a second per 50,000 events)."""
-        organization = self.organization
-        with organization.lock:
-            chosen = slugs or [project["slug"] for project in organization.projects]
-            for index, slug in enumerate(chosen):
-                share = count // len(chosen) + (1 if index < count % len(chosen) else 0)
-                if share:
-                    organization.add_events(share, project_slug=slug)
-            for project in organization.projects:  # any change makes every project stale
-                self.sorted_events(project["id"])
-        return count
-
-    def event_keys(self) -> list[tuple[str, str]]:
-        """(project id, event id) of every event a complete extraction holds."""
-        events = self.organization.visible_events(self.settings.retention)
-        return [(event["projectID"], event["eventID"]) for event in events]
-
-    # --- rate limits ----------------------------------------------------------------------
-
-    def _admit(self, group: str) -> tuple[dict[str, str], str | None]:
-        """Count the request against its group; the headers, and a 429 text if over."""
-        limits = self.settings.rate_limits
-        with self._lock:
-            for counted in (group, ALL_GROUPS):
-                self._in_flight[counted] = self._in_flight.get(counted, 0) + 1
-                self.max_in_flight[counted] = max(
-                    self.max_in_flight.get(counted, 0), self._in_flight[counted]
-                )
-            in_flight = self._in_flight[group]
-            if limits is None:
-                return {}, None
-            limit = limits.get(group) or limits["default"]
-            window = self._windows.setdefault(group, _Window())
-            now = time.time()
-            if now - window.started >= limit.window:
-                window.started, window.count = now - (now % limit.window), 0
-            window.count += 1
-            reset = window.started + limit.window
-            headers = {
-                "X-Sentry-Rate-Limit-Limit": str(limit.limit),
-                "X-Sentry-Rate-Limit-Remaining": str(max(0, limit.limit - window.count)),
-                "X-Sentry-Rate-Limit-Reset": str(
-                    int(reset) if reset == int(reset) else int(reset) + 1
-                ),
-                "X-Sentry-Rate-Limit-ConcurrentLimit": str(limit.concurrent),
-                "X-Sentry-Rate-Limit-ConcurrentRemaining": str(
-                    max(0, limit.concurrent - in_flight)
-                ),
-            }
-            if window.count > limit.limit:
-                return headers, (
-                    f"You are attempting to use this endpoint too frequently. "
-                    f"Limit is {limit.limit} requests in {int(limit.window)} seconds"
-                )
-            if in_flight > limit.concurrent:
-                return headers, (
-                    "You are attempting to go above the allowed concurrency for "
-                    f"this endpoint. Concurrency limit is {limit.concurrent}"
-                )
-            return headers, None
-
-    def _release(self, group: str) -> None:
-        with self._lock:
-            self._in_flight[group] -= 1
-            self._in_flight[ALL_GROUPS] -= 1
-
-    def _roll_fault(self) -> str | None:
-        with self._lock:
-            kind = self.settings.faults.pick(self._random.random())
-            if kind is not None:
-                self.injected[kind] = self.injected.get(kind, 0) + 1
-            return kind
-
-    def _take_fault(self, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self.faults:
-                if fault.path_part in path and fault.times > 0:
-                    fault.times -= 1
-                    return fault
-        return None
 
 
 class _Server(ThreadingHTTPServer):
@@ -447,19 +227,14 @@ class _Handler(BaseHTTPRequestHandler):
         )
         group = route or "unknown"  # sentry.io limits each endpoint on its own
         record = RequestRecord(parts.path, params, 0, group, time.monotonic(), time.time())
-        with self.fake._lock:
-            self.fake.requests.append(record)
-            held = (
-                self.fake.hold_after is not None and len(self.fake.requests) > self.fake.hold_after
-            )
-        if held:
+        if self.fake.log_request(record):
             self.fake.released.wait()
-        headers, limited = self.fake._admit(group)
+        headers, limited = self.fake.admit(group)
         released = False
         try:
             if self.fake.settings.latency:
                 time.sleep(self.fake.settings.latency)
-            fault = self.fake._roll_fault() if route is not None else None
+            fault = self.fake.roll_fault() if route is not None else None
             if fault == "reset":
                 self.close_connection = True
                 return  # no answer at all
@@ -475,13 +250,13 @@ class _Handler(BaseHTTPRequestHandler):
             # Sentry's rate-limit middleware ends the request's concurrency count in
             # process_response, before the answer reaches the client: a client that sends
             # its next request on receiving this one is not over the limit.
-            self.fake._release(group)
+            self.fake.leave(group)
             released = True
             self._send(status, body, headers, raw)
         finally:
             record.ended = time.monotonic()
             if not released:
-                self.fake._release(group)
+                self.fake.leave(group)
             if self.fake.on_request is not None:
                 self.fake.on_request(record)
 
@@ -506,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
         limited: str | None,
         path: str,
     ) -> tuple[int, Any, str | None, bytes | None, dict[str, str]]:
-        fault = self.fake._take_fault(path)
+        fault = self.fake.take_fault(path)
         if fault is not None:
             return fault.status, fault.body, None, fault.raw, fault.headers
         token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
@@ -573,7 +348,7 @@ def _apply_fault(
 # --- endpoints ---------------------------------------------------------------------------
 
 
-def _organization(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _organization(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     organization = fake.organization
     return Answer(
         {
@@ -601,7 +376,7 @@ def _organization(fake: FakeSentry, match: dict[str, str], params: Params) -> An
     )
 
 
-def _projects(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _projects(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = [public(project) for project in fake.organization.projects]
     if one(params, "all_projects") == "1":
@@ -609,19 +384,19 @@ def _projects(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer
     return offset_page(rows, params, "/api/0/organizations/x/projects/", page_size(params))
 
 
-def _teams(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _teams(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = [public(team) for team in fake.organization.teams]
     return offset_page(rows, params, "/api/0/organizations/x/teams/", page_size(params))
 
 
-def _members(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _members(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     with fake.organization.lock:
         rows = [public(member) for member in fake.organization.members]
     return offset_page(rows, params, "/api/0/organizations/x/members/", page_size(params))
 
 
-def _releases(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _releases(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     status = one(params, "status")
     projects = selected_projects(fake, params)
     with fake.organization.lock:
@@ -647,7 +422,7 @@ def _matches_query(issue: Row, query: str) -> bool:
     return True
 
 
-def _issues(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _issues(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     organization = fake.organization
     query = one(params, "query")
     query = "is:unresolved" if query is None else query
@@ -699,7 +474,7 @@ def _millis(text: str) -> int:
     return int(parse_iso(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def _events(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _events(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     organization = fake.organization
     slug = match["project"]
     project = next((p for p in organization.projects if p["slug"] == slug or p["id"] == slug), None)
@@ -732,7 +507,7 @@ def _events(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
     return Answer(body, link)
 
 
-def _issue(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
+def _issue(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     """One issue by id, as Sentry's `get_group_with_redirect` finds it: an id merged away
     answers 200 with the issue it went into (its own, other id; no 3xx); a deleted issue,
     and one whose `lastSeen` left the retention (the cleanup removed it), answer 404."""
@@ -746,7 +521,7 @@ def _issue(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         return Answer(public(issue))
 
 
-_ENDPOINTS: dict[str, Callable[[FakeSentry, dict[str, str], Params], Answer]] = {
+_ENDPOINTS: dict[str, Callable[[FakeState, dict[str, str], Params], Answer]] = {
     "organization": _organization,
     "projects": _projects,
     "teams": _teams,

@@ -15,20 +15,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from sentry_extract.testing.extras import Extras
-
-Row = dict[str, Any]
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+from sentry_extract.testing.extras import Extras
+from sentry_extract.testing.rows import Row, iso
+from sentry_extract.testing.rows import public as public  # tests import it from here
 
 
 @dataclass(frozen=True)
@@ -581,8 +571,6 @@ class FakeOrganization:
     @property
     def extras(self) -> Extras:
         """Monitors, replays, feedback and the rest, made the first time they are asked for."""
-        from sentry_extract.testing.extras import Extras  # it builds on this module's rows
-
         with self.lock:
             if self._extras is None:
                 self._extras = Extras(self)
@@ -650,9 +638,3 @@ class FakeOrganization:
 
     def my_project_ids(self) -> set[str]:
         return {p["id"] for p in self.projects if p["_team_id"] in self.my_team_ids}
-
-
-def public(row: Row, hidden: Iterable[str] = ()) -> Row:
-    """The row as served: internal `_` keys and `hidden` keys removed."""
-    drop = set(hidden)
-    return {key: value for key, value in row.items() if not key.startswith("_") and key not in drop}
