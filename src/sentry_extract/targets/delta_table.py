@@ -26,7 +26,7 @@ LOCK_FILE = ".sentry-extract.lock"
 CHECKPOINT_INTERVAL = 10  # versions between log checkpoints, written by delta-rs itself
 # Set on every table the tool creates: delta-rs (and Spark) write a log checkpoint every
 # CHECKPOINT_INTERVAL commits, so opening the table reads one checkpoint and at most
-# nine commit files instead of up to 99 (Delta's default interval is 100).
+# nine commit files instead of up to 99 (delta-rs's default interval is 100, Spark's 10).
 TABLE_CONFIGURATION = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)}
 
 
