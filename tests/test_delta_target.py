@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -20,11 +21,12 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from sentry_extract.errors import ConfigError
 from sentry_extract.modes import Mode
+from sentry_extract.state import StateKey
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
@@ -83,10 +85,15 @@ def place(request: pytest.FixtureRequest, workspace: Workspace) -> Workspace:
     return workspace
 
 
-def delta_replication(workspace: Workspace, streams: str, mode: str | None = None) -> Path:
+def delta_replication(
+    workspace: Workspace, streams: str, mode: str | None = None, partitions: str = ""
+) -> Path:
+    """Delta tables of `streams` in `out/` (or the bucket's `sentry/`), with `partitions`
+    (partition folders, as `year={part_year}`) below each table's folder."""
     target, folder = "LOCAL", f"file://{workspace.folder}/out/{{stream_name}}"
     if workspace.bucket is not None:
         target, folder = "AWS_S3", "sentry/{stream_name}"
+    folder += f"/{partitions}" if partitions else ""
     defaults = f"  mode: {mode}\n" if mode else ""
     return workspace.write(
         "replication.yaml",
@@ -335,6 +342,274 @@ def test_a_second_writer_is_refused(place: Workspace) -> None:
     assert "another sentry-extract run is writing" in summary.results[0].problems[0]
 
 
+# --- partition variables ----------------------------------------------------------------------
+
+BY_MONTH = "year={part_year}/month={part_month}"
+
+
+def assert_partitioned_by(table: DeltaTable, moment_column: str | None, fallback: datetime) -> None:
+    """Partition columns year and month, each row's from its `moment_column` (or
+    `fallback`, the run's start), and each data file in its partition's folder."""
+    assert table.metadata().partition_columns == ["year", "month"]
+    for row in table.to_pyarrow_table().to_pylist():
+        moment = row[moment_column] if moment_column else fallback
+        assert (row["year"], row["month"]) == (f"{moment:%Y}", f"{moment:%m}")
+    assert table.file_uris()
+    assert all(
+        re.search(r"/year=\d{4}/month=\d{2}/[^/]+\.parquet$", uri) for uri in table.file_uris()
+    )
+
+
+@pytest.mark.parametrize("place", PLACES, indirect=True)
+def test_partition_variables_become_the_tables_partition_columns(
+    place: Workspace, organization: FakeOrganization
+) -> None:
+    delta_replication(place, "  issues:\n  events:\n", "incremental", BY_MONTH)
+    assert place.run(started=later(1)).exit_code == 0
+    month = f"{datetime.now(UTC):%Y-%m}"
+    moved = next(
+        i for i in organization.visible_issues(RETENTION) if not i["lastSeen"].startswith(month)
+    )
+    organization.add_events(2, project_slug=moved["project"]["slug"], issue_id=moved["id"])
+    change_between_runs(organization)
+    second = later(3)
+    assert place.run(started=second).exit_code == 0
+    events = open_table(place, "events")
+    assert_partitioned_by(events, "date_created", second)
+    stored = keys(events.to_pyarrow_table(), "project_id", "event_id")
+    assert len(stored) == len(set(stored)) and set(stored) == event_keys(organization)
+    issues = open_table(place, "issues")
+    assert_partitioned_by(issues, "last_seen", second)
+    rows = {row["id"]: row for row in issues.to_pyarrow_table().to_pylist()}
+    assert len(rows) == issues.to_pyarrow_table().num_rows
+    assert set(rows) == {i["id"] for i in organization.visible_issues(RETENTION)}
+    assert f"{rows[moved['id']]['year']}-{rows[moved['id']]['month']}" == month  # it moved
+    merges = [
+        c["operationParameters"]["mergePredicate"]
+        for c in events.history()
+        if c["operation"] == "MERGE"
+    ]
+    assert merges and all("target.year = source.year" in text for text in merges)
+    merges = [
+        c["operationParameters"]["mergePredicate"]
+        for c in issues.history()
+        if c["operation"] == "MERGE"
+    ]
+    assert merges and not any("year" in text for text in merges)  # an issue may move
+
+
+@pytest.mark.parametrize("place", PLACES, indirect=True)
+@pytest.mark.parametrize("mode", ["full-refresh", "truncate", "snapshot"])
+def test_every_mode_writes_partitioned_tables(
+    place: Workspace, organization: FakeOrganization, mode: str
+) -> None:
+    delta_replication(place, "  issues:\n  teams:\n", mode, BY_MONTH)
+    first, second = later(1), later(3)
+    assert place.run(started=first).exit_code == 0
+    organization.add_events(2, project_slug="project-0", new_issue=True)
+    assert place.run(started=second).exit_code == 0
+    issues = open_table(place, "issues")
+    assert_partitioned_by(issues, "last_seen", second)
+    teams = open_table(place, "teams")
+    ids = issues.to_pyarrow_table().column("id").to_pylist()
+    team_rows = teams.to_pyarrow_table()
+    visible = sorted(i["id"] for i in organization.visible_issues(RETENTION))
+    if mode == "snapshot":
+        assert sorted(set(ids)) == visible and len(ids) > len(visible)
+        assert team_rows.num_rows == 2 * len(organization.teams)
+        for row in team_rows.to_pylist():  # no update key: the run's start
+            moment = row["_snapshot_at"]
+            assert (row["year"], row["month"]) == (f"{moment:%Y}", f"{moment:%m}")
+    else:
+        assert sorted(ids) == visible
+        assert_partitioned_by(teams, None, second)
+        assert sorted(team_rows.column("id").to_pylist()) == sorted(
+            t["id"] for t in organization.teams
+        )
+
+
+def test_a_partitioned_backfill_merges_without_moving_state(
+    workspace: Workspace, organization: FakeOrganization
+) -> None:
+    delta_replication(workspace, "  events:\n", "incremental", BY_MONTH)
+    assert workspace.run(started=later(1)).exit_code == 0
+    state = json.loads(open_table(workspace, "events").history(1)[0]["sentry_extract.state"])
+    organization.add_events(3, project_slug="project-2", age=timedelta(days=40))
+    start = (datetime.now(UTC) - RETENTION).date().isoformat()
+    end = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    workspace.write(
+        "backfill.yaml",
+        f"source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://{workspace.folder}/out/"
+        f"{{stream_name}}/{BY_MONTH}\n  target_options: {{format: delta}}\nstreams:\n"
+        f"  events:\n    mode: backfill\n    source_options: {{range: '{start},{end}'}}\n",
+    )
+    moment = later(3)
+    assert workspace.run(workspace.folder / "backfill.yaml", started=moment).exit_code == 0
+    table = open_table(workspace, "events")
+    assert_partitioned_by(table, "date_created", moment)
+    events = keys(table.to_pyarrow_table(), "project_id", "event_id")
+    assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+    newest = next(c for c in table.history() if "sentry_extract.state" in c)
+    assert json.loads(newest["sentry_extract.state"]) == state
+
+
+def test_a_table_keeps_its_partition_columns_until_a_full_refresh(
+    workspace: Workspace, organization: FakeOrganization
+) -> None:
+    delta_replication(workspace, "  issues:\n", "incremental", BY_MONTH)
+    assert workspace.run(started=later(1)).exit_code == 0
+    delta_replication(workspace, "  issues:\n", "incremental", "year={part_year}")
+    summary = workspace.run(started=later(3))
+    assert summary.exit_code == 1
+    uri = workspace.folder / "out" / "issues"
+    assert summary.results[0].problems == [
+        f"Delta table {uri} is partitioned by (year, month), but the object names (year): "
+        "name the same partition folders, or run the stream once with mode full-refresh "
+        "to rewrite the table"
+    ]
+    assert open_table(workspace, "issues").metadata().partition_columns == ["year", "month"]
+    delta_replication(workspace, "  issues:\n", "full-refresh", "year={part_year}")
+    assert workspace.run(started=later(5)).exit_code == 0
+    table = open_table(workspace, "issues")
+    assert table.metadata().partition_columns == ["year"]
+    ids = table.to_pyarrow_table().column("id").to_pylist()
+    assert sorted(ids) == sorted(i["id"] for i in organization.visible_issues(RETENTION))
+
+
+def test_a_partition_column_may_not_be_a_column_of_the_stream(workspace: Workspace) -> None:
+    delta_replication(workspace, "  issues:\n", "incremental", "status={part_year}")
+    summary = workspace.run(started=later(1))
+    assert summary.exit_code == 1
+    assert summary.results[0].problems == [
+        f"partition column 'status' of {workspace.folder / 'out' / 'issues'} is also a column "
+        "of issues: name the partition folder otherwise, as in part_status={part_year}"
+    ]
+
+
+# --- compaction and log checkpoints ---------------------------------------------------------
+
+
+class Clock:
+    """The fake organization's time, moved by the test."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+
+HOURLY_RUNS = 40
+
+
+def test_forty_hourly_runs_leave_each_table_at_most_64_files(tmp_path: Path) -> None:
+    """Issues and events merged every hour, and usage appended as a snapshot partitioned
+    by month (about four files a run: compaction is what keeps it small)."""
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    size = OrganizationSize(projects=3, issues=12, events=80)
+    organization = FakeOrganization("acme", size, seed=11, clock=clock)
+    with FakeSentry(organization, ServerSettings()) as fake:
+        environ = {
+            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
+            "SENTRY": sentry_connection(fake.base_url, checkpoint_every="0"),
+        }
+        workspace = Workspace(tmp_path, environ, [])
+        usage = f"file://{tmp_path}/out/org_stats/{BY_MONTH}"
+        streams = f"  issues:\n  events:\n  org_stats:\n    mode: snapshot\n    object: {usage}\n"
+        delta_replication(workspace, streams, "incremental")
+        for run in range(HOURLY_RUNS):
+            organization.add_events(3, project_slug=f"project-{run % 3}")
+            organization.add_events(1, project_slug="project-1", age=timedelta(minutes=20))
+            if run % 4 == 0:
+                organization.add_events(2, project_slug="project-0", new_issue=True)
+            clock.moment += timedelta(hours=1)
+            summary = workspace.run(started=clock.moment)
+            assert summary.exit_code == 0, [r.problems for r in summary.results]
+    for stream in ("issues", "events", "org_stats"):
+        folder = tmp_path / "out" / stream
+        table = DeltaTable(str(folder))
+        assert len(table.file_uris()) <= 64, stream
+        assert table.metadata().configuration["delta.checkpointInterval"] == "10"
+        checkpoints = (folder / "_delta_log").glob("*.checkpoint.parquet")
+        assert {path.name[:20] for path in checkpoints} >= {f"{v:020d}" for v in (9, 19, 29)}
+    usage_folder = tmp_path / "out" / "org_stats"
+    assert len(list(usage_folder.rglob("*.parquet"))) > 64  # written, before compaction
+    operations = [commit["operation"] for commit in DeltaTable(str(usage_folder)).history()]
+    assert "OPTIMIZE" in operations
+    snapshots = read_folder(usage_folder)
+    moments = set(snapshots.column("_snapshot_at").to_pylist())
+    assert len(moments) == HOURLY_RUNS
+    rows = keys(snapshots, "_snapshot_at", "interval", "category", "outcome", "reason")
+    assert len(rows) == len(set(rows))
+    # Sentry's rows at the last run, and rows that left its retention during the runs
+    longer = RETENTION + timedelta(hours=HOURLY_RUNS)
+    events = keys(read_folder(tmp_path / "out" / "events"), "project_id", "event_id")
+    assert len(events) == len(set(events))
+    assert (
+        event_keys(organization)
+        <= set(events)
+        <= {(e["projectID"], e["eventID"]) for e in organization.visible_events(longer)}
+    )
+    issues = read_folder(tmp_path / "out" / "issues").column("id").to_pylist()
+    assert len(issues) == len(set(issues))
+    visible = {i["id"] for i in organization.visible_issues(RETENTION)}
+    assert visible <= set(issues) <= {i["id"] for i in organization.visible_issues(longer)}
+
+
+def stream_state(workspace: Workspace) -> Any:
+    """The first stream's state, as a run reads it."""
+    from sentry_extract.config.connections import discover_connections
+    from sentry_extract.config.replication import load_replication
+    from sentry_extract.pipeline import open_target
+
+    path = workspace.folder / "replication.yaml"
+    replication = load_replication(path, workspace.environ, later(2))
+    target = open_target(replication, discover_connections(workspace.environ))
+    stream = replication.streams[0]
+    key = StateKey("SENTRY", "acme", stream.name, stream.object)
+    return target.state_store(stream.object).load(key).to_json()
+
+
+@pytest.mark.parametrize("place", PLACES, indirect=True)
+def test_the_state_is_found_behind_commits_without_one(
+    place: Workspace, organization: FakeOrganization
+) -> None:
+    """Another tool's OPTIMIZE (a Z-order, which rewrites even one file), a property set
+    and a log checkpoint: the newest commits carry no state, and the state of the commit
+    before them is still the stream's."""
+    delta_replication(place, "  issues:\n", "incremental")
+    assert place.run(started=later(1)).exit_code == 0
+    state = stream_state(place)
+    assert state["watermark"]
+    table = open_table(place, "issues")
+    table.optimize.z_order(["id"])
+    table.alter.set_table_properties({"delta.logRetentionDuration": "interval 60 days"})
+    table.create_checkpoint()
+    newest = open_table(place, "issues").history(2)
+    assert [c["operation"] for c in newest] == ["SET TBLPROPERTIES", "OPTIMIZE"]
+    assert not any("sentry_extract.state" in commit for commit in newest)
+    assert stream_state(place) == state
+    change_between_runs(organization)
+    assert place.run(started=later(3)).exit_code == 0
+    ids = read(place, "issues").column("id").to_pylist()
+    assert sorted(ids) == sorted(i["id"] for i in organization.visible_issues(RETENTION))
+
+
+def test_a_table_made_elsewhere_gets_the_checkpoint_interval(workspace: Workspace) -> None:
+    folder = workspace.folder / "out" / "issues"
+    write_deltalake(str(folder), pa.table({"id": ["0"]}))
+    assert DeltaTable(str(folder)).metadata().configuration == {}
+    delta_replication(workspace, "  issues:\n", "incremental")
+    assert workspace.run(started=later(1)).exit_code == 0
+    table = DeltaTable(str(folder))
+    assert table.metadata().configuration == {"delta.checkpointInterval": "10"}
+    newest = table.history(1)[0]
+    assert newest["operation"] == "SET TBLPROPERTIES" and "sentry_extract.state" in newest
+    table.alter.set_table_properties({"delta.checkpointInterval": "50"})  # the owner's choice
+    assert workspace.run(started=later(3)).exit_code == 0
+    assert DeltaTable(str(folder)).metadata().configuration == {"delta.checkpointInterval": "50"}
+
+
 # --- the command line ------------------------------------------------------------------------
 
 
@@ -389,16 +664,19 @@ def test_a_format_that_is_not_known_is_refused(workspace: Workspace) -> None:
     )
 
 
-def test_partition_variables_are_refused_for_delta(workspace: Workspace) -> None:
+def test_a_partition_folder_must_name_its_column(workspace: Workspace) -> None:
     workspace.write(
         "replication.yaml",
-        "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}/{part_year}\n"
+        "source: SENTRY\ntarget: LOCAL\ndefaults:\n"
+        "  object: out/{stream_name}/{part_year}{part_month}\n"
         "  target_options: {format: delta}\nstreams:\n  events:\n",
     )
     with pytest.raises(ConfigError) as error:
         workspace.run()
-    assert "partition variables ({part_year}, ...) are not supported for Delta tables" in str(
-        error.value
+    assert str(error.value) == (
+        "replication.yaml: streams.events.object: partition folder '{part_year}{part_month}' "
+        "does not name its column: write name={part_...}, as in "
+        "year={part_year}/month={part_month}"
     )
 
 

@@ -292,3 +292,21 @@ def test_state_read_then_a_run_in_the_same_process(
     assert summary.exit_code == 0, [result.problems for result in summary.results]
     issues = rows(database, "SELECT id FROM sentry.issues")
     assert issues and len(issues) == len(set(issues))
+
+
+def test_maintain_says_a_duckdb_table_has_nothing_to_maintain(
+    cli: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    monkeypatch.setenv("MY_DUCKDB", f'{{"type": "duckdb", "instance": "{tmp_path}/w.duckdb"}}')
+    (tmp_path / "r.yaml").write_text(
+        "source: SENTRY\ntarget: MY_DUCKDB\ndefaults:\n  object: sentry.{stream_name}\n"
+        "streams:\n  issues:\n  teams:\n"
+    )
+    result = invoke(cli, "maintain", "r.yaml")
+    assert result.exit_code == 0, result.stderr
+    lines = sorted(result.stdout.splitlines())
+    assert lines == [
+        "issues: a DuckDB table, nothing to maintain",
+        "teams: a DuckDB table, nothing to maintain",
+    ]

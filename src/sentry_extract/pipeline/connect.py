@@ -9,7 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,27 +110,68 @@ def _duckdb_target(connection: DuckDBConnection, lock_wait: float, formats: Form
     return DuckDBTarget(connection.instance, lock_wait)
 
 
-# The target each kind of connection writes to, made from the connection, the lock wait
-# and the file format of each stream's object (for the file targets).
-TARGETS: dict[type[Any], Callable[[Any, float, Formats], Target]] = {
-    LocalConnection: _local_target,
-    S3Connection: _s3_target,
-    PostgresConnection: _postgres_target,
-    DuckDBConnection: _duckdb_target,
+def _test_local(connection: LocalConnection) -> str:
+    return "ok (files on this machine)"
+
+
+def _test_s3(connection: S3Connection) -> str:
+    from sentry_extract.targets.s3 import test_s3
+
+    return test_s3(bucket_access(connection))
+
+
+def _test_postgres(connection: PostgresConnection) -> str:
+    from sentry_extract.targets.postgres import test_postgres
+
+    return test_postgres(connection.url)
+
+
+def _test_duckdb(connection: DuckDBConnection) -> str:
+    from sentry_extract.targets.duckdb import test_duckdb
+
+    return test_duckdb(connection.instance)
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """What a kind of target connection does: `open` makes its target from the
+    connection, the lock wait and the file format of each stream's object (for the file
+    targets); `test` is its `conns test`, one line saying it works or one of our errors;
+    `table` names its tables when they are a database's, which has nothing to
+    `maintain` (None: files, which maintain each object by its format)."""
+
+    open: Callable[[Any, float, Formats], Target]
+    test: Callable[[Any], str]
+    table: str | None = None
+
+
+# The targets, by the type of their connection: a new target is one entry here.
+TARGETS: dict[type[Any], TargetKind] = {
+    LocalConnection: TargetKind(_local_target, _test_local),
+    S3Connection: TargetKind(_s3_target, _test_s3),
+    PostgresConnection: TargetKind(_postgres_target, _test_postgres, "a PostgreSQL table"),
+    DuckDBConnection: TargetKind(_duckdb_target, _test_duckdb, "a DuckDB table"),
 }
+
+
+def target_kind(
+    replication: Replication, connections: Mapping[str, ConnectionEntry]
+) -> tuple[Connection, TargetKind]:
+    connection = resolve_connection(find_connection(connections, replication.target))
+    kind = TARGETS.get(type(connection))
+    if kind is None:
+        raise ConfigError(
+            f"target: connection {replication.target} is a Sentry source, not a target",
+            location=replication.path.name,
+        )
+    return connection, kind
 
 
 def open_target(
     replication: Replication, connections: Mapping[str, ConnectionEntry], lock_wait: float = 10.0
 ) -> Target:
-    connection = resolve_connection(find_connection(connections, replication.target))
-    make_target = TARGETS.get(type(connection))
-    if make_target is None:
-        raise ConfigError(
-            f"target: connection {replication.target} is a Sentry source, not a target",
-            location=replication.path.name,
-        )
-    target = make_target(connection, lock_wait, {s.object: s.format for s in replication.streams})
+    connection, kind = target_kind(replication, connections)
+    target = kind.open(connection, lock_wait, {s.object: s.format for s in replication.streams})
     for stream in replication.streams:
         problem = target.object_problem(stream.object)
         if problem:
@@ -178,13 +219,12 @@ def maintain_tables(
 ) -> list[tuple[StreamConfig, str]]:
     """Each stream's table maintained where its format has maintenance (Delta), with a
     line saying what it is now."""
+    _, kind = target_kind(replication, connections)
+    if kind.table is not None:
+        return [(stream, f"{kind.table}, nothing to maintain") for stream in replication.streams]
     target = open_target(replication, connections)
     try:
-        if not isinstance(target, FileTarget):
-            return [
-                (stream, "a PostgreSQL table, nothing to maintain")
-                for stream in replication.streams
-            ]
+        assert isinstance(target, FileTarget)  # every kind without tables makes one
         return [(stream, target.maintain(stream.object)) for stream in replication.streams]
     finally:
         target.close()
@@ -298,20 +338,10 @@ def _scope(stream: str) -> str:
 def test_connection(connection: Connection) -> str:
     """One line saying the connection works; raises our errors when it does not (the
     same errors, and so the same exit codes, as the first request of a run)."""
-    if isinstance(connection, LocalConnection):
-        return "ok (files on this machine)"
-    if isinstance(connection, S3Connection):
-        from sentry_extract.targets.s3 import test_s3
-
-        return test_s3(bucket_access(connection))
-    if isinstance(connection, PostgresConnection):
-        from sentry_extract.targets.postgres import test_postgres
-
-        return test_postgres(connection.url)
-    if isinstance(connection, DuckDBConnection):
-        from sentry_extract.targets.duckdb import test_duckdb
-
-        return test_duckdb(connection.instance)
+    kind = TARGETS.get(type(connection))
+    if kind is not None:
+        return kind.test(connection)
+    assert isinstance(connection, SentryConnection)  # a connection is a target or Sentry
     retry = RetryPolicy(attempts=3, initial_wait=0.5, max_wait=5.0)
     with build_client(connection, threading.Event(), retry=retry) as client:
         body = check_organization(client, connection, RequestCounter())

@@ -42,7 +42,7 @@ from sentry_extract.records import (
 )
 from sentry_extract.source.windows import Window
 from sentry_extract.targets.base import Deletions
-from sentry_extract.targets.partitions import Layout
+from sentry_extract.targets.partitions import Layout, update_moments
 from sentry_extract.targets.storage import Storage, StoredFile
 
 DATA_SUFFIX = ".parquet"
@@ -471,12 +471,7 @@ class ParquetDataset:
         return destinations[label]
 
     def _folders(self, batch: pa.RecordBatch) -> pa.Array:
-        column = self.options.update_column
-        index = batch.schema.get_field_index(column) if column else -1
-        if index < 0 or not pa.types.is_timestamp(batch.schema.field(index).type):
-            moments = pa.nulls(batch.num_rows, pa.timestamp("us", tz="UTC"))
-        else:
-            moments = batch.column(index)
+        moments = update_moments(batch, self.options.update_column)
         return self.layout.folders(moments, self.options.run_started_at)
 
     def _tails(self) -> dict[str, DataFile]:

@@ -15,16 +15,19 @@ every engine that reads Delta sees one commit or the next, never a part of one.
 - a field Sentry adds becomes a column (old files are not rewritten); a column whose type
   widens (`records.unify_schemas`) rewrites the table once, in one commit;
 - `_deleted_at` and `merged_into_id` stamps (`mark_deleted`) ride in the next commit;
+- partition variables in the object (`events/year={part_year}/month={part_month}`) make
+  one table at the folder above them (`events`), partitioned by a text column per folder
+  (`partitions.PartitionColumn`), its values from the update key's time as for Parquet;
 - a lock beside the table (`.sentry-extract.lock`, the storage's own) keeps a second run
-  out; in a bucket delta-rs commits with S3 conditional writes (no DynamoDB).
+  out; in a bucket delta-rs commits with S3 conditional writes (no DynamoDB);
+- after a stream's last commit of a run, `delta_upkeep.keep_up` compacts the table when
+  small files pile up and sets its log checkpoint interval.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,8 +35,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from sentry_extract.errors import StateError, TargetError
 from sentry_extract.records import (
@@ -49,89 +52,22 @@ from sentry_extract.source.windows import Window
 from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import older_duplicates
-from sentry_extract.targets.partitions import Layout
-from sentry_extract.targets.storage import LocalPlace, Lock, Place, Storage, object_location
+from sentry_extract.targets.delta_table import (
+    TableLocation,
+    commit_properties,
+    commit_states,
+    error_line,
+    table_location,
+    write_table,
+)
+from sentry_extract.targets.delta_upkeep import MaintenanceReport, keep_up, maintain_table
+from sentry_extract.targets.partitions import Layout, PartitionColumn, update_moments
+from sentry_extract.targets.storage import LocalPlace, Lock, Place, object_location
 
-STATE_PROPERTY = "sentry_extract.state"
-LOCK_FILE = ".sentry-extract.lock"
-RETENTION_HOURS = 168  # Delta's default: files a reader may still need are kept a week
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
-# --- where a table lives ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TableLocation:
-    """A table's address for delta-rs, and the storage (lock, scratch) of its folder."""
-
-    uri: str
-    storage_options: dict[str, str] | None
-    storage: Storage
-
-    def open(self) -> DeltaTable | None:
-        """The table, or None when no commit was ever made."""
-        try:
-            return DeltaTable(self.uri, storage_options=self.storage_options)
-        except TableNotFoundError:
-            return None
-        except (DeltaError, OSError) as error:
-            raise TargetError(f"cannot read Delta table {self.uri}: {_line(error)}") from None
-
-
-def table_location(place: Place, object_name: str) -> TableLocation:
-    root = place.location(object_name).rstrip("/") or place.location(object_name)
-    storage = place.storage(root, LOCK_FILE)
-    if isinstance(place, LocalPlace):
-        return TableLocation(str(Path(root).expanduser().absolute()), None, storage)
-    from sentry_extract.targets.s3 import S3Place  # boto3: only when used
-
-    assert isinstance(place, S3Place)
-    return TableLocation(f"s3://{root}", s3_storage_options(place), storage)
-
-
-def s3_storage_options(place: Any) -> dict[str, str]:
-    """delta-rs settings from an s3 connection: its keys, endpoint and region, and
-    commits by conditional put (`If-None-Match`), which S3, MinIO and R2 honour."""
-    connection = place.connection
-    options = {"aws_conditional_put": "etag"}
-    values = {
-        "AWS_ACCESS_KEY_ID": connection.access_key_id,
-        "AWS_SECRET_ACCESS_KEY": connection.secret_access_key,
-        "AWS_SESSION_TOKEN": connection.session_token,
-        "AWS_ENDPOINT_URL": connection.endpoint,
-        "AWS_REGION": connection.region or ("us-east-1" if connection.endpoint else None),
-    }
-    options.update({name: value for name, value in values.items() if value})
-    if connection.endpoint and connection.endpoint.startswith("http://"):
-        options["AWS_ALLOW_HTTP"] = "true"
-    return options
-
-
 # --- state in the commits -----------------------------------------------------------------------
-
-
-def commit_states(table: DeltaTable) -> dict[str, Any]:
-    """The newest state of every stream key found in the table's commits (None: reset)."""
-    states: dict[str, Any] = {}
-    for commit in table.history():  # newest first
-        text = commit.get(STATE_PROPERTY)
-        if not isinstance(text, str):
-            continue
-        try:
-            entries = json.loads(text)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entries, dict):
-            for key, value in entries.items():
-                states.setdefault(key, value)
-    return states
-
-
-def commit_properties(states: Mapping[str, Any] | None) -> CommitProperties | None:
-    if not states:
-        return None
-    return CommitProperties(custom_metadata={STATE_PROPERTY: json.dumps(dict(states))})
 
 
 class DeltaStateStore:
@@ -179,7 +115,7 @@ def commit_without_rows(location: TableLocation, states: Mapping[str, Any]) -> N
     if table is None:
         return
     empty = pa.schema(table.schema()).empty_table()
-    _write(location, empty, mode="append", states=states)
+    write_table(location, empty, mode="append", states=states)
 
 
 # --- the target --------------------------------------------------------------------------------
@@ -195,14 +131,14 @@ class DeltaTarget:
         text, problem = object_location(self.place, object_name)
         if problem is not None:
             return problem
-        if Layout.parse(text).template:
-            return (
-                "partition variables ({part_year}, ...) are not supported for Delta tables: "
-                "name the table's folder"
-            )
-        if text.endswith(".parquet"):
+        layout = Layout.parse(text)
+        problem = layout.problem() or layout.column_problem()
+        if problem is not None:
+            return problem
+        root = layout.root.rstrip("/") or layout.root
+        if root.endswith(".parquet"):
             return "a Delta table is a folder: name a folder, not a .parquet file"
-        return self.place.access_problem(text.rstrip("/"))
+        return self.place.access_problem(root)
 
     def state_store(self, object_name: str) -> DeltaStateStore:
         return DeltaStateStore(table_location(self.place, object_name))
@@ -210,9 +146,9 @@ class DeltaTarget:
     def open_stream(
         self, request: StreamRequest, external_state: StateStore | None = None
     ) -> DeltaStreamWriter:
-        return DeltaStreamWriter(
-            request, table_location(self.place, request.object), external_state
-        )
+        partitions = Layout.parse(self.place.location(request.object)).partition_columns()
+        location = table_location(self.place, request.object)
+        return DeltaStreamWriter(request, location, external_state, partitions)
 
     def maintain(self, object_name: str) -> MaintenanceReport | None:
         return maintain_table(table_location(self.place, object_name))
@@ -305,24 +241,32 @@ class DeltaStreamWriter:
         request: StreamRequest,
         location: TableLocation,
         external_state: StateStore | None = None,
+        partitions: tuple[PartitionColumn, ...] = (),
     ) -> None:
         self.request = request
         self.location = location
         self.external = external_state
+        self.partitions = partitions
         self.store: StateStore = external_state or DeltaStateStore(location)
+        self._check_partition_names(request.base_schema)
         storage = location.storage
         storage.prepare()
         self._lock: Lock | None = storage.lock()
         try:
+            self._check_partitioning()
             storage.remove_leftovers()
             self.scratch = storage.scratch()
         except BaseException:
             self._cleanup()
             raise
-        self.staging = Staging(self.scratch, _with_snapshot(request))
+        self.staging = Staging(self.scratch, _staged_schema(request, partitions))
         self.rows = 0
         self.pending_state: StreamState | None = None
         self.pending_deletions: Deletions | None = None
+
+    @property
+    def partition_by(self) -> list[str]:
+        return [column.name for column in self.partitions]
 
     # --- StreamWriter ---------------------------------------------------------------------
 
@@ -336,6 +280,7 @@ class DeltaStreamWriter:
             moment = pa.scalar(self.request.run_started_at, type=TIMESTAMP)
             column = pa.array([moment.value] * batch.num_rows, type=TIMESTAMP)
             batch = batch.append_column(pa.field(SNAPSHOT_COLUMN, TIMESTAMP), column)
+        batch = self._with_partitions(batch)
         try:
             self.staging.write(batch)
         except (OSError, pa.ArrowException) as error:
@@ -365,14 +310,69 @@ class DeltaStreamWriter:
         self.pending_deletions = Deletions.of(keys, moment, merged_into)
 
     def commit(self) -> int:
+        """The run's last commit, then compaction and checkpoints when due."""
         try:
             self._commit_staged(self.pending_state)
+            keep_up(self.location)
         finally:
             self._cleanup()
         return self.rows
 
     def abort(self) -> None:
         self._cleanup()
+
+    # --- partitions ------------------------------------------------------------------------
+
+    def _check_partition_names(self, schema: pa.Schema) -> None:
+        for column in self.partitions:
+            if column.name in schema.names:
+                raise TargetError(
+                    f"partition column '{column.name}' of {self.location.uri} is also a "
+                    f"column of {self.request.stream}: name the partition folder "
+                    f"otherwise, as in part_{column.name}={column.template}"
+                )
+
+    def _check_partitioning(self) -> None:
+        """A table is merged or appended to only with the partition columns it has; a
+        full refresh or truncate may change them (its overwrite replaces the table)."""
+        table = self.location.open()
+        if table is None or self.request.mode.replaces_rows:
+            return
+        stored = list(table.metadata().partition_columns)
+        if stored != self.partition_by:
+            raise TargetError(
+                f"Delta table {self.location.uri} is partitioned by {_names(stored)}, but "
+                f"the object names {_names(self.partition_by)}: name the same partition "
+                "folders, or run the stream once with mode full-refresh to rewrite the table"
+            )
+
+    def _with_partitions(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch with its partition columns, from the update key's time (or the
+        run's start, for rows without one)."""
+        if not self.partitions:
+            return batch
+        self._check_partition_names(batch.schema)
+        moments = update_moments(batch, self.request.update_key)
+        for column in self.partitions:
+            values = column.values(moments, self.request.run_started_at)
+            batch = batch.append_column(pa.field(column.name, pa.string()), values)
+        return batch
+
+    def _merge_predicate(self, rows: pa.Table) -> str:
+        """Rows match by key; and by partition columns too when a key's partition never
+        changes (events: their update key is fixed, and every row has one), so the merge
+        reads only the partitions the rows fall in."""
+        names = list(self.request.key_columns)
+        update_key = self.request.update_key
+        if (
+            self.partitions
+            and self.request.fixed_update_key
+            and update_key is not None
+            and update_key in rows.column_names
+            and rows.column(update_key).null_count == 0
+        ):
+            names += self.partition_by
+        return " AND ".join(f'target."{name}" = source."{name}"' for name in names)
 
     # --- commits ---------------------------------------------------------------------------
 
@@ -395,7 +395,7 @@ class DeltaStreamWriter:
                 self._append(self.location.open(), rows, states)
         except (OSError, pa.ArrowException, DeltaError) as error:
             raise TargetError(
-                f"cannot write Delta table {self.location.uri}: {_line(error)}"
+                f"cannot write Delta table {self.location.uri}: {error_line(error)}"
             ) from None
         self.staging.clear()
         if self.external is not None and state is not None:
@@ -409,13 +409,21 @@ class DeltaStreamWriter:
         states = {self.request.state_key.as_text(): state.to_json()}
         try:
             if self.location.open() is None:
-                _write(self.location, self.staging.rows(), mode="append", states=states)
+                self._write(self.staging.rows(), mode="append", states=states)
             else:
                 commit_without_rows(self.location, states)
         except (OSError, pa.ArrowException, DeltaError) as error:
             raise TargetError(
-                f"cannot write Delta table {self.location.uri}: {_line(error)}"
+                f"cannot write Delta table {self.location.uri}: {error_line(error)}"
             ) from None
+
+    def _write(
+        self,
+        rows: pa.Table | pa.RecordBatchReader,
+        mode: str,
+        states: Mapping[str, Any] | None,
+    ) -> None:
+        write_table(self.location, rows, mode, states, self.partition_by)
 
     def _replace(self, deletions: Deletions | None, states: Mapping[str, Any] | None) -> None:
         """The run's rows become the table, streamed from the staged files."""
@@ -424,7 +432,7 @@ class DeltaStreamWriter:
         if deletions is not None and deletions.keys:
             batches = (_stamp_batch(batch, keys, deletions) for batch in batches)
         reader = pa.RecordBatchReader.from_batches(schema, batches)
-        _write(self.location, reader, mode="overwrite", states=states)
+        self._write(reader, mode="overwrite", states=states)
 
     def _merge(
         self,
@@ -440,19 +448,18 @@ class DeltaStreamWriter:
             rows = pa.concat_tables([_conformed(candidates, schema), _conformed(rows, schema)])
         rows = stamped(unique_rows(rows, keys), keys, deletions)
         if table is None or rows.num_rows == 0:
-            _write(self.location, rows, mode="append", states=states)
+            self._write(rows, mode="append", states=states)
             return
         stored = pa.schema(table.schema())
         schema = unify_schemas([stored, rows.schema])
         if not _only_adds(stored, schema):
-            _rewrite(self.location, table, _conformed(rows, schema), keys, states)
+            self._rewrite(table, _conformed(rows, schema), keys, states)
             return
         source = _conformed(rows, schema)
-        predicate = " AND ".join(f'target."{name}" = source."{name}"' for name in keys)
         (
             table.merge(
                 source,
-                predicate,
+                self._merge_predicate(source),
                 source_alias="source",
                 target_alias="target",
                 merge_schema=True,
@@ -470,10 +477,25 @@ class DeltaStreamWriter:
             stored = pa.schema(table.schema())
             schema = unify_schemas([stored, rows.schema])
             if not _only_adds(stored, schema):
-                _rewrite(self.location, table, _conformed(rows, schema), (), states)
+                self._rewrite(table, _conformed(rows, schema), (), states)
                 return
             rows = _conformed(rows, schema)
-        _write(self.location, rows, mode="append", states=states)
+        self._write(rows, mode="append", states=states)
+
+    def _rewrite(
+        self,
+        table: DeltaTable,
+        rows: pa.Table,
+        keys: tuple[str, ...],
+        states: Mapping[str, Any] | None,
+    ) -> None:
+        """A column widened: every stored row in the wider type, with `rows` (replacing
+        the stored rows of their keys when `keys` are given), in one overwrite."""
+        stored = _conformed(table.to_pyarrow_table(), rows.schema)
+        if keys and rows.num_rows:
+            replaced = pc.is_in(key_values(stored, keys), value_set=key_values(rows, keys))
+            stored = stored.filter(pc.invert(pc.fill_null(replaced, False)))
+        self._write(pa.concat_tables([stored, rows]), mode="overwrite", states=states)
 
     def _cleanup(self) -> None:
         scratch = getattr(self, "scratch", None)
@@ -484,43 +506,18 @@ class DeltaStreamWriter:
             self._lock = None
 
 
-def _with_snapshot(request: StreamRequest) -> pa.Schema:
+def _staged_schema(request: StreamRequest, partitions: tuple[PartitionColumn, ...]) -> pa.Schema:
+    """The declared columns, `_snapshot_at` for snapshots, and the partition columns."""
     schema = request.base_schema
     if request.mode.appends and SNAPSHOT_COLUMN not in schema.names:
-        return schema.append(pa.field(SNAPSHOT_COLUMN, TIMESTAMP))
+        schema = schema.append(pa.field(SNAPSHOT_COLUMN, TIMESTAMP))
+    for column in partitions:
+        schema = schema.append(pa.field(column.name, pa.string()))
     return schema
 
 
-def _write(
-    location: TableLocation,
-    rows: pa.Table | pa.RecordBatchReader,
-    mode: str,
-    states: Mapping[str, Any] | None,
-) -> None:
-    write_deltalake(
-        location.uri,
-        rows,
-        mode="overwrite" if mode == "overwrite" else "append",
-        schema_mode="overwrite" if mode == "overwrite" else "merge",
-        storage_options=location.storage_options,
-        commit_properties=commit_properties(states),
-    )
-
-
-def _rewrite(
-    location: TableLocation,
-    table: DeltaTable,
-    rows: pa.Table,
-    keys: tuple[str, ...],
-    states: Mapping[str, Any] | None,
-) -> None:
-    """A column widened: every stored row in the wider type, with `rows` (replacing the
-    stored rows of their keys when `keys` are given), in one overwrite."""
-    stored = _conformed(table.to_pyarrow_table(), rows.schema)
-    if keys and rows.num_rows:
-        replaced = pc.is_in(key_values(stored, keys), value_set=key_values(rows, keys))
-        stored = stored.filter(pc.invert(pc.fill_null(replaced, False)))
-    _write(location, pa.concat_tables([stored, rows]), mode="overwrite", states=states)
+def _names(columns: list[str]) -> str:
+    return f"({', '.join(columns)})" if columns else "no columns"
 
 
 def _only_adds(stored: pa.Schema, schema: pa.Schema) -> bool:
@@ -656,55 +653,3 @@ def live_keys(
             keep = pc.and_(keep, pc.fill_null(inside, False))
         found.update(keys.filter(keep).to_pylist())
     return found
-
-
-# --- maintenance -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MaintenanceReport:
-    version: int
-    files: int
-    bytes: int
-    files_before: int
-    vacuumed: int  # files deleted, no longer part of any version kept
-
-
-def maintain_table(location: TableLocation) -> MaintenanceReport | None:
-    """Compact small files, vacuum what no version within Delta's retention reads, and
-    write a checkpoint; the stream states ride in the maintenance commits. None when
-    the table has no commit yet."""
-    lock = location.storage.lock()
-    try:
-        table = location.open()
-        if table is None:
-            return None
-        files_before = len(table.file_uris())
-        properties = commit_properties(commit_states(table))
-        try:
-            table.optimize.compact(commit_properties=properties)
-            vacuumed = table.vacuum(
-                retention_hours=RETENTION_HOURS,
-                dry_run=False,
-                enforce_retention_duration=True,
-                commit_properties=properties,
-            )
-            table.create_checkpoint()
-        except (DeltaError, OSError) as error:
-            raise TargetError(
-                f"cannot maintain Delta table {location.uri}: {_line(error)}"
-            ) from None
-        table = location.open()
-        assert table is not None
-        actions = pa.table(table.get_add_actions(flatten=True))
-        size = sum(value or 0 for value in actions.column("size_bytes").to_pylist())
-        return MaintenanceReport(
-            table.version(), actions.num_rows, size, files_before, len(vacuumed)
-        )
-    finally:
-        lock.release()
-
-
-def _line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

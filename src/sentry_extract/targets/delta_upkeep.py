@@ -1,0 +1,136 @@
+"""Keeping Delta tables small: automatic compaction after a run, and `maintain`.
+
+Every commit adds files: a snapshot or an incremental checkpoint whose rows are new adds
+a file per partition it touches (a merge also rewrites the files holding the keys it
+updates, into one). Left alone, snapshots and first runs of many checkpoints leave
+hundreds of small files, and every commit a log entry. After a stream's last commit of
+a run (its lock still held), `keep_up`:
+
+- compacts the table (delta-rs OPTIMIZE, files of up to 100 MiB or the table's
+  `delta.targetFileSize`) when it holds COMPACT_AFTER_FILES or more small files (under
+  SMALL_FILE_BYTES) beyond one per partition: after a run a table holds fewer than
+  that many small files plus one per partition, and a partition's lone small file is
+  left alone;
+- gives a table made without one the tool's `delta.checkpointInterval` (see
+  `delta_table.TABLE_CONFIGURATION`): delta-rs then writes a log checkpoint every ten
+  commits by itself (and removes commit files older than the log's retention, 30 days).
+
+Compaction and property commits carry every stream state of the table in their metadata,
+as the run's commits do, so the newest commit always holds the state; and the state
+reader reads all commits, so one without state hides nothing. Files that compaction
+replaced stay for readers of older versions until `maintain` vacuums them (after Delta's
+7 days).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+
+from sentry_extract.errors import TargetError
+from sentry_extract.targets.delta_table import (
+    TABLE_CONFIGURATION,
+    TableLocation,
+    commit_properties,
+    commit_states,
+    error_line,
+)
+
+SMALL_FILE_BYTES = 16 * 1024 * 1024
+COMPACT_AFTER_FILES = 32  # small files beyond one per partition
+RETENTION_HOURS = 168  # Delta's default: files a reader may still need are kept a week
+
+
+def excess_small_files(table: DeltaTable) -> int:
+    """Small files beyond the first small file of each partition: what compaction joins."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    sizes = actions.column("size_bytes").to_pylist()
+    names = [name for name in actions.column_names if name.startswith("partition.")]
+    partitions = list(zip(*(actions.column(name).to_pylist() for name in names), strict=True))
+    if not names:
+        partitions = [()] * len(sizes)
+    small = [
+        partition
+        for partition, size in zip(partitions, sizes, strict=True)
+        if (size or 0) < SMALL_FILE_BYTES
+    ]
+    return len(small) - len(set(small))
+
+
+def has_configuration(table: DeltaTable) -> bool:
+    """True when the table sets the properties the tool sets (to any value: one an
+    owner chose stays)."""
+    configuration = table.metadata().configuration
+    return all(name in configuration for name in TABLE_CONFIGURATION)
+
+
+def keep_up(location: TableLocation) -> bool:
+    """Compact the table and set its checkpoint interval when due (the caller holds the
+    table's lock); True when it compacted."""
+    table = location.open()
+    if table is None:
+        return False
+    compact = excess_small_files(table) >= COMPACT_AFTER_FILES
+    configure = not has_configuration(table)
+    if not (compact or configure):
+        return False
+    properties = commit_properties(commit_states(table))
+    try:
+        if configure:
+            table.alter.set_table_properties(
+                dict(TABLE_CONFIGURATION), commit_properties=properties
+            )
+        if compact:
+            table.optimize.compact(commit_properties=properties)
+    except (DeltaError, OSError) as error:
+        raise TargetError(
+            f"cannot compact Delta table {location.uri}: {error_line(error)}"
+        ) from None
+    return compact
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    version: int
+    files: int
+    bytes: int
+    files_before: int
+    vacuumed: int  # files deleted, no longer part of any version kept
+
+
+def maintain_table(location: TableLocation) -> MaintenanceReport | None:
+    """Compact small files, vacuum what no version within Delta's retention reads, and
+    write a checkpoint; the stream states ride in the maintenance commits. None when
+    the table has no commit yet."""
+    lock = location.storage.lock()
+    try:
+        table = location.open()
+        if table is None:
+            return None
+        files_before = len(table.file_uris())
+        properties = commit_properties(commit_states(table))
+        try:
+            table.optimize.compact(commit_properties=properties)
+            vacuumed = table.vacuum(
+                retention_hours=RETENTION_HOURS,
+                dry_run=False,
+                enforce_retention_duration=True,
+                commit_properties=properties,
+            )
+            table.create_checkpoint()
+        except (DeltaError, OSError) as error:
+            raise TargetError(
+                f"cannot maintain Delta table {location.uri}: {error_line(error)}"
+            ) from None
+        table = location.open()
+        assert table is not None
+        actions = pa.table(table.get_add_actions(flatten=True))
+        size = sum(value or 0 for value in actions.column("size_bytes").to_pylist())
+        return MaintenanceReport(
+            table.version(), actions.num_rows, size, files_before, len(vacuumed)
+        )
+    finally:
+        lock.release()
