@@ -32,9 +32,10 @@ from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from typer.testing import CliRunner
 
-from sentry_extract.modes import Mode
+from sentry_extract.model.modes import Mode
+from sentry_extract.model.spec import ColumnType, Shape
 from sentry_extract.records import RecordTyper, column_name, declared_columns
-from sentry_extract.source.streams import STREAMS, STREAMS_BY_NAME, ColumnType, Shape
+from sentry_extract.source.streams import STREAMS, STREAMS_BY_NAME
 from sentry_extract.state import StateKey
 from sentry_extract.targets.base import StreamRequest
 from sentry_extract.targets.parquet import ParquetTarget

@@ -24,7 +24,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from sentry_extract.errors import ConfigError
-from sentry_extract.modes import Mode
+from sentry_extract.model.modes import Mode
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 

@@ -612,11 +612,11 @@ def test_cassettes_without_the_org_wide_count_replay_as_every_project() -> None:
     import threading
 
     from sentry_extract.config.connections import SentryConnection
+    from sentry_extract.model.windows import Window
     from sentry_extract.pipeline.connect import build_client
     from sentry_extract.source.cassettes import ReplayTransport
     from sentry_extract.source.client import RequestCounter
     from sentry_extract.source.extract import count_events_by_project
-    from sentry_extract.source.windows import Window
 
     source = SentryConnection("SENTRY", "acme", "sntryu_test_0123456789abcdef")
     client = build_client(source, threading.Event(), transport=ReplayTransport([]))

@@ -20,7 +20,16 @@ from sentry_extract.errors import (
     SourceError,
 )
 from sentry_extract.events import counted, emit
-from sentry_extract.modes import Mode
+from sentry_extract.model.modes import Mode
+from sentry_extract.model.spec import Fetch, Params, Parent, SeriesPiece, Shape
+from sentry_extract.model.windows import (
+    SECOND,
+    Coverage,
+    Window,
+    full_window,
+    incremental_window,
+    whole_second,
+)
 from sentry_extract.pipeline.results import STATUS_PARTIAL, StreamResult
 from sentry_extract.records import (
     KEY_SEPARATOR,
@@ -50,16 +59,7 @@ from sentry_extract.source.extract import (
 )
 from sentry_extract.source.retention import CLOCK_MARGIN, Retention, day_ceiling
 from sentry_extract.source.series import SNUBA_LIMIT, is_over_interval_limit
-from sentry_extract.source.spec import Fetch, Params, Parent, SeriesPiece, Shape
 from sentry_extract.source.streams import ISSUES, ORGANIZATIONS
-from sentry_extract.source.windows import (
-    SECOND,
-    Coverage,
-    Window,
-    full_window,
-    incremental_window,
-    whole_second,
-)
 from sentry_extract.state import StreamState
 from sentry_extract.targets.base import StreamWriter
 

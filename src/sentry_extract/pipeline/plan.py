@@ -8,14 +8,14 @@ from datetime import timedelta
 
 from sentry_extract.config.connections import ConnectionEntry, SentryConnection
 from sentry_extract.config.replication import Replication, StreamConfig
+from sentry_extract.model.spec import Parent, Shape
+from sentry_extract.model.windows import Coverage, Slicer, format_datetime
 from sentry_extract.pipeline.connect import resolve_source, state_stores
 from sentry_extract.pipeline.loader import plan_crawl, series_window
 from sentry_extract.source.cassettes import Recording
 from sentry_extract.source.client import query_text
 from sentry_extract.source.extract import Crawl, request_params
 from sentry_extract.source.retention import ASSUMED_DAYS
-from sentry_extract.source.spec import Parent, Shape
-from sentry_extract.source.windows import Coverage, Slicer, format_datetime
 from sentry_extract.state import StreamState
 
 PROJECTS_SHOWN = 20  # saved projects listed one by one; the others are counted

@@ -37,10 +37,10 @@ from sentry_extract.errors import (
     UnreachableError,
 )
 from sentry_extract.events import emit
+from sentry_extract.model.spec import Params
 from sentry_extract.source.pagination import next_cursor
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, rate_limit_group
 from sentry_extract.source.retry import RetryPolicy, build_retrying
-from sentry_extract.source.spec import Params
 
 log = logging.getLogger("sentry_extract.http")
 

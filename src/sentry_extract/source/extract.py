@@ -29,11 +29,8 @@ from sentry_extract.errors import (
     ServerError,
     SourceError,
 )
-from sentry_extract.source.client import RequestCounter, SentryClient
-from sentry_extract.source.retention import ASSUMED_DAYS
-from sentry_extract.source.spec import PAGE_SIZE, Order, Parent, Shape, StreamSpec
-from sentry_extract.source.streams import ERROR_INDEX, MONITORS, PROJECTS, RELEASES
-from sentry_extract.source.windows import (
+from sentry_extract.model.spec import PAGE_SIZE, Order, Parent, Shape, StreamSpec
+from sentry_extract.model.windows import (
     Coverage,
     Slicer,
     Window,
@@ -41,6 +38,10 @@ from sentry_extract.source.windows import (
     read_from,
     whole_second,
 )
+from sentry_extract.source.client import RequestCounter, SentryClient
+from sentry_extract.source.further_streams import ERROR_INDEX, MONITORS
+from sentry_extract.source.retention import ASSUMED_DAYS
+from sentry_extract.source.streams import PROJECTS, RELEASES
 
 Rows = list[dict[str, Any]]
 

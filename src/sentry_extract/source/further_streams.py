@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sentry_extract.source.series import read_project_usage, read_sessions, read_usage
-from sentry_extract.source.spec import (
+from sentry_extract.model.spec import (
     ColumnType,
     Order,
     Parent,
@@ -20,6 +19,7 @@ from sentry_extract.source.spec import (
     StreamSpec,
     columns_of,
 )
+from sentry_extract.source.series import read_project_usage, read_sessions, read_usage
 
 T = ColumnType
 LATE_OUTCOMES = timedelta(days=3)  # outcomes and sessions keep arriving after a day ends

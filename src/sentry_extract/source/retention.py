@@ -18,8 +18,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sentry_extract.errors import AuthenticationError, BadRequestError, SourceError
+from sentry_extract.model.windows import format_datetime
 from sentry_extract.source.client import RequestCounter, SentryClient
-from sentry_extract.source.windows import format_datetime
 
 log = logging.getLogger("sentry_extract")
 

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sentry_extract.source.spec import Fetch, Row, SeriesPiece
-from sentry_extract.source.windows import format_datetime
+from sentry_extract.model.spec import Fetch, Row, SeriesPiece
+from sentry_extract.model.windows import format_datetime
 
 DAY = "1d"  # every reader asks for daily intervals
 SNUBA_LIMIT = 5_000  # data points one sessions answer holds at most (sessions_v2.SNUBA_LIMIT)

@@ -8,29 +8,15 @@ primary key, and the declared type of every known field. The further streams liv
 
 from __future__ import annotations
 
-from sentry_extract.source.further_streams import ERROR_INDEX, FURTHER_STREAMS, MONITORS
-from sentry_extract.source.spec import (
-    PAGE_SIZE,
+from sentry_extract.model.spec import (
     Column,
     ColumnType,
-    Order,
     Parent,
     Shape,
     StreamSpec,
     columns_of,
 )
-
-__all__ = [
-    "ERROR_INDEX",
-    "MONITORS",
-    "PAGE_SIZE",
-    "Column",
-    "ColumnType",
-    "Order",
-    "Parent",
-    "Shape",
-    "StreamSpec",
-]
+from sentry_extract.source.further_streams import FURTHER_STREAMS
 
 T = ColumnType
 _columns = columns_of

@@ -36,6 +36,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from sentry_extract.errors import StateError, TargetError
+from sentry_extract.model.windows import Window
 from sentry_extract.records import (
     DELETED_COLUMN,
     MERGED_COLUMN,
@@ -45,7 +46,6 @@ from sentry_extract.records import (
     key_values,
     unify_schemas,
 )
-from sentry_extract.source.windows import Window
 from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import older_duplicates
