@@ -71,7 +71,8 @@ class SeriesPiece:
     cut: bool = False  # the server kept only its largest groups: rows may be missing
 
 
-# Reads one window of a series stream (one or more requests).
+# Reads one window of a series stream (one or more requests); says when the answer was
+# cut, and raises `RangeTooLargeError` when the window is more than the endpoint spans.
 SeriesReader = Callable[[Fetch, datetime, datetime], SeriesPiece]
 
 
@@ -98,6 +99,7 @@ class StreamSpec:
     raw_values: bool = False  # heavy rows: values stay undecoded JSON until typed
     series: SeriesReader | None = None  # SERIES: one window's requests into rows
     series_days: int = 90  # SERIES: the longest window one read may ask for
+    halves: bool = False  # SERIES: a window too long (cut, or refused) is asked again halved
     late_arrivals: timedelta = timedelta(0)  # re-read at least this much before the watermark
     row_cap: int | None = None  # the server stops paging after this many rows of one query
     operation: str = ""  # the operationId in Sentry's OpenAPI description

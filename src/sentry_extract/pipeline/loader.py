@@ -16,6 +16,7 @@ from sentry_extract.errors import (
     BadRequestError,
     NotFoundError,
     PermissionDeniedError,
+    RangeTooLargeError,
     RunCancelled,
     SourceError,
 )
@@ -58,7 +59,7 @@ from sentry_extract.source.extract import (
     stream_path,
 )
 from sentry_extract.source.retention import CLOCK_MARGIN, Retention, day_ceiling
-from sentry_extract.source.series import SNUBA_LIMIT, is_over_interval_limit
+from sentry_extract.source.series import SNUBA_LIMIT
 from sentry_extract.source.streams import ISSUES, ORGANIZATIONS
 from sentry_extract.state import StreamState
 from sentry_extract.targets.base import StreamWriter
@@ -608,18 +609,19 @@ class Loader:
         self._finish(self._state(replace(previous, coverage=progress)))
 
     def _read_series_piece(self, fetch: Fetch, window: Window, days: int) -> SeriesPiece | None:
-        """One window of a series, or None when fewer days would give more: Sentry kept
-        only its largest groups (release health keeps `5000 // intervals`, silently), or
-        refused a range past its limit of intervals (the one 400 that fewer days cure)."""
+        """One window of a series, or None when a stream that halves would get more from
+        fewer days: Sentry kept only its largest groups (release health keeps
+        `5000 // intervals`, silently), or the range was too large for it."""
         spec = self.stream.spec
         assert spec.series is not None
+        halves = spec.halves and days > 1
         try:
             piece = spec.series(fetch, window.start, window.end)
-        except BadRequestError:
-            if days == 1 or not is_over_interval_limit(window.start, window.end):
+        except RangeTooLargeError:
+            if not halves:
                 raise
             return None
-        if piece.cut and days > 1:
+        if piece.cut and halves:
             return None
         return piece
 

@@ -29,6 +29,7 @@ from sentry_extract.errors import (
     NotFoundError,
     PaginationError,
     PermissionDeniedError,
+    RangeTooLargeError,
     RateLimitedError,
     RunCancelled,
     ServerError,
@@ -388,8 +389,8 @@ def classify_response(
         raise RateLimitedError(
             detail or "rate limited", retry_after=retry_after(response, wall_clock), url=path
         )
-    if status == 400 and "timeout" in detail.lower():
-        raise ServerError(f"query timeout: {detail}", url=path, status=400)
+    if status == 400 and "timeout" in detail.lower():  # Sentry says so only in the detail
+        raise RangeTooLargeError(f"query timeout: {detail}", url=path, status=400)
     if status == 400:
         raise BadRequestError(detail or "bad request", url=path, status=400)
     if status >= 500:

@@ -25,6 +25,7 @@ from sentry_extract.errors import (
     BadRequestError,
     NotFoundError,
     PermissionDeniedError,
+    RangeTooLargeError,
     ReplayMissError,
     ServerError,
     SourceError,
@@ -256,8 +257,8 @@ def read_oldest_first(
                         done = Window(piece.start, reached) if reached > piece.start else None
                     covered = progress.add(done) if done is not None else progress
                     yield SlicedPage(page.rows, page.held_bytes, covered, page.sampled)
-            except ServerError as error:  # a query timeout, retried already
-                if error.status != 400 or end - start <= MIN_QUERY:
+            except RangeTooLargeError:  # a query timeout, retried already
+                if end - start <= MIN_QUERY:
                     raise
                 halve = True
             except BadRequestError:  # a server that refuses offsets past its cap
