@@ -26,9 +26,10 @@ from sentry_extract.model.spec import Fetch, Params, Parent, SeriesPiece, Shape
 from sentry_extract.model.windows import (
     SECOND,
     Coverage,
+    Crawl,
+    IncrementalWindow,
     Window,
-    full_window,
-    incremental_window,
+    day_ceiling,
     whole_second,
 )
 from sentry_extract.pipeline.results import STATUS_PARTIAL, StreamResult
@@ -41,7 +42,6 @@ from sentry_extract.records import (
 )
 from sentry_extract.source.client import RequestCounter
 from sentry_extract.source.extract import (
-    Crawl,
     ParentRow,
     Project,
     ProjectPage,
@@ -58,7 +58,7 @@ from sentry_extract.source.extract import (
     select_projects,
     stream_path,
 )
-from sentry_extract.source.retention import CLOCK_MARGIN, Retention, day_ceiling
+from sentry_extract.source.retention import Retention
 from sentry_extract.source.series import SNUBA_LIMIT
 from sentry_extract.source.streams import ISSUES, ORGANIZATIONS
 from sentry_extract.state import StreamState
@@ -173,6 +173,7 @@ class Loader:
         self.progress: dict[str, tuple[Window, Coverage]] = {}  # each crawl's window and place
         self.sampled = False  # a page came from sampled data (reported once)
         self.retention: Retention = context.retention
+        self.window = stream_window(stream, context.source, self.run_started_at)
 
     def check_cancelled(self) -> None:
         if self.context.settings.cancelled.is_set():
@@ -255,11 +256,8 @@ class Loader:
         if state is not None and self.stream.mode.keeps_state:
             self.writer.checkpoint(state)
 
-    def _crawl(self, coverage: Coverage, watermark: datetime | None) -> Crawl:
-        crawl = plan_crawl(
-            self.stream, self.context.source, coverage, watermark, self.run_started_at
-        )
-        return replace(crawl, retention=self.retention.period)
+    def _crawl(self, coverage: Coverage) -> Crawl:
+        return self.window.crawl(coverage, self.retention.period)
 
     def _kept(self, asked: Window) -> Window | None:
         """After Sentry refused `asked` with a 400: the part of it Sentry keeps (empty when
@@ -318,11 +316,10 @@ class Loader:
         self.retention.remember(previous.retention_days)
         reconciling = self._is_reconcile_due(previous)
         if reconciling:
-            window = full_window(self.context.source.anchor_date, self.run_started_at)
-            crawl = Crawl(window, Coverage(), self.context.source.lookback, self.retention.period)
+            crawl = self.window.whole(self.retention.period)
             self.seen = set()
         else:
-            crawl = self._crawl(previous.coverage, previous.watermark)
+            crawl = self._crawl(previous.coverage)
         log.debug("%s: window %s to %s", self.stream.name, crawl.window.start, crawl.window.end)
         path = stream_path(spec, self.context.source.organization)
         pages = read_sliced(
@@ -340,7 +337,7 @@ class Loader:
                 previous.coverage.merged(page.coverage, start) if reconciling else page.coverage
             )
             self._checkpoint_if_due(self._state(replace(previous, coverage=covered)))
-        done = crawl.coverage.started_at(start).add(crawl.window)
+        done = crawl.done
         self.progress[""] = (crawl.window, done)
         if reconciling:
             done = previous.coverage.merged(done, start)
@@ -469,16 +466,13 @@ class Loader:
         projects, missing = select_projects(every_project, source.projects)
         self._missing_projects(missing)
         crawls = {
-            project: self._crawl(
-                previous.projects.get(project.id, Coverage()),
-                previous.project_watermarks.get(project.id),
-            )
+            project: self._crawl(previous.projects.get(project.id, Coverage()))
             for project in projects
         }
         progress = dict(previous.projects)
         for project in self._quiet_projects(crawls):
             crawl = crawls.pop(project)
-            done = crawl.coverage.started_at(crawl.window.start).add(crawl.window)
+            done = crawl.done
             progress[project.id] = done
             self.progress[project.id] = (crawl.window, done)
         for project, crawl in crawls.items():
@@ -507,7 +501,7 @@ class Loader:
                 continue
             else:
                 crawl = crawls[item.project]
-                done = crawl.coverage.started_at(crawl.window.start).add(crawl.window)
+                done = crawl.done
                 progress[item.project.id] = done
                 self.progress[item.project.id] = (crawl.window, done)
             self._checkpoint_if_due(self._state(replace(previous, projects=dict(progress))))
@@ -571,8 +565,8 @@ class Loader:
         assert spec.series is not None
         previous = self.writer.load_state()
         self.retention.remember(previous.retention_days)
-        crawl = self._crawl(previous.coverage, previous.watermark)
-        window = series_window(self.stream, crawl.window, previous.watermark, crawl.retention)
+        crawl = self._crawl(previous.coverage)
+        window = self.window.whole_days(crawl, previous.watermark, spec.late_arrivals)
         start = window.start
         path = spec.path_for(self.context.source.organization)
 
@@ -655,9 +649,7 @@ class Loader:
             )
             self._missing_projects(missing)
             coverage = Coverage(self.run_started_at)
-        stop_before = None
-        if spec.update_key and self.stream.mode.merges_by_key and previous.watermark:
-            stop_before = previous.watermark - source.lookback
+        stop_before = self.window.stop_before(previous.watermark) if spec.update_key else None
         capped = failed = 0
         for parent in parents:
             self.check_cancelled()
@@ -697,7 +689,7 @@ class Loader:
     def _changed_issues(self, previous: StreamState) -> tuple[list[str], Coverage]:
         """The ids of the issues seen in the stream's window (since the last run, less the
         lookback), read from the issues list; and the coverage once they are done."""
-        crawl = self._crawl(previous.coverage, previous.watermark)
+        crawl = self._crawl(previous.coverage)
         crawl = Crawl(crawl.window, Coverage(), crawl.lookback)  # issues, not the children
         path = stream_path(ISSUES, self.context.source.organization)
         issues: dict[str, None] = {}
@@ -760,43 +752,10 @@ class Loader:
         return f"project '{project.slug}' skipped: {reason}"
 
 
-def plan_crawl(
-    stream: StreamConfig,
-    source: SentryConnection,
-    coverage: Coverage,
-    watermark: datetime | None,
-    started: datetime,
-) -> Crawl:
-    """The window a crawl reads, and what earlier runs already covered of it."""
-    window = stream_window(stream, source, watermark, started)
-    if not stream.mode.merges_by_key or stream.mode.reads_range:
-        coverage = Coverage()  # a full read, or a backfill's range: state does not narrow it
-    return Crawl(window, coverage, source.lookback)
-
-
 def stream_window(
-    stream: StreamConfig, source: SentryConnection, watermark: datetime | None, started: datetime
-) -> Window:
-    """The time range a windowed stream asks for: by mode, from the saved watermark."""
-    if stream.mode.reads_range and stream.backfill_range is not None:
-        return stream.backfill_range
-    if stream.mode.merges_by_key:
-        return incremental_window(watermark, source.anchor_date, started, source.lookback)
-    return full_window(source.anchor_date, started)
-
-
-def series_window(
-    stream: StreamConfig, window: Window, watermark: datetime | None, retention: timedelta
-) -> Window:
-    """The whole UTC days a time series reads: from the crawl's start, less the days whose
-    figures still change when it goes on from a watermark, never before Sentry's
-    retention (older is a 400 there, not a clamp)."""
-    start = window.start
-    if watermark is not None and stream.mode.merges_by_key:
-        start -= stream.spec.late_arrivals
-    oldest = day_ceiling(window.end - retention + CLOCK_MARGIN)
-    return Window(max(_day_floor(start), oldest), window.end)
-
-
-def _day_floor(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    stream: StreamConfig, source: SentryConnection, started: datetime
+) -> IncrementalWindow:
+    """The rule for the time range a stream's run reads."""
+    return IncrementalWindow(
+        stream.mode, started, source.anchor_date, source.lookback, stream.backfill_range
+    )

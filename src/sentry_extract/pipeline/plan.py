@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sentry_extract.config.connections import ConnectionEntry, SentryConnection
 from sentry_extract.config.replication import Replication, StreamConfig
 from sentry_extract.model.spec import Parent, Shape
-from sentry_extract.model.windows import Coverage, Slicer, format_datetime
+from sentry_extract.model.windows import ASSUMED_DAYS, Coverage, Crawl, Slicer, format_datetime
 from sentry_extract.pipeline.connect import resolve_source, state_stores
-from sentry_extract.pipeline.loader import plan_crawl, series_window
+from sentry_extract.pipeline.loader import stream_window
 from sentry_extract.source.cassettes import Recording
 from sentry_extract.source.client import query_text
-from sentry_extract.source.extract import Crawl, request_params
-from sentry_extract.source.retention import ASSUMED_DAYS
+from sentry_extract.source.extract import request_params
 from sentry_extract.state import StreamState
 
 PROJECTS_SHOWN = 20  # saved projects listed one by one; the others are counted
@@ -49,11 +48,13 @@ def plan_replication(
         if spec.shape is Shape.WINDOWED and spec.parent is Parent.PROJECT:
             windows, crawl = _project_windows(stream, source, replication, state)
         elif spec.is_incremental:
-            crawl = _crawl(stream, source, replication, state.coverage)
-            origin = _origin(stream, source, state.coverage)
+            rule = stream_window(stream, source, replication.run_started_at)
+            crawl = rule.crawl(state.coverage)
+            origin = rule.origin(state.coverage)
             if spec.shape is Shape.SERIES:  # whole days, the late ones again
                 days, retention = _retention(source, state)
-                window = series_window(stream, crawl.window, state.coverage.watermark, days)
+                crawl = replace(crawl, retention=days)
+                window = rule.whole_days(crawl, state.coverage.watermark, spec.late_arrivals)
                 if window.start > crawl.window.start:  # what Sentry keeps, not the anchor
                     origin = f"Sentry keeps {days.days} days, {retention}"
                 crawl = Crawl(window, crawl.coverage, crawl.lookback)
@@ -76,27 +77,22 @@ def plan_replication(
     return plans
 
 
-def _crawl(
-    stream: StreamConfig, source: SentryConnection, replication: Replication, coverage: Coverage
-) -> Crawl:
-    return plan_crawl(stream, source, coverage, coverage.watermark, replication.run_started_at)
-
-
 def _project_windows(
     stream: StreamConfig, source: SentryConnection, replication: Replication, state: StreamState
 ) -> tuple[tuple[str, ...], Crawl]:
     """One line per project with saved state, then one for every other project."""
-    fresh = _crawl(stream, source, replication, Coverage())
-    fresh_line = _described(fresh, _origin(stream, source, Coverage()))
+    rule = stream_window(stream, source, replication.run_started_at)
+    fresh = rule.crawl(Coverage())
+    fresh_line = _described(fresh, rule.origin(Coverage()))
     saved = sorted(state.projects.items()) if stream.mode.merges_by_key else []
     if stream.mode.reads_range or not saved:
         return (f"every project: {fresh_line}",), fresh
     lines = []
     crawls = []
     for project, coverage in saved:
-        crawl = _crawl(stream, source, replication, coverage)
+        crawl = rule.crawl(coverage)
         crawls.append(crawl)
-        lines.append(f"project {project}: {_described(crawl, _origin(stream, source, coverage))}")
+        lines.append(f"project {project}: {_described(crawl, rule.origin(coverage))}")
     if len(lines) > PROJECTS_SHOWN:
         hidden = len(lines) - PROJECTS_SHOWN + 1
         lines[PROJECTS_SHOWN - 1 :] = [f"{hidden} more projects, each from its saved state"]
@@ -111,16 +107,6 @@ def _retention(source: SentryConnection, state: StreamState) -> tuple[timedelta,
     if state.retention_days is not None:
         return timedelta(days=state.retention_days), "learned"
     return timedelta(days=ASSUMED_DAYS), "assumed"
-
-
-def _origin(stream: StreamConfig, source: SentryConnection, coverage: Coverage) -> str:
-    if stream.mode.reads_range and stream.backfill_range is not None:
-        return "backfill range"
-    if stream.mode.merges_by_key and (coverage.watermark is not None or coverage.ranges):
-        return "saved state"
-    if source.anchor_date is not None:
-        return "anchor_date"
-    return "a year, no anchor_date"
 
 
 def _described(crawl: Crawl, origin: str) -> str:

@@ -33,6 +33,7 @@ from sentry_extract.errors import (
 from sentry_extract.model.spec import PAGE_SIZE, Order, Parent, Shape, StreamSpec
 from sentry_extract.model.windows import (
     Coverage,
+    Crawl,
     Slicer,
     Window,
     format_datetime,
@@ -41,7 +42,6 @@ from sentry_extract.model.windows import (
 )
 from sentry_extract.source.client import RequestCounter, SentryClient
 from sentry_extract.source.further_streams import ERROR_INDEX, MONITORS
-from sentry_extract.source.retention import ASSUMED_DAYS
 from sentry_extract.source.streams import PROJECTS, RELEASES
 
 Rows = list[dict[str, Any]]
@@ -95,21 +95,6 @@ class ProjectPage:
 class ProjectDone:
     project: Project
     error: SourceError | None = None
-
-
-@dataclass(frozen=True)
-class Crawl:
-    """Where a windowed crawl starts: its window, what earlier runs read, the lookback,
-    and how far back Sentry keeps data (before that, one slice: it answers nothing)."""
-
-    window: Window
-    coverage: Coverage
-    lookback: timedelta
-    retention: timedelta = timedelta(days=ASSUMED_DAYS)
-
-    @property
-    def horizon(self) -> datetime:
-        return self.window.end - self.retention
 
 
 # Told a range Sentry refused with a 400, the part of it Sentry still keeps (empty when
