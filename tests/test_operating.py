@@ -19,7 +19,7 @@ from sentry_extract.cli import app
 from sentry_extract.events import emit
 from sentry_extract.model.windows import format_datetime
 from sentry_extract.reporting import ProgressHandler, progress_bars
-from sentry_extract.source.streams import STREAM_NAMES, WILDCARD_NAMES
+from sentry_extract.source.catalog import STREAM_NAMES, WILDCARD_NAMES
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 

@@ -41,7 +41,7 @@ from sentry_extract.model.modes import MODE_NAMES, Mode
 from sentry_extract.model.spec import StreamSpec
 from sentry_extract.records import SNAKE, column_name, declared_columns
 from sentry_extract.reporting import JSON, LOG_FORMATS, TEXT, Reporting, reporting
-from sentry_extract.source.streams import STREAMS
+from sentry_extract.source.catalog import STREAMS
 
 STATE_VARIABLE = "SENTRY_EXTRACT_STATE"
 EXIT_FAILED = 1

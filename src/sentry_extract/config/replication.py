@@ -21,7 +21,7 @@ from sentry_extract.model.modes import MODE_NAMES, Mode
 from sentry_extract.model.spec import Parent, StreamSpec
 from sentry_extract.model.windows import Window
 from sentry_extract.records import COLUMN_CASINGS, SNAKE, Selection, column_name
-from sentry_extract.source.streams import STREAM_NAMES, STREAMS_BY_NAME, WILDCARD_NAMES
+from sentry_extract.source.catalog import STREAM_NAMES, STREAMS_BY_NAME, WILDCARD_NAMES
 from sentry_extract.targets.partitions import PARTITION_VARIABLES
 
 WILDCARD = "*"

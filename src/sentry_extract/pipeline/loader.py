@@ -22,7 +22,7 @@ from sentry_extract.errors import (
 )
 from sentry_extract.events import counted, emit
 from sentry_extract.model.modes import Mode
-from sentry_extract.model.spec import Fetch, Params, Parent, SeriesPiece, Shape
+from sentry_extract.model.spec import Fetch, Params, Parent, ParentRow, SeriesPiece, Shape
 from sentry_extract.model.windows import (
     SECOND,
     Coverage,
@@ -42,25 +42,21 @@ from sentry_extract.records import (
 )
 from sentry_extract.source.client import RequestCounter
 from sentry_extract.source.extract import (
-    ParentRow,
-    Project,
     ProjectPage,
     SlicedPage,
     count_events_by_project,
-    issue_parents,
     list_parents,
-    list_projects,
     oldest_moment,
     read_children,
     read_events,
+    read_one,
     read_organization_stream,
     read_sliced,
-    select_projects,
+    select_parents,
     stream_path,
 )
 from sentry_extract.source.retention import Retention
 from sentry_extract.source.series import SNUBA_LIMIT
-from sentry_extract.source.streams import ISSUES, ORGANIZATIONS
 from sentry_extract.state import StreamState
 from sentry_extract.targets.base import StreamWriter
 
@@ -293,7 +289,7 @@ class Loader:
         pages = read_organization_stream(
             self.context.client, spec, self.context.source.organization, self.counter
         )
-        if spec is ORGANIZATIONS and self.context.organization is not None:
+        if spec.preflight and self.context.organization is not None:
             pages = iter([[self.context.organization]])  # read once, by the preflight
         vanishing = spec.soft_deletes and self.stream.mode is Mode.INCREMENTAL
         self.seen = set() if vanishing else None
@@ -430,15 +426,14 @@ class Loader:
         the survivor for a merged id, with its own id and no redirect)."""
         if self.stream.primary_key != ("id",):
             return None  # a key of the user's choosing: no way to ask for it
-        path = f"{stream_path(self.stream.spec, self.context.source.organization)}{key}/"
-        try:
-            body = self.context.client.get(path, {}, self.counter).body
-        except NotFoundError:
+        organization = self.context.source.organization
+        row = read_one(self.context.client, self.stream.spec, organization, key, self.counter)
+        if row is None:
             return None
-        if not isinstance(body, dict) or body.get("id") is None:
+        if row.get("id") is None:
             return key
-        self._add([body])
-        return str(body["id"])
+        self._add([row])
+        return str(row["id"])
 
     def _reconciled(self, deleted: int, merged: int = 0) -> None:
         self.result.reconciled = True
@@ -462,21 +457,24 @@ class Loader:
         client = self.context.client
         previous = self.writer.load_state()
         self.retention.remember(previous.retention_days)
-        every_project = list_projects(client, source.organization, self.counter)
-        projects, missing = select_projects(every_project, source.projects)
+        assert self.stream.spec.parents is not None
+        every_project = list_parents(
+            client, self.stream.spec.parents, source.organization, self.counter
+        )
+        projects, missing = select_parents(every_project, source.projects)
         self._missing_projects(missing)
         crawls = {
-            project: self._crawl(previous.projects.get(project.id, Coverage()))
+            project: self._crawl(previous.projects.get(project.values["id"], Coverage()))
             for project in projects
         }
         progress = dict(previous.projects)
         for project in self._quiet_projects(crawls):
             crawl = crawls.pop(project)
             done = crawl.done
-            progress[project.id] = done
-            self.progress[project.id] = (crawl.window, done)
+            progress[project.values["id"]] = done
+            self.progress[project.values["id"]] = (crawl.window, done)
         for project, crawl in crawls.items():
-            self.progress[project.id] = (crawl.window, crawl.coverage)
+            self.progress[project.values["id"]] = (crawl.window, crawl.coverage)
         items = read_events(
             client,
             self.stream.spec,
@@ -492,8 +490,9 @@ class Loader:
             self.check_cancelled()
             if isinstance(item, ProjectPage):
                 self._add(item.page.rows, item.page.held_bytes)
-                progress[item.project.id] = item.page.coverage
-                self.progress[item.project.id] = (crawls[item.project].window, item.page.coverage)
+                project_id = item.project.values["id"]
+                progress[project_id] = item.page.coverage
+                self.progress[project_id] = (crawls[item.project].window, item.page.coverage)
             elif item.error is not None:
                 problem = self._project_problem(item.project, item.error)
                 log.warning("%s: %s", self.stream.name, problem)
@@ -502,8 +501,8 @@ class Loader:
             else:
                 crawl = crawls[item.project]
                 done = crawl.done
-                progress[item.project.id] = done
-                self.progress[item.project.id] = (crawl.window, done)
+                progress[item.project.values["id"]] = done
+                self.progress[item.project.values["id"]] = (crawl.window, done)
             self._checkpoint_if_due(self._state(replace(previous, projects=dict(progress))))
         if self.result.problems and self.stream.mode.replaces_rows:
             raise SourceError(f"nothing replaced: {self.stream.mode} needs every project")
@@ -511,7 +510,7 @@ class Loader:
         if self.result.problems:
             self.result.status = STATUS_PARTIAL
 
-    def _quiet_projects(self, crawls: dict[Project, Crawl]) -> list[Project]:
+    def _quiet_projects(self, crawls: dict[ParentRow, Crawl]) -> list[ParentRow]:
         """Projects with nothing new in what is left of their windows: Sentry's org-wide
         count of their events there (one request) is no more than the rows already stored
         there (the lookback re-reads the end of the last run). Only for windows inside
@@ -535,7 +534,9 @@ class Loader:
             )
             return []
         stored = self._stored_by_project(window)
-        quiet = [p for p in crawls if counts.get(p.id, 0) <= stored.get(p.id, 0)]
+        quiet = [
+            p for p in crawls if counts.get(p.values["id"], 0) <= stored.get(p.values["id"], 0)
+        ]
         emit(
             log,
             logging.INFO,
@@ -639,16 +640,19 @@ class Loader:
         source = self.context.source
         previous = self.writer.load_state() if spec.is_incremental else StreamState()
         coverage = previous.coverage
-        if spec.parent is Parent.ISSUE:
-            issues, coverage = self._changed_issues(previous)
-            parents = issue_parents(issues, source.tag_keys)
+        assert spec.parents is not None
+        if spec.has_windowed_parents:
+            parents, coverage = self._changed_parents(previous)
         else:
-            wanted = source.projects if spec.parent is Parent.PROJECT else None
-            parents, missing = list_parents(
-                self.context.client, spec, source.organization, self.counter, wanted
+            parents = list_parents(
+                self.context.client, spec.parents, source.organization, self.counter
             )
-            self._missing_projects(missing)
+            if spec.parent is Parent.PROJECT:  # those `inputs.projects` names
+                parents, missing = select_parents(parents, source.projects)
+                self._missing_projects(missing)
             coverage = Coverage(self.run_started_at)
+        if spec.parents.by_tag_key:
+            parents = [parent.with_tag_key(key) for parent in parents for key in source.tag_keys]
         stop_before = self.window.stop_before(previous.watermark) if spec.update_key else None
         capped = failed = 0
         for parent in parents:
@@ -669,8 +673,8 @@ class Loader:
             except AuthenticationError:
                 raise
             except (PermissionDeniedError, NotFoundError) as error:
-                if spec.parent is Parent.ISSUE and error.status == 404:
-                    continue  # merged or deleted since the issues were listed
+                if spec.has_windowed_parents and error.status == 404:
+                    continue  # merged or deleted since the window listed it
                 self._parent_problem(parent, error)
                 failed += 1
         if capped:
@@ -686,19 +690,26 @@ class Loader:
         if self.result.problems:
             self.result.status = STATUS_PARTIAL
 
-    def _changed_issues(self, previous: StreamState) -> tuple[list[str], Coverage]:
-        """The ids of the issues seen in the stream's window (since the last run, less the
-        lookback), read from the issues list; and the coverage once they are done."""
+    def _changed_parents(self, previous: StreamState) -> tuple[list[ParentRow], Coverage]:
+        """The parents seen in the stream's window (since the last run, less the lookback),
+        read from the parent stream's list; and the coverage once they are done."""
+        parents = self.stream.spec.parents
+        assert parents is not None
         crawl = self._crawl(previous.coverage)
-        crawl = Crawl(crawl.window, Coverage(), crawl.lookback)  # issues, not the children
-        path = stream_path(ISSUES, self.context.source.organization)
-        issues: dict[str, None] = {}
-        pages = read_sliced(self.context.client, ISSUES, path, crawl, self.counter, kept=self._kept)
+        crawl = Crawl(crawl.window, Coverage(), crawl.lookback)  # the parents, not the children
+        path = stream_path(parents.stream, self.context.source.organization)
+        found: dict[str, ParentRow] = {}
+        pages = read_sliced(
+            self.context.client, parents.stream, path, crawl, self.counter, kept=self._kept
+        )
         for page in pages:
             self.check_cancelled()
-            issues.update((str(row["id"]), None) for row in page.rows if "id" in row)
+            for row in page.rows:
+                parent = parents.parent_of(row)
+                if parent is not None:
+                    found.setdefault(parent.label, parent)
         done = previous.coverage.started_at(crawl.window.start).add(crawl.window)
-        return list(issues), done
+        return list(found.values()), done
 
     def _missing_projects(self, slugs: list[str]) -> None:
         """Projects named in `inputs.projects` that the organization does not have."""
@@ -745,11 +756,11 @@ class Loader:
             ),
         }
 
-    def _project_problem(self, project: Project, error: SourceError) -> str:
+    def _project_problem(self, project: ParentRow, error: SourceError) -> str:
         reason = error.message
         if error.status in (403, 404):
             reason = f"{error.message} ({error.status})"
-        return f"project '{project.slug}' skipped: {reason}"
+        return f"{project.label} skipped: {reason}"
 
 
 def stream_window(

@@ -50,7 +50,6 @@ from sentry_extract.source.cassettes import Recording, RecordingTransport
 from sentry_extract.source.client import RequestCounter, SentryClient
 from sentry_extract.source.retention import Retention, stats_probe
 from sentry_extract.source.retry import RetryPolicy
-from sentry_extract.source.streams import ORGANIZATIONS
 from sentry_extract.targets.base import StreamRequest, Target
 
 log = logging.getLogger("sentry_extract")
@@ -171,7 +170,7 @@ def run_replication(
             recording = Recording(replication.run_started_at, connection_inputs(source))
             recorder.save(settings.record_to, recording)
     fatal = next((result.problems[0] for result in results if result.stopped_run), None)
-    counted_by_a_stream = any(stream.spec is ORGANIZATIONS for stream in replication.streams)
+    counted_by_a_stream = any(stream.spec.preflight for stream in replication.streams)
     if deadline.passed:
         fatal = deadline.describe(streamed=True)
     return RunSummary(
@@ -241,7 +240,7 @@ class _Deadline:
 def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
     result = StreamResult(stream.name, stream.mode, stream.object)
     started = time.monotonic()
-    reuses_preflight = stream.spec is ORGANIZATIONS and context.organization is not None
+    reuses_preflight = stream.spec.preflight and context.organization is not None
     counter = context.preflight if reuses_preflight else RequestCounter(stream.name)
     emit(
         log,
