@@ -45,6 +45,16 @@ class Parent(enum.Enum):
     MONITOR = "monitor"
 
 
+class Reading(enum.Enum):
+    """Which reader reads a stream: one for each way of reading, whatever the stream."""
+
+    ORGANIZATION_LIST = "organization list"  # one object, or one list, read whole
+    WINDOWED_LIST = "windowed list"  # one list of the organization, over a time window
+    PER_PROJECT = "per project"  # one windowed list per project, side by side
+    FAN_OUT = "fan-out"  # one list per row of a parent stream
+    TIME_SERIES = "time series"  # whole days, flattened into rows
+
+
 class Order(enum.Enum):
     """The order rows come in inside a window (what a checkpoint can rely on)."""
 
@@ -152,6 +162,18 @@ class StreamSpec:
         """Its parents are the rows a window of another stream lists (tag values: the
         issues changed since the last run)."""
         return self.parents is not None and self.parents.stream.shape is Shape.WINDOWED
+
+    @property
+    def reading(self) -> Reading:
+        if self.shape is Shape.SERIES:
+            return Reading.TIME_SERIES
+        if self.shape is Shape.WINDOWED and self.parent is Parent.PROJECT:
+            return Reading.PER_PROJECT
+        if self.shape is Shape.WINDOWED:
+            return Reading.WINDOWED_LIST
+        if self.fans_out:
+            return Reading.FAN_OUT
+        return Reading.ORGANIZATION_LIST
 
     @property
     def is_incremental(self) -> bool:

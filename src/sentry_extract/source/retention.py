@@ -94,6 +94,13 @@ class Retention:
         return timedelta(days=self.days)
 
     @property
+    def origin(self) -> str:
+        """Where `days` comes from, for the dry run."""
+        if self.configured is not None:
+            return "inputs.retention_days"
+        return "learned" if self.learned is not None else "assumed"
+
+    @property
     def is_known(self) -> bool:
         return self.configured is not None or self.learned is not None
 
