@@ -9,7 +9,7 @@ import pytest
 
 from sentry_extract.config.replication import Overrides, Replication, load_replication
 from sentry_extract.errors import ConfigError
-from sentry_extract.source.streams import WILDCARD_NAMES
+from sentry_extract.source.catalog import WILDCARD_NAMES
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STARTED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)

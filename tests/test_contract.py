@@ -32,9 +32,10 @@ from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from typer.testing import CliRunner
 
-from sentry_extract.modes import Mode
+from sentry_extract.model.modes import Mode
+from sentry_extract.model.spec import ColumnType, Shape
 from sentry_extract.records import RecordTyper, column_name, declared_columns
-from sentry_extract.source.streams import STREAMS, STREAMS_BY_NAME, ColumnType, Shape
+from sentry_extract.source.catalog import STREAMS, STREAMS_BY_NAME
 from sentry_extract.state import StateKey
 from sentry_extract.targets.base import StreamRequest
 from sentry_extract.targets.parquet import ParquetTarget
@@ -219,7 +220,7 @@ def test_every_request_of_every_stream_is_valid(
 ) -> None:
     """All nineteen streams, the repeated parameters (`field`, `groupBy`) as sent, and the
     org-wide count the events stream asks first, against the twenty-endpoint cut."""
-    from sentry_extract.source.streams import STREAM_NAMES
+    from sentry_extract.source.catalog import STREAM_NAMES
 
     api = OpenAPI.from_dict(json.loads(EVERY_ENDPOINT.read_text()))
     monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))

@@ -25,7 +25,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from sentry_extract.errors import ConfigError
-from sentry_extract.modes import Mode
+from sentry_extract.model.modes import Mode
 from sentry_extract.state import StateKey
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize

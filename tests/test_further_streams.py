@@ -612,11 +612,11 @@ def test_cassettes_without_the_org_wide_count_replay_as_every_project() -> None:
     import threading
 
     from sentry_extract.config.connections import SentryConnection
+    from sentry_extract.model.windows import Window
     from sentry_extract.pipeline.connect import build_client
     from sentry_extract.source.cassettes import ReplayTransport
     from sentry_extract.source.client import RequestCounter
     from sentry_extract.source.extract import count_events_by_project
-    from sentry_extract.source.windows import Window
 
     source = SentryConnection("SENTRY", "acme", "sntryu_test_0123456789abcdef")
     client = build_client(source, threading.Event(), transport=ReplayTransport([]))
@@ -636,3 +636,64 @@ def test_error_index_keeps_samples_and_says_so_when_every_range_is_sampled() -> 
         assert result.status == "partial" and "sampled data" in result.problems[0]
         assert workspace.table("error_index").num_rows > 0
         assert len(fake.requests_to("/events/")) < 40  # halving stops: sampling is everywhere
+
+
+# --- ranges too large ----------------------------------------------------------------------
+
+QUERY_TIMEOUT = {"detail": "Query timeout. Please try with a smaller date range."}
+
+
+def test_error_index_asks_a_range_that_times_out_again_in_halves(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    """A query Sentry cannot answer in time (a 400 whose detail says so) is retried; once
+    the attempts are spent, the same start is asked for half the range, and every row is
+    read all the same."""
+    from sentry_extract.testing.fake_sentry import Fault
+
+    fake.inject(Fault("/organizations/acme/events/", 400, QUERY_TIMEOUT, times=4))
+    summary = workspace.run(workspace.replication(streams=named("error_index")))
+    assert summary.results[0].status == "ok", summary.results[0].problems
+    requests = fake.requests_to("/events/")
+    assert all(record.param("start") == requests[0].param("start") for record in requests[:5])
+    timed_out, halved = requests[0], requests[4]  # four attempts, then half the range
+    assert halved.param("start") == timed_out.param("start")
+    start = datetime.fromisoformat(str(timed_out.param("start")))
+    asked = datetime.fromisoformat(str(timed_out.param("end"))) - start
+    assert datetime.fromisoformat(str(halved.param("end"))) - start == asked / 2
+    stored = set(keys(workspace.table("error_index"), ["project_id", "id"]))
+    assert stored == set(fake.event_keys())
+
+
+def test_sessions_ask_a_range_that_times_out_again_for_fewer_days(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    """Release health halves its days for a range too large, as for an answer cut short:
+    a query timeout on 14 days is asked again for 7."""
+    from sentry_extract.testing.fake_sentry import Fault
+
+    fake.inject(Fault("/sessions/", 400, QUERY_TIMEOUT, times=4))
+    summary = workspace.run(workspace.replication(streams=named("sessions")))
+    assert summary.results[0].status == "ok", summary.results[0].problems
+    requests = fake.requests_to("/sessions/")
+    lengths = [_days(record.param("start"), record.param("end")) for record in requests]
+    assert [record.status for record in requests[:5]] == [400, 400, 400, 400, 200]
+    assert lengths[:5] == [14, 14, 14, 14, 7]
+    assert workspace.table("sessions").num_rows > 0
+
+
+def test_sessions_past_the_intervals_one_request_spans_is_a_range_too_large() -> None:
+    """The one 400 fewer days cure is told apart from the others by the range asked."""
+    from sentry_extract.errors import BadRequestError, RangeTooLargeError
+    from sentry_extract.model.spec import Params
+    from sentry_extract.source.series import MAX_INTERVALS, read_sessions
+
+    def refuse(params: Params) -> Any:
+        raise BadRequestError("too many intervals", url="sessions/", status=400)
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(RangeTooLargeError):
+        read_sessions(refuse, start, start + timedelta(days=MAX_INTERVALS + 1))
+    with pytest.raises(BadRequestError) as refused:
+        read_sessions(refuse, start, start + timedelta(days=MAX_INTERVALS))
+    assert not isinstance(refused.value, RangeTooLargeError)

@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 
 from sentry_extract.cli import app
 from sentry_extract.events import emit
+from sentry_extract.model.windows import format_datetime
 from sentry_extract.reporting import ProgressHandler, progress_bars
-from sentry_extract.source.streams import STREAM_NAMES, WILDCARD_NAMES
-from sentry_extract.source.windows import format_datetime
+from sentry_extract.source.catalog import STREAM_NAMES, WILDCARD_NAMES
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import invoke, sentry_connection
+from .conftest import Workspace, invoke, sentry_connection
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 REPLICATION = (
@@ -216,3 +216,27 @@ def test_every_command_and_option_has_help_and_is_in_the_readme() -> None:
             if parameter.param_type_name == "option" and parameter.name != "help":
                 assert parameter.help, f"{' '.join(path)} {parameter.opts[0]} has no help"
                 assert parameter.opts[0] in documented, f"{parameter.opts[0]} not documented"
+
+
+def test_the_dry_run_shows_the_first_request_the_run_sends(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    """The dry run and the run ask the same reader: on a first run from a year back, the
+    first slice reaches what Sentry keeps (before it, Sentry answers nothing), in the
+    plan as in the run."""
+    from datetime import UTC
+    from urllib.parse import parse_qsl
+
+    from sentry_extract.config.connections import discover_connections
+    from sentry_extract.config.replication import load_replication
+    from sentry_extract.pipeline import plan_replication
+
+    path = workspace.replication("  issues:\n")
+    started = datetime.now(UTC).replace(microsecond=0)
+    replication = load_replication(path, workspace.environ, started)
+    [plan] = plan_replication(replication, discover_connections(workspace.environ))
+    assert workspace.run(path, started=started).exit_code == 0
+    first = fake.requests_to("/issues/")[0]
+    planned = dict(parse_qsl(plan.first_request.split("?", 1)[1], keep_blank_values=True))
+    assert (planned["start"], planned["end"]) == (first.param("start"), first.param("end"))
+    assert datetime.fromisoformat(planned["end"]) > datetime.fromisoformat(planned["start"])

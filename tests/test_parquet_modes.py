@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentry_extract.config.replication import Overrides
-from sentry_extract.modes import Mode
+from sentry_extract.model.modes import Mode
+from sentry_extract.model.spec import ColumnType
 from sentry_extract.records import RecordTyper, column_type_of
-from sentry_extract.source.streams import TEAMS, ColumnType
+from sentry_extract.source.streams import TEAMS
 from sentry_extract.state import StateKey
 from sentry_extract.targets.base import StreamRequest
 from sentry_extract.targets.dataset import older_duplicates

@@ -251,3 +251,14 @@ def test_each_endpoint_is_paced_on_its_own() -> None:
         assert waited == 0  # the issues window being spent does not hold the teams list
     with pacer.slot(issues) as waited:
         assert waited == 30
+
+
+def test_a_query_timeout_is_a_range_too_large_and_is_retried() -> None:
+    from sentry_extract.errors import RangeTooLargeError, RetriableError
+
+    with pytest.raises(RangeTooLargeError) as timed_out:
+        classify_response(request(400, b'{"detail": "Query timeout. Please try again."}'), "h")
+    assert isinstance(timed_out.value, RetriableError)
+    with pytest.raises(BadRequestError) as refused:
+        classify_response(request(400, b'{"detail": "Invalid cursor parameter."}'), "h")
+    assert not isinstance(refused.value, RangeTooLargeError)

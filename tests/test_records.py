@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sentry_extract.model.spec import ColumnType
 from sentry_extract.records import (
     SOURCE,
     RecordTyper,
@@ -26,7 +27,7 @@ from sentry_extract.records import (
     unify_schemas,
 )
 from sentry_extract.source.client import parse_raw_rows
-from sentry_extract.source.streams import EVENTS, ISSUES, TEAMS, ColumnType
+from sentry_extract.source.streams import EVENTS, ISSUES, TEAMS
 from sentry_extract.testing.organization import FakeOrganization, public
 
 

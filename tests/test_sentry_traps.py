@@ -14,7 +14,7 @@ import pytest
 
 from sentry_extract.config.replication import Overrides
 from sentry_extract.errors import AuthenticationError
-from sentry_extract.source.streams import WILDCARD_NAMES
+from sentry_extract.source.catalog import WILDCARD_NAMES
 from sentry_extract.testing.fake_sentry import FULL_PAGE_CAP, FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize, iso
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sentry_extract.errors import StateError
-from sentry_extract.source.windows import Coverage
+from sentry_extract.model.windows import Coverage
 from sentry_extract.state import FileStateStore, StateKey, StreamState
 from sentry_extract.testing.fake_sentry import FakeSentry
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from sentry_extract.source.windows import (
+from sentry_extract.model.windows import (
     DEFAULT_HISTORY,
     Window,
     format_datetime,

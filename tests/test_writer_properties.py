@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentry_extract.modes import Mode
+from sentry_extract.model.modes import Mode
+from sentry_extract.model.spec import ColumnType
 from sentry_extract.records import RecordTyper, column_type_of
-from sentry_extract.source.streams import TEAMS, ColumnType
+from sentry_extract.source.streams import TEAMS
 from sentry_extract.state import StateKey, StreamState
 from sentry_extract.targets.base import StreamRequest, Target
 from sentry_extract.targets.parquet import ParquetTarget

@@ -37,10 +37,11 @@ from sentry_extract.config.values import parse_duration
 from sentry_extract.errors import ConfigError, Interrupted, SentryExtractError, exit_code
 from sentry_extract.events import counted, emit
 from sentry_extract.files import write_atomically
-from sentry_extract.modes import MODE_NAMES, Mode
+from sentry_extract.model.modes import MODE_NAMES, Mode
+from sentry_extract.model.spec import StreamSpec
 from sentry_extract.records import SNAKE, column_name, declared_columns
 from sentry_extract.reporting import JSON, LOG_FORMATS, TEXT, Reporting, reporting
-from sentry_extract.source.streams import STREAMS, StreamSpec
+from sentry_extract.source.catalog import STREAMS
 
 STATE_VARIABLE = "SENTRY_EXTRACT_STATE"
 PLAN_WIDTH = 100  # `run --dry-run` fits a terminal this wide

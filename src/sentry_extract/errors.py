@@ -12,12 +12,13 @@
         ├── AuthenticationError     401: the token was rejected; stops the whole run
         ├── PermissionDeniedError   403: a scope is missing; stops the stream, never retried
         ├── NotFoundError           404: wrong slug or wrong region
-        ├── BadRequestError         400 that is not a query timeout
+        ├── BadRequestError         400 that is not a query timeout nor a range too long
         ├── PaginationError         a repeated cursor or an unusable page
         ├── ReplayMissError         --replay: the cassettes hold no answer to a request
         └── RetriableError          worth another attempt (decided by `classify_response`)
             ├── RateLimitedError    429, with the wait the server asked for, if any
-            ├── ServerError         5xx, a 400 query timeout, a truncated JSON body
+            ├── ServerError         5xx, a truncated JSON body
+            │   └── RangeTooLargeError  a query timeout, a range past an endpoint's span
             └── NetworkError        a connection reset, a timeout
                 ├── UnreachableError    refused, or a host name that does not resolve
                 └── TimedOutError       no answer within the timeout (`host`, `seconds`)
@@ -154,7 +155,13 @@ class RateLimitedError(RetriableError):
 
 
 class ServerError(RetriableError):
-    """5xx, a 400 query timeout, or a body that is not complete JSON."""
+    """5xx, or a body that is not complete JSON."""
+
+
+class RangeTooLargeError(ServerError):
+    """The range asked for is more than the server answers at once: a query that timed out
+    (a 400 whose detail says so, retried first like any server error), or a range past
+    what the endpoint spans. Readers ask again for a shorter range."""
 
 
 class NetworkError(RetriableError):

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sentry_extract.events import emit
-from sentry_extract.source.streams import Column, ColumnType, StreamSpec
+from sentry_extract.model.spec import Column, ColumnType, StreamSpec
 
 log = logging.getLogger("sentry_extract.records")
 

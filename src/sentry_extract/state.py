@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from sentry_extract.errors import DamagedStateError, StateError
 from sentry_extract.files import fsync_folder, write_atomically
-from sentry_extract.source.windows import Coverage, Window
+from sentry_extract.model.windows import Coverage, Window
 
 log = logging.getLogger("sentry_extract.state")
 

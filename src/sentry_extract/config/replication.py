@@ -17,16 +17,11 @@ import yaml
 
 from sentry_extract.config.values import did_you_mean, parse_datetime
 from sentry_extract.errors import ConfigError
-from sentry_extract.modes import MODE_NAMES, Mode
+from sentry_extract.model.modes import MODE_NAMES, Mode
+from sentry_extract.model.spec import Parent, StreamSpec
+from sentry_extract.model.windows import Window
 from sentry_extract.records import COLUMN_CASINGS, SNAKE, Selection, column_name
-from sentry_extract.source.streams import (
-    STREAM_NAMES,
-    STREAMS_BY_NAME,
-    WILDCARD_NAMES,
-    Parent,
-    StreamSpec,
-)
-from sentry_extract.source.windows import Window
+from sentry_extract.source.catalog import STREAM_NAMES, STREAMS_BY_NAME, WILDCARD_NAMES
 from sentry_extract.targets.partitions import PARTITION_VARIABLES
 
 WILDCARD = "*"

@@ -1,11 +1,11 @@
 """The run, from connections and a replication to a summary.
 
-The only package that imports both the source and the targets:
+The only package that imports both the readers and the targets:
 
     run.py       run_replication: streams side by side, one shared client, the summary
-    loader.py    one stream: pages from the source, typed batches to its writer
+    loader.py    one stream's rows from its reader: batches to its writer, checkpoints
     connect.py   the source, the target, state stores, the client, the preflight
-    plan.py      what a run would do (`run --dry-run`)
+    plan.py      what a run would do (`run --dry-run`), as each stream's reader says
     results.py   StreamResult and RunSummary
 """
 

@@ -39,6 +39,7 @@ from sentry_extract.errors import (
     TimedOutError,
 )
 from sentry_extract.source.cassettes import Recording
+from sentry_extract.source.catalog import STREAMS_BY_NAME
 from sentry_extract.source.client import (
     Cancellation,
     ClientSettings,
@@ -48,7 +49,6 @@ from sentry_extract.source.client import (
 )
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
-from sentry_extract.source.streams import STREAMS_BY_NAME
 from sentry_extract.state import FileStateStore, StateKey, StateStore
 from sentry_extract.targets.base import Target
 from sentry_extract.targets.bucket import BucketAccess

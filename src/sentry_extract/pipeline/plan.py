@@ -1,24 +1,20 @@
-"""The plan of a run (`run --dry-run`): what each stream would ask, from saved state."""
+"""The plan of a run (`run --dry-run`): what each stream would ask, from saved state.
+
+Each stream's reader answers, the same object that reads it in a run."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from functools import partial
 
-from sentry_extract.config.connections import ConnectionEntry, SentryConnection
-from sentry_extract.config.replication import Replication, StreamConfig
+from sentry_extract.config.connections import ConnectionEntry
+from sentry_extract.config.replication import Replication
 from sentry_extract.pipeline.connect import resolve_source, state_stores
-from sentry_extract.pipeline.loader import plan_crawl, series_window
+from sentry_extract.reading import reader_for
+from sentry_extract.reading.base import Scope, saved_state
 from sentry_extract.source.cassettes import Recording
-from sentry_extract.source.client import query_text
-from sentry_extract.source.extract import Crawl, request_params
-from sentry_extract.source.retention import ASSUMED_DAYS
-from sentry_extract.source.spec import Parent, Shape
-from sentry_extract.source.windows import Coverage, Slicer, format_datetime
-from sentry_extract.state import StreamState
-
-PROJECTS_SHOWN = 20  # saved projects listed one by one; the others are counted
+from sentry_extract.source.retention import Retention
 
 
 @dataclass(frozen=True)
@@ -40,93 +36,19 @@ def plan_replication(
 ) -> list[StreamPlan]:
     """The plan of a run, from the saved state; no request is sent and nothing written."""
     source = resolve_source(replication, connections, replay)
+    started = replication.run_started_at
     plans = []
     for stream, key, store in state_stores(replication, connections, state_location, replay):
-        spec = stream.spec
-        state = store.load(key) if spec.is_incremental else StreamState()
-        windows: tuple[str, ...] = ()
-        crawl: Crawl | None = None
-        if spec.shape is Shape.WINDOWED and spec.parent is Parent.PROJECT:
-            windows, crawl = _project_windows(stream, source, replication, state)
-        elif spec.is_incremental:
-            crawl = _crawl(stream, source, replication, state.coverage)
-            origin = _origin(stream, source, state.coverage)
-            if spec.shape is Shape.SERIES:  # whole days, the late ones again
-                days, retention = _retention(source, state)
-                window = series_window(stream, crawl.window, state.coverage.watermark, days)
-                if window.start > crawl.window.start:  # what Sentry keeps, not the anchor
-                    origin = f"Sentry keeps {days.days} days, {retention}"
-                crawl = Crawl(window, crawl.coverage, crawl.lookback)
-            windows = (_described(crawl, origin),)
-        piece = None  # lists asked by time show their first slice; others take no range
-        if crawl is not None and spec.shape is Shape.WINDOWED:
-            piece = Slicer(crawl.coverage.gaps(crawl.window, crawl.lookback)).next()
-        path = spec.path.replace("{organization}", source.organization)  # a parent's: {name}
-        params = request_params(spec, piece, stream.query)
-        query = query_text(params)
+        retention = Retention(source.retention_days, None, started)  # never asked: no probe
+        reader = reader_for(Scope.of(stream, source, started, retention))
+        planned = reader.plan(saved_state(stream.spec, partial(store.load, key)))
         plans.append(
             StreamPlan(
                 stream.name,
                 str(stream.mode),
                 stream.object,
-                windows,
-                f"GET /api/0/{path}" + (f"?{query}" if query else ""),
+                planned.windows,
+                planned.first_request,
             )
         )
     return plans
-
-
-def _crawl(
-    stream: StreamConfig, source: SentryConnection, replication: Replication, coverage: Coverage
-) -> Crawl:
-    return plan_crawl(stream, source, coverage, coverage.watermark, replication.run_started_at)
-
-
-def _project_windows(
-    stream: StreamConfig, source: SentryConnection, replication: Replication, state: StreamState
-) -> tuple[tuple[str, ...], Crawl]:
-    """One line per project with saved state, then one for every other project."""
-    fresh = _crawl(stream, source, replication, Coverage())
-    fresh_line = _described(fresh, _origin(stream, source, Coverage()))
-    saved = sorted(state.projects.items()) if stream.mode.merges_by_key else []
-    if stream.mode.reads_range or not saved:
-        return (f"every project: {fresh_line}",), fresh
-    lines = []
-    crawls = []
-    for project, coverage in saved:
-        crawl = _crawl(stream, source, replication, coverage)
-        crawls.append(crawl)
-        lines.append(f"project {project}: {_described(crawl, _origin(stream, source, coverage))}")
-    if len(lines) > PROJECTS_SHOWN:
-        hidden = len(lines) - PROJECTS_SHOWN + 1
-        lines[PROJECTS_SHOWN - 1 :] = [f"{hidden} more projects, each from its saved state"]
-    lines.append(f"other projects: {fresh_line}")
-    return tuple(lines), crawls[0]
-
-
-def _retention(source: SentryConnection, state: StreamState) -> tuple[timedelta, str]:
-    """The retention a run would start with, and where the figure comes from."""
-    if source.retention_days is not None:
-        return timedelta(days=source.retention_days), "inputs.retention_days"
-    if state.retention_days is not None:
-        return timedelta(days=state.retention_days), "learned"
-    return timedelta(days=ASSUMED_DAYS), "assumed"
-
-
-def _origin(stream: StreamConfig, source: SentryConnection, coverage: Coverage) -> str:
-    if stream.mode.reads_range and stream.backfill_range is not None:
-        return "backfill range"
-    if stream.mode.merges_by_key and (coverage.watermark is not None or coverage.ranges):
-        return "saved state"
-    if source.anchor_date is not None:
-        return "anchor_date"
-    return "a year, no anchor_date"
-
-
-def _described(crawl: Crawl, origin: str) -> str:
-    """`<start> to <end> (<where the start comes from>)`: at most 70 characters."""
-    window = crawl.window
-    read = len(crawl.coverage.ranges)
-    if read:
-        origin += f"; {read} part{'s' if read > 1 else ''} read"
-    return f"{format_datetime(window.start)} to {format_datetime(window.end)} ({origin})"

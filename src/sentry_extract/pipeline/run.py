@@ -38,19 +38,21 @@ from sentry_extract.pipeline.connect import (
     resolve_source,
     state_key,
 )
-from sentry_extract.pipeline.loader import Loader
+from sentry_extract.pipeline.loader import Batching, Loader
 from sentry_extract.pipeline.results import (
     STATUS_CANCELLED,
     STATUS_FAILED,
     RunSummary,
     StreamResult,
 )
+from sentry_extract.reading import reader_for
+from sentry_extract.reading.base import Scope, Session, saved_state
+from sentry_extract.reading.lag import Lag
 from sentry_extract.records import RecordTyper
 from sentry_extract.source.cassettes import Recording, RecordingTransport
 from sentry_extract.source.client import RequestCounter, SentryClient
 from sentry_extract.source.retention import Retention, stats_probe
 from sentry_extract.source.retry import RetryPolicy
-from sentry_extract.source.streams import ORGANIZATIONS
 from sentry_extract.targets.base import StreamRequest, Target
 
 log = logging.getLogger("sentry_extract")
@@ -171,7 +173,7 @@ def run_replication(
             recording = Recording(replication.run_started_at, connection_inputs(source))
             recorder.save(settings.record_to, recording)
     fatal = next((result.problems[0] for result in results if result.stopped_run), None)
-    counted_by_a_stream = any(stream.spec is ORGANIZATIONS for stream in replication.streams)
+    counted_by_a_stream = any(stream.spec.preflight for stream in replication.streams)
     if deadline.passed:
         fatal = deadline.describe(streamed=True)
     return RunSummary(
@@ -181,6 +183,17 @@ def run_replication(
         preflight_requests=0 if counted_by_a_stream else counter.requests,
         started_at=started_at,
         ended_at=datetime.now(UTC),
+    )
+
+
+def _batching(context: RunContext) -> Batching:
+    settings = context.settings
+    return Batching(
+        settings.batch_rows,
+        context.source.memory_budget,
+        context.source.checkpoint_every.total_seconds(),
+        settings.clock,
+        settings.cancelled,
     )
 
 
@@ -241,7 +254,7 @@ class _Deadline:
 def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
     result = StreamResult(stream.name, stream.mode, stream.object)
     started = time.monotonic()
-    reuses_preflight = stream.spec is ORGANIZATIONS and context.organization is not None
+    reuses_preflight = stream.spec.preflight and context.organization is not None
     counter = context.preflight if reuses_preflight else RequestCounter(stream.name)
     emit(
         log,
@@ -253,6 +266,7 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         object=stream.object,
     )
     loader: Loader | None = None
+    lag: Lag | None = None
     try:
         if context.settings.cancelled.is_set():  # stopped before this stream began
             raise RunCancelled(stream.name)
@@ -271,9 +285,19 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         )
         external = external_state_store(context.settings.state_location, request.state_key)
         writer = context.target.open_stream(request, external)
-        loader = Loader(context, stream, writer, typer, counter, result)
+        loader = Loader(stream, writer, typer, counter, result, _batching(context))
+        lag = Lag(context.replication.run_started_at, context.settings.clock)
+        session = Session(
+            context.client,
+            counter,
+            loader,
+            lag,
+            context.settings.cancelled.is_set,
+            context.organization,
+        )
+        scope = Scope.of(stream, context.source, request.run_started_at, context.retention)
         try:
-            loader.load()
+            reader_for(scope).read(saved_state(stream.spec, writer.load_state), session)
             loader.check_cancelled()  # a stopped run commits nothing it did not finish
             result.rows = writer.commit()
         except BaseException:
@@ -306,8 +330,8 @@ def _run_stream(context: RunContext, stream: StreamConfig) -> StreamResult:
         result.requests = counter.requests
         result.retries = counter.retries
         result.seconds = time.monotonic() - started
-    if loader is not None and _may_be_behind(result, context):
-        result.behind = loader.behind()
+    if loader is not None and lag is not None and _may_be_behind(result, context):
+        result.behind = lag.behind(loader.read)
     if result.behind is not None:
         figures = {key: value for key, value in result.behind.items() if key != "message"}
         message = f"{stream.name}: {result.behind['message']}"

@@ -29,6 +29,7 @@ from sentry_extract.errors import (
     NotFoundError,
     PaginationError,
     PermissionDeniedError,
+    RangeTooLargeError,
     RateLimitedError,
     RunCancelled,
     ServerError,
@@ -37,11 +38,11 @@ from sentry_extract.errors import (
     UnreachableError,
 )
 from sentry_extract.events import emit
+from sentry_extract.model.spec import Params
 from sentry_extract.source import defaults
 from sentry_extract.source.pagination import next_cursor
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, rate_limit_group
 from sentry_extract.source.retry import RetryPolicy, build_retrying
-from sentry_extract.source.spec import Params
 
 log = logging.getLogger("sentry_extract.http")
 
@@ -394,8 +395,8 @@ def classify_response(
         raise RateLimitedError(
             detail or "rate limited", retry_after=retry_after(response, wall_clock), url=path
         )
-    if status == 400 and "timeout" in detail.lower():
-        raise ServerError(f"query timeout: {detail}", url=path, status=400)
+    if status == 400 and "timeout" in detail.lower():  # Sentry says so only in the detail
+        raise RangeTooLargeError(f"query timeout: {detail}", url=path, status=400)
     if status == 400:
         raise BadRequestError(detail or "bad request", url=path, status=400)
     if status >= 500:

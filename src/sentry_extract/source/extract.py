@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,22 +25,22 @@ from sentry_extract.errors import (
     BadRequestError,
     NotFoundError,
     PermissionDeniedError,
+    RangeTooLargeError,
     ReplayMissError,
     ServerError,
     SourceError,
 )
-from sentry_extract.source.client import RequestCounter, SentryClient
-from sentry_extract.source.retention import ASSUMED_DAYS
-from sentry_extract.source.spec import PAGE_SIZE, Order, Parent, Shape, StreamSpec
-from sentry_extract.source.streams import ERROR_INDEX, MONITORS, PROJECTS, RELEASES
-from sentry_extract.source.windows import (
+from sentry_extract.model.spec import PAGE_SIZE, Order, ParentRow, Parents, Shape, StreamSpec
+from sentry_extract.model.windows import (
     Coverage,
+    Crawl,
     Slicer,
     Window,
     format_datetime,
     read_from,
     whole_second,
 )
+from sentry_extract.source.client import RequestCounter, SentryClient
 
 Rows = list[dict[str, Any]]
 
@@ -48,12 +48,6 @@ Rows = list[dict[str, Any]]
 # PostgreSQL. Bounded in the bytes the pages hold in memory (a part of the memory
 # budget) and in pages: pages read but not yet committed are what a killed run reads again.
 QUEUED_PAGES = 30
-
-
-@dataclass(frozen=True)
-class Project:
-    id: str
-    slug: str
 
 
 @dataclass(frozen=True)
@@ -67,16 +61,6 @@ class SlicedPage:
 
 
 @dataclass(frozen=True)
-class ParentRow:
-    """One parent of a fanned-out stream: its values (added to its children's rows) and
-    what its requests put in the path."""
-
-    values: Mapping[str, str]
-    path_values: Mapping[str, str]
-    label: str  # "release 1.2.0", for messages
-
-
-@dataclass(frozen=True)
 class ChildPage:
     parent: ParentRow
     rows: Rows
@@ -85,29 +69,14 @@ class ChildPage:
 
 @dataclass(frozen=True)
 class ProjectPage:
-    project: Project
+    project: ParentRow
     page: SlicedPage
 
 
 @dataclass(frozen=True)
 class ProjectDone:
-    project: Project
+    project: ParentRow
     error: SourceError | None = None
-
-
-@dataclass(frozen=True)
-class Crawl:
-    """Where a windowed crawl starts: its window, what earlier runs read, the lookback,
-    and how far back Sentry keeps data (before that, one slice: it answers nothing)."""
-
-    window: Window
-    coverage: Coverage
-    lookback: timedelta
-    retention: timedelta = timedelta(days=ASSUMED_DAYS)
-
-    @property
-    def horizon(self) -> datetime:
-        return self.window.end - self.retention
 
 
 # Told a range Sentry refused with a 400, the part of it Sentry still keeps (empty when
@@ -255,8 +224,8 @@ def read_oldest_first(
                         done = Window(piece.start, reached) if reached > piece.start else None
                     covered = progress.add(done) if done is not None else progress
                     yield SlicedPage(page.rows, page.held_bytes, covered, page.sampled)
-            except ServerError as error:  # a query timeout, retried already
-                if error.status != 400 or end - start <= MIN_QUERY:
+            except RangeTooLargeError:  # a query timeout, retried already
+                if end - start <= MIN_QUERY:
                     raise
                 halve = True
             except BadRequestError:  # a server that refuses offsets past its cap
@@ -328,40 +297,22 @@ def _moment(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def list_projects(
-    client: SentryClient, organization: str, counter: RequestCounter
-) -> list[Project]:
-    projects: list[Project] = []
-    for rows in read_organization_stream(client, PROJECTS, organization, counter):
-        projects.extend(Project(str(row["id"]), str(row["slug"])) for row in rows if "slug" in row)
-    return projects
-
-
 def read_project_pages(
     client: SentryClient,
     spec: StreamSpec,
     organization: str,
-    project: Project,
+    project: ParentRow,
     crawl: Crawl,
     counter: RequestCounter,
     kept: KeptRange | None = None,
 ) -> Iterator[SlicedPage]:
     """One project's windowed list (events), in slices; rows get the project's columns.
     With `raw_values`, row values are undecoded JSON (`msgspec.Raw`) for the typer."""
-    path = spec.path_for(organization, {"project": project.slug})
-    parent = project_parent(project)
+    path = spec.path_for(organization, project.path_values)
     pages = read_sliced(client, spec, path, crawl, counter, raw_values=spec.raw_values, kept=kept)
     for page in pages:
-        add_parent_columns(spec, parent, page.rows)
+        add_parent_columns(spec, project, page.rows)
         yield page
-
-
-def project_parent(project: Project) -> ParentRow:
-    return ParentRow(
-        {"id": project.id, "slug": project.slug},
-        {"project": project.slug},
-        f"project '{project.slug}'",
-    )
 
 
 def add_parent_columns(spec: StreamSpec, parent: ParentRow, rows: Rows) -> None:
@@ -375,63 +326,29 @@ def add_parent_columns(spec: StreamSpec, parent: ParentRow, rows: Rows) -> None:
 
 
 def list_parents(
-    client: SentryClient,
-    spec: StreamSpec,
-    organization: str,
-    counter: RequestCounter,
-    wanted_projects: Sequence[str] | None = None,
+    client: SentryClient, parents: Parents, organization: str, counter: RequestCounter
+) -> list[ParentRow]:
+    """Every row of the parent stream (projects, releases, monitors), made a parent.
+    Parents listed by a window (the issues changed since the last run) are read like
+    their own stream instead."""
+    listed: list[ParentRow] = []
+    for rows in read_organization_stream(client, parents.stream, organization, counter):
+        listed.extend(parent for row in rows if (parent := parents.parent_of(row)) is not None)
+    return listed
+
+
+def select_parents(
+    parents: Sequence[ParentRow], wanted: Sequence[str] | None
 ) -> tuple[list[ParentRow], list[str]]:
-    """The parents a fanned-out stream reads (projects, releases, monitors), and the named
-    projects that do not exist. Issue parents depend on the window: see `issue_parents`."""
-    if spec.parent is Parent.PROJECT:
-        chosen, missing = select_projects(
-            list_projects(client, organization, counter), wanted_projects
-        )
-        return [project_parent(project) for project in chosen], missing
-    parents: list[ParentRow] = []
-    if spec.parent is Parent.RELEASE:
-        for rows in read_organization_stream(client, RELEASES, organization, counter):
-            for row in rows:
-                version = str(row.get("version") or "")
-                if version:  # `@`, `+` and `/` are common in versions: one path segment
-                    parents.append(
-                        ParentRow(
-                            {"version": version},
-                            {"version": quote(version, safe="")},
-                            f"release '{version}'",
-                        )
-                    )
-    elif spec.parent is Parent.MONITOR:
-        for rows in read_organization_stream(client, MONITORS, organization, counter):
-            parents.extend(monitor_parent(row) for row in rows if row.get("id") is not None)
-    return parents, []
-
-
-def monitor_parent(row: dict[str, Any]) -> ParentRow:
-    """A monitor, asked for by its id: slugs are unique per project only, and by slug the
-    organization's route answers the oldest monitor that has it."""
-    monitor_id = str(row["id"])
-    slug = str(row.get("slug") or monitor_id)
-    project = row.get("project")
-    where = f" of project '{project.get('slug')}'" if isinstance(project, dict) else ""
-    return ParentRow(
-        {"id": monitor_id, "slug": slug},
-        {"monitor": quote(monitor_id, safe="")},
-        f"monitor '{slug}'{where} ({monitor_id})",
-    )
-
-
-def issue_parents(issue_ids: Iterable[str], tag_keys: Sequence[str]) -> list[ParentRow]:
-    """One parent per issue and tag key: each is one list of tag values."""
-    return [
-        ParentRow(
-            {"id": issue, "key": key},
-            {"issue": quote(issue, safe=""), "key": quote(key, safe="")},
-            f"issue {issue}, tag '{key}'",
-        )
-        for issue in issue_ids
-        for key in tag_keys
-    ]
+    """The parents to read (all, or those named by slug or id, as `inputs.projects`
+    names projects) and the names that match none."""
+    if wanted is None:
+        return list(parents), []
+    by_slug = {parent.values.get("slug"): parent for parent in parents}
+    by_id = {parent.values.get("id"): parent for parent in parents}
+    chosen = [by_slug.get(name) or by_id.get(name) for name in wanted]
+    missing = [name for name, parent in zip(wanted, chosen, strict=True) if parent is None]
+    return [parent for parent in chosen if parent is not None], missing
 
 
 def read_children(
@@ -456,6 +373,19 @@ def read_children(
             oldest = oldest_moment(page.rows, spec.update_key, None)
             if oldest is not None and oldest < stop_before:
                 return
+
+
+def read_one(
+    client: SentryClient, spec: StreamSpec, organization: str, key: str, counter: RequestCounter
+) -> dict[str, Any] | None:
+    """One row of an organization's list, by its key (`<list path><key>/`): None when
+    Sentry has it no more (404); an answer that is not an object is an empty one."""
+    path = f"{stream_path(spec, organization)}{quote(key, safe='')}/"
+    try:
+        body = client.get(path, {}, counter).body
+    except NotFoundError:
+        return None
+    return body if isinstance(body, dict) else {}
 
 
 EventsItem = ProjectPage | ProjectDone
@@ -517,7 +447,7 @@ def read_events(
     client: SentryClient,
     spec: StreamSpec,
     organization: str,
-    crawls: Mapping[Project, Crawl],
+    crawls: Mapping[ParentRow, Crawl],
     counter: RequestCounter,
     concurrency: int,
     queued_bytes: int,  # what the pages read ahead may hold in memory
@@ -531,7 +461,7 @@ def read_events(
     """
     items = PageQueue(queued_bytes, QUEUED_PAGES)
 
-    def crawl(project: Project) -> None:
+    def crawl(project: ParentRow) -> None:
         try:
             for page in read_project_pages(
                 client, spec, organization, project, crawls[project], counter, kept
@@ -569,17 +499,8 @@ def read_events(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def select_projects(
-    projects: Sequence[Project], wanted: Sequence[str] | None
-) -> tuple[list[Project], list[str]]:
-    """The projects to read (all, or those named) and the named slugs that do not exist."""
-    if wanted is None:
-        return list(projects), []
-    by_slug = {project.slug: project for project in projects}
-    by_id = {project.id: project for project in projects}
-    chosen = [by_slug.get(name) or by_id.get(name) for name in wanted]
-    missing = [name for name, project in zip(wanted, chosen, strict=True) if project is None]
-    return [project for project in chosen if project is not None], missing
+# Explore's org-wide index of error events, which counts them by project in one request.
+ERROR_COUNTS = "organizations/{organization}/events/"
 
 
 def count_events_by_project(
@@ -597,7 +518,7 @@ def count_events_by_project(
         "start": format_datetime(window.start),
         "end": format_datetime(window.end),
     }
-    path = ERROR_INDEX.path_for(organization)
+    path = ERROR_COUNTS.format(organization=organization)
     counts: dict[str, int] = {}
     try:
         for page in client.paginate(path, params, counter, rows_key="data"):

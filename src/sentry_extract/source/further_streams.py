@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sentry_extract.source.series import read_project_usage, read_sessions, read_usage
-from sentry_extract.source.spec import (
+from sentry_extract.model.spec import (
     ColumnType,
     Order,
     Parent,
+    Parents,
     Shape,
     StreamSpec,
     columns_of,
 )
+from sentry_extract.source.parents import issue_parent, monitor_parent, release_parent
+from sentry_extract.source.series import read_project_usage, read_sessions, read_usage
+from sentry_extract.source.streams import EACH_PROJECT, ISSUES, RELEASES
 
 T = ColumnType
 LATE_OUTCOMES = timedelta(days=3)  # outcomes and sessions keep arriving after a day ends
@@ -83,7 +86,8 @@ SESSIONS = StreamSpec(
     primary_key=("interval", "project", "release", "environment", "session.status"),
     update_key="interval",
     series=read_sessions,
-    series_days=14,  # halved while an answer holds as many groups as Sentry keeps
+    series_days=14,
+    halves=True,  # while an answer holds as many groups as Sentry keeps
     late_arrivals=LATE_OUTCOMES,
     named_only=True,
     operation="getOrganizationSessions",
@@ -99,6 +103,10 @@ SESSIONS = StreamSpec(
         }
     ),
 )
+
+EACH_RELEASE = Parents(Parent.RELEASE, RELEASES, release_parent)
+# The issues seen in the stream's window (those changed since the last run), once per tag key.
+EACH_CHANGED_ISSUE = Parents(Parent.ISSUE, ISSUES, issue_parent, by_tag_key=True)
 
 ENVIRONMENTS = StreamSpec(
     name="environments",
@@ -126,7 +134,7 @@ RELEASE_DEPLOYS = StreamSpec(
     page_size_param=None,
     primary_key=("id",),
     update_key=None,
-    parent=Parent.RELEASE,
+    parents=EACH_RELEASE,
     parent_columns=(("releaseVersion", "version"),),
     scope="project:releases (or project:read)",
     named_only=True,
@@ -151,7 +159,7 @@ RELEASE_COMMITS = StreamSpec(
     page_size_param=None,
     primary_key=("releaseVersion", "id"),  # a commit can belong to several releases
     update_key=None,
-    parent=Parent.RELEASE,
+    parents=EACH_RELEASE,
     parent_columns=(("releaseVersion", "version"),),
     scope="project:releases (or project:read)",
     named_only=True,
@@ -197,6 +205,8 @@ MONITORS = StreamSpec(
     ),
 )
 
+EACH_MONITOR = Parents(Parent.MONITOR, MONITORS, monitor_parent)
+
 MONITOR_CHECKINS = StreamSpec(
     name="monitor_checkins",
     description="Check-ins of every monitor, newest first down to the last run's",
@@ -207,7 +217,7 @@ MONITOR_CHECKINS = StreamSpec(
     primary_key=("id",),
     update_key="dateCreated",
     fixed_update_key=True,
-    parent=Parent.MONITOR,
+    parents=EACH_MONITOR,
     parent_columns=(("monitorID", "id"), ("monitorSlug", "slug")),
     named_only=True,
     operation="listOrganizationMonitorCheckins",
@@ -314,7 +324,7 @@ USER_FEEDBACK = StreamSpec(
     page_size_param=None,
     primary_key=("id",),
     update_key=None,
-    parent=Parent.PROJECT,
+    parents=EACH_PROJECT,
     parent_columns=(("projectID", "id"),),
     scope="project:read",
     named_only=True,
@@ -343,7 +353,7 @@ ISSUE_TAG_VALUES = StreamSpec(
     page_size_param=None,
     primary_key=("issueID", "key", "value"),
     update_key=None,
-    parent=Parent.ISSUE,
+    parents=EACH_CHANGED_ISSUE,
     parent_columns=(("issueID", "id"), ("key", "key")),
     scope="event:read",
     named_only=True,

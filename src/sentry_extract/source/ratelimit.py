@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from sentry_extract.events import emit
+from sentry_extract.source.catalog import STREAMS
 
 log = logging.getLogger("sentry_extract.http")
 
@@ -66,21 +67,18 @@ class RequestGate:
             yield self.bucket.acquire()
 
 
-EVENTS_GROUP = "events"
 ISSUE_GROUP = "issue"
 
 
 @functools.cache
 def _endpoints() -> tuple[tuple[re.Pattern[str], str], ...]:
-    """Each stream's path as a pattern, naming its group (a parent's requests share it)."""
-    from sentry_extract.source.streams import EVENTS, STREAMS
-
+    """Each stream's path as a pattern, named after its stream (every parent's requests
+    share it)."""
     patterns = []
     for spec in STREAMS:
         template = re.escape(spec.path.strip("/")).replace(r"\{", "{").replace(r"\}", "}")
         pattern = re.sub(r"\{[a-z]+\}", "[^/]+", template)
-        group = EVENTS_GROUP if spec is EVENTS else spec.name
-        patterns.append((re.compile(f"^{pattern}$"), group))
+        patterns.append((re.compile(f"^{pattern}$"), spec.name))
     patterns.append((re.compile(r"^organizations/[^/]+/issues/[^/]+$"), ISSUE_GROUP))
     return tuple(patterns)
 

@@ -18,22 +18,20 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sentry_extract.errors import AuthenticationError, BadRequestError, SourceError
+from sentry_extract.model.windows import (
+    ASSUMED_DAYS,
+    CLOCK_MARGIN,
+    DAY,
+    day_ceiling,
+    format_datetime,
+)
 from sentry_extract.source.client import RequestCounter, SentryClient
-from sentry_extract.source.windows import format_datetime
 
 log = logging.getLogger("sentry_extract")
 
-ASSUMED_DAYS = 90  # sentry.io's paid plans; what is assumed until Sentry says otherwise
 LONGEST_PROBED = 90  # a longer retention changes nothing the product does
-CLOCK_MARGIN = timedelta(minutes=1)  # Sentry's clock, and the time since a request left
-DAY = timedelta(days=1)
 
 Probe = Callable[[int, RequestCounter], bool | None]
-
-
-def day_ceiling(moment: datetime) -> datetime:
-    floor = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    return floor if floor == moment else floor + DAY
 
 
 def stats_probe(client: SentryClient, organization: str, now: Callable[[], datetime]) -> Probe:
@@ -94,6 +92,13 @@ class Retention:
     @property
     def period(self) -> timedelta:
         return timedelta(days=self.days)
+
+    @property
+    def origin(self) -> str:
+        """Where `days` comes from, for the dry run."""
+        if self.configured is not None:
+            return "inputs.retention_days"
+        return "learned" if self.learned is not None else "assumed"
 
     @property
     def is_known(self) -> bool:

@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sentry_extract.source.spec import Fetch, Row, SeriesPiece
-from sentry_extract.source.windows import format_datetime
+from sentry_extract.errors import BadRequestError, RangeTooLargeError
+from sentry_extract.model.spec import Fetch, Params, Row, SeriesPiece
+from sentry_extract.model.windows import format_datetime
 
 DAY = "1d"  # every reader asks for daily intervals
 SNUBA_LIMIT = 5_000  # data points one sessions answer holds at most (sessions_v2.SNUBA_LIMIT)
@@ -54,17 +55,26 @@ def read_usage(fetch: Fetch, start: datetime, end: datetime) -> SeriesPiece:
 
 def read_sessions(fetch: Fetch, start: datetime, end: datetime) -> SeriesPiece:
     """Release health by day, project, release, environment and session status; cut when
-    the answer holds as many groups as Sentry keeps for its number of intervals."""
-    body = fetch(
-        {
-            "field": tuple(field for field, _ in SESSION_FIELDS),
-            "groupBy": SESSION_GROUPS,
-            "interval": DAY,
-            "project": "-1",
-            "start": format_datetime(start),
-            "end": format_datetime(end),
-        }
-    )
+    the answer holds as many groups as Sentry keeps for its number of intervals. A 400
+    for a range past the intervals one request spans is `RangeTooLargeError`."""
+    params: Params = {
+        "field": tuple(field for field, _ in SESSION_FIELDS),
+        "groupBy": SESSION_GROUPS,
+        "interval": DAY,
+        "project": "-1",
+        "start": format_datetime(start),
+        "end": format_datetime(end),
+    }
+    try:
+        body = fetch(params)
+    except BadRequestError as error:
+        if not is_over_interval_limit(start, end):
+            raise
+        raise RangeTooLargeError(
+            f"{error.message}: more than {MAX_INTERVALS:,} days in one request",
+            url=error.url,
+            status=error.status,
+        ) from error
     return SeriesPiece(flatten_groups(body, SESSION_GROUPS, SESSION_FIELDS), is_cut(body))
 
 

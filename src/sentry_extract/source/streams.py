@@ -1,36 +1,24 @@
-"""The seven streams of Sling's connector, and the registry of every stream.
+"""The seven streams of Sling's connector.
 
 Each `StreamSpec` says which request reads the stream, which parameters stop the
 server's silent defaults from cutting data (see docs/how-it-reads-sentry.md), the
 primary key, and the declared type of every known field. The further streams live in
-`further_streams.py`; adding a stream is adding a spec there and to `STREAMS`.
+`further_streams.py`, every stream by name in `catalog.py`; adding a stream is adding a
+spec there and to `FURTHER_STREAMS`.
 """
 
 from __future__ import annotations
 
-from sentry_extract.source.further_streams import ERROR_INDEX, FURTHER_STREAMS, MONITORS
-from sentry_extract.source.spec import (
-    PAGE_SIZE,
+from sentry_extract.model.spec import (
     Column,
     ColumnType,
-    Order,
     Parent,
+    Parents,
     Shape,
     StreamSpec,
     columns_of,
 )
-
-__all__ = [
-    "ERROR_INDEX",
-    "MONITORS",
-    "PAGE_SIZE",
-    "Column",
-    "ColumnType",
-    "Order",
-    "Parent",
-    "Shape",
-    "StreamSpec",
-]
+from sentry_extract.source.parents import project_parent
 
 T = ColumnType
 _columns = columns_of
@@ -45,6 +33,7 @@ ORGANIZATIONS = StreamSpec(
     page_size_param=None,
     primary_key=("id",),
     update_key=None,
+    preflight=True,  # the run's check of the organization reads it; the stream reuses that
     operation="getOrganization",
     columns=_columns(
         id=T.TEXT,
@@ -260,12 +249,14 @@ ISSUES = StreamSpec(
     ),
 )
 
+EACH_PROJECT = Parents(Parent.PROJECT, PROJECTS, project_parent)
+
 EVENTS = StreamSpec(
     name="events",
     description="Error events for each project with stack traces",
     path="projects/{organization}/{project}/events/",
     shape=Shape.WINDOWED,
-    parent=Parent.PROJECT,
+    parents=EACH_PROJECT,
     parent_columns=(("projectID", "id"),),  # list items carry no project
     # full=true adds entries (stack traces), contexts and sdk. Never full=false or 0.
     params=(("full", "true"),),
@@ -317,8 +308,3 @@ SLING_STREAMS: tuple[StreamSpec, ...] = (
     ISSUES,
     EVENTS,
 )
-STREAMS: tuple[StreamSpec, ...] = (*SLING_STREAMS, *FURTHER_STREAMS)
-# What `'*'` selects: the seven of Sling's connector (see README, "All streams").
-WILDCARD_NAMES: tuple[str, ...] = tuple(spec.name for spec in STREAMS if not spec.named_only)
-STREAM_NAMES: tuple[str, ...] = tuple(spec.name for spec in STREAMS)
-STREAMS_BY_NAME: dict[str, StreamSpec] = {spec.name: spec for spec in STREAMS}

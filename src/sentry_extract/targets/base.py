@@ -14,8 +14,8 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from sentry_extract.modes import Mode
-from sentry_extract.source.windows import Window
+from sentry_extract.model.modes import Mode
+from sentry_extract.model.windows import Window
 from sentry_extract.state import StateKey, StateStore, StreamState
 
 

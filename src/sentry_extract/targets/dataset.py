@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sentry_extract.errors import TargetError
+from sentry_extract.model.windows import Window
 from sentry_extract.records import (
     DELETED_COLUMN,
     MERGED_COLUMN,
@@ -40,7 +41,6 @@ from sentry_extract.records import (
     key_values,
     unify_schemas,
 )
-from sentry_extract.source.windows import Window
 from sentry_extract.targets.base import Deletions
 from sentry_extract.targets.partitions import Layout, update_moments
 from sentry_extract.targets.storage import Storage, StoredFile

@@ -39,6 +39,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from sentry_extract.errors import StateError, TargetError
+from sentry_extract.model.windows import Window
 from sentry_extract.records import (
     DELETED_COLUMN,
     MERGED_COLUMN,
@@ -48,7 +49,6 @@ from sentry_extract.records import (
     key_values,
     unify_schemas,
 )
-from sentry_extract.source.windows import Window
 from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import older_duplicates

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sentry_extract.errors import TargetError
+from sentry_extract.model.windows import Window
 from sentry_extract.records import SNAPSHOT_COLUMN, unify_schemas
-from sentry_extract.source.windows import Window
 from sentry_extract.state import JsonStateStore, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import DatasetOptions, ParquetDataset, write_rows

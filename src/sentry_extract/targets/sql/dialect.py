@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from sentry_extract.source.streams import ColumnType
+from sentry_extract.model.spec import ColumnType
 
 STATE_TABLE = "_sentry_extract_state"
 NEW_TABLE_SUFFIX = "__sentry_extract_new"

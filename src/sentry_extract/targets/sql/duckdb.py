@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from sentry_extract.errors import LockedError, TargetError
-from sentry_extract.source.streams import ColumnType
+from sentry_extract.model.spec import ColumnType
 from sentry_extract.targets.sql.dialect import ORDER_COLUMN, Session, TableName, quote
 
 SQL_TYPES = {

@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from sentry_extract.errors import ConfigError, LockedError, TargetError
+from sentry_extract.model.spec import ColumnType
 from sentry_extract.records import column_type_of
-from sentry_extract.source.streams import ColumnType
 from sentry_extract.targets.sql.dialect import ORDER_COLUMN, Session, TableName, quote
 
 SQL_TYPES = {

@@ -34,6 +34,8 @@ import msgspec
 import pyarrow as pa
 
 from sentry_extract.errors import ConfigError, TargetError
+from sentry_extract.model.spec import ColumnType
+from sentry_extract.model.windows import Window
 from sentry_extract.records import (
     DELETED_COLUMN,
     MERGED_COLUMN,
@@ -44,8 +46,6 @@ from sentry_extract.records import (
     warn_widened,
     widen,
 )
-from sentry_extract.source.streams import ColumnType
-from sentry_extract.source.windows import Window
 from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.sql.dialect import (

@@ -1,8 +1,9 @@
 """Time windows: which range of `lastSeen` / `dateCreated` a run asks for.
 
-A crawl's progress is a `Coverage`: everything before its watermark has been read,
-and so have the ranges after it. A run reads the gaps, oldest first, in slices whose
-length adapts to how many rows they hold.
+`IncrementalWindow` is the one rule for a stream's range, asked by the run and by the
+dry run alike. A crawl's progress is a `Coverage`: everything before its watermark has
+been read, and so have the ranges after it. A run reads the gaps, oldest first, in
+slices whose length adapts to how many rows they hold.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sentry_extract.model.modes import Mode
+
 DEFAULT_HISTORY = timedelta(days=365)
-SENTRY_RETENTION = timedelta(days=90)  # what sentry.io keeps; older rows are history
+ASSUMED_DAYS = 90  # sentry.io's paid plans; what is assumed until Sentry says otherwise
+CLOCK_MARGIN = timedelta(minutes=1)  # Sentry's clock, and the time since a request left
+DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)
 FIRST_SLICE = timedelta(days=7)  # a gap longer than this is read in slices
 SLICE_ROWS = 1_000  # rows a slice aims at
@@ -120,6 +125,91 @@ class Coverage:
         return max(timedelta(0), moment - self.watermark)
 
 
+@dataclass(frozen=True)
+class Crawl:
+    """Where a windowed crawl starts: its window, what earlier runs read, the lookback,
+    and how far back Sentry keeps data (before that, one slice: it answers nothing)."""
+
+    window: Window
+    coverage: Coverage
+    lookback: timedelta
+    retention: timedelta = timedelta(days=ASSUMED_DAYS)
+
+    @property
+    def horizon(self) -> datetime:
+        return self.window.end - self.retention
+
+    @property
+    def done(self) -> Coverage:
+        """The coverage once the whole window is read."""
+        return self.coverage.started_at(self.window.start).add(self.window)
+
+
+@dataclass(frozen=True)
+class IncrementalWindow:
+    """The time range a stream's run reads, by its mode, and what earlier runs already
+    read of it: the one rule the run and the dry run both ask.
+
+    A mode that merges by key goes on from the saved watermark less the lookback (a first
+    run starts at the anchor, else a year back); a backfill reads its range whatever is
+    saved; the other modes read everything from the anchor to the run's start.
+    """
+
+    mode: Mode
+    started: datetime  # the run's start: every window ends there
+    anchor: datetime | None  # `inputs.anchor_date`
+    lookback: timedelta
+    backfill: Window | None = None  # `source_options.range`
+
+    def window(self, watermark: datetime | None) -> Window:
+        """The range a run asks for, from the saved watermark."""
+        if self.mode.reads_range and self.backfill is not None:
+            return self.backfill
+        if self.mode.merges_by_key:
+            return incremental_window(watermark, self.anchor, self.started, self.lookback)
+        return full_window(self.anchor, self.started)
+
+    def crawl(
+        self, coverage: Coverage, retention: timedelta = timedelta(days=ASSUMED_DAYS)
+    ) -> Crawl:
+        """The crawl from a saved coverage: only a mode that merges by key keeps what
+        earlier runs read (a full read, or a backfill's range, reads it all again)."""
+        window = self.window(coverage.watermark)
+        if not self.mode.merges_by_key or self.mode.reads_range:
+            coverage = Coverage()
+        return Crawl(window, coverage, self.lookback, retention)
+
+    def whole(self, retention: timedelta) -> Crawl:
+        """Everything from the anchor, as if nothing were read (a reconcile)."""
+        return Crawl(full_window(self.anchor, self.started), Coverage(), self.lookback, retention)
+
+    def whole_days(self, crawl: Crawl, watermark: datetime | None, late: timedelta) -> Window:
+        """The whole UTC days a time series reads: from the crawl's start, less the days
+        whose figures still change (`late`) when it goes on from a watermark, never before
+        Sentry's retention (older is a 400 there, not a clamp)."""
+        start = crawl.window.start
+        if watermark is not None and self.mode.merges_by_key:
+            start -= late
+        oldest = day_ceiling(crawl.window.end - crawl.retention + CLOCK_MARGIN)
+        return Window(max(day_floor(start), oldest), crawl.window.end)
+
+    def stop_before(self, watermark: datetime | None) -> datetime | None:
+        """Where a list newest first stops: what is older was read by an earlier run."""
+        if watermark is None or not self.mode.merges_by_key:
+            return None
+        return watermark - self.lookback
+
+    def origin(self, coverage: Coverage) -> str:
+        """Where the window's start comes from, for the dry run."""
+        if self.mode.reads_range and self.backfill is not None:
+            return "backfill range"
+        if self.mode.merges_by_key and (coverage.watermark is not None or coverage.ranges):
+            return "saved state"
+        if self.anchor is not None:
+            return "anchor_date"
+        return "a year, no anchor_date"
+
+
 def _subtract(window: Window, done: Iterable[Window]) -> Iterator[Window]:
     cursor = window.start
     for item in sorted(done, key=lambda w: w.start):
@@ -185,6 +275,15 @@ def read_from(oldest: datetime, slice_: Window) -> Window | None:
     row so far is `oldest`: rows of that same second may still be on the next page."""
     start = whole_second(oldest) + SECOND
     return Window(start, slice_.end) if start < slice_.end else None
+
+
+def day_floor(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def day_ceiling(moment: datetime) -> datetime:
+    floor = day_floor(moment)
+    return floor if floor == moment else floor + DAY
 
 
 def whole_second(moment: datetime) -> datetime:
