@@ -25,14 +25,17 @@ PACKAGE = "sentry_extract"
 # Bottom to top. A module belongs to the entry that is the longest prefix of its name
 # (relative to the package; "" is the package's own `__init__`).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("", "errors", "files", "events"),  # what everything shares
+    ("errors", "files", "events"),  # what everything shares
     ("model", "modes", "state"),  # streams as data, windows, modes, state
     ("records",),  # rows -> typed Arrow batches
     ("source", "targets"),  # HTTP only; where rows go (see APART)
     ("config",),  # connections and replications, parsed once
     ("pipeline", "reporting"),  # the run, and how it shows
     ("testing",),  # the fake Sentry, which `sentry-extract fake` serves
-    ("cli", "__main__"),  # the command line
+    ("api",),  # the library call: run, describe, plan
+    # the command line, the Dagster assets, and the package's `__init__` (the library's
+    # names, loaded when first used)
+    ("cli", "__main__", "dagster", ""),
 )
 APART = ("source", "targets")  # the same layer, and neither imports the other
 
