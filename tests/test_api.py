@@ -285,3 +285,22 @@ def test_the_package_names_load_the_library_when_used() -> None:
     assert sentry_extract.run is api.run and set(sentry_extract.__all__) >= {"run", "describe"}
     with pytest.raises(AttributeError):
         sentry_extract.nothing  # noqa: B018
+
+
+def test_a_broken_connection_is_named_with_where_it_comes_from(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """The library reads connections as the command does: `.env.sling` is named."""
+    (tmp_path / ".env.sling").write_text(
+        "SENTRY='{ type: api, spec: sentry, inputs: { organization: acme } }'\n"
+    )
+    (tmp_path / "r.yaml").write_text(
+        "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\n"
+        "streams:\n  teams:\n"
+    )
+    with pytest.raises(ConfigError) as stopped:
+        api.run("r.yaml")
+    assert str(stopped.value).startswith("connection SENTRY (.env.sling): ")
+    result = invoke(cli, "run", "r.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {stopped.value}"

@@ -455,7 +455,6 @@ def run(
                 streams=_names(streams),
                 mode=mode,
                 replay=options.replay,
-                environment=_environment(),
             )
             _print_plan(plans.streams, plans.notes)
         return
@@ -474,7 +473,6 @@ def run(
                     deadline=options.deadline,
                     record=options.record,
                     replay=options.replay,
-                    environment=_environment(),
                     control=control,
                 )
             except (Interrupted, KeyboardInterrupt):  # a second signal, or one before ours
