@@ -255,18 +255,22 @@ def test_ctrl_c_without_a_handler_stops_the_streams_too(tmp_path: Path) -> None:
     """A script that calls `run` installs no SIGINT handler: Ctrl-C raises
     KeyboardInterrupt in its thread, and the streams' threads stop with it instead of
     reading on, unseen, until they are done."""
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     organization, settings, environment = slow_events(tmp_path)
     main = threading.main_thread().ident
     assert main == threading.get_ident()
-    with FakeSentry(organization, settings) as fake:
-        environment["SENTRY"] = sentry_connection(fake.base_url)
-        watcher = when_events_are_read(fake, lambda: signal.pthread_kill(main, signal.SIGINT))
-        with pytest.raises(KeyboardInterrupt):
-            api.run(tmp_path / "r.yaml", environment=environment)
-        watcher.join()
-        pages = len(fake.requests_to("/events/"))
-        assert not [thread for thread in threading.enumerate() if thread.name.startswith("stream")]
+    # Python's own handler, whatever this process inherited (a background job ignores SIGINT)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with FakeSentry(organization, settings) as fake:
+            environment["SENTRY"] = sentry_connection(fake.base_url)
+            watcher = when_events_are_read(fake, lambda: signal.pthread_kill(main, signal.SIGINT))
+            with pytest.raises(KeyboardInterrupt):
+                api.run(tmp_path / "r.yaml", environment=environment)
+            watcher.join()
+            pages = len(fake.requests_to("/events/"))
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("stream")]
     assert pages < 600 // 10 // 2  # the streams stopped too: to the end is about 50 pages
 
 
