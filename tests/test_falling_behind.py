@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sentry_extract.api import RunReport
 from sentry_extract.events import event_of
 from sentry_extract.testing.fake_sentry import FakeSentry, RateLimit, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
@@ -62,7 +63,8 @@ def test_events_arriving_faster_than_the_limits_allow_are_reported(
     assert "narrow inputs.projects" in behind["message"]
     logged = [event_of(record) for record in caplog.records]
     assert any(name == "falling_behind" and fields["lag_seconds"] > 0 for name, fields in logged)
-    assert json.loads(json.dumps(summary.to_json()))["streams"][0]["behind"] == behind
+    report = RunReport.from_summary(summary).to_json()
+    assert json.loads(json.dumps(report))["streams"][0]["behind"] == behind
 
 
 def test_a_stream_that_keeps_up_reports_nothing(workspace: Workspace) -> None:

@@ -25,7 +25,7 @@ PACKAGE = "sentry_extract"
 # Bottom to top. A module belongs to the entry that is the longest prefix of its name
 # (relative to the package; "" is the package's own `__init__`).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("", "errors", "files", "events"),  # what everything shares
+    ("errors", "files", "events"),  # what everything shares
     ("model", "state"),  # streams as data, windows, modes; the state kept between runs
     ("records",),  # rows -> typed Arrow batches
     ("source", "targets"),  # HTTP only; where rows go (see APART)
@@ -33,7 +33,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reading",),  # one reader per way of reading a stream, reconcile, lag
     ("pipeline", "reporting"),  # the run, and how it shows
     ("testing",),  # the fake Sentry, which `sentry-extract fake` serves
-    ("cli", "__main__"),  # the command line
+    ("api",),  # the library call: run, describe, plan
+    # the command line, the Dagster assets, and the package's `__init__` (the library's
+    # names, loaded when first used)
+    ("cli", "__main__", "dagster", ""),
 )
 APART = ("source", "targets")  # the same layer, and neither imports the other
 

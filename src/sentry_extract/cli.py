@@ -15,11 +15,10 @@ import os
 import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -30,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from sentry_extract import __version__, pipeline
+from sentry_extract import __version__, api, pipeline
 from sentry_extract.config import connections as conns
 from sentry_extract.config.replication import Overrides, Replication, load_replication
 from sentry_extract.config.values import parse_duration
@@ -43,7 +42,6 @@ from sentry_extract.records import SNAKE, column_name, declared_columns
 from sentry_extract.reporting import JSON, LOG_FORMATS, TEXT, Reporting, reporting
 from sentry_extract.source.catalog import STREAMS
 
-STATE_VARIABLE = "SENTRY_EXTRACT_STATE"
 PLAN_WIDTH = 100  # `run --dry-run` fits a terminal this wide
 
 log = logging.getLogger("sentry_extract")
@@ -301,26 +299,19 @@ def _endpoint(spec: StreamSpec, with_columns: bool) -> dict[str, Any]:
 # --- run -------------------------------------------------------------------------------
 
 
-def _no_wait(seconds: float) -> None:
-    """A replay has nothing to wait for: the recording already waited."""
-
-
-def _load(
-    path: Path, streams: str | None, mode: str | None, started: datetime | None = None
-) -> Replication:
-    wanted = tuple(name.strip() for name in (streams or "").split(",") if name.strip())
-    run_started_at = started or datetime.now(UTC).replace(microsecond=0)
-    return load_replication(path, _environment(), run_started_at, Overrides(wanted, mode))
+def _load(path: Path, streams: str | None, mode: str | None) -> Replication:
+    """The replication, for the commands that read its state or tables."""
+    run_started_at = datetime.now(UTC).replace(microsecond=0)
+    return load_replication(path, _environment(), run_started_at, Overrides(_names(streams), mode))
 
 
 class _Signals:
-    """SIGINT and SIGTERM. Once streams run, the first asks each to stop: the run then
-    ends as any run does, summary and all. Before (nothing is written yet), and at a
-    second signal, the run leaves at once."""
+    """SIGINT and SIGTERM. Once streams run, the first cancels the run: it then ends as
+    any run does, summary and all. Before (nothing is written yet), and at a second
+    signal, the run leaves at once."""
 
-    def __init__(self, cancelled: threading.Event, streaming: threading.Event) -> None:
-        self.cancelled = cancelled
-        self.streaming = streaming
+    def __init__(self, control: api.RunControl) -> None:
+        self.control = control
         self.received: int | None = None
 
     @property
@@ -331,8 +322,8 @@ class _Signals:
     def _handle(self, number: int, frame: FrameType | None) -> None:
         first = self.received is None
         self.received = self.received or number
-        self.cancelled.set()
-        if not first or not self.streaming.is_set():
+        self.control.cancel()
+        if not first or not self.control.has_started_streams:
             raise Interrupted(self.received)
 
     @contextmanager
@@ -460,83 +451,93 @@ def run(
     if dry_run:
         with _errors_translated(debug, log_format if log_format in LOG_FORMATS else TEXT):
             options = _check_options(log_format, deadline, record, replay)
-            recording = pipeline.load_replay(options.replay)[1] if options.replay else None
-            started = recording.run_started_at if recording is not None else None
-            loaded = _load(replication, streams, mode, started)
-            location = _environment().get(STATE_VARIABLE)
-            plans = pipeline.plan_replication(loaded, _connections(), location, recording)
-            _print_plan(plans, loaded.notes)
+            plans = api.plan(
+                replication,
+                streams=_names(streams),
+                mode=mode,
+                replay=options.replay,
+            )
+            _print_plan(plans.streams, plans.notes)
         return
     began, began_at = time.monotonic(), datetime.now(UTC)
-    cancelled, streaming = threading.Event(), threading.Event()
+    control = api.RunControl()
     json_log = log_format == JSON
-    with _Signals(cancelled, streaming).installed() as signals:
+    with _Signals(control).installed() as signals:
         with reporting(log_format if log_format in LOG_FORMATS else TEXT, debug) as shown:
             raised: Exception | None = None
             try:
                 options = _check_options(log_format, deadline, record, replay)
-                summary = _run(replication, streams, mode, options, cancelled, streaming)
+                report = api.run(
+                    replication,
+                    streams=_names(streams),
+                    mode=mode,
+                    deadline=options.deadline,
+                    record=options.record,
+                    replay=options.replay,
+                    control=control,
+                )
             except (Interrupted, KeyboardInterrupt):  # a second signal, or one before ours
-                summary = pipeline.RunSummary([], time.monotonic() - began)
+                report = _stopped(began, began_at, None)
                 signals.received = signals.received or signal.SIGINT
             except Exception as error:
-                summary, raised = _failed(error, time.monotonic() - began), error
+                report, raised = _failed(error, began, began_at), error
             if signals.received is not None:
-                summary.fatal, summary.stopped_by = signals.fatal, Interrupted(signals.received)
-            summary.started_at = summary.started_at or began_at
-            summary.ended_at = summary.ended_at or datetime.now(UTC)
+                interruption = Interrupted(signals.received)
+                report = replace(report, fatal=signals.fatal, exit_code=exit_code(interruption))
             shown.finish()  # progress bars end before the summary prints
-            pipeline.report_end(summary)
+            _report_end(report)
         if summary_json is not None:
-            write_atomically(summary_json, json.dumps(summary.to_json(), indent=2).encode())
+            write_atomically(summary_json, json.dumps(report.to_json(), indent=2).encode())
         if not json_log:  # a JSON log's `run_end` event holds the summary: no other output
-            _print_summary(summary, quiet, interrupted=signals.received is not None)
+            _print_summary(report, quiet, interrupted=signals.received is not None)
     if raised is not None and debug:
         raise raised
-    if summary.exit_code:
-        raise typer.Exit(summary.exit_code)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
-def _run(
-    replication: Path,
-    streams: str | None,
-    mode: str | None,
-    options: _RunOptions,
-    cancelled: threading.Event,
-    streaming: threading.Event,
-) -> pipeline.RunSummary:
-    transport, recording = (
-        pipeline.load_replay(options.replay) if options.replay is not None else (None, None)
+def _names(streams: str | None) -> tuple[str, ...]:
+    """`--streams issues,events` as names."""
+    return tuple(name.strip() for name in (streams or "").split(",") if name.strip())
+
+
+def _stopped(began: float, began_at: datetime, error: BaseException | None) -> api.RunReport:
+    """The report of a run that stopped before it could make one."""
+    return api.RunReport(
+        streams=(),
+        started_at=began_at,
+        ended_at=datetime.now(UTC),
+        seconds=time.monotonic() - began,
+        exit_code=exit_code(error),
     )
-    started = recording.run_started_at if recording is not None else None
-    loaded = _load(replication, streams, mode, started)
-    if options.record is not None:
-        options.record.mkdir(parents=True, exist_ok=True)
-    settings = pipeline.RunSettings(
-        state_location=_environment().get(STATE_VARIABLE),
-        deadline=options.deadline,
-        record_to=options.record,
-        replay=recording,
-        transport=transport,
-        sleep=_no_wait if recording is not None else None,
-        cancelled=cancelled,
-        streaming=streaming,
-    )
-    return pipeline.run_replication(loaded, _connections(), settings)
 
 
-def _failed(error: Exception, seconds: float) -> pipeline.RunSummary:
-    """The summary of a run that stopped before it could make one."""
-    summary = pipeline.RunSummary([], seconds, stopped_by=error)
+def _failed(error: Exception, began: float, began_at: datetime) -> api.RunReport:
+    """The report of a run that an error stopped before it could make one."""
+    report = _stopped(began, began_at, error)
     if isinstance(error, SentryExtractError):
-        summary.fatal, summary.preflight_requests = str(error), error.requests
-        return summary
-    summary.fatal = f"unexpected error: {type(error).__name__}: {error}"
-    emit(log, logging.ERROR, "crash", f"{summary.fatal} (a bug: please report it)", exc_info=error)
-    return summary
+        return replace(report, fatal=str(error), preflight_requests=error.requests)
+    fatal = f"unexpected error: {type(error).__name__}: {error}"
+    emit(log, logging.ERROR, "crash", f"{fatal} (a bug: please report it)", exc_info=error)
+    return replace(report, fatal=fatal)
 
 
-def _print_plan(plans: list[pipeline.StreamPlan], notes: Sequence[str] = ()) -> None:
+def _report_end(report: api.RunReport) -> None:
+    """The run's last event, whatever ended it (`run_end`): the summary, streams and all."""
+    text = (
+        f"run ended: {counted(report.rows, 'row')}, {counted(report.requests, 'request')} "
+        f"in {report.seconds:.1f}s, exit code {report.exit_code}"
+    )
+    emit(
+        log,
+        logging.ERROR if report.fatal else logging.INFO,
+        "run_end",
+        f"{text}: {report.fatal}" if report.fatal else text,
+        **report.to_json(),
+    )
+
+
+def _print_plan(plans: Sequence[pipeline.StreamPlan], notes: Sequence[str] = ()) -> None:
     """Each stream in a few lines that fit a terminal of 100 columns."""
     for note in notes:
         output.print(f"note: {note}", markup=False)
@@ -567,14 +568,14 @@ def _seconds(text: str | None, option: str) -> float | None:
         raise ConfigError(f"{option}: {error}") from None
 
 
-def _print_summary(summary: pipeline.RunSummary, quiet: bool, interrupted: bool) -> None:
+def _print_summary(report: api.RunReport, quiet: bool, interrupted: bool) -> None:
     """The table when streams ran (an interrupted run included) and each problem, on
     stdout (`--quiet`: the problems alone, on stderr); what stopped the run, on stderr."""
     if quiet:
-        for result in summary.results:
+        for result in report.streams:
             for problem in result.problems:
                 errors.print(f"{result.name}: {problem}", markup=False)
-    elif summary.results:
+    elif report.streams:
         table = Table(
             "stream",
             "mode",
@@ -586,7 +587,7 @@ def _print_summary(summary: pipeline.RunSummary, quiet: bool, interrupted: bool)
             box=None,
             pad_edge=False,
         )
-        for result in summary.results:
+        for result in report.streams:
             table.add_row(
                 result.name,
                 result.mode,
@@ -597,22 +598,22 @@ def _print_summary(summary: pipeline.RunSummary, quiet: bool, interrupted: bool)
                 result.status,
             )
         output.print(table)
-        for result in summary.results:
+        for result in report.streams:
             for problem in result.problems:
                 output.print(f"{result.name}: {problem}", markup=False)
-        checks = summary.preflight_requests
+        checks = report.preflight_requests
         before = f" ({checks} to check the organization first)" if checks else ""
         output.print(
-            f"{counted(summary.rows, 'row')}, {counted(summary.requests, 'request')}{before} "
-            f"in {summary.seconds:.1f}s",
+            f"{counted(report.rows, 'row')}, {counted(report.requests, 'request')}{before} "
+            f"in {report.seconds:.1f}s",
             markup=False,
         )
     if interrupted:
         errors.print("interrupted: committed rows and state are kept", markup=False)
-    elif summary.fatal and summary.results:
-        errors.print(f"error: {summary.fatal}; the run was stopped", markup=False)
-    elif summary.fatal:
-        errors.print(f"error: {summary.fatal}", markup=False)
+    elif report.fatal and report.streams:
+        errors.print(f"error: {report.fatal}; the run was stopped", markup=False)
+    elif report.fatal:
+        errors.print(f"error: {report.fatal}", markup=False)
 
 
 # --- state -----------------------------------------------------------------------------
@@ -629,7 +630,7 @@ def state_show(
         table = Table(
             "stream", "object", "watermark", "projects", "kept in", box=None, pad_edge=False
         )
-        location = _environment().get(STATE_VARIABLE)
+        location = _environment().get(api.STATE_VARIABLE)
         for stream, key, store in pipeline.state_stores(loaded, _connections(), location):
             state = store.load(key)
             watermark = state.watermark.isoformat() if state.watermark else "-"
@@ -647,7 +648,7 @@ def state_reset(
     """Clear saved state, so the next run reads from the anchor date again."""
     with _errors_translated(debug):
         loaded = _load(replication, streams, None)
-        location = _environment().get(STATE_VARIABLE)
+        location = _environment().get(api.STATE_VARIABLE)
         for stream, key, store in pipeline.state_stores(loaded, _connections(), location):
             cleared = store.reset(key)
             output.print(

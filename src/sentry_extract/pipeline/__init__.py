@@ -28,7 +28,6 @@ from sentry_extract.pipeline.plan import StreamPlan as StreamPlan
 from sentry_extract.pipeline.plan import plan_replication as plan_replication
 from sentry_extract.pipeline.results import RunSummary as RunSummary
 from sentry_extract.pipeline.results import StreamResult as StreamResult
-from sentry_extract.pipeline.results import report_end as report_end
 from sentry_extract.pipeline.run import RunSettings as RunSettings
 from sentry_extract.pipeline.run import run_replication as run_replication
 from sentry_extract.source.cassettes import load_replay as load_replay

@@ -1,16 +1,13 @@
-"""What a run reports: one result per stream, and the run's summary."""
+"""What a run reports: one result per stream, and the run's summary, filled in as it runs
+(`api.RunReport.from_summary` makes the frozen report callers get)."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sentry_extract.errors import exit_code
-from sentry_extract.events import counted, emit
-
-log = logging.getLogger("sentry_extract")
 
 STATUS_OK = "ok"
 STATUS_PARTIAL = "partial"
@@ -60,38 +57,7 @@ class RunSummary:
     def requests(self) -> int:
         return self.preflight_requests + sum(result.requests for result in self.results)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "exit_code": self.exit_code,
-            "started_at": _moment(self.started_at),
-            "ended_at": _moment(self.ended_at),
-            "seconds": round(self.seconds, 3),
-            "rows": self.rows,
-            "requests": self.requests,
-            "fatal": self.fatal,
-            "streams": [asdict(result) for result in self.results],
-        }
-
     @property
     def exit_code(self) -> int:
         failed = bool(self.fatal) or any(result.status != STATUS_OK for result in self.results)
         return exit_code(self.stopped_by, incomplete=failed)
-
-
-def _moment(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
-def report_end(summary: RunSummary) -> None:
-    """The run's last event, whatever ended it (`run_end`): the summary, streams and all."""
-    text = (
-        f"run ended: {counted(summary.rows, 'row')}, {counted(summary.requests, 'request')} "
-        f"in {summary.seconds:.1f}s, exit code {summary.exit_code}"
-    )
-    emit(
-        log,
-        logging.ERROR if summary.fatal else logging.INFO,
-        "run_end",
-        f"{text}: {summary.fatal}" if summary.fatal else text,
-        **summary.to_json(),
-    )

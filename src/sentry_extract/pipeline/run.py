@@ -154,7 +154,11 @@ def run_replication(
             workers = max(1, len(replication.streams))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream") as pool:
                 futures = [pool.submit(_run_stream, context, s) for s in replication.streams]
-                results = [future.result() for future in futures]
+                try:
+                    results = [future.result() for future in futures]
+                except BaseException:  # Ctrl-C with no handler, an orchestrator's stop:
+                    settings.cancelled.set()  # the streams stop too, not run on unseen
+                    raise
     except RunCancelled:
         if not deadline.passed:  # not ours to explain: a signal says it itself
             raise
