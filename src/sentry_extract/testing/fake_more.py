@@ -604,7 +604,10 @@ def _explore_value(event: Row, name: str, organization: Any) -> Any:
     if name == "level":
         return issue.get("level")
     if name == "timestamp":
-        moment = datetime.fromisoformat(event["dateCreated"].replace("Z", "+00:00"))
+        created = event["dateCreated"]
+        if len(created) == 24 and created.endswith("Z"):  # iso(): ...T12:34:56.789Z
+            return f"{created[:19]}+00:00"
+        moment = datetime.fromisoformat(created.replace("Z", "+00:00"))
         return moment.isoformat(timespec="seconds")
     if name == "environment":
         return next((t["value"] for t in event["tags"] if t["key"] == "environment"), None)
@@ -669,17 +672,25 @@ def _explore(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
             found = found[::2]  # a sample: rows go missing
         if COUNT in fields:
             rows = _aggregate(found, [f for f in fields if f != COUNT], organization)
-        else:
+            if sort is not None:
+                name = sort.removeprefix("-")
+                rows.sort(key=lambda row: _sort_key(row[name]), reverse=sort.startswith("-"))
+        else:  # only the sort field of every row, every field of the page's rows
             found.sort(key=lambda event: event["eventID"])
-            rows = [
+            if sort is not None:
+                name = sort.removeprefix("-")
+                found.sort(
+                    key=lambda event: _sort_key(_explore_value(event, name, organization)),
+                    reverse=sort.startswith("-"),
+                )
+            rows = found
+        reachable = min(len(rows), cap)  # offset paging stops at 10,000 rows
+        page = rows[offset : min(offset + size, reachable)]
+        if COUNT not in fields:
+            page = [
                 {name: _explore_value(event, name, organization) for name in fields}
-                for event in found
+                for event in page
             ]
-    if sort is not None:
-        name = sort.removeprefix("-")
-        rows.sort(key=lambda row: (row[name] is None, row[name]), reverse=sort.startswith("-"))
-    reachable = min(len(rows), cap)  # offset paging stops at 10,000 rows
-    page = rows[offset : min(offset + size, reachable)]
     following = offset + len(page)
     has_next = following < reachable or (
         fake.settings.explore_cap_refuses and following < len(rows)
@@ -700,6 +711,10 @@ def _explore(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         "dataScanned": "partial" if fake.settings.explore_partial or sampled else "full",
     }
     return Answer({"data": page, "meta": meta}, link)
+
+
+def _sort_key(value: Any) -> tuple[bool, Any]:
+    return value is None, value
 
 
 def _aggregate(events: list[Row], keys: list[str], organization: Any) -> list[Row]:
