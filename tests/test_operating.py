@@ -23,7 +23,7 @@ from sentry_extract.source.windows import format_datetime
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import invoke, sentry_connection
+from .helpers import invoke, sentry_connection
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 REPLICATION = (
