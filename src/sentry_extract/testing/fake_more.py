@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -659,31 +660,8 @@ def _explore(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         raise BadRequest(EXPIRED_RANGE)
     low, high = iso(begin), iso(finish)
     with organization.lock:
-        projects = selected_projects(fake, params)
-        found = [
-            event
-            for project_id in sorted(projects)
-            for event in fake.sorted_events(project_id)[0]
-            if low <= event["dateCreated"] < high
-        ]
-        threshold = fake.settings.explore_sampled_above
-        sampled = threshold is not None and len(found) > threshold
-        if sampled:
-            found = found[::2]  # a sample: rows go missing
-        if COUNT in fields:
-            rows = _aggregate(found, [f for f in fields if f != COUNT], organization)
-            if sort is not None:
-                name = sort.removeprefix("-")
-                rows.sort(key=lambda row: _sort_key(row[name]), reverse=sort.startswith("-"))
-        else:  # only the sort field of every row, every field of the page's rows
-            found.sort(key=lambda event: event["eventID"])
-            if sort is not None:
-                name = sort.removeprefix("-")
-                found.sort(
-                    key=lambda event: _sort_key(_explore_value(event, name, organization)),
-                    reverse=sort.startswith("-"),
-                )
-            rows = found
+        projects = sorted(selected_projects(fake, params))
+        rows, sampled = _ordered_rows(fake, projects, (low, high), fields, sort)
         reachable = min(len(rows), cap)  # offset paging stops at 10,000 rows
         page = rows[offset : min(offset + size, reachable)]
         if COUNT not in fields:
@@ -711,6 +689,54 @@ def _explore(fake: FakeSentry, match: dict[str, str], params: Params) -> Answer:
         "dataScanned": "partial" if fake.settings.explore_partial or sampled else "full",
     }
     return Answer({"data": page, "meta": meta}, link)
+
+
+# The rows of the last query each fake answered, in order: the pages that follow ask again.
+_ORDERED: weakref.WeakKeyDictionary[FakeSentry, tuple[tuple[Any, ...], list[Row], bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ordered_rows(
+    fake: FakeSentry,
+    projects: list[str],
+    window: tuple[str, str],
+    fields: list[str],
+    sort: str | None,
+) -> tuple[list[Row], bool]:
+    """A query's rows in order (events, or counts with `count()`), and whether they are a
+    sample. Only the sort field of every event is looked up: `_explore` makes the page."""
+    organization = fake.organization
+    threshold = fake.settings.explore_sampled_above
+    size = sum(len(organization.events.get(project_id, ())) for project_id in projects)
+    key = (tuple(projects), window, tuple(fields), sort, threshold, organization.version, size)
+    cached = _ORDERED.get(fake)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    low, high = window
+    found = [
+        event
+        for project_id in projects
+        for event in fake.sorted_events(project_id)[0]
+        if low <= event["dateCreated"] < high
+    ]
+    sampled = threshold is not None and len(found) > threshold
+    if sampled:
+        found = found[::2]  # a sample: rows go missing
+    name = (sort or "").removeprefix("-")
+    if COUNT in fields:
+        rows = _aggregate(found, [f for f in fields if f != COUNT], organization)
+        if sort is not None:
+            rows.sort(key=lambda row: _sort_key(row[name]), reverse=sort.startswith("-"))
+    else:
+        rows = sorted(found, key=lambda event: event["eventID"])
+        if sort is not None:
+            rows.sort(
+                key=lambda event: _sort_key(_explore_value(event, name, organization)),
+                reverse=sort.startswith("-"),
+            )
+    _ORDERED[fake] = (key, rows, sampled)
+    return rows, sampled
 
 
 def _sort_key(value: Any) -> tuple[bool, Any]:
