@@ -31,7 +31,7 @@ from sentry_extract.errors import (
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import Workspace, invoke, sentry_connection
+from .helpers import Workspace, invoke, sentry_connection
 
 
 def test_a_run_reports_what_it_wrote(workspace: Workspace, fake: FakeSentry) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -14,18 +13,12 @@ from sentry_extract.cli import app
 from sentry_extract.errors import ConfigError
 from sentry_extract.testing.fake_sentry import FakeSentry
 
-from .conftest import invoke, parquet_files, sentry_connection
+from .helpers import closed_port, invoke, parquet_files, sentry_connection
 
 GOOD = (
     "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://out/{stream_name}\n"
     "streams:\n  issues:\n"
 )
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 CASES: list[tuple[str, str, dict[str, str], list[str], str]] = [

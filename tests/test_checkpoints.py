@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import itertools
-import os
-import signal
-import subprocess
-import sys
-import time
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from sentry_extract.pipeline import loader
-from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
+from sentry_extract.testing.fake_sentry import FakeSentry, RequestRecord, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import Workspace, sentry_connection
-from .test_kill import RETENTION, assert_state_not_ahead, stored_events
+from .helpers import (
+    RETENTION,
+    Command,
+    Workspace,
+    assert_state_not_ahead,
+    command_environment,
+    kill_when,
+    sentry_connection,
+    stored_events,
+    when_answered,
+)
 
 SIZE = OrganizationSize(projects=2, issues=40, events=12_000, history_days=80)
 
@@ -31,56 +36,33 @@ def replication(folder: Path, target: str) -> None:
     )
 
 
-def environment(folder: Path, fake: FakeSentry, pg_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SENTRY_EXTRACT_HOME": str(folder / "home"),
-        "SENTRY": sentry_connection(fake.base_url, checkpoint_every="2s"),
-        "MY_POSTGRES": pg_url,
-    }
+def command(folder: Path, fake: FakeSentry, pg_url: str) -> Command:
+    connection = sentry_connection(fake.base_url, checkpoint_every="2s")
+    return Command(folder, command_environment(folder, connection, MY_POSTGRES=pg_url))
 
 
-COMMAND = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
+def rows_of(requests: list[RequestRecord]) -> int:
+    return sum(record.rows for record in requests)
 
 
 @pytest.mark.parametrize("target", ["LOCAL", "MY_POSTGRES"])
 def test_a_backfill_killed_at_70_percent_resumes_from_its_last_checkpoint(
     tmp_path: Path, pg_url: str, target: str
 ) -> None:
-    whole = tmp_path / "whole"  # the requests a whole run needs (the same for both targets)
-    whole.mkdir()
-    replication(whole, "LOCAL")
-    with FakeSentry(FakeOrganization("acme", SIZE, seed=11), ServerSettings()) as fake:
-        run = subprocess.run(
-            COMMAND, cwd=whole, env=environment(whole, fake, pg_url), capture_output=True,
-            text=True, timeout=300, check=False,
-        )  # fmt: skip
-        assert run.returncode == 0, run.stderr
-        needed = len(fake.requests)
-    killed = tmp_path / "killed"
-    killed.mkdir()
-    replication(killed, target)
+    replication(tmp_path, target)
     organization = FakeOrganization("acme", SIZE, seed=11)
     with FakeSentry(organization, ServerSettings()) as fake:
-        environ = environment(killed, fake, pg_url)
-        process = subprocess.Popen(
-            COMMAND, cwd=killed, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        while len(fake.requests) < 0.7 * needed and process.poll() is None:
-            time.sleep(0.002)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-        assert_state_not_ahead(target, killed, pg_url, organization)
+        killed = command(tmp_path, fake, pg_url)
+        answered = when_answered(fake, lambda seen: rows_of(seen) >= 0.7 * SIZE.events)
+        chance = random.Random(f"checkpoints-{target}")
+        assert kill_when(killed, fake, answered, chance)  # before it finished
+        assert_state_not_ahead(target, tmp_path, pg_url, organization)
         before = len(fake.requests)
-        assert before >= 0.7 * needed  # killed before it finished
-        rerun = subprocess.run(
-            COMMAND, cwd=killed, env=environ, capture_output=True, text=True, timeout=300,
-            check=False,
-        )  # fmt: skip
+        rerun = killed.run()
         assert rerun.returncode == 0, rerun.stderr
-        again = len(fake.requests) - before
-    assert again <= 0.45 * needed, (again, needed)
-    stored = stored_events(target, killed, pg_url)
+        again = rows_of(fake.requests[before:])
+    assert again <= 0.45 * SIZE.events, again  # the rest, and what its checkpoints had not
+    stored = stored_events(target, tmp_path, pg_url)
     assert len(stored) == len(set(stored)), "a key stored twice"
     assert set(stored) == {
         (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)
@@ -91,19 +73,16 @@ def test_a_sliced_crawl_asks_oldest_slice_first(tmp_path: Path) -> None:
     organization = FakeOrganization("acme", SIZE, seed=11)
     replication(tmp_path, "LOCAL")
     with FakeSentry(organization, ServerSettings()) as fake:
-        run = subprocess.run(
-            COMMAND, cwd=tmp_path, env=environment(tmp_path, fake, ""), capture_output=True,
-            text=True, timeout=300, check=False,
-        )  # fmt: skip
+        run = command(tmp_path, fake, "").run()
         assert run.returncode == 0, run.stderr
-        for project in organization.projects:
-            requests = fake.requests_to(f"/{project['slug']}/events/")
-            ranges = [(r.param("start"), r.param("end")) for r in requests]
-            starts = [start for start, _ in dict.fromkeys(ranges)]
-            assert len(starts) > 3 and starts == sorted(starts)  # slices, oldest first
-            # Slices tile the window: each starts where the one before ended.
-            slices = list(dict.fromkeys(ranges))
-            assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
+    for project in organization.projects:
+        requests = fake.requests_to(f"/{project['slug']}/events/")
+        ranges = [(r.param("start"), r.param("end")) for r in requests]
+        starts = [start for start, _ in dict.fromkeys(ranges)]
+        assert len(starts) > 3 and starts == sorted(starts)  # slices, oldest first
+        # Slices tile the window: each starts where the one before ended.
+        slices = list(dict.fromkeys(ranges))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
 
 
 def test_a_backfill_checkpoints_its_rows_but_never_its_state(

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from sentry_extract.cli import app
 from sentry_extract.testing.fake_sentry import FakeSentry
 
-from .conftest import TOKEN, invoke, parquet_files, sentry_connection
+from .helpers import TOKEN, invoke, parquet_files, sentry_connection
 
 REPLICATION = (
     "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://out/{stream_name}\n"

@@ -42,7 +42,7 @@ from sentry_extract.targets.parquet import ParquetTarget
 from sentry_extract.targets.postgres import PostgresTarget
 from sentry_extract.testing.fake_sentry import FakeSentry
 
-from .conftest import invoke, sentry_connection
+from .helpers import invoke, sentry_connection
 
 DESCRIPTION = Path(__file__).parent / "contract" / "sentry-openapi-seven-endpoints.json"
 HOST = "https://us.sentry.io"

@@ -15,7 +15,7 @@ from sentry_extract.dagster import asset_key_parts, sentry_assets
 from sentry_extract.testing.fake_sentry import FakeSentry
 from sentry_extract.testing.fake_state import ALL_SCOPES
 
-from .conftest import TOKEN, Workspace, sentry_connection
+from .helpers import TOKEN, Workspace, sentry_connection
 
 STREAMS = "  teams:\n  projects:\n  issues:\n  events:\n"
 

@@ -10,37 +10,25 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from sentry_extract.pipeline import loader
 from sentry_extract.targets import dataset
 from sentry_extract.testing.fake_sentry import FakeSentry
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import (
+from .helpers import (
+    RETENTION,
     Workspace,
+    assert_events_exact,
+    assert_issues_exact,
     keys,
+    next_second,
     parquet_files,
     sentry_connection,
     watch_runs_for_duplicates,
 )
-from .test_parquet_modes import assert_events_exact, assert_issues_exact
-
-RETENTION = timedelta(days=90)
-
-
-def next_second() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in parquet_files(folder)}
-
-
-@pytest.fixture
-def small_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files of about 15 kB and checkpoints every 60 rows: many files and commits."""
-    monkeypatch.setattr(dataset, "FILE_BYTES", 15_000)
-    monkeypatch.setattr(dataset, "SMALL_FILES", 3)
-    monkeypatch.setattr(loader, "CHECKPOINT_ROWS", 60)
 
 
 def test_an_incremental_run_rewrites_only_the_files_it_touches(

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import tenacity
 from typer.testing import CliRunner
 
 from sentry_extract.errors import TimedOutError
@@ -26,7 +25,7 @@ from sentry_extract.testing.fake_sentry import (
 from sentry_extract.testing.organization import FakeOrganization
 from sentry_extract.testing.silent_host import SilentHost
 
-from .conftest import Workspace, invoke, sentry_connection
+from .helpers import Clock, Command, Workspace, command_environment, invoke, sentry_connection
 
 REPLICATION = "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\nstreams:\n"
 
@@ -59,21 +58,9 @@ def test_the_help_says_what_a_deadline_keeps(cli: CliRunner) -> None:
 def _run_process(folder: Path, base_url: str, *arguments: str, **inputs: object) -> Finished:
     """The CLI in a process of its own (real signals, real time), on `base_url`."""
     (folder / "r.yaml").write_text(REPLICATION + "  issues:\n")
-    environment = {
-        **os.environ,
-        "SENTRY_EXTRACT_HOME": str(folder / "home"),
-        "SENTRY": sentry_connection(base_url, **inputs),
-    }
-    command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml", *arguments]
+    environment = command_environment(folder, sentry_connection(base_url, **inputs))
     started = time.monotonic()
-    process = subprocess.run(
-        [*command, "--summary-json", "summary.json"],
-        cwd=folder,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    process = Command(folder, environment).run(*arguments, "--summary-json", "summary.json")
     summary = json.loads((folder / "summary.json").read_text())
     return Finished(process.returncode, process.stderr, summary, time.monotonic() - started)
 
@@ -211,15 +198,19 @@ def test_a_request_stops_retrying_when_its_time_is_up(
     assert summary.seconds < 20
 
 
-def test_retries_are_bounded_by_the_clock_as_well_as_by_count() -> None:
+def test_retries_are_bounded_by_the_clock_as_well_as_by_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock(0.0)  # tenacity's: each attempt takes a quarter of a second of it
+    monkeypatch.setattr(tenacity, "time", SimpleNamespace(monotonic=clock))
     attempts: list[float] = []
 
     def no_answer() -> None:
-        attempts.append(time.monotonic())
-        time.sleep(0.2)
-        raise TimedOutError("sentry.example.com", 0.2, "ReadTimeout")
+        attempts.append(clock.moment)
+        clock.moment += 0.25
+        raise TimedOutError("sentry.example.com", 0.25, "ReadTimeout")
 
     policy = RetryPolicy(attempts=50, initial_wait=0.0, max_total_time=1.0)
     with pytest.raises(TimedOutError):
         build_retrying(policy, sleep=lambda seconds: None)(no_answer)
-    assert 1 < len(attempts) <= 5
+    assert attempts == [0.0, 0.25, 0.5, 0.75]  # the fourth ends at the limit: no fifth

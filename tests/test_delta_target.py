@@ -4,10 +4,8 @@ back with delta-rs as any reader would."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -30,17 +28,21 @@ from sentry_extract.state import StateKey
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import (
+from .helpers import (
     S3_KEY_ID,
     S3_SECRET,
     Bucket,
+    Command,
     Workspace,
     change_between_runs,
     change_unknown_field_types,
+    command_environment,
     give_issues_unknown_fields,
     invoke,
     keys,
+    kill_at_moments,
     sentry_connection,
+    wait_for_the_next_second,
     watch_runs_for_duplicates,
 )
 
@@ -229,29 +231,17 @@ def test_kill_at_random_moments_then_rerun(tmp_path: Path) -> None:
         "  mode: incremental\n  target_options: {format: delta}\nstreams:\n  events:\n"
     )
     with FakeSentry(organization, ServerSettings(latency=0.01)) as fake:
-        environment = {
-            **os.environ,
-            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-            "SENTRY": sentry_connection(fake.base_url, concurrency=1, checkpoint_every="0"),
-        }
-        command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
-        for _ in range(2):
-            process = subprocess.Popen(
-                command,
-                cwd=tmp_path,
-                env=environment,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(chance.uniform(0.8, 2.5))
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
+        connection = sentry_connection(fake.base_url, concurrency=1, checkpoint_every="0")
+        command = Command(tmp_path, command_environment(tmp_path, connection))
+
+        def after_each() -> None:
             assert_no_key_twice(tmp_path / "out" / "events")
             organization.add_events(3, project_slug=f"project-{chance.randrange(3)}")
-        time.sleep(1.1)
-        finished = subprocess.run(
-            command, cwd=tmp_path, env=environment, capture_output=True, text=True, check=False
-        )
+
+        moments = [chance.randrange(1, 200) for _ in range(2)]  # a whole run asks about 210
+        assert kill_at_moments(command, fake, moments, after_each, chance) >= 1
+        wait_for_the_next_second()
+        finished = command.run()
         assert finished.returncode == 0, finished.stderr
     table = DeltaTable(str(tmp_path / "out" / "events")).to_pyarrow_table()
     events = keys(table, "project_id", "event_id")

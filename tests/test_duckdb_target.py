@@ -3,12 +3,11 @@ lock, state committed with the rows."""
 
 from __future__ import annotations
 
-import os
-import signal
+import random
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,20 @@ from sentry_extract.pipeline import state_stores
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import (
+from .helpers import (
+    RETENTION,
+    Command,
     Workspace,
     change_between_runs,
     change_unknown_field_types,
+    command_environment,
     give_issues_unknown_fields,
     invoke,
+    kill_at_moments,
+    next_second,
     sentry_connection,
+    wait_for_the_next_second,
 )
-
-RETENTION = timedelta(days=90)
-
-
-def next_second() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
 
 
 @pytest.fixture
@@ -230,30 +229,20 @@ def test_killed_runs_then_a_rerun_are_exact(tmp_path: Path, database: Path) -> N
         "source: SENTRY\ntarget: MY_DUCKDB\ndefaults:\n  object: sentry.{stream_name}\n"
         "  mode: incremental\nstreams:\n  issues:\n  events:\n"
     )
+    chance = random.Random("kill-duckdb")
     with FakeSentry(organization, ServerSettings(latency=0.01)) as fake:
-        environment = {
-            **os.environ,
-            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-            "SENTRY": sentry_connection(fake.base_url, concurrency=1, checkpoint_every="0s"),
-            "MY_DUCKDB": f'{{"type": "duckdb", "instance": "{database}"}}',
-        }
-        command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
-        for moment in (1.5, 2.5):
-            process = subprocess.Popen(
-                command,
-                cwd=tmp_path,
-                env=environment,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(moment)
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
+        connection = sentry_connection(fake.base_url, concurrency=1, checkpoint_every="0s")
+        duckdb_connection = f'{{"type": "duckdb", "instance": "{database}"}}'
+        environment = command_environment(tmp_path, connection, MY_DUCKDB=duckdb_connection)
+        command = Command(tmp_path, environment)
+
+        def after_each() -> None:
             organization.add_events(3, project_slug="project-1")
-        time.sleep(1.1)
-        finished = subprocess.run(
-            command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
-        )
+
+        moments = [chance.randrange(1, 35) for _ in range(2)]  # a whole run asks about 35
+        assert kill_at_moments(command, fake, moments, after_each, chance) >= 1
+        wait_for_the_next_second()  # the last run reads the events added after the last kill
+        finished = command.run()
         assert finished.returncode == 0, finished.stderr
     keys = rows(database, "SELECT project_id, event_id FROM sentry.events")
     assert len(keys) == len(set(keys))

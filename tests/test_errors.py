@@ -14,7 +14,7 @@ from sentry_extract import errors, pipeline
 from sentry_extract.config.connections import ConnectionEntry, SentryConnection, resolve_connection
 from sentry_extract.testing.fake_sentry import FakeSentry
 
-from .conftest import TOKEN
+from .helpers import TOKEN
 
 DRAWN = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w+)\b")
 

@@ -10,7 +10,7 @@ import pyarrow.dataset as ds
 import pytest
 from typer.testing import CliRunner
 
-from .conftest import invoke, pg_rows
+from .helpers import invoke, pg_rows
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NAMES = sorted(p.name for p in (EXAMPLES / "cassettes").iterdir() if p.is_dir())

@@ -14,7 +14,7 @@ from sentry_extract.events import event_of
 from sentry_extract.testing.fake_sentry import FakeSentry, RateLimit, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import Workspace, sentry_connection
+from .helpers import Workspace, sentry_connection
 
 LIMITS = {
     "events": RateLimit(limit=4, window=1.0, concurrent=1),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,29 +18,14 @@ from sentry_extract.testing.fake_sentry import (
 )
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import Workspace, keys, pg_rows, sentry_connection
-
-RETENTION = timedelta(days=90)
-PATIENT = RetryPolicy(attempts=12, initial_wait=0.01, max_wait=0.05)
-
-
-def assert_complete(workspace: Workspace, organization: FakeOrganization, until: datetime) -> None:
-    events = keys(workspace.table("events"), "project_id", "event_id")
-    assert len(events) == len(set(events))
-    assert set(events) == {
-        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION, until)
-    }
-    issues = workspace.table("issues").column("id").to_pylist()
-    assert sorted(issues) == sorted(i["id"] for i in organization.visible_issues(RETENTION, until))
-    for stream, rows in (
-        ("projects", organization.projects),
-        ("teams", organization.teams),
-        ("members", organization.members),
-        ("releases", organization.releases),
-    ):
-        assert sorted(workspace.table(stream).column("id").to_pylist()) == sorted(
-            row["id"] for row in rows
-        )
+from .helpers import (
+    PATIENT,
+    RETENTION,
+    Workspace,
+    assert_complete,
+    pg_rows,
+    sentry_connection,
+)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from sentry_extract.testing.extras import weight
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import Workspace, invoke, pg_rows, sentry_connection
+from .helpers import Workspace, invoke, pg_rows, sentry_connection
 
 FURTHER = [spec.name for spec in FURTHER_STREAMS]
 

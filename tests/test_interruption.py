@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +10,14 @@ import pytest
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import parquet_files, sentry_connection, working_files
+from .helpers import (
+    Command,
+    command_environment,
+    parquet_files,
+    sentry_connection,
+    signal_when,
+    working_files,
+)
 
 
 @pytest.mark.parametrize(("number", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -22,31 +25,19 @@ def test_a_signal_stops_the_run_and_leaves_no_partial_data(
     tmp_path: Path, number: signal.Signals, code: int
 ) -> None:
     organization = FakeOrganization("acme", OrganizationSize(events=600))
-    with FakeSentry(organization, ServerSettings(latency=0.1)) as fake:
+    with FakeSentry(organization, ServerSettings(latency=0.25)) as fake:
         (tmp_path / "r.yaml").write_text(
             "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\n"
             "streams:\n  events:\n"
         )
-        environment = {
-            **os.environ,
-            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-            "SENTRY": sentry_connection(fake.base_url),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sentry_extract", "run", "r.yaml"],
-            cwd=tmp_path,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 30
-        while len(fake.requests_to("/events/")) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.send_signal(number)
-        stopped = time.monotonic()
-        _, stderr = process.communicate(timeout=30)
-        assert time.monotonic() - stopped < 5
+        connection = sentry_connection(fake.base_url, concurrency=2)
+        process = Command(tmp_path, command_environment(tmp_path, connection)).start()
+        signal_when(process, lambda: len(fake.requests_to("/events/")) >= 3, number)
+        signalled = len(fake.requests)
+        _, stderr = process.communicate(timeout=60)
+        # Stopped promptly: the requests in flight are answered, and the two workers send
+        # no other (one each, at most, if the signal waited for an answer's quarter second).
+        assert len(fake.requests) - signalled <= 4
     assert process.returncode == code, stderr
     assert "interrupted: committed rows and state are kept" in stderr
     assert "Traceback" not in stderr

@@ -12,19 +12,9 @@ import pytest
 from sentry_extract.testing.fake_sentry import FakeSentry, FaultRates, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import Workspace, keys, pg_rows, sentry_connection
-from .test_faults import PATIENT
+from .helpers import PATIENT, RETENTION, Clock, Workspace, keys, pg_rows, sentry_connection
 
-RETENTION = timedelta(days=90)
 RUNS = 16
-
-
-class Clock:
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
 
 
 def stored(

@@ -3,7 +3,6 @@ nor do deep stack traces (many small JSON values) cost more than the budget says
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import sentry_connection
+from .helpers import command_environment, sentry_connection
 
 FRAMES = 275  # about 78 KB of JSON an event, as events with long stack traces are
 CEILING_MB = 300
@@ -56,12 +55,8 @@ def peak_rss_mb(
         f"  mode: {mode}\nstreams:\n  events:\n"
     )
     with FakeSentry(organization, ServerSettings()) as fake:
-        environment = {
-            **os.environ,
-            "SENTRY_EXTRACT_HOME": str(folder / "home"),
-            "SENTRY": sentry_connection(fake.base_url),
-            "MY_POSTGRES": pg_url,
-        }
+        connection = sentry_connection(fake.base_url)
+        environment = command_environment(folder, connection, MY_POSTGRES=pg_url)
         command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
         finished = subprocess.run(
             [sys.executable, "-c", MEASURE, *command],

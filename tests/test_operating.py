@@ -23,7 +23,7 @@ from sentry_extract.source.catalog import STREAM_NAMES, WILDCARD_NAMES
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import Workspace, invoke, sentry_connection
+from .helpers import Workspace, invoke, sentry_connection
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 REPLICATION = (

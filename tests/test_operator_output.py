@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import subprocess
 import sys
 from datetime import datetime
@@ -23,7 +22,7 @@ from sentry_extract.events import emit
 from sentry_extract.reporting import ProgressHandler, progress_bars
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 
-from .conftest import TOKEN, invoke, sentry_connection
+from .helpers import TOKEN, command_environment, invoke, sentry_connection
 
 REPLICATION = (
     "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://out/{stream_name}\n"
@@ -35,11 +34,7 @@ def run_process(
     folder: Path, base_url: str, *arguments: str, **inputs: Any
 ) -> subprocess.CompletedProcess[str]:
     """`sentry-extract run` as cron runs it: stdout and stderr into one log."""
-    environment = {
-        **os.environ,
-        "SENTRY_EXTRACT_HOME": str(folder / "home"),
-        "SENTRY": sentry_connection(base_url, **inputs),
-    }
+    environment = command_environment(folder, sentry_connection(base_url, **inputs))
     return subprocess.run(
         [sys.executable, "-m", "sentry_extract", "run", "r.yaml", *arguments],
         cwd=folder,

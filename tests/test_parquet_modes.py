@@ -25,52 +25,17 @@ from sentry_extract.targets.parquet import ParquetStreamWriter, ParquetTarget
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import (
+from .helpers import (
     Workspace,
+    assert_events_exact,
+    assert_issues_exact,
     change_between_runs,
     change_unknown_field_types,
     give_issues_unknown_fields,
-    keys,
+    next_second,
     parquet_files,
     working_files,
 )
-
-RETENTION = timedelta(days=90)
-
-
-def next_second() -> datetime:
-    """A run start just after now (the clock the tests control)."""
-    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
-
-
-def expected_events(organization: FakeOrganization, until: datetime) -> set[tuple[str, str]]:
-    return {(e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION, until)}
-
-
-def assert_events_exact(
-    workspace: Workspace, organization: FakeOrganization, until: datetime
-) -> None:
-    got = keys(workspace.table("events"), "project_id", "event_id")
-    assert len(got) == len(set(got)), "duplicate event keys"
-    assert set(got) == expected_events(organization, until)
-
-
-def assert_issues_exact(
-    workspace: Workspace, organization: FakeOrganization, until: datetime
-) -> None:
-    table = workspace.table("issues")
-    ids = table.column("id").to_pylist()
-    assert len(ids) == len(set(ids)), "duplicate issue ids"
-    expected = {i["id"]: i for i in organization.visible_issues(RETENTION, until)}
-    assert set(ids) == set(expected)
-    for row in table.to_pylist():
-        issue = expected[row["id"]]
-        assert row["count"] == int(issue["count"])
-        assert row["status"] == issue["status"]
-        assert (
-            row["last_seen"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            == (issue["lastSeen"])
-        )
 
 
 @pytest.mark.parametrize("workspace", ["local", "s3"], indirect=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -15,23 +15,20 @@ from sentry_extract.config.replication import Overrides
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import (
+from .helpers import (
+    RETENTION,
     Workspace,
     change_between_runs,
     change_unknown_field_types,
     database_url,
     give_issues_unknown_fields,
     invoke,
+    next_second,
     pg_rows,
     sentry_connection,
 )
 
-RETENTION = timedelta(days=90)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def next_second() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
 
 
 def replicate(workspace: Workspace, streams: str, mode: str | None = None) -> None:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from sentry_extract.testing.fake_sentry import FakeSentry
 
-from .conftest import sentry_connection
+from .helpers import sentry_connection
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "python-and-orchestrators.md"
 REPLICATION = (

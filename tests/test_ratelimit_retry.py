@@ -24,7 +24,7 @@ from sentry_extract.source.client import classify_response, retry_after
 from sentry_extract.source.ratelimit import TokenBucket
 from sentry_extract.testing.fake_sentry import FakeSentry
 
-from .conftest import Workspace, sentry_connection
+from .helpers import Workspace, sentry_connection
 
 
 class FakeClock:
@@ -60,17 +60,57 @@ def test_rate_zero_lifts_the_cap() -> None:
     assert clock.now == 100.0
 
 
+class SharedClock:
+    """A run's clock and sleep, shared by its threads as real time is: a wait ends at the
+    moment its thread last read the clock plus the seconds, and the clock never goes back.
+    `granted` is when the calling thread may go on (after its last read or wait)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._lock = threading.Lock()
+        self._thread = threading.local()
+
+    def __call__(self) -> float:
+        with self._lock:
+            self._thread.granted = self.now
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self._thread.granted = self.granted + seconds
+            self.now = max(self.now, self._thread.granted)
+
+    @property
+    def granted(self) -> float:
+        return float(getattr(self._thread, "granted", self.now))
+
+
+class StartsRecorded(httpx.HTTPTransport):
+    """Real HTTP; notes, by the run's clock, when each request was let go."""
+
+    def __init__(self, clock: SharedClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.starts: list[float] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.starts.append(self.clock.granted)
+        return super().handle_request(request)
+
+
 def test_rate_cap_holds_over_real_http(workspace: Workspace, fake: FakeSentry) -> None:
-    workspace.environ["SENTRY"] = sentry_connection(fake.base_url, rate_limit=20)
+    workspace.environ["SENTRY"] = sentry_connection(fake.base_url, rate_limit=20, concurrency=4)
     workspace.replication()
-    # The real sleep here: the cap is what is measured.
-    assert workspace.run(sleep=time.sleep).exit_code == 0
-    starts = sorted(record.started for record in fake.requests)
-    assert len(starts) > 20
+    clock = SharedClock()  # the cap is measured by the run's clock, not by how busy we are
+    transport = StartsRecorded(clock)
+    assert workspace.run(sleep=clock.sleep, clock=clock, transport=transport).exit_code == 0
+    starts = sorted(transport.starts)
+    assert len(starts) == len(fake.requests) > 20
     # Never more than burst 1 + rate x elapsed requests in any stretch.
     for index, start in enumerate(starts):
         window = [s for s in starts[index:] if s - start < 1.0]
         assert len(window) <= 21
+    assert starts[-1] >= (len(starts) - 1) / 20  # and the run waited for every slot
 
 
 def request(

@@ -12,20 +12,9 @@ import pytest
 from sentry_extract.testing.fake_sentry import FakeSentry
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize, iso
 
-from .conftest import Workspace, pg_rows, sentry_connection
+from .helpers import RETENTION, Clock, Workspace, pg_rows, sentry_connection
 
-RETENTION = timedelta(days=90)
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-class Clock:
-    """The organization's clock, moved by the test."""
-
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
 
 
 def stored_issues(workspace: Workspace, target: str) -> dict[str, dict[str, Any]]:

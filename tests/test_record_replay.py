@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import TOKEN, invoke, sentry_connection
+from .helpers import TOKEN, invoke, sentry_connection
 
 REPLICATION = (
     "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://{out}/{{stream_name}}\n"

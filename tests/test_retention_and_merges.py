@@ -17,20 +17,10 @@ from sentry_extract.source.further_streams import FURTHER_STREAMS
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize, Row, iso
 
-from .conftest import Workspace, pg_rows, sentry_connection
+from .helpers import Clock, Workspace, pg_rows, sentry_connection
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TARGETS = ["LOCAL", "MY_POSTGRES"]
-
-
-class Clock:
-    """The organization's clock, moved by the test."""
-
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
 
 
 @dataclass

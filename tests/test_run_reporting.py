@@ -7,12 +7,9 @@ Cron and CI read exactly these, so each failure path is run here as a user runs 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +20,12 @@ from sentry_extract.cli import app
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import sentry_connection
+from .helpers import Command, closed_port, command_environment, sentry_connection, signal_when
 
 REPLICATION = (
     "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\n"
     "streams:\n  teams:\n  issues:\n"
 )
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def json_log(stderr: str) -> list[dict[str, Any]]:
@@ -145,33 +136,29 @@ def test_a_complete_run_is_reported_the_same_way(
     assert summary["requests"] == len(fake.requests)  # the organization's check included
 
 
+def events_run(tmp_path: Path, fake: FakeSentry, *arguments: str) -> subprocess.Popen[str]:
+    """A run of events that takes a while (600 of them, answered slowly), started."""
+    (tmp_path / "r.yaml").write_text(REPLICATION.replace("issues:", "events:"))
+    environment = command_environment(tmp_path, sentry_connection(fake.base_url))
+    return Command(tmp_path, environment).start(*arguments)
+
+
+def some_events_asked(fake: FakeSentry) -> Callable[[], bool]:
+    return lambda: len(fake.requests_to("/events/")) >= 3
+
+
 @pytest.mark.parametrize(
     ("number", "code", "named"),
     [(signal.SIGINT, 130, "SIGINT (Ctrl-C)"), (signal.SIGTERM, 143, "SIGTERM")],
 )
 def test_a_signal(tmp_path: Path, number: signal.Signals, code: int, named: str) -> None:
     organization = FakeOrganization("acme", OrganizationSize(events=600))
-    (tmp_path / "r.yaml").write_text(REPLICATION.replace("issues:", "events:"))
     with FakeSentry(organization, ServerSettings(latency=0.1)) as fake:
-        environment = {
-            **os.environ,
-            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-            "SENTRY": sentry_connection(fake.base_url),
-        }
-        command = [sys.executable, "-m", "sentry_extract", "run", "r.yaml"]
-        process = subprocess.Popen(
-            [*command, "--summary-json", "summary.json", "--log-format", "json"],
-            cwd=tmp_path,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        process = events_run(
+            tmp_path, fake, "--summary-json", "summary.json", "--log-format", "json"
         )
-        deadline = time.monotonic() + 30
-        while len(fake.requests_to("/events/")) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.send_signal(number)
-        stdout, stderr = process.communicate(timeout=30)
+        signal_when(process, some_events_asked(fake), number)
+        stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == code, stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["exit_code"] == code
@@ -189,26 +176,10 @@ def test_a_signal(tmp_path: Path, number: signal.Signals, code: int, named: str)
 
 def test_ctrl_c_prints_the_summary_table_in_text_mode(tmp_path: Path) -> None:
     organization = FakeOrganization("acme", OrganizationSize(events=600))
-    (tmp_path / "r.yaml").write_text(REPLICATION.replace("issues:", "events:"))
     with FakeSentry(organization, ServerSettings(latency=0.1)) as fake:
-        environment = {
-            **os.environ,
-            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-            "SENTRY": sentry_connection(fake.base_url),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sentry_extract", "run", "r.yaml"],
-            cwd=tmp_path,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 30
-        while len(fake.requests_to("/events/")) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=30)
+        process = events_run(tmp_path, fake)
+        signal_when(process, some_events_asked(fake), signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     lines = stdout.splitlines()
     assert lines[0].split() == [
@@ -226,29 +197,20 @@ def test_ctrl_c_prints_the_summary_table_in_text_mode(tmp_path: Path) -> None:
 
 
 def test_a_signal_during_the_first_request_stops_at_once(tmp_path: Path) -> None:
-    """Nothing is written before the streams start: no need to wait for a slow answer."""
+    """Nothing is written before the streams start: no need to wait for a slow answer.
+    The first request is never answered while the run is stopped (a run that waited for
+    it would wait past the test's bound)."""
     (tmp_path / "r.yaml").write_text(REPLICATION)
-    with FakeSentry(FakeOrganization("acme"), ServerSettings(latency=10)) as fake:
-        environment = {
-            **os.environ,
-            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-            "SENTRY": sentry_connection(fake.base_url),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sentry_extract", "run", "r.yaml", "--summary-json", "s.json"],
-            cwd=tmp_path,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 30
-        while not fake.requests and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        stopped = time.monotonic()
-        _, stderr = process.communicate(timeout=30)
-        assert time.monotonic() - stopped < 5
+    with FakeSentry(FakeOrganization("acme"), ServerSettings()) as fake:
+        fake.hold(after=0)
+        environment = command_environment(tmp_path, sentry_connection(fake.base_url))
+        process = Command(tmp_path, environment).start("--summary-json", "s.json")
+        try:
+            signal_when(process, lambda: len(fake.requests) > 0, signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+            assert [record.status for record in fake.requests] == [0]  # still unanswered
+        finally:
+            fake.release()
     assert process.returncode == 143, stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["exit_code"] == 143 and summary["fatal"].startswith("interrupted by SIGTERM")

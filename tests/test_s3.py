@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,33 +24,36 @@ from typer.testing import CliRunner
 
 from sentry_extract.config.replication import Overrides
 from sentry_extract.errors import LockedError, TargetError
-from sentry_extract.pipeline import loader
 from sentry_extract.targets import dataset
-from sentry_extract.targets.bucket import BucketAccess
 from sentry_extract.targets.s3 import S3Place, S3Storage
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .conftest import (
+from .helpers import (
+    RETENTION,
     S3_KEY_ID,
     S3_SECRET,
     Bucket,
+    Command,
     Workspace,
+    assert_complete,
+    assert_events_exact,
+    assert_issues_exact,
     change_between_runs,
+    command_environment,
     invoke,
     keys,
+    kill_at_moments,
+    next_second,
+    s3_place,
     sentry_connection,
+    wait_for,
+    wait_for_the_next_second,
     watch_runs_for_duplicates,
 )
-from .test_faults import assert_complete
-from .test_parquet_modes import assert_events_exact, assert_issues_exact
 
-RETENTION = timedelta(days=90)
 EXAMPLES = Path(__file__).parent.parent / "examples"
-
-
-def next_second() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+LOCK = ".sentry-extract.lock"
 
 
 def sync_all_endpoints(folder: Path, object_name: str = "sentry/{stream_name}") -> Path:
@@ -61,13 +65,6 @@ def sync_all_endpoints(folder: Path, object_name: str = "sentry/{stream_name}") 
     path = folder / "replication.yaml"
     path.write_text(text)
     return path
-
-
-def place(bucket: Bucket, lease_seconds: float = 60.0) -> S3Place:
-    connection = BucketAccess(
-        "AWS_S3", bucket.name, S3_KEY_ID, S3_SECRET, endpoint=bucket.endpoint, region="us-east-1"
-    )
-    return S3Place(connection, lease_seconds)
 
 
 def test_moto_answers_conditional_puts_as_s3_does(bucket: Bucket) -> None:
@@ -117,14 +114,6 @@ def test_sync_all_endpoints_into_a_bucket_then_incremental_runs_are_exact(
     }
     state = json.loads(bucket.read("sentry/events/_sentry_extract_state.json"))
     assert next(iter(state["streams"].values()))["state"]["project_watermarks"]
-
-
-@pytest.fixture
-def small_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files of about 15 kB and checkpoints every 60 rows: many files and commits."""
-    monkeypatch.setattr(dataset, "FILE_BYTES", 15_000)
-    monkeypatch.setattr(dataset, "SMALL_FILES", 3)
-    monkeypatch.setattr(loader, "CHECKPOINT_ROWS", 60)
 
 
 def test_partitions_compaction_and_a_new_field_work_the_same_in_a_bucket(
@@ -300,38 +289,20 @@ def test_runs_killed_at_random_moments_then_rerun_leave_exactly_sentrys_rows(
     """The connection as an environment variable map, as a cron job would give it."""
     organization = FakeOrganization("acme", OrganizationSize(projects=5, issues=30, events=500))
     path = sync_all_endpoints(tmp_path)
+    chance = random.Random("kill-s3")
     with FakeSentry(organization, ServerSettings(latency=0.01)) as fake:
-        environment = {
-            **os.environ,
-            "SENTRY_EXTRACT_HOME": str(tmp_path / "home"),
-            "SENTRY": sentry_connection(fake.base_url, concurrency=1),
-            "AWS_S3": bucket.connection(),
-        }
-        command = [sys.executable, "-m", "sentry_extract", "run", str(path)]
-        incremental = [*command, "--mode", "incremental"]
-        for moment in (1.5, 0.8, 2.5):
-            process = subprocess.Popen(
-                incremental,
-                cwd=tmp_path,
-                env=environment,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(moment)
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
+        connection = sentry_connection(fake.base_url, concurrency=1)
+        environment = command_environment(tmp_path, connection, AWS_S3=bucket.connection())
+        incremental = Command(tmp_path, environment, ("run", str(path), "--mode", "incremental"))
+
+        def after_each() -> None:
             assert_state_not_ahead(bucket, organization)
             organization.add_events(3, project_slug="project-1")
-        time.sleep(1.1)  # the next run's window starts after the last events' second
-        finished = subprocess.run(
-            incremental,
-            cwd=tmp_path,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+
+        moments = [chance.randrange(1, 60) for _ in range(3)]  # a whole run asks about 60
+        assert kill_at_moments(incremental, fake, moments, after_each, chance) >= 2
+        wait_for_the_next_second()  # the last run reads the events added after the last kill
+        finished = incremental.run()
         assert finished.returncode == 0, finished.stdout + finished.stderr
     stored = stored_events(bucket)
     assert len(stored) == len(set(stored))
@@ -350,7 +321,7 @@ def test_a_second_run_on_a_dataset_being_written_is_refused(
     s3_workspace: Workspace, bucket: Bucket
 ) -> None:
     s3_workspace.replication("  teams:\n")
-    held = place(bucket).storage(f"{bucket.name}/sentry/teams", ".sentry-extract.lock").lock()
+    held = s3_place(bucket).storage(f"{bucket.name}/sentry/teams", LOCK).lock()
     try:
         summary = s3_workspace.run()
     finally:
@@ -363,37 +334,61 @@ def test_a_second_run_on_a_dataset_being_written_is_refused(
     assert s3_workspace.run().exit_code == 0  # released: the next run goes ahead
 
 
-def test_a_running_lease_is_renewed_and_an_abandoned_one_is_taken_over(bucket: Bucket) -> None:
+def test_a_running_lease_is_renewed_every_third_of_its_length(bucket: Bucket) -> None:
+    """Each renewal writes the lock object again (a new version, and a new last-modified
+    time, by which other runs age it); meanwhile other runs are refused."""
     root = f"{bucket.name}/sentry/events"
-    first = place(bucket, lease_seconds=1.5).storage(root, ".sentry-extract.lock").lock()
-    time.sleep(4)  # more than twice the lease: renewed meanwhile
-    with pytest.raises(LockedError, match="another sentry-extract run is writing"):
-        place(bucket).storage(root, ".sentry-extract.lock").lock()
-    first.release()
-    assert "sentry/events/.sentry-extract.lock" not in bucket.objects()
-    # A run on another machine killed with -9: its lease is not renewed any more.
+    first = s3_place(bucket, lease_seconds=0.3).storage(root, LOCK).lock()
+    created = first.etag
+    versions = {created}
+
+    def renewed_twice() -> bool:
+        versions.add(first.etag)
+        return len(versions) >= 3
+
+    try:
+        wait_for(renewed_twice, "two renewals of the lease")
+        assert first.lost is None
+        stored = bucket.client().get_object(Bucket=bucket.name, Key=f"sentry/events/{LOCK}")
+        assert stored["ETag"] != created  # the object written again, not only its version told
+        assert json.loads(stored["Body"].read())["id"] == first.owner["id"]
+        with pytest.raises(LockedError, match="another sentry-extract run is writing"):
+            s3_place(bucket).storage(root, LOCK).lock()
+    finally:
+        first.release()
+    assert f"sentry/events/{LOCK}" not in bucket.objects()
+
+
+def test_an_abandoned_lease_is_taken_over_once_it_has_run_out(bucket: Bucket) -> None:
+    """A run on another machine killed with -9: its lease is not renewed any more. Runs
+    age a lock by the server's clock; here, by clocks set past its last write."""
+    root = f"{bucket.name}/sentry/events"
     abandoned = {"id": "x", "host": "another-machine", "pid": 1, "lease_seconds": 1.5}
-    bucket.client().put_object(
-        Bucket=bucket.name, Key="sentry/events/.sentry-extract.lock", Body=json.dumps(abandoned)
-    )
+    client = bucket.client()
+    client.put_object(Bucket=bucket.name, Key=f"sentry/events/{LOCK}", Body=json.dumps(abandoned))
+    written = client.head_object(Bucket=bucket.name, Key=f"sentry/events/{LOCK}")["LastModified"]
+
+    def aged(seconds: float) -> S3Place:
+        return s3_place(bucket, clock=lambda: written + timedelta(seconds=seconds))
+
     with pytest.raises(LockedError, match="pid 1 on another-machine"):
-        place(bucket).storage(root, ".sentry-extract.lock").lock()
-    time.sleep(3)
-    taken = place(bucket).storage(root, ".sentry-extract.lock").lock()
-    owner = json.loads(bucket.read("sentry/events/.sentry-extract.lock"))
-    assert owner["pid"] == os.getpid()
+        s3_place(bucket).storage(root, LOCK).lock()  # by the server's clock: just written
+    with pytest.raises(LockedError, match="pid 1 on another-machine, its lease renewed 2s"):
+        aged(2.5).storage(root, LOCK).lock()  # its lease, and a second for clock resolution
+    taken = aged(2.6).storage(root, LOCK).lock()
+    assert json.loads(bucket.read(f"sentry/events/{LOCK}"))["pid"] == os.getpid()
     taken.release()
 
 
 def test_a_lock_held_by_a_killed_process_of_this_machine_is_taken_over_at_once(
     bucket: Bucket, tmp_path: Path
 ) -> None:
+    """At once: while its lease (a minute) is fresh, as the lock never waits for one."""
     script = (
         "import sys, time\n"
-        "from tests.test_s3 import place\n"
-        "from tests.conftest import Bucket\n"
+        "from tests.helpers import Bucket, s3_place\n"
         f"bucket = Bucket({bucket.endpoint!r}, {bucket.name!r})\n"
-        f"place(bucket).storage('{bucket.name}/sentry/teams', '.sentry-extract.lock').lock()\n"
+        f"s3_place(bucket).storage('{bucket.name}/sentry/teams', '{LOCK}').lock()\n"
         "print('locked', flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -406,35 +401,33 @@ def test_a_lock_held_by_a_killed_process_of_this_machine_is_taken_over_at_once(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with pytest.raises(LockedError):  # alive: refused
-            place(bucket).storage(f"{bucket.name}/sentry/teams", ".sentry-extract.lock").lock()
+            s3_place(bucket).storage(f"{bucket.name}/sentry/teams", LOCK).lock()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
         if holder.stdout is not None:
             holder.stdout.close()
-    started = time.monotonic()
-    lock = place(bucket).storage(f"{bucket.name}/sentry/teams", ".sentry-extract.lock").lock()
-    assert time.monotonic() - started < 5  # not the 60 s of its lease
+    lock = s3_place(bucket).storage(f"{bucket.name}/sentry/teams", LOCK).lock()
+    owner = json.loads(bucket.read(f"sentry/teams/{LOCK}"))
+    assert owner["pid"] == os.getpid()
     lock.release()
 
 
 def test_a_run_whose_lease_was_taken_over_stops_writing(bucket: Bucket) -> None:
-    storage = place(bucket, lease_seconds=1.5).storage(
-        f"{bucket.name}/sentry/teams", ".sentry-extract.lock"
-    )
+    storage = s3_place(bucket, lease_seconds=0.3).storage(f"{bucket.name}/sentry/teams", LOCK)
     lock = storage.lock()
     storage.write_bytes("probe.json", b"{}")
     # Paused past its lease, the run finds another one holding the lock.
     bucket.client().put_object(
         Bucket=bucket.name,
-        Key="sentry/teams/.sentry-extract.lock",
+        Key=f"sentry/teams/{LOCK}",
         Body=json.dumps({"id": "other", "host": "elsewhere", "pid": 7}),
     )
-    time.sleep(1.5)  # a renewal or two
+    wait_for(lambda: lock.lost is not None, "the next renewal")
     with pytest.raises(TargetError, match="another run took the lock over"):
         storage.write_bytes("probe.json", b"{}")
     lock.release()
-    owner = json.loads(bucket.read("sentry/teams/.sentry-extract.lock"))
+    owner = json.loads(bucket.read(f"sentry/teams/{LOCK}"))
     assert owner["id"] == "other"  # the other run's lock stays
 
 

@@ -25,7 +25,7 @@ from sentry_extract.cli import app
 from sentry_extract.testing.fake_sentry import DEFAULT_TOKEN, FakeOptions, FakeSentry
 from sentry_extract.testing.local_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
-from .conftest import Workspace, invoke
+from .helpers import Workspace, invoke
 
 COMMAND = Path(sys.executable).parent / "sentry-extract"
 STARTUP_SECONDS = 60

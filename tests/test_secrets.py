@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from sentry_extract.cli import app
 from sentry_extract.testing.fake_sentry import ALL_SCOPES, FakeSentry, Fault
 
-from .conftest import Bucket, sentry_connection
+from .helpers import Bucket, sentry_connection
 
 SECRET = "sntryu_test_RECOGNISABLE_SECRET_0123456789"
 REPLICATION = "source: SENTRY\ntarget: {target}\ndefaults:\n  object: {object}\nstreams:\n  '*':\n"

@@ -18,9 +18,7 @@ from sentry_extract.source.catalog import WILDCARD_NAMES
 from sentry_extract.testing.fake_sentry import FULL_PAGE_CAP, FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize, iso
 
-from .conftest import Workspace, keys, parquet_files, sentry_connection
-
-RETENTION = timedelta(days=90)
+from .helpers import RETENTION, Workspace, keys, parquet_files, sentry_connection
 
 
 def run_all(workspace: Workspace) -> None:

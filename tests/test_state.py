@@ -14,7 +14,7 @@ from sentry_extract.model.windows import Coverage
 from sentry_extract.state import FileStateStore, StateKey, StreamState
 from sentry_extract.testing.fake_sentry import FakeSentry
 
-from .conftest import invoke, sentry_connection
+from .helpers import invoke, sentry_connection
 
 KEY = StateKey("SENTRY", "acme", "issues", "out/issues")
 OTHER = StateKey("SENTRY", "acme", "teams", "out/teams")

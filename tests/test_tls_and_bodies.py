@@ -27,7 +27,7 @@ from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.testing.fake_sentry import FakeSentry
 from sentry_extract.testing.organization import FakeOrganization
 
-from .conftest import invoke, sentry_connection
+from .helpers import invoke, sentry_connection
 
 
 @pytest.fixture

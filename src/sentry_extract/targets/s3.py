@@ -60,9 +60,15 @@ class S3Place:
     """The datasets of one S3 connection: `sentry/{stream_name}` (a prefix in the
     connection's bucket) or `s3://bucket/prefix/{stream_name}`."""
 
-    def __init__(self, connection: BucketAccess, lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(
+        self,
+        connection: BucketAccess,
+        lease_seconds: float = LEASE_SECONDS,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.connection = connection
         self.lease_seconds = lease_seconds
+        self.clock = clock  # the time a lock's age is judged at; None: the server's
         self._checked: set[str] = set()
         self._opening = threading.Lock()
         self._client: S3Client | None = None
@@ -487,10 +493,16 @@ class S3Lease:
             owner = json.loads(answer["Body"].read())
         except ValueError:
             owner = {}
-        date = answer["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
-        now = parsedate_to_datetime(date) if date else datetime.now(UTC)
-        age = (now - answer["LastModified"]).total_seconds()
+        age = (self._now(answer) - answer["LastModified"]).total_seconds()
         return _Holder(str(answer["ETag"]), owner if isinstance(owner, dict) else {}, age)
+
+    def _now(self, answer: Any) -> datetime:
+        """The server's time of its answer (its Date header), unless the place was given
+        a clock."""
+        if self.storage.place.clock is not None:
+            return self.storage.place.clock()
+        date = answer["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        return parsedate_to_datetime(date) if date else datetime.now(UTC)
 
     def _renew(self) -> None:
         while not self._stopped.wait(self.lease_seconds / 3):

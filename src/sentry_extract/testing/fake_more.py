@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -602,7 +603,10 @@ def _explore_value(event: Row, name: str, organization: Any) -> Any:
     if name == "level":
         return issue.get("level")
     if name == "timestamp":
-        moment = datetime.fromisoformat(event["dateCreated"].replace("Z", "+00:00"))
+        created = event["dateCreated"]
+        if len(created) == 24 and created.endswith("Z"):  # iso(): ...T12:34:56.789Z
+            return f"{created[:19]}+00:00"
+        moment = datetime.fromisoformat(created.replace("Z", "+00:00"))
         return moment.isoformat(timespec="seconds")
     if name == "environment":
         return next((t["value"] for t in event["tags"] if t["key"] == "environment"), None)
@@ -654,30 +658,15 @@ def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
         raise BadRequest(EXPIRED_RANGE)
     low, high = iso(begin), iso(finish)
     with organization.lock:
-        projects = selected_projects(fake, params)
-        found = [
-            event
-            for project_id in sorted(projects)
-            for event in fake.sorted_events(project_id)[0]
-            if low <= event["dateCreated"] < high
-        ]
-        threshold = fake.settings.explore_sampled_above
-        sampled = threshold is not None and len(found) > threshold
-        if sampled:
-            found = found[::2]  # a sample: rows go missing
-        if COUNT in fields:
-            rows = _aggregate(found, [f for f in fields if f != COUNT], organization)
-        else:
-            found.sort(key=lambda event: event["eventID"])
-            rows = [
+        projects = sorted(selected_projects(fake, params))
+        rows, sampled = _ordered_rows(fake, projects, (low, high), fields, sort)
+        reachable = min(len(rows), cap)  # offset paging stops at 10,000 rows
+        page = rows[offset : min(offset + size, reachable)]
+        if COUNT not in fields:
+            page = [
                 {name: _explore_value(event, name, organization) for name in fields}
-                for event in found
+                for event in page
             ]
-    if sort is not None:
-        name = sort.removeprefix("-")
-        rows.sort(key=lambda row: (row[name] is None, row[name]), reverse=sort.startswith("-"))
-    reachable = min(len(rows), cap)  # offset paging stops at 10,000 rows
-    page = rows[offset : min(offset + size, reachable)]
     following = offset + len(page)
     has_next = following < reachable or (
         fake.settings.explore_cap_refuses and following < len(rows)
@@ -698,6 +687,58 @@ def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
         "dataScanned": "partial" if fake.settings.explore_partial or sampled else "full",
     }
     return Answer({"data": page, "meta": meta}, link)
+
+
+# The rows of the last query each fake answered, in order: the pages that follow ask again.
+_ORDERED: weakref.WeakKeyDictionary[FakeState, tuple[tuple[Any, ...], list[Row], bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ordered_rows(
+    fake: FakeState,
+    projects: list[str],
+    window: tuple[str, str],
+    fields: list[str],
+    sort: str | None,
+) -> tuple[list[Row], bool]:
+    """A query's rows in order (events, or counts with `count()`), and whether they are a
+    sample. Only the sort field of every event is looked up: `_explore` makes the page."""
+    organization = fake.organization
+    threshold = fake.settings.explore_sampled_above
+    size = sum(len(organization.events.get(project_id, ())) for project_id in projects)
+    key = (tuple(projects), window, tuple(fields), sort, threshold, organization.version, size)
+    cached = _ORDERED.get(fake)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    low, high = window
+    found = [
+        event
+        for project_id in projects
+        for event in fake.sorted_events(project_id)[0]
+        if low <= event["dateCreated"] < high
+    ]
+    sampled = threshold is not None and len(found) > threshold
+    if sampled:
+        found = found[::2]  # a sample: rows go missing
+    name = (sort or "").removeprefix("-")
+    if COUNT in fields:
+        rows = _aggregate(found, [f for f in fields if f != COUNT], organization)
+        if sort is not None:
+            rows.sort(key=lambda row: _sort_key(row[name]), reverse=sort.startswith("-"))
+    else:
+        rows = sorted(found, key=lambda event: event["eventID"])
+        if sort is not None:
+            rows.sort(
+                key=lambda event: _sort_key(_explore_value(event, name, organization)),
+                reverse=sort.startswith("-"),
+            )
+    _ORDERED[fake] = (key, rows, sampled)
+    return rows, sampled
+
+
+def _sort_key(value: Any) -> tuple[bool, Any]:
+    return value is None, value
 
 
 def _aggregate(events: list[Row], keys: list[str], organization: Any) -> list[Row]:
