@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sentry_extract.errors import (
@@ -22,6 +21,7 @@ from sentry_extract.errors import (
 )
 from sentry_extract.source.client import classify_response, retry_after
 from sentry_extract.source.ratelimit import TokenBucket
+from sentry_extract.source.wire import Answer, Headers
 from sentry_extract.testing.fake_sentry import FakeSentry
 
 from .conftest import Workspace, sentry_connection
@@ -73,15 +73,8 @@ def test_rate_cap_holds_over_real_http(workspace: Workspace, fake: FakeSentry) -
         assert len(window) <= 21
 
 
-def request(
-    status: int, body: bytes = b"{}", headers: dict[str, str] | None = None
-) -> httpx.Response:
-    return httpx.Response(
-        status,
-        content=body,
-        headers=headers or {},
-        request=httpx.Request("GET", "http://h/api/0/x/"),
-    )
+def request(status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, Headers(list((headers or {}).items())), body, "/api/0/x/")
 
 
 @pytest.mark.parametrize(
