@@ -6,7 +6,7 @@ Results go to bench/results/<date>.md and .json. Scenarios:
 
 1. limits binding: sentry.io-like limits and latency; wall time / limit-implied minimum, 429s
 2. limits lifted: rows per second and client CPU per 10,000 full-payload events,
-   into Parquet and PostgreSQL
+   into Parquet and PostgreSQL, and over TLS into Parquet (Airbyte's fake)
 3. scale: peak RSS for 20,000 vs 200,000 events
 4. incremental with nothing new: requests and wall time
 5. history growth: an incremental run after a backfill of 20,000 or 200,000 events and
@@ -473,6 +473,12 @@ def scenario_limits_lifted(
             measures.append(median_of(peer))
     with tls_fake(folder, events=events, projects=4, issues=100) as secure:
         trials = [airbyte_peer(secure, folder, "2 limits lifted", 4) for _ in range(runs)]
+        measures.append(median_of(trials))
+        inputs = {"rate_limit": 0, "ca_bundle": str(secure.authority)}  # Airbyte's fake, TLS
+        trials = [
+            ours(secure, folder, "  events:\n", "parquet", "2 limits lifted, TLS", inputs)
+            for _ in range(runs)
+        ]
         measures.append(median_of(trials))
     for measure in measures:
         if measure.rows:
