@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,8 +18,9 @@ def link(next_results: str, cursor: str = "1700000000000:100:0") -> str:
     )
 
 
-def response(header: str | bytes | None) -> httpx.Response:
-    return httpx.Response(200, headers={"Link": header} if header is not None else {})
+def response(header: str | bytes | None) -> str | None:
+    """The Link header as the client reads it (bytes as UTF-8, as httpx reads them)."""
+    return header.decode("utf-8") if isinstance(header, bytes) else header
 
 
 def test_results_true_gives_the_cursor() -> None:

@@ -22,6 +22,7 @@ from sentry_extract.errors import (
 )
 from sentry_extract.source.client import classify_response, retry_after
 from sentry_extract.source.ratelimit import TokenBucket
+from sentry_extract.source.wire import Answer, Headers
 from sentry_extract.testing.fake_sentry import FakeSentry
 
 from .helpers import Workspace, sentry_connection
@@ -113,15 +114,8 @@ def test_rate_cap_holds_over_real_http(workspace: Workspace, fake: FakeSentry) -
     assert starts[-1] >= (len(starts) - 1) / 20  # and the run waited for every slot
 
 
-def request(
-    status: int, body: bytes = b"{}", headers: dict[str, str] | None = None
-) -> httpx.Response:
-    return httpx.Response(
-        status,
-        content=body,
-        headers=headers or {},
-        request=httpx.Request("GET", "http://h/api/0/x/"),
-    )
+def request(status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, Headers(list((headers or {}).items())), body, "/api/0/x/")
 
 
 @pytest.mark.parametrize(

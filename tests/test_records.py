@@ -23,6 +23,8 @@ from sentry_extract.records import (
     column_type_of,
     conform,
     convert_column,
+    decoded,
+    decoded_values,
     snake_case,
     unify_schemas,
 )
@@ -356,6 +358,17 @@ def test_undecoded_values_out_of_range_or_null_become_null() -> None:
     typed = RecordTyper(EVENTS).to_batch(rows).to_pylist()[0]
     assert typed["size"] is None and typed["user"] is None
     assert typed["tags"] == "[1e999]"  # JSON text as sent; PostgreSQL's jsonb reads it
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_values, max_size=8), st.booleans())
+def test_a_column_decoded_at_once_is_each_value_decoded(values: list[Any], odd: bool) -> None:
+    column = [
+        None if value is None else msgspec.Raw(json.dumps(value).encode()) for value in values
+    ]
+    if odd:  # one value that does not decode: each is decoded on its own
+        column.append(msgspec.Raw(b"1e999"))
+    assert decoded_values(column) == [decoded(value) for value in column]
 
 
 @settings(max_examples=200, deadline=None)

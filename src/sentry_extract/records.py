@@ -292,11 +292,26 @@ def nested_value(row: Mapping[str, Any], path: Sequence[str]) -> Any:
 
 def convert_column(values: list[Any], column_type: ColumnType) -> pa.Array:
     """Values (decoded, or undecoded `msgspec.Raw` JSON) as an Arrow array of the type."""
-    if column_type is ColumnType.JSON and all(
-        value is None or type(value) is msgspec.Raw for value in values
-    ):
+    if column_type is ColumnType.JSON and set(map(type, values)) <= _RAW_OR_NULL:
         return _raw_json_texts(values)  # the JSON text as sent: never decoded, never re-encoded
-    return _CONVERTERS[column_type]([decoded(value) for value in values])
+    return _CONVERTERS[column_type](decoded_values(values))
+
+
+_RAW_OR_NULL = {msgspec.Raw, type(None)}
+
+
+def decoded_values(values: list[Any]) -> list[Any]:
+    """`decoded` of each value. A column of undecoded JSON (and nulls) is decoded as one
+    JSON array, a single call instead of one per value; should one value not decode,
+    each is decoded on its own."""
+    if not values or not set(map(type, values)) <= _RAW_OR_NULL:
+        return [decoded(value) for value in values]
+    parts = [_JSON_NULL if value is None else value for value in values]
+    try:
+        decoded_list: list[Any] = msgspec.json.decode(b"[" + b",".join(parts) + b"]")
+    except msgspec.DecodeError:
+        return [decoded(value) for value in values]
+    return decoded_list
 
 
 def decoded(value: Any) -> Any:
@@ -379,7 +394,12 @@ def parse_timestamp(value: Any) -> datetime | None:
 
 
 def _convert_texts(values: list[Any]) -> pa.Array:
+    if set(map(type, values)) <= _TEXT_OR_NULL:  # the usual case: nothing to convert
+        return pa.array(values, type=pa.string())
     return pa.array([_to_text(value) for value in values], type=pa.string())
+
+
+_TEXT_OR_NULL = {str, type(None)}
 
 
 def _convert_json(values: list[Any]) -> pa.Array:
@@ -393,23 +413,19 @@ _STRING_LIMIT = 2**31 - 1  # the most bytes an Arrow string array (32-bit offset
 
 
 def _raw_json_texts(values: list[msgspec.Raw | None]) -> pa.Array:
-    """Undecoded JSON straight into an Arrow string array: one copy, no Python strings."""
-    valid = [
-        value is not None and (len(value) != 4 or bytes(value) != _JSON_NULL) for value in values
-    ]
+    """Undecoded JSON straight into an Arrow string array: one copy, no Python strings.
+    A missing value and JSON's `null` are null."""
     # msgspec.Raw has the buffer protocol (len, bytes.join), which its stubs do not say.
-    kept = zip(values, valid, strict=True)
-    parts = cast(list[bytes], [value if keep else b"" for value, keep in kept])
-    ends = list(itertools.accumulate(len(part) for part in parts))
+    parts = cast(list[bytes], [b"" if value is None else value for value in values])
+    ends = list(itertools.accumulate(map(len, parts)))
     large = bool(ends) and ends[-1] > _STRING_LIMIT
-    offsets = pa.array([0, *ends], pa.int64() if large else pa.int32())
+    offsets = pa.array([0, *ends], pa.int64() if large else pa.int32()).buffers()[1]
     kind = pa.LargeStringArray if large else pa.StringArray
-    texts = kind.from_buffers(
-        len(parts),
-        offsets.buffers()[1],
-        pa.py_buffer(b"".join(parts)),
-        pa.array(valid, pa.bool_()).buffers()[1],
-    )
+    data = pa.py_buffer(b"".join(parts))
+    texts = kind.from_buffers(len(parts), offsets, data)
+    present = pc.not_equal(pc.binary_length(texts), 0)  # a JSON value is never empty
+    valid = pc.and_(present, pc.not_equal(texts, _JSON_NULL.decode()))
+    texts = kind.from_buffers(len(parts), offsets, data, valid.buffers()[1])
     texts.validate(full=True)  # UTF-8, as the parser checked it
     return texts.cast(pa.string()) if large else texts  # a cast too large fails loudly
 

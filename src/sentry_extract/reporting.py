@@ -16,12 +16,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from sentry_extract.events import event_of
+
+if TYPE_CHECKING:  # imported when bars are shown: a run in cron or CI shows none
+    from rich.progress import Progress, TaskID
 
 LOGGER = "sentry_extract"
 TEXT = "text"
@@ -103,6 +105,8 @@ class ProgressHandler(logging.Handler):
 
 
 def progress_bars(console: Console) -> Progress:
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("{task.description:<14}"),
         TextColumn("{task.fields[rows]:>9,} rows"),

@@ -1,4 +1,5 @@
-"""The HTTP client: httpx, the shared request gate, the retry policy and pagination.
+"""The HTTP client: the shared request gate, the retry policy and pagination, over
+kept-alive connections (`wire`).
 
 Every response is classified once (`classify_response`); pages are followed by
 their `next` cursor, sent with our own URL and parameters, until the server says
@@ -43,10 +44,20 @@ from sentry_extract.source import defaults
 from sentry_extract.source.pagination import next_cursor
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, rate_limit_group
 from sentry_extract.source.retry import RetryPolicy, build_retrying
+from sentry_extract.source.wire import (
+    Answer,
+    HttpxSender,
+    KeepAlive,
+    Sender,
+    Timeouts,
+    encoded_path,
+    query_string,
+)
 
 log = logging.getLogger("sentry_extract.http")
 
 CONCURRENCY_WAIT = 1.0  # seconds, after a 429 for too many requests in flight
+KNOWN_PATHS = 4096  # request paths whose encoded form the client keeps
 DEADLINE_MARGIN = 0.1  # seconds a request outlives the deadline, so the deadline is seen first
 
 
@@ -124,12 +135,14 @@ class ListPage:
 
 
 class SentryClient:
-    """GETs on Sentry's API through an httpx transport.
+    """GETs on Sentry's API.
 
-    The transport is called directly rather than through `httpx.Client`: a client's
-    cookie jar, auth flow, redirect handling and URL merging cost a third of the CPU of a
-    request (`make bench`), and a read-only API client uses none of them. What the client
-    would read from the environment is kept: `HTTPS_PROXY`/`NO_PROXY`, `SSL_CERT_FILE`.
+    Requests go on kept-alive connections of our own (`wire.KeepAlive`), not through
+    `httpx.Client` nor httpx's transport: their URL objects, headers, state machines and
+    responses cost three quarters of the CPU of a request (`make bench`), and a read-only
+    API client of one host uses none of it. What httpx would read from the environment is
+    kept: `SSL_CERT_FILE`, and `HTTPS_PROXY`/`NO_PROXY`, whose proxy is reached through
+    httpx's transport, as is a transport given in the settings (tests, recordings).
     """
 
     def __init__(self, settings: ClientSettings) -> None:
@@ -141,12 +154,19 @@ class SentryClient:
             "Accept": "application/json",
             "User-Agent": "sentry-extract",
         }
-        self._transport = settings.transport or httpx.HTTPTransport(
-            verify=settings.verify, proxy=environment_proxy(settings.base_url), trust_env=True
-        )
+        self._paths: dict[str, tuple[str, str]] = {}  # API path -> encoded, and as said
+        proxy = environment_proxy(settings.base_url)
+        self._sender: Sender
+        if settings.transport is None and proxy is None:
+            self._sender = KeepAlive(settings.base_url, self._headers, settings.verify)
+        else:
+            transport = settings.transport or httpx.HTTPTransport(
+                verify=settings.verify, proxy=proxy, trust_env=True
+            )
+            self._sender = HttpxSender(transport, settings.base_url, self._headers)
 
     def close(self) -> None:
-        self._transport.close()
+        self._sender.close()
 
     def __enter__(self) -> SentryClient:
         return self
@@ -207,7 +227,8 @@ class SentryClient:
             counter.add(requests=1)
             response = self._send(path, params, timeout)
             pacer.observe(group, response.headers)
-        log.debug("GET %s %s -> %s", path, query_text(params), response.status_code)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("GET %s %s -> %s", path, query_text(params), response.status_code)
         try:
             classify_response(response, self.host, self.settings.wall_clock)
         except RateLimitedError as error:
@@ -222,13 +243,14 @@ class SentryClient:
                 url=path,
                 status=response.status_code,
             ) from None
-        return Page(body, next_cursor(response), held_bytes(response.content, body))
+        link = response.headers.get("link")
+        return Page(body, next_cursor(link), held_bytes(response.content, body))
 
     def _check_cancelled(self, path: str) -> None:
         if self.settings.cancellation.is_set():
             raise RunCancelled(f"the run was stopped; {path} was not requested")
 
-    def _timeouts(self, timeout: float | None) -> dict[str, float | None]:
+    def _timeouts(self, timeout: float | None) -> Timeouts:
         """The client's timeouts, shortened to `timeout` and to the time left before the
         deadline: a request that would outlive the deadline is abandoned at it."""
         left = self.settings.cancellation.seconds_left()
@@ -241,21 +263,25 @@ class SentryClient:
             for phase, seconds in self.settings.timeout.as_dict().items()
         }
 
-    def _send(self, path: str, params: Params, timeout: float | None = None) -> httpx.Response:
+    def _target(self, path: str, params: Params) -> tuple[str, str]:
+        """The request target (path and query, encoded as httpx encodes them) and the
+        URL path as httpx reads it back. Paths repeat (a project's pages): each is
+        encoded once."""
+        known = self._paths.get(path)
+        if known is None:
+            known = encoded_path(self._api + path.lstrip("/"))
+            if len(self._paths) >= KNOWN_PATHS:
+                self._paths.clear()
+            self._paths[path] = known
+        encoded, said = known
+        query = query_string(params) if params else ""
+        return (f"{encoded}?{query}" if query else encoded), said
+
+    def _send(self, path: str, params: Params, timeout: float | None = None) -> Answer:
         timeouts = self._timeouts(timeout)
-        request = httpx.Request(
-            "GET",
-            self._api + path.lstrip("/"),
-            params=dict(params),
-            headers=self._headers,
-            extensions={"timeout": timeouts},
-        )
+        target, said = self._target(path, params)
         try:
-            response = self._transport.handle_request(request)
-            try:
-                response.read()
-            finally:
-                response.close()
+            response = self._sender.get(target, said, timeouts)
         except httpx.TimeoutException as error:
             if self.settings.cancellation.is_set():  # the deadline passed while it waited
                 raise RunCancelled(f"the run was stopped while waiting for {path}") from None
@@ -271,7 +297,6 @@ class SentryClient:
                 raise RunCancelled(f"the run was stopped while waiting for {path}") from None
             reason = f"{type(error).__name__}: {_transport_reason(error)}"
             raise NetworkError(f"cannot reach {self.host} ({reason})", url=path) from None
-        response.request = request
         return response
 
     def paginate(
@@ -377,13 +402,13 @@ def is_raw_rows(body: Any) -> bool:
 
 
 def classify_response(
-    response: httpx.Response, host: str, wall_clock: Callable[[], float] = time.time
+    response: Answer, host: str, wall_clock: Callable[[], float] = time.time
 ) -> None:
     """Raise the error a non-2xx response stands for; decide retriable vs fatal here only."""
     status = response.status_code
     if 200 <= status < 300:
         return
-    path = response.request.url.path
+    path = response.path
     detail = _detail(response)
     if status == 401:
         raise AuthenticationError(f"the token was rejected by {host} (401)", url=path, status=401)
@@ -406,9 +431,7 @@ def classify_response(
     raise SourceError(f"{host} answered {status}: {detail}", url=path, status=status)
 
 
-def retry_after(
-    response: httpx.Response, wall_clock: Callable[[], float] = time.time
-) -> float | None:
+def retry_after(response: Answer, wall_clock: Callable[[], float] = time.time) -> float | None:
     """Seconds to wait: `Retry-After` first, then the rate-limit reset; None when unknown.
 
     A 429 with requests left in the window is the concurrency cap: the server still
@@ -438,7 +461,7 @@ def retry_after(
     return None
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: Answer) -> str:
     try:
         body = msgspec.json.decode(response.content)
     except msgspec.DecodeError:

@@ -8,19 +8,20 @@ response without a Link header (or without a `next` entry) is the only page.
 
 from __future__ import annotations
 
-import httpx
+import re
 
 from sentry_extract.errors import PaginationError
 
+_LINK_SEPARATOR = re.compile(", *<")
+_QUOTES = " '\""
 
-def next_cursor(response: httpx.Response) -> str | None:
-    """The cursor of the next page, or None when this is the last page."""
-    if "link" not in response.headers:
+
+def next_cursor(link: str | None) -> str | None:
+    """The cursor of the next page, or None when this is the last page (`link`: the
+    response's Link header, None when it has none)."""
+    if link is None:
         return None
-    try:
-        following = response.links.get("next")
-    except (ValueError, IndexError):
-        following = None
+    following = parse_links(link).get("next")
     if not following:
         return None
     if following.get("results", "").strip().lower() == "false":
@@ -29,3 +30,22 @@ def next_cursor(response: httpx.Response) -> str | None:
     if not cursor:
         raise PaginationError("the server announced a next page without a cursor")
     return cursor
+
+
+def parse_links(header: str) -> dict[str, dict[str, str]]:
+    """A Link header's entries by `rel` (else by URL), each with its URL and parameters:
+    httpx's `Response.links`, for a header read without httpx."""
+    links: dict[str, dict[str, str]] = {}
+    value = header.strip(_QUOTES)
+    if not value:
+        return links
+    for entry in _LINK_SEPARATOR.split(value):
+        url, _, params = entry.partition(";")
+        link = {"url": url.strip("<> '\"")}
+        for param in params.split(";") if params else ():
+            key, equals, text = param.partition("=")
+            if not equals or "=" in text:
+                break
+            link[key.strip(_QUOTES)] = text.strip(_QUOTES)
+        links[link.get("rel") or link["url"]] = link
+    return links

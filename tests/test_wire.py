@@ -1,0 +1,269 @@
+"""GETs on kept-alive connections (`wire.KeepAlive`), against a server on loopback that
+answers exactly the bytes each test gives it: framing, reuse, a server that closes,
+malformed answers, and the request target httpx would have sent."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sentry_extract.errors import NetworkError
+from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
+from sentry_extract.source.ratelimit import RequestGate, TokenBucket
+from sentry_extract.source.retry import RetryPolicy
+from sentry_extract.source.wire import KeepAlive, encoded_path, parse_head, query_string
+
+TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+HANG = b"hang"  # an answer that never comes
+CLOSE = b"close"  # the connection closed instead of an answer
+THEN_CLOSE = b"<then close>"  # ending an answer: the connection is closed once it is sent
+
+
+@dataclass
+class ScriptedServer:
+    """Answers each request with the next scripted bytes; counts connections."""
+
+    answers: deque[bytes] = field(default_factory=deque)
+    requests: list[bytes] = field(default_factory=list)
+    connections: int = 0
+    listener: socket.socket = field(default_factory=socket.socket)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        buffer = b""
+        with connection:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                self.requests.append(head)
+                answer = self.answers.popleft()
+                if answer == HANG:
+                    self.release.wait(30)
+                    return
+                if answer == CLOSE:
+                    return
+                connection.sendall(answer.removesuffix(THEN_CLOSE))
+                if answer.endswith(THEN_CLOSE) or ends_with_the_connection(answer):
+                    return
+
+    def stop(self) -> None:
+        self.release.set()
+        self.listener.close()
+
+
+def ends_with_the_connection(answer: bytes) -> bool:
+    parts = answer.split(b"\r\n\r\n")  # a 100 Continue may come before the answer's head
+    head = next(part for part in parts if not part.startswith(b"HTTP/1.1 1"))
+    framed = b"Content-Length" in head or b"chunked" in head
+    return b"Connection: close" in head or not framed
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    running = ScriptedServer()
+    running.start()
+    yield running
+    running.stop()
+
+
+def ok(body: bytes, *headers: str) -> bytes:
+    lines = ["HTTP/1.1 200 OK", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+Maker = Callable[["ScriptedServer"], KeepAlive]
+
+
+@pytest.fixture
+def keep_alive() -> Iterator[Callable[[ScriptedServer], KeepAlive]]:
+    made: list[KeepAlive] = []
+
+    def make(server: ScriptedServer) -> KeepAlive:
+        made.append(KeepAlive(server.base_url, {"Authorization": "Bearer sntryu_test_wire"}))
+        return made[-1]
+
+    yield make
+    for sender in made:
+        sender.close()
+
+
+def test_requests_share_one_kept_alive_connection(
+    server: ScriptedServer, keep_alive: Maker
+) -> None:
+    server.answers.extend(ok(f"[{index}]".encode()) for index in range(5))
+    sender = keep_alive(server)
+    bodies = [sender.get("/api/0/x/?a=1", "/api/0/x/", TIMEOUTS).content for _ in range(5)]
+    assert bodies == [b"[0]", b"[1]", b"[2]", b"[3]", b"[4]"]
+    assert server.connections == 1
+    assert server.requests[0].startswith(b"GET /api/0/x/?a=1 HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{server.base_url.rsplit(':', 1)[1]}".encode() in server.requests[0]
+
+
+def test_headers_are_read_in_any_case_and_repeats_joined(
+    server: ScriptedServer, keep_alive: Maker
+) -> None:
+    server.answers.append(ok(b"[]", "Link: <a>; rel=x", "link: <b>; rel=y", "X-Thing:  v "))
+    answer = keep_alive(server).get("/x", "/x", TIMEOUTS)
+    assert answer.headers.get("LINK") == "<a>; rel=x, <b>; rel=y"
+    assert answer.headers["x-thing"] == "v"
+    assert answer.status_code == 200 and answer.path == "/x"
+
+
+def test_a_chunked_body_with_extensions_and_trailers(
+    server: ScriptedServer, keep_alive: Maker
+) -> None:
+    server.answers.append(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4;name=value\r\n[1, \r\n3\r\n2]\n\r\n0\r\nTrailer: x\r\n\r\n"
+    )
+    server.answers.append(ok(b"[3]"))
+    sender = keep_alive(server)
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[1, 2]\n"
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[3]"
+    assert server.connections == 1
+
+
+def test_a_body_to_the_end_of_the_connection_then_a_new_one(
+    server: ScriptedServer, keep_alive: Maker
+) -> None:
+    server.answers.append(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n[1, 2]")
+    server.answers.append(ok(b"[3]"))
+    sender = keep_alive(server)
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[1, 2]"
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[3]"
+    assert server.connections == 2
+
+
+def test_a_gzip_body_is_decoded_and_informational_answers_skipped(
+    server: ScriptedServer, keep_alive: Maker
+) -> None:
+    body = gzip.compress(b'[{"id": "1"}]')
+    server.answers.append(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(body, "Content-Encoding: gzip"))
+    assert keep_alive(server).get("/x", "/x", TIMEOUTS).content == b'[{"id": "1"}]'
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_used_again(
+    server: ScriptedServer, keep_alive: Maker
+) -> None:
+    server.answers.extend([ok(b"[1]") + THEN_CLOSE, ok(b"[2]", "Connection: close"), ok(b"[3]")])
+    sender = keep_alive(server)
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[1]"
+    closed = server.connections
+    while not sender._idle[0].is_stale():  # the server's close reaches the client
+        time.sleep(0.01)
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[2]"  # on a new connection
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[3]"  # and after its close, another
+    assert (closed, server.connections) == (1, 3)
+
+
+def test_a_new_connection_closed_without_an_answer_is_a_protocol_error(
+    server: ScriptedServer, keep_alive: Maker
+) -> None:
+    server.answers.append(CLOSE)
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+        keep_alive(server).get("/x", "/x", TIMEOUTS)
+
+
+def test_an_answer_cut_short_is_a_protocol_error(server: ScriptedServer, keep_alive: Maker) -> None:
+    server.answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n[1")
+    with pytest.raises(httpx.RemoteProtocolError, match="before the whole body"):
+        keep_alive(server).get("/x", "/x", TIMEOUTS)
+
+
+def test_no_answer_within_the_read_timeout(server: ScriptedServer, keep_alive: Maker) -> None:
+    server.answers.append(HANG)
+    with pytest.raises(httpx.ReadTimeout):
+        keep_alive(server).get("/x", "/x", {**TIMEOUTS, "read": 0.2})
+
+
+def test_a_refused_connection_is_a_connect_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sender = KeepAlive(f"http://127.0.0.1:{port}", {})
+    with pytest.raises(httpx.ConnectError, match="refused"):
+        sender.get("/x", "/x", TIMEOUTS)
+
+
+def client_of(server: ScriptedServer, attempts: int) -> SentryClient:
+    return SentryClient(
+        ClientSettings(
+            base_url=server.base_url,
+            token="sntryu_test_wire",
+            gate=RequestGate(TokenBucket(0), 1),
+            retry=RetryPolicy(attempts=attempts, initial_wait=0),
+            sleep=lambda seconds: None,
+        )
+    )
+
+
+def test_the_client_retries_a_cut_answer_as_a_network_error(server: ScriptedServer) -> None:
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n[1"
+    server.answers.extend([cut, ok(b"[2]"), CLOSE])
+    counter = RequestCounter()
+    with client_of(server, attempts=2) as client:
+        assert client.get("teams/", {"a": 1}, counter).body == [2]
+    assert (counter.requests, counter.retries) == (2, 1)
+    with client_of(server, attempts=1) as client, pytest.raises(NetworkError, match="response"):
+        client.get("teams/", {}, RequestCounter())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_head_is_read_or_refused_as_a_protocol_error(head: bytes) -> None:
+    try:
+        status, version, headers = parse_head(head)
+    except httpx.RemoteProtocolError:
+        return
+    assert 0 <= status <= 999 and version.startswith("HTTP/1.")
+    assert all(name == name.lower() for name in headers)
+
+
+texts = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
+values = texts | st.integers(-(10**6), 10**6) | st.tuples(texts, texts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    segments=st.lists(texts.filter(lambda text: "?" not in text and "#" not in text), max_size=4),
+    params=st.dictionaries(texts, values, max_size=5),
+)
+def test_the_request_target_is_the_one_httpx_sends(segments: list[str], params: dict) -> None:
+    url = "https://sentry.test/api/0/" + "/".join(segments)
+    request = httpx.Request("GET", url, params=params)
+    path, said = encoded_path(url)
+    query = query_string(params)
+    assert (f"{path}?{query}" if query else path).encode() == request.url.raw_path
+    assert said == request.url.path
