@@ -94,9 +94,17 @@ def request_params(
         # start and end always together: one alone is a 400, none means "last 90 days".
         params["start"] = format_datetime(window.start)
         params["end"] = format_datetime(window.end)
-    if "query" in params:
-        params["query"] = query
+    if "query" in params:  # the stream's own query (transactions'), and the replication's
+        params["query"] = joined_query(str(params["query"]), query)
     return params
+
+
+def joined_query(own: str, query: str) -> str:
+    """Both queries must hold: the replication's in parentheses, so that its `OR` stays
+    inside it."""
+    if not own or not query:
+        return own or query
+    return f"{own} ({query})"
 
 
 def stream_path(spec: StreamSpec, organization: str, project: str = "") -> str:

@@ -21,7 +21,8 @@
 - the Explore/Discover index (`organizations/{org}/events/`): `dataset` and `field`
   required, at most 20 fields, `sort` must name a requested field, the last 14 days
   without `start`/`end`, offset paging silently stops at 10,000 rows and a cursor past
-  them is a 400; `count()` groups by the other fields.
+  them is a 400; `count()` groups by the other fields. `dataset=spans` and `dataset=logs`
+  serve the spans and logs of `fake_traces.py`, filtered by `query`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from sentry_extract.testing.fake_http import (
     time_window,
 )
 from sentry_extract.testing.fake_state import FakeState
+from sentry_extract.testing.fake_traces import ITEMS, is_field_name, matches
 from sentry_extract.testing.organization import FakeOrganization
 from sentry_extract.testing.rows import Row, iso, public
 
@@ -626,7 +628,7 @@ def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     dataset = one(params, "dataset")
     if dataset is None:
         raise BadRequest("A dataset is required: errors, spans, logs, ...")
-    if dataset != "errors":
+    if dataset != "errors" and dataset not in ITEMS:
         raise BadRequest(f"Unsupported dataset: {dataset}")
     fields = many(params, "field")
     if not fields:
@@ -634,7 +636,8 @@ def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     if len(fields) > EXPLORE_MAX_FIELDS:
         raise BadRequest(f"You can view up to {EXPLORE_MAX_FIELDS} fields at a time.")
     for field in fields:
-        if field not in EXPLORE_FIELDS and field != COUNT:
+        known = field in EXPLORE_FIELDS if dataset == "errors" else is_field_name(field)
+        if not known and field != COUNT:
             raise BadRequest(f"Invalid field: {field}")
     sort = one(params, "sort")
     if sort is not None and sort.removeprefix("-") not in fields:
@@ -661,11 +664,15 @@ def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
             for event in fake.sorted_events(project_id)[0]
             if low <= event["dateCreated"] < high
         ]
+        if dataset in ITEMS:
+            found = _items(dataset, found, organization, one(params, "query") or "")
         threshold = fake.settings.explore_sampled_above
         sampled = threshold is not None and len(found) > threshold
         if sampled:
             found = found[::2]  # a sample: rows go missing
-        if COUNT in fields:
+        if dataset in ITEMS:
+            rows = _item_rows(found, fields)
+        elif COUNT in fields:
             rows = _aggregate(found, [f for f in fields if f != COUNT], organization)
         else:
             found.sort(key=lambda event: event["eventID"])
@@ -689,15 +696,35 @@ def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
         f"0:{following}:0",
         has_next,
     )
+    types = EXPLORE_FIELDS if dataset == "errors" else ITEMS[dataset][1]
     meta = {
-        "fields": {f: EXPLORE_FIELDS.get(f, "integer") for f in fields},
+        "fields": {f: types.get(f, "integer" if f == COUNT else "string") for f in fields},
         "units": dict.fromkeys(fields),
         "isMetricsData": False,
         "tips": {},
-        "dataset": "errors",
+        "dataset": dataset,
         "dataScanned": "partial" if fake.settings.explore_partial or sampled else "full",
     }
     return Answer({"data": page, "meta": meta}, link)
+
+
+def _items(dataset: str, events: list[Row], organization: Any, query: str) -> list[Row]:
+    """The spans or logs of these events that the query selects, by id."""
+    make = ITEMS[dataset][0]
+    items = [item for event in events for item in make(event, organization)]
+    return sorted((item for item in items if matches(item, query)), key=lambda item: item["id"])
+
+
+def _item_rows(items: list[Row], fields: list[str]) -> list[Row]:
+    """The fields asked for; `count()` groups by the others."""
+    if COUNT not in fields:
+        return [{name: item.get(name) for name in fields} for item in items]
+    keys = [name for name in fields if name != COUNT]
+    counts: dict[tuple[Any, ...], int] = {}
+    for item in items:
+        key = tuple(item.get(name) for name in keys)
+        counts[key] = counts.get(key, 0) + 1
+    return [{**dict(zip(keys, key, strict=True)), COUNT: count} for key, count in counts.items()]
 
 
 def _aggregate(events: list[Row], keys: list[str], organization: Any) -> list[Row]:
