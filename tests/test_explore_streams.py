@@ -73,7 +73,7 @@ def test_every_span_transaction_and_log_once_then_only_new_ones(
         assert request.param("per_page") == "100" and request.param("sort") == "timestamp"
         assert request.param("start") and request.param("end")
     asked = {(r.param("dataset"), r.param("query")) for r in requests}
-    assert asked == {("spans", ""), ("spans", "is_transaction:true"), ("logs", "")}
+    assert asked == {("spans", None), ("spans", "is_transaction:true"), ("logs", None)}
 
     spans = workspace.table("spans")
     stored = set(keys(spans, ["trace", "id"]))
@@ -263,3 +263,50 @@ def test_replay_from_cassettes(
     assert replayed.exit_code == 0, replayed.stdout + replayed.stderr
     second = {s: ds.dataset(tmp_path / "out" / s).to_table().num_rows for s in EXPLORE}
     assert second == first and min(first.values()) > 0
+
+
+def test_a_changed_field_list_adds_its_columns_to_the_stored_table(
+    pg_workspace: Workspace, fake: FakeSentry
+) -> None:
+    """A field added to the list between runs becomes a column of the stored table; the
+    rows read before it hold none."""
+    url = pg_workspace.environ["MY_POSTGRES"]
+    target = "  object: traces.{stream_name}\n"
+
+    def spans(fields: str) -> Path:
+        return pg_workspace.write(
+            "replication.yaml",
+            f"source: SENTRY\ntarget: MY_POSTGRES\ndefaults:\n{target}streams:\n"
+            f"  spans:\n    source_options:\n      fields: [{fields}]\n",
+        )
+
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    pg_workspace.run(spans("id, trace, timestamp, span.op"), started=first)
+    fake.organization.add_events(2)
+    summary = pg_workspace.run(
+        spans("id, trace, timestamp, span.op, user.email"), started=first + timedelta(hours=1)
+    )
+    assert summary.results[0].status == "ok", summary.results[0].problems
+    [(total, with_email)] = pg_rows(url, "select count(*), count(user_email) from traces.spans")
+    assert total == len(expected_spans(fake))
+    assert 6 <= with_email < total  # the new events' spans, and those read again
+
+
+def test_a_changed_field_list_adds_its_columns_to_parquet(
+    workspace: Workspace, fake: FakeSentry
+) -> None:
+    def spans(fields: str) -> Path:
+        streams = f"  spans:\n    source_options:\n      fields: [{fields}]\n"
+        return workspace.replication(streams=streams)
+
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    workspace.run(spans("id, trace, timestamp, span.op"), started=first)
+    fake.organization.add_events(2)
+    summary = workspace.run(
+        spans("id, trace, timestamp, span.op, user.email"), started=first + timedelta(hours=1)
+    )
+    assert summary.results[0].status == "ok", summary.results[0].problems
+    table = workspace.table("spans")
+    assert set(keys(table, ["trace", "id"])) == expected_spans(fake)
+    emails = table.column("user_email").to_pylist()
+    assert 6 <= sum(email is not None for email in emails) < table.num_rows

@@ -95,7 +95,11 @@ def request_params(
         params["start"] = format_datetime(window.start)
         params["end"] = format_datetime(window.end)
     if "query" in params:  # the stream's own query (transactions'), and the replication's
-        params["query"] = joined_query(str(params["query"]), query)
+        joined = joined_query(str(params["query"]), query)
+        if joined or not spec.takes_fields:  # issues: empty reads every status
+            params["query"] = joined
+        else:  # Explore refuses an empty one
+            del params["query"]
     return params
 
 
