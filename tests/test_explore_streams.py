@@ -310,3 +310,34 @@ def test_a_changed_field_list_adds_its_columns_to_parquet(
     assert set(keys(table, ["trace", "id"])) == expected_spans(fake)
     emails = table.column("user_email").to_pylist()
     assert 6 <= sum(email is not None for email in emails) < table.num_rows
+
+
+def test_the_fake_asks_event_read_and_serves_spans_and_logs_as_sentry_does(
+    organization: FakeOrganization,
+) -> None:
+    """Explore needs `event:read` (Sentry's OrganizationEventPermission), `org:read` is not
+    enough; rows come under `data` with `meta`, at most 100 a page, a sort among the fields."""
+    import httpx
+
+    reader, events = "sntryu_test_org_read_only", "sntryu_test_event_read"
+    scopes = {reader: frozenset({"org:read"}), events: frozenset({"event:read"})}
+    url = "/api/0/organizations/acme/events/"
+    params = [("dataset", "logs"), ("field", "id"), ("field", "timestamp"), ("project", "-1")]
+    with FakeSentry(organization, ServerSettings(token_scopes=scopes)) as fake:
+
+        def get(token: str, extra: list[tuple[str, str]]) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {token}"}
+            return httpx.get(fake.base_url + url, params=[*params, *extra], headers=headers)
+
+        assert get(reader, []).status_code == 403
+        answer = get(events, [("sort", "timestamp"), ("per_page", "100")])
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["meta"]["dataset"] == "logs" and body["meta"]["fields"]["id"] == "string"
+        assert 0 < len(body["data"]) <= 100 and set(body["data"][0]) == {"id", "timestamp"}
+        times = [row["timestamp"] for row in body["data"]]
+        assert times == sorted(times)
+        assert get(events, [("sort", "severity")]).status_code == 400  # not a field asked
+        assert get(events, [("per_page", "101")]).status_code == 400
+        many = [("field", f"attribute.{index}") for index in range(19)]
+        assert get(events, many).status_code == 400  # 21 fields

@@ -764,7 +764,7 @@ SCOPES = {
     "replays": {"org:read"},
     "user_feedback": {"project:read"},
     "tag_values": {"event:read"},
-    "explore": {"org:read"},
+    "explore": {"event:read", "event:write", "event:admin"},  # OrganizationEventPermission
 }
 ENDPOINTS: dict[str, Endpoint] = {
     "stats_v2": _stats_v2,
