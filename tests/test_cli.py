@@ -217,7 +217,7 @@ def test_conns_discover(with_sentry: CliRunner) -> None:
     result = invoke(with_sentry, "conns", "discover", "SENTRY")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 21  # a header, 19 streams and where the keys are
+    assert len(lines) == 24  # a header, 22 streams and where the keys are
     assert max(len(line.rstrip()) for line in lines) <= 100  # fits a 100-column terminal
     assert lines[6].split()[:4] == ["issues", "organization", "incremental", "event:read"]
     assert "'*' or name" in lines[6]

@@ -158,8 +158,8 @@ BASE = "source: S\ntarget: LOCAL\ndefaults:\n  object: o/{stream_name}\n"
             "replication.yaml: streams.isues: unknown stream (did you mean 'issues'?); available: "
             "organizations, projects, teams, members, releases, issues, events, org_stats, "
             "project_stats, sessions, environments, release_deploys, release_commits, monitors, "
-            "monitor_checkins, replays, user_feedback, issue_tag_values, error_index "
-            "(or '*' for all)",
+            "monitor_checkins, replays, user_feedback, issue_tag_values, error_index, spans, "
+            "transactions, logs (or '*' for all)",
         ),
         (
             BASE + "streams:\n  issues:\n    primary_keys: [id]\n",
@@ -241,7 +241,8 @@ def test_unknown_stream_on_the_command_line(tmp_path: Path) -> None:
         "--streams: unknown stream 'evnts' (did you mean 'events'?); available: organizations, "
         "projects, teams, members, releases, issues, events, org_stats, project_stats, "
         "sessions, environments, release_deploys, release_commits, monitors, "
-        "monitor_checkins, replays, user_feedback, issue_tag_values, error_index"
+        "monitor_checkins, replays, user_feedback, issue_tag_values, error_index, spans, "
+        "transactions, logs"
     )
     assert error_of(tmp_path, text, Overrides(("events",))) == (
         "--streams: stream 'events' is not in replication.yaml; it has: issues"

@@ -87,7 +87,7 @@ def test_discover_json_lists_every_stream_with_parent_keys_mode_and_scope(
     result = invoke(cli, "conns", "discover", "SENTRY", "-o", "json")
     assert result.exit_code == 0
     listed = {entry["endpoint"]: entry for entry in json.loads(result.stdout)}
-    assert len(listed) == 19
+    assert len(listed) == 22
     assert listed["release_deploys"]["parent"] == "release"
     assert listed["release_deploys"]["named_only"] is True
     assert listed["events"]["named_only"] is False

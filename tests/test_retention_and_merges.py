@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from sentry_extract.pipeline.results import RunSummary
+from sentry_extract.source.explore_streams import EXPLORE_STREAMS
 from sentry_extract.source.further_streams import FURTHER_STREAMS
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize, Row, iso
@@ -136,7 +137,8 @@ def _age(issue: Row, moment: datetime) -> None:
 
 @pytest.mark.parametrize("sandbox", [(t, 30) for t in TARGETS], indirect=True, ids=TARGETS)
 def test_a_30_day_organization_runs_every_stream_while_days_age_out(sandbox: Sandbox) -> None:
-    streams = "  '*':\n" + "".join(f"  {spec.name}:\n" for spec in FURTHER_STREAMS)
+    further = (*FURTHER_STREAMS, *EXPLORE_STREAMS)
+    streams = "  '*':\n" + "".join(f"  {spec.name}:\n" for spec in further)
     sandbox.replicate(streams, reconcile_every="0")
     retention = timedelta(days=30)
     live = sandbox.live(retention)
@@ -144,7 +146,7 @@ def test_a_30_day_organization_runs_every_stream_while_days_age_out(sandbox: San
     for issue in aging:  # listed now, out of what Sentry keeps in two days
         _age(issue, NOW - timedelta(days=29, hours=6))
     first = sandbox.run_at(NOW)
-    assert len(first.results) == 19
+    assert len(first.results) == 22
     probes = [r for r in sandbox.fake.requests_to("/stats_v2/") if r.status == 400]
     assert len(probes) <= 10  # the 90 days asked once, then what Sentry keeps, found
     deleted, merged, survivor = (issue["id"] for issue in live[-3:])

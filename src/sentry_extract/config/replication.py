@@ -18,7 +18,7 @@ import yaml
 from sentry_extract.config.values import did_you_mean, parse_datetime
 from sentry_extract.errors import ConfigError
 from sentry_extract.model.modes import MODE_NAMES, Mode
-from sentry_extract.model.spec import Parent, StreamSpec
+from sentry_extract.model.spec import EXPLORE_MAX_FIELDS, Parent, StreamSpec, with_fields
 from sentry_extract.model.windows import Window
 from sentry_extract.records import COLUMN_CASINGS, SNAKE, Selection, column_name
 from sentry_extract.source.catalog import STREAM_NAMES, STREAMS_BY_NAME, WILDCARD_NAMES
@@ -36,7 +36,7 @@ STREAM_KEYS = (
     "source_options",
     "target_options",
 )
-SOURCE_OPTION_KEYS = ("range", "query")
+SOURCE_OPTION_KEYS = ("range", "query", "fields")
 TARGET_OPTION_KEYS = ("column_casing", "format")
 FILE_FORMATS = ("parquet", "delta")  # what a file target writes; parquet by default
 PLACEHOLDERS = ("stream_name", "source_name", "target_name", "run_timestamp")
@@ -61,10 +61,12 @@ class StreamConfig:
     backfill_range: Window | None
     mode_kept_over_default: bool = False  # defaults.mode did not fit: its own mode instead
     format: str = "parquet"  # file targets: a Parquet dataset, or a Delta table
+    fields: tuple[str, ...] = ()  # Explore streams: the fields asked for, when not the default
 
     @property
     def spec(self) -> StreamSpec:
-        return STREAMS_BY_NAME[self.name]
+        spec = STREAMS_BY_NAME[self.name]
+        return with_fields(spec, self.fields) if self.fields else spec
 
 
 @dataclass(frozen=True)
@@ -307,15 +309,17 @@ def _stream_config(
     if merged.get("disabled") is True and name not in overrides.streams:
         return None
     spec = STREAMS_BY_NAME[name]
+    source_options = reader.mapping(
+        merged.get("source_options") or {}, path_of("source_options"), "a map"
+    )
+    reader.known_keys(source_options, SOURCE_OPTION_KEYS, path_of("source_options"))
+    fields = _fields(reader, spec, source_options.get("fields"), path_of("source_options"))
+    spec = with_fields(spec, fields) if fields else spec
     mode = _mode(reader, spec, own, defaults, own_path, overrides)
     default = defaults.get("mode")
     kept_over_default = (
         default is not None and own.get("mode") is None and overrides.mode is None
     ) and not _fits(spec, default)
-    source_options = reader.mapping(
-        merged.get("source_options") or {}, path_of("source_options"), "a map"
-    )
-    reader.known_keys(source_options, SOURCE_OPTION_KEYS, path_of("source_options"))
     target_options = reader.mapping(
         merged.get("target_options") or {}, path_of("target_options"), "a map"
     )
@@ -377,7 +381,51 @@ def _stream_config(
         backfill_range=backfill_range,
         mode_kept_over_default=kept_over_default,
         format=file_format,
+        fields=fields,
     )
+
+
+def _fields(reader: _Reader, spec: StreamSpec, value: Any, options_path: str) -> tuple[str, ...]:
+    """`source_options.fields`: the Explore fields to ask for instead of the stream's
+    default list; they must hold its key and `timestamp` (the sort)."""
+    if value is None:
+        return ()
+    key_path = f"{options_path}.fields"
+    if not spec.takes_fields:
+        raise reader.fail(
+            key_path,
+            f"{spec.name} takes no field list; only the Explore "
+            "streams do (error_index, spans, transactions, logs)",
+        )
+    if (
+        isinstance(value, str)
+        or not isinstance(value, list)
+        or not value
+        or not all(isinstance(item, str) and item.strip() for item in value)
+    ):
+        raise reader.fail(
+            key_path, f"expected a list of Sentry field names, got {_describe(value)}"
+        )
+    fields = tuple(item.strip() for item in value)
+    if len(fields) > EXPLORE_MAX_FIELDS:
+        raise reader.fail(
+            key_path, f"{len(fields)} fields: Sentry answers at most {EXPLORE_MAX_FIELDS}"
+        )
+    repeated = sorted({name for name in fields if fields.count(name) > 1})
+    if repeated:
+        raise reader.fail(key_path, f"{', '.join(repeated)} named twice")
+    functions = [name for name in fields if "(" in name]
+    if functions:
+        raise reader.fail(key_path, f"{functions[0]} is a function: list fields only, one row each")
+    needed = [name for name in (*spec.primary_key, spec.update_key or "") if name]
+    missing = [name for name in needed if name not in fields]
+    if missing:
+        raise reader.fail(
+            key_path,
+            f"missing {', '.join(missing)}: a field list must hold the key "
+            f"({', '.join(spec.primary_key)}) and {spec.update_key} (the sort)",
+        )
+    return fields
 
 
 def _fits(spec: StreamSpec, mode: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -147,6 +147,12 @@ class StreamSpec:
     operation: str = ""  # the operationId in Sentry's OpenAPI description
     skips_quiet_projects: bool = False  # asks the org-wide error index which projects to read
     preflight: bool = False  # the organization: read before any stream, its answer reused
+    more_columns: tuple[Column, ...] = ()  # Explore: typed fields a field list may ask for
+
+    @property
+    def takes_fields(self) -> bool:
+        """Asks Explore for a field list, which a replication may replace."""
+        return self.path == EXPLORE_PATH
 
     @property
     def parent(self) -> Parent:
@@ -193,6 +199,17 @@ class StreamSpec:
 
 
 PAGE_SIZE = 100
+EXPLORE_PATH = "organizations/{organization}/events/"
+EXPLORE_MAX_FIELDS = 20  # Sentry refuses a query of more fields
+
+
+def with_fields(spec: StreamSpec, fields: tuple[str, ...]) -> StreamSpec:
+    """An Explore stream asking for `fields` instead of its default list: its columns
+    follow, typed as the stream knows them (text for a field it does not know)."""
+    known = {column.source_name: column for column in (*spec.columns, *spec.more_columns)}
+    columns = tuple(known.get(name, Column(name, ColumnType.TEXT)) for name in fields)
+    params = tuple((key, fields if key == "field" else value) for key, value in spec.params)
+    return replace(spec, params=params, columns=columns)
 
 
 def columns_of(**types: ColumnType) -> tuple[Column, ...]:

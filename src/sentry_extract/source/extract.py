@@ -94,9 +94,21 @@ def request_params(
         # start and end always together: one alone is a 400, none means "last 90 days".
         params["start"] = format_datetime(window.start)
         params["end"] = format_datetime(window.end)
-    if "query" in params:
-        params["query"] = query
+    if "query" in params:  # the stream's own query (transactions'), and the replication's
+        joined = joined_query(str(params["query"]), query)
+        if joined or not spec.takes_fields:  # issues: empty reads every status
+            params["query"] = joined
+        else:  # Explore refuses an empty one
+            del params["query"]
     return params
+
+
+def joined_query(own: str, query: str) -> str:
+    """Both queries must hold: the replication's in parentheses, so that its `OR` stays
+    inside it."""
+    if not own or not query:
+        return own or query
+    return f"{own} ({query})"
 
 
 def stream_path(spec: StreamSpec, organization: str, project: str = "") -> str:

@@ -21,7 +21,8 @@
 - the Explore/Discover index (`organizations/{org}/events/`): `dataset` and `field`
   required, at most 20 fields, `sort` must name a requested field, the last 14 days
   without `start`/`end`, offset paging silently stops at 10,000 rows and a cursor past
-  them is a 400; `count()` groups by the other fields.
+  them is a 400; `count()` groups by the other fields. `dataset=spans` and `dataset=logs`
+  serve the spans and logs of `fake_traces.py`, filtered by `query`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from sentry_extract.testing.fake_http import (
     time_window,
 )
 from sentry_extract.testing.fake_state import FakeState
+from sentry_extract.testing.fake_traces import ITEMS, is_field_name, matches
 from sentry_extract.testing.organization import FakeOrganization
 from sentry_extract.testing.rows import Row, iso, public
 
@@ -630,7 +632,7 @@ def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     dataset = one(params, "dataset")
     if dataset is None:
         raise BadRequest("A dataset is required: errors, spans, logs, ...")
-    if dataset != "errors":
+    if dataset != "errors" and dataset not in ITEMS:
         raise BadRequest(f"Unsupported dataset: {dataset}")
     fields = many(params, "field")
     if not fields:
@@ -638,7 +640,8 @@ def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     if len(fields) > EXPLORE_MAX_FIELDS:
         raise BadRequest(f"You can view up to {EXPLORE_MAX_FIELDS} fields at a time.")
     for field in fields:
-        if field not in EXPLORE_FIELDS and field != COUNT:
+        known = field in EXPLORE_FIELDS if dataset == "errors" else is_field_name(field)
+        if not known and field != COUNT:
             raise BadRequest(f"Invalid field: {field}")
     sort = one(params, "sort")
     if sort is not None and sort.removeprefix("-") not in fields:
@@ -659,10 +662,11 @@ def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
     low, high = iso(begin), iso(finish)
     with organization.lock:
         projects = sorted(selected_projects(fake, params))
-        rows, sampled = _ordered_rows(fake, projects, (low, high), fields, sort)
+        query = one(params, "query") or ""
+        rows, sampled = _ordered_rows(fake, dataset, projects, (low, high), fields, sort, query)
         reachable = min(len(rows), cap)  # offset paging stops at 10,000 rows
         page = rows[offset : min(offset + size, reachable)]
-        if COUNT not in fields:
+        if dataset not in ITEMS and COUNT not in fields:
             page = [
                 {name: _explore_value(event, name, organization) for name in fields}
                 for event in page
@@ -678,12 +682,13 @@ def _explore(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
         f"0:{following}:0",
         has_next,
     )
+    types = EXPLORE_FIELDS if dataset == "errors" else ITEMS[dataset][1]
     meta = {
-        "fields": {f: EXPLORE_FIELDS.get(f, "integer") for f in fields},
+        "fields": {f: types.get(f, "integer" if f == COUNT else "string") for f in fields},
         "units": dict.fromkeys(fields),
         "isMetricsData": False,
         "tips": {},
-        "dataset": "errors",
+        "dataset": dataset,
         "dataScanned": "partial" if fake.settings.explore_partial or sampled else "full",
     }
     return Answer({"data": page, "meta": meta}, link)
@@ -697,17 +702,20 @@ _ORDERED: weakref.WeakKeyDictionary[FakeState, tuple[tuple[Any, ...], list[Row],
 
 def _ordered_rows(
     fake: FakeState,
+    dataset: str,
     projects: list[str],
     window: tuple[str, str],
     fields: list[str],
     sort: str | None,
+    query: str,
 ) -> tuple[list[Row], bool]:
     """A query's rows in order (events, or counts with `count()`), and whether they are a
     sample. Only the sort field of every event is looked up: `_explore` makes the page."""
     organization = fake.organization
     threshold = fake.settings.explore_sampled_above
     size = sum(len(organization.events.get(project_id, ())) for project_id in projects)
-    key = (tuple(projects), window, tuple(fields), sort, threshold, organization.version, size)
+    asked = (dataset, query, tuple(projects), window, tuple(fields), sort, threshold)
+    key = (*asked, organization.version, size)
     cached = _ORDERED.get(fake)
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
@@ -718,11 +726,17 @@ def _ordered_rows(
         for event in fake.sorted_events(project_id)[0]
         if low <= event["dateCreated"] < high
     ]
+    if dataset in ITEMS:
+        found = _items(dataset, found, organization, query)
     sampled = threshold is not None and len(found) > threshold
     if sampled:
         found = found[::2]  # a sample: rows go missing
     name = (sort or "").removeprefix("-")
-    if COUNT in fields:
+    if dataset in ITEMS:
+        rows = _item_rows(found, fields)
+        if sort is not None:
+            rows.sort(key=lambda row: _sort_key(row[name]), reverse=sort.startswith("-"))
+    elif COUNT in fields:
         rows = _aggregate(found, [f for f in fields if f != COUNT], organization)
         if sort is not None:
             rows.sort(key=lambda row: _sort_key(row[name]), reverse=sort.startswith("-"))
@@ -739,6 +753,25 @@ def _ordered_rows(
 
 def _sort_key(value: Any) -> tuple[bool, Any]:
     return value is None, value
+
+
+def _items(dataset: str, events: list[Row], organization: Any, query: str) -> list[Row]:
+    """The spans or logs of these events that the query selects, by id."""
+    make = ITEMS[dataset][0]
+    items = [item for event in events for item in make(event, organization)]
+    return sorted((item for item in items if matches(item, query)), key=lambda item: item["id"])
+
+
+def _item_rows(items: list[Row], fields: list[str]) -> list[Row]:
+    """The fields asked for; `count()` groups by the others."""
+    if COUNT not in fields:
+        return [{name: item.get(name) for name in fields} for item in items]
+    keys = [name for name in fields if name != COUNT]
+    counts: dict[tuple[Any, ...], int] = {}
+    for item in items:
+        key = tuple(item.get(name) for name in keys)
+        counts[key] = counts.get(key, 0) + 1
+    return [{**dict(zip(keys, key, strict=True)), COUNT: count} for key, count in counts.items()]
 
 
 def _aggregate(events: list[Row], keys: list[str], organization: Any) -> list[Row]:
@@ -778,7 +811,7 @@ SCOPES = {
     "replays": {"org:read"},
     "user_feedback": {"project:read"},
     "tag_values": {"event:read"},
-    "explore": {"org:read"},
+    "explore": {"event:read", "event:write", "event:admin"},  # OrganizationEventPermission
 }
 ENDPOINTS: dict[str, Endpoint] = {
     "stats_v2": _stats_v2,
