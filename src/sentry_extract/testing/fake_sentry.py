@@ -74,7 +74,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from sentry_extract.testing import fake_control, fake_more
+from sentry_extract.testing import fake_code, fake_control, fake_more
 from sentry_extract.testing.fake_http import (
     MAX_PAGE_SIZE,
     NOT_FOUND,
@@ -193,6 +193,7 @@ _ROUTES = (
     (re.compile(r"^organizations/(?P<org>[^/]+)/issues/(?P<issue>[^/]+)/$"), "issue"),
     (re.compile(r"^projects/(?P<org>[^/]+)/(?P<project>[^/]+)/events/$"), "events"),
     *fake_more.ROUTES,
+    *fake_code.ROUTES,
 )
 _SCOPES = {
     "organization": {"org:read"},
@@ -204,6 +205,7 @@ _SCOPES = {
     "issue": {"event:read"},
     "events": {"event:read"},
     **fake_more.SCOPES,
+    **fake_code.SCOPES,
 }
 
 
@@ -518,7 +520,7 @@ def _issue(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
         issue = organization.issues.get(organization.redirects.get(wanted, wanted))
         if issue is None or issue["id"] in organization.phantoms or issue["lastSeen"] < oldest:
             raise BadRequest(NOT_FOUND, status=404)
-        return Answer(public(issue))
+        return Answer({**public(issue), "activity": organization.code.activity(issue)})
 
 
 _ENDPOINTS: dict[str, Callable[[FakeState, dict[str, str], Params], Answer]] = {
@@ -531,6 +533,7 @@ _ENDPOINTS: dict[str, Callable[[FakeState, dict[str, str], Params], Answer]] = {
     "issue": _issue,
     "events": _events,
     **fake_more.ENDPOINTS,
+    **fake_code.ENDPOINTS,
 }
 
 
