@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from sentry_extract.pipeline.connect import (
     external_state_store,
     open_target,
     preflight,
+    region_to_follow,
     resolve_source,
     state_key,
 )
@@ -133,21 +135,46 @@ def run_replication(
             transport=settings.transport,
             deadline=deadline.moment,
         )
-        with client:
+        with ExitStack() as clients:
+            clients.enter_context(client)
             try:
                 organization = preflight(client, source, counter)
             except SentryExtractError as error:
                 error.requests = counter.requests  # made, though no stream counts them
                 raise
+            region = region_to_follow(source, organization)
+            reading = source
+            if region is not None:
+                reading = replace(source, base_url=region)
+                emit(
+                    log,
+                    logging.INFO,
+                    "region",
+                    f"organization '{source.organization}' lives at {region} "
+                    f"(links.regionUrl): its requests go there, not to {source.base_url}",
+                    organization=source.organization,
+                    region=region,
+                )
+                client = clients.enter_context(
+                    build_client(
+                        reading,
+                        settings.cancelled,
+                        retry=settings.retry,
+                        sleep=settings.sleep,
+                        clock=settings.clock,
+                        transport=settings.transport,
+                        deadline=deadline.moment,
+                    )
+                )
             context = RunContext(
                 replication,
-                source,
+                reading,
                 target,
                 client,
                 settings,
                 organization,
                 counter,
-                run_retention(source, client, replication.run_started_at, settings.clock),
+                run_retention(reading, client, replication.run_started_at, settings.clock),
                 lambda: deadline.passed,
             )
             settings.streaming.set()  # from here on a stop is a cancel that streams see

@@ -297,6 +297,8 @@ class _Handler(BaseHTTPRequestHandler):
         organization = self.fake.organization
         if match.group("org") != organization.slug:
             return 404, {"detail": NOT_FOUND}, None, None, {}
+        if self.fake.settings.region_url is not None and route != "organization":
+            return 404, {"detail": NOT_FOUND}, None, None, {}  # served by its region only
         if not scopes & _SCOPES[route]:
             denied = {"detail": "You do not have permission to perform this action."}
             return 403, denied, None, None, {}
@@ -368,7 +370,7 @@ def _organization(fake: FakeState, match: dict[str, str], params: Params) -> Ans
             "avatar": {"avatarType": "letter_avatar", "avatarUuid": None},
             "links": {
                 "organizationUrl": f"https://{organization.slug}.sentry.example",
-                "regionUrl": fake.base_url,
+                "regionUrl": fake.settings.region_url or fake.base_url,
             },
             "features": ["discover-basic", "event-attachments"],
             "access": ["org:read", "project:read"],
