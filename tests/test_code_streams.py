@@ -138,34 +138,35 @@ def test_issue_activity_says_when_sentry_cut_an_issue_at_100_entries(
     assert len(mine) == 100 and "first_seen" not in {row["type"] for row in mine}
 
 
+def documented_time_to_resolve() -> str:
+    """The time-to-resolve query of docs/incremental.md, as written there."""
+    page = (Path(__file__).parent.parent / "docs" / "incremental.md").read_text()
+    section = page.split("### Issue history: time to resolve", 1)[1]
+    return section.split("```sql\n", 1)[1].split("```", 1)[0]
+
+
 def test_code_streams_into_postgres_and_time_to_resolve_in_sql(
-    pg_workspace: Workspace, pg_url: str
+    pg_workspace: Workspace, pg_url: str, fake: FakeSentry
 ) -> None:
+    streams = [*CODE, "issues"]
     path = pg_workspace.replication(
-        streams=named(*CODE), object_template="code.{{stream_name}}", target="MY_POSTGRES"
+        streams=named(*streams), object_template="sentry.{{stream_name}}", target="MY_POSTGRES"
     )
     summary = pg_workspace.run(path, started=FIRST)
     assert {result.status for result in summary.results} == {"ok"}
-    for stream in CODE:
-        [(count,)] = pg_rows(pg_url, f"select count(*) from code.{stream}")
+    for stream in streams:
+        [(count,)] = pg_rows(pg_url, f"select count(*) from sentry.{stream}")
         assert count > 0, stream
-    resolved = pg_rows(
-        pg_url,
-        """
-        select issue_id,
-               min(date_created) filter (where type = 'set_resolved')
-             - min(date_created) filter (where type = 'first_seen') as time_to_resolve
-        from code.issue_activity
-        group by issue_id
-        having count(*) filter (where type = 'set_resolved') > 0
-        """,
-    )
-    assert resolved and all(row[1] > timedelta(0) for row in resolved)
+    by_project = pg_rows(pg_url, documented_time_to_resolve())
+    listed = fake.organization.visible_issues(timedelta(days=90))  # what Sentry keeps
+    resolved = [issue for issue in listed if issue["status"] == "resolved"]
+    assert sum(row[1] for row in by_project) == len(resolved)
+    assert all(row[2] > timedelta(0) for row in by_project)
     summary = pg_workspace.run(path, started=FIRST + timedelta(hours=1))
     assert {result.status for result in summary.results} == {"ok"}
     [(duplicates,)] = pg_rows(
         pg_url,
-        "select count(*) - count(distinct (repository_id, id)) from code.repository_commits",
+        "select count(*) - count(distinct (repository_id, id)) from sentry.repository_commits",
     )
     assert duplicates == 0
 
@@ -216,3 +217,13 @@ def test_a_token_without_org_read_skips_nothing_silently() -> None:
         result = summary.results[0]
         assert result.status == "failed"
         assert "org:read (or org:ci)" in result.problems[0]
+
+
+def test_issue_details_are_one_rate_limit_group_and_each_repository_shares_one() -> None:
+    from sentry_extract.source.ratelimit import ISSUE_GROUP, rate_limit_group
+
+    # Reconcile and issue_activity ask the same endpoint: Sentry limits it as one.
+    assert rate_limit_group("organizations/acme/issues/7/") == ISSUE_GROUP
+    commits = rate_limit_group("organizations/acme/repos/31/commits/")
+    assert commits == rate_limit_group("organizations/acme/repos/32/commits/") != ISSUE_GROUP
+    assert rate_limit_group("organizations/acme/repos/") == "repositories"

@@ -17,6 +17,9 @@ What it reproduces (see the API notes in the README):
   429 with a bare JSON string body and no `Retry-After`;
 - 401/403/404 bodies as `{"detail": ...}`.
 
+Repositories and their commits (`fake_code.py`) and each issue's `activity` in its
+details (data made on first use in `code.py`); with `ServerSettings.region_url`, the
+organization lives in another region: its details name it, the rest is a 404.
 Beyond the seven streams (`fake_more.py`, data made on first use in `extras.py`):
 - `stats_v2`, `stats-summary`, `sessions`: `field` required; a `start` older than the
   retention is a 400 (no silent clamp); intervals 1h to 1d dividing a day, aligned;
