@@ -126,15 +126,7 @@ def run_replication(
     counter = RequestCounter("organizations")
     results: list[StreamResult] = []
     try:
-        client = build_client(
-            source,
-            settings.cancelled,
-            retry=settings.retry,
-            sleep=settings.sleep,
-            clock=settings.clock,
-            transport=settings.transport,
-            deadline=deadline.moment,
-        )
+        client = _client(source, settings, deadline)
         with ExitStack() as clients:
             clients.enter_context(client)
             try:
@@ -142,30 +134,9 @@ def run_replication(
             except SentryExtractError as error:
                 error.requests = counter.requests  # made, though no stream counts them
                 raise
-            region = region_to_follow(source, organization)
-            reading = source
-            if region is not None:
-                reading = replace(source, base_url=region)
-                emit(
-                    log,
-                    logging.INFO,
-                    "region",
-                    f"organization '{source.organization}' lives at {region} "
-                    f"(links.regionUrl): its requests go there, not to {source.base_url}",
-                    organization=source.organization,
-                    region=region,
-                )
-                client = clients.enter_context(
-                    build_client(
-                        reading,
-                        settings.cancelled,
-                        retry=settings.retry,
-                        sleep=settings.sleep,
-                        clock=settings.clock,
-                        transport=settings.transport,
-                        deadline=deadline.moment,
-                    )
-                )
+            reading = _in_its_region(source, organization)
+            if reading is not source:
+                client = clients.enter_context(_client(reading, settings, deadline))
             context = RunContext(
                 replication,
                 reading,
@@ -211,6 +182,38 @@ def run_replication(
         started_at=started_at,
         ended_at=datetime.now(UTC),
     )
+
+
+def _client(source: SentryConnection, settings: RunSettings, deadline: _Deadline) -> SentryClient:
+    return build_client(
+        source,
+        settings.cancelled,
+        retry=settings.retry,
+        sleep=settings.sleep,
+        clock=settings.clock,
+        transport=settings.transport,
+        deadline=deadline.moment,
+    )
+
+
+def _in_its_region(
+    source: SentryConnection, organization: dict[str, Any] | None
+) -> SentryConnection:
+    """The source, at the host its organization's details name when the run goes there
+    (said once in the log); else the source itself."""
+    region = region_to_follow(source, organization)
+    if region is None:
+        return source
+    emit(
+        log,
+        logging.INFO,
+        "region",
+        f"organization '{source.organization}' lives at {region} (links.regionUrl): its "
+        f"requests go there, not to {source.base_url}",
+        organization=source.organization,
+        region=region,
+    )
+    return replace(source, base_url=region)
 
 
 def _batching(context: RunContext) -> Batching:
