@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sentry_extract.cli import app
+from sentry_extract.source.catalog import STREAMS
 from sentry_extract.testing.fake_sentry import FakeSentry
 
 from .helpers import TOKEN, invoke, parquet_files, sentry_connection
@@ -217,7 +218,7 @@ def test_conns_discover(with_sentry: CliRunner) -> None:
     result = invoke(with_sentry, "conns", "discover", "SENTRY")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 24  # a header, 22 streams and where the keys are
+    assert len(lines) == len(STREAMS) + 2  # a header, the streams and where the keys are
     assert max(len(line.rstrip()) for line in lines) <= 100  # fits a 100-column terminal
     assert lines[6].split()[:4] == ["issues", "organization", "incremental", "event:read"]
     assert "'*' or name" in lines[6]

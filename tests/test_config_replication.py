@@ -9,7 +9,7 @@ import pytest
 
 from sentry_extract.config.replication import Overrides, Replication, load_replication
 from sentry_extract.errors import ConfigError
-from sentry_extract.source.catalog import WILDCARD_NAMES
+from sentry_extract.source.catalog import STREAM_NAMES, WILDCARD_NAMES
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STARTED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -156,10 +156,7 @@ BASE = "source: S\ntarget: LOCAL\ndefaults:\n  object: o/{stream_name}\n"
         (
             BASE + "streams:\n  isues:\n",
             "replication.yaml: streams.isues: unknown stream (did you mean 'issues'?); available: "
-            "organizations, projects, teams, members, releases, issues, events, org_stats, "
-            "project_stats, sessions, environments, release_deploys, release_commits, monitors, "
-            "monitor_checkins, replays, user_feedback, issue_tag_values, error_index, spans, "
-            "transactions, logs (or '*' for all)",
+            f"{', '.join(STREAM_NAMES)} (or '*' for all)",
         ),
         (
             BASE + "streams:\n  issues:\n    primary_keys: [id]\n",
@@ -238,11 +235,8 @@ def test_errors_name_file_key_and_fix(tmp_path: Path, text: str, message: str) -
 def test_unknown_stream_on_the_command_line(tmp_path: Path) -> None:
     text = BASE + "streams:\n  issues:\n"
     assert error_of(tmp_path, text, Overrides(("evnts",))) == (
-        "--streams: unknown stream 'evnts' (did you mean 'events'?); available: organizations, "
-        "projects, teams, members, releases, issues, events, org_stats, project_stats, "
-        "sessions, environments, release_deploys, release_commits, monitors, "
-        "monitor_checkins, replays, user_feedback, issue_tag_values, error_index, spans, "
-        "transactions, logs"
+        "--streams: unknown stream 'evnts' (did you mean 'events'?); available: "
+        + ", ".join(STREAM_NAMES)
     )
     assert error_of(tmp_path, text, Overrides(("events",))) == (
         "--streams: stream 'events' is not in replication.yaml; it has: issues"

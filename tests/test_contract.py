@@ -218,8 +218,8 @@ EVERY_ENDPOINT = Path(__file__).parent / "contract" / "sentry-openapi-endpoints.
 def test_every_request_of_every_stream_is_valid(
     cli: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every stream, the repeated parameters (`field`, `groupBy`) as sent, and the
-    org-wide count the events stream asks first, against the twenty-endpoint cut."""
+    """Every stream, the repeated parameters (`field`, `groupBy`, `collapse`) as sent, and
+    the org-wide count the events stream asks first, against the endpoints' cut."""
     from sentry_extract.source.catalog import STREAM_NAMES
 
     api = OpenAPI.from_dict(json.loads(EVERY_ENDPOINT.read_text()))
@@ -255,15 +255,17 @@ def test_every_request_of_every_stream_is_valid(
         )
         api.validate_request(request)
         operations.add(record.group)
-    assert len(operations) == 19  # one group per stream; the index as rows and as counts
+    assert len(operations) == 22  # one group per stream; the index as rows and as counts
     assert operations >= {"events", "explore", "stats_v2", "checkins", "tag_values"}
+    assert operations >= {"repositories", "repository_commits", "issue"}
 
 
-def row_schema(operation: dict[str, Any]) -> dict[str, Any]:
-    """The schema of one row of a list operation's answer (a bare array, or `data`)."""
+def row_schema(operation: dict[str, Any], rows_key: str = "data") -> dict[str, Any]:
+    """The schema of one row of a list operation's answer (a bare array, or `rows_key`:
+    `data`, an issue's `activity`)."""
     schema: dict[str, Any] = operation["responses"]["200"]["content"]["application/json"]["schema"]
-    if schema.get("type") == "object" and "data" in schema.get("properties", {}):
-        schema = schema["properties"]["data"]
+    if schema.get("type") == "object" and rows_key in schema.get("properties", {}):
+        schema = schema["properties"][rows_key]
     items: dict[str, Any] = schema.get("items", schema)
     return items
 
@@ -291,7 +293,7 @@ STRINGS_OF_INTEGERS = {("issues", "count")}  # a string holding an integer (the 
 def test_declared_columns_follow_the_description(stream: str) -> None:
     """Each column a stream declares has the type of the description's property of that
     name (dates as timestamps, objects and arrays as JSON); the description's free-form
-    rows (the Explore index) are the exception that needs no check."""
+    rows (the Explore index, an issue's activity) are the exceptions that need no check."""
     spec = STREAMS_BY_NAME[stream]
     described = json.loads(EVERY_ENDPOINT.read_text())
     operations = {
@@ -299,7 +301,8 @@ def test_declared_columns_follow_the_description(stream: str) -> None:
         for path in described["paths"].values()
         for operation in path.values()
     }
-    properties = row_schema(operations[spec.operation]).get("properties", {})
+    properties = row_schema(operations[spec.operation], spec.rows_key or "data")
+    properties = properties.get("properties", {})
     checked = 0
     for column in spec.columns:
         schema = properties.get(column.source_name)
@@ -314,4 +317,4 @@ def test_declared_columns_follow_the_description(stream: str) -> None:
             f"{stream}.{column.source_name}: {column.type} vs {schema}"
         )
         checked += 1
-    assert checked or spec.takes_fields  # Explore rows are free-form
+    assert checked or spec.takes_fields or stream == "issue_activity"  # free-form rows

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from sentry_extract.config.replication import Overrides, load_replication
 from sentry_extract.errors import ConfigError
+from sentry_extract.source.catalog import STREAMS
 from sentry_extract.source.further_streams import FURTHER_STREAMS
 from sentry_extract.source.ratelimit import rate_limit_group
 from sentry_extract.source.streams import SLING_STREAMS
@@ -87,7 +88,7 @@ def test_discover_json_lists_every_stream_with_parent_keys_mode_and_scope(
     result = invoke(cli, "conns", "discover", "SENTRY", "-o", "json")
     assert result.exit_code == 0
     listed = {entry["endpoint"]: entry for entry in json.loads(result.stdout)}
-    assert len(listed) == 22
+    assert len(listed) == len(STREAMS)
     assert listed["release_deploys"]["parent"] == "release"
     assert listed["release_deploys"]["named_only"] is True
     assert listed["events"]["named_only"] is False

@@ -3,7 +3,8 @@
     python tests/contract/cut.py /path/to/openapi-derefed.json
 
 writes `sentry-openapi-endpoints.json` next to this script: the `get` operations of the
-seven streams' endpoints, of the issue details and of the twelve further endpoints, and
+seven streams' endpoints, of the issue details, of the twelve further endpoints and of
+the repositories and their commits, and
 `components.securitySchemes`; nothing else changed (see README.md).
 """
 
@@ -37,6 +38,8 @@ PATHS = (
     PROJECT + "user-feedback/",
     ORG + "issues/{issue_id}/tags/{key}/values/",
     ORG + "events/",
+    ORG + "repos/",
+    ORG + "repos/{repo_id}/commits/",
 )
 OUTPUT = Path(__file__).parent / "sentry-openapi-endpoints.json"
 

@@ -87,6 +87,16 @@ class SentryConnection:
     reconcile_every: timedelta | None = DEFAULT_RECONCILE_EVERY  # None: never
     tag_keys: tuple[str, ...] = DEFAULT_TAG_KEYS  # issue_tag_values: the keys read per issue
     retention_days: int | None = None  # what the organization keeps; None: learned from Sentry
+    follow_region: bool | None = None  # go to the org's `links.regionUrl`; None: from sentry.io
+
+    @property
+    def follows_region(self) -> bool:
+        """Whether requests go to the organization's region when it names another host:
+        as asked, else only from the default host (sentry.io routes no organization's
+        lists; a self-hosted server may name an internal URL that cannot be reached)."""
+        if self.follow_region is not None:
+            return self.follow_region
+        return self.base_url == DEFAULT_BASE_URL
 
 
 @dataclass(frozen=True)
@@ -309,6 +319,7 @@ SENTRY_INPUT_KEYS = (
     "reconcile_every",
     "tag_keys",
     "retention_days",
+    "follow_region",
 )
 POSTGRES_KEYS = ("type", "url", "host", "port", "user", "password", "database", "sslmode")
 DUCKDB_KEYS = ("type", "instance")
@@ -415,7 +426,21 @@ def _sentry_connection(entry: ConnectionEntry, where: str) -> SentryConnection:
         reconcile_every=_reconcile_every(inputs.get("reconcile_every"), where),
         tag_keys=_tag_keys(inputs.get("tag_keys"), where),
         retention_days=_retention_days(inputs.get("retention_days"), where),
+        follow_region=_follow_region(inputs.get("follow_region"), where),
     )
+
+
+def _follow_region(value: Any, where: str) -> bool | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(f"inputs.follow_region: '{value}' is not true or false", location=where)
 
 
 def _optional(inputs: Mapping[str, Any], key: str, parse: Any, where: str) -> Any:
@@ -680,6 +705,8 @@ def connection_inputs(connection: SentryConnection) -> dict[str, Any]:
         inputs["tag_keys"] = list(connection.tag_keys)
     if connection.retention_days is not None:
         inputs["retention_days"] = connection.retention_days
+    if connection.follow_region is not None:
+        inputs["follow_region"] = connection.follow_region
     return inputs
 
 

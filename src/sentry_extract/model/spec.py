@@ -43,6 +43,7 @@ class Parent(enum.Enum):
     RELEASE = "release"
     ISSUE = "issue"
     MONITOR = "monitor"
+    REPOSITORY = "repository"
 
 
 class Reading(enum.Enum):

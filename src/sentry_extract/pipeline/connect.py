@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -322,6 +323,25 @@ def preflight(
         return check_organization(client, source, counter)
     except PermissionDeniedError:
         return None
+
+
+def region_to_follow(
+    source: SentryConnection, organization: Mapping[str, Any] | None
+) -> str | None:
+    """The host the organization's requests go to instead of `base_url`: its
+    `links.regionUrl` (`https://de.sentry.io` for an EU organization reached through
+    sentry.io), when it names another one and the connection follows it; else None."""
+    if organization is None or not source.follows_region:
+        return None
+    links = organization.get("links")
+    region = links.get("regionUrl") if isinstance(links, Mapping) else None
+    if not isinstance(region, str):
+        return None
+    region = region.strip().rstrip("/")
+    parts = urlsplit(region)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        return None
+    return None if region == source.base_url else region
 
 
 def describe_source_error(error: SourceError, stream: str) -> str:

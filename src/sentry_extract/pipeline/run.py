@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from sentry_extract.pipeline.connect import (
     external_state_store,
     open_target,
     preflight,
+    region_to_follow,
     resolve_source,
     state_key,
 )
@@ -124,30 +126,26 @@ def run_replication(
     counter = RequestCounter("organizations")
     results: list[StreamResult] = []
     try:
-        client = build_client(
-            source,
-            settings.cancelled,
-            retry=settings.retry,
-            sleep=settings.sleep,
-            clock=settings.clock,
-            transport=settings.transport,
-            deadline=deadline.moment,
-        )
-        with client:
+        client = _client(source, settings, deadline)
+        with ExitStack() as clients:
+            clients.enter_context(client)
             try:
                 organization = preflight(client, source, counter)
             except SentryExtractError as error:
                 error.requests = counter.requests  # made, though no stream counts them
                 raise
+            reading = _in_its_region(source, organization)
+            if reading is not source:
+                client = clients.enter_context(_client(reading, settings, deadline))
             context = RunContext(
                 replication,
-                source,
+                reading,
                 target,
                 client,
                 settings,
                 organization,
                 counter,
-                run_retention(source, client, replication.run_started_at, settings.clock),
+                run_retention(reading, client, replication.run_started_at, settings.clock),
                 lambda: deadline.passed,
             )
             settings.streaming.set()  # from here on a stop is a cancel that streams see
@@ -188,6 +186,38 @@ def run_replication(
         started_at=started_at,
         ended_at=datetime.now(UTC),
     )
+
+
+def _client(source: SentryConnection, settings: RunSettings, deadline: _Deadline) -> SentryClient:
+    return build_client(
+        source,
+        settings.cancelled,
+        retry=settings.retry,
+        sleep=settings.sleep,
+        clock=settings.clock,
+        transport=settings.transport,
+        deadline=deadline.moment,
+    )
+
+
+def _in_its_region(
+    source: SentryConnection, organization: dict[str, Any] | None
+) -> SentryConnection:
+    """The source, at the host its organization's details name when the run goes there
+    (said once in the log); else the source itself."""
+    region = region_to_follow(source, organization)
+    if region is None:
+        return source
+    emit(
+        log,
+        logging.INFO,
+        "region",
+        f"organization '{source.organization}' lives at {region} (links.regionUrl): its "
+        f"requests go there, not to {source.base_url}",
+        organization=source.organization,
+        region=region,
+    )
+    return replace(source, base_url=region)
 
 
 def _batching(context: RunContext) -> Batching:

@@ -13,7 +13,7 @@ from sentry_extract.errors import (
     PermissionDeniedError,
     SourceError,
 )
-from sentry_extract.model.spec import Parent, ParentRow
+from sentry_extract.model.spec import Parent, ParentRow, Shape
 from sentry_extract.model.windows import Coverage, Crawl
 from sentry_extract.reading.base import ReadPlan, Scope, Session, described, first_request
 from sentry_extract.reading.per_project import choose_projects
@@ -77,10 +77,13 @@ class FanOutReader:
                 sink.problem(problem)
                 failed += 1
         if capped:
-            sink.problem(
-                f"{capped} lists stopped at Sentry's cap of {spec.row_cap:,} rows; the values "
-                "seen least recently are not in the table"
+            missing = (
+                "the oldest entries are not in the table, unless an earlier run read them"
+                if spec.shape is Shape.SINGLE
+                else "the values seen least recently are not in the table"
             )
+            cap = f"{spec.row_cap:,}"
+            sink.problem(f"{capped} lists stopped at Sentry's cap of {cap} rows; {missing}")
             problems += 1
         if failed and scope.stream.mode.replaces_rows:
             raise SourceError(

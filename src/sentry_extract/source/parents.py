@@ -51,3 +51,16 @@ def issue_parent(row: Row) -> ParentRow | None:
         return None
     issue = str(row["id"])
     return ParentRow({"id": issue}, {"issue": quote(issue, safe="")}, f"issue {issue}")
+
+
+def repository_parent(row: Row) -> ParentRow | None:
+    """A repository, asked for by its id; its id and name go into its commits' rows."""
+    if row.get("id") is None:
+        return None
+    repository = str(row["id"])
+    name = str(row.get("name") or repository)
+    return ParentRow(
+        {"id": repository, "name": name},
+        {"repository": quote(repository, safe="")},
+        f"repository '{name}' ({repository})",
+    )

@@ -73,13 +73,12 @@ ISSUE_GROUP = "issue"
 @functools.cache
 def _endpoints() -> tuple[tuple[re.Pattern[str], str], ...]:
     """Each stream's path as a pattern, named after its stream (every parent's requests
-    share it)."""
-    patterns = []
+    share it). An issue's details are one endpoint, whoever asks (reconcile, activity)."""
+    patterns = [(re.compile(r"^organizations/[^/]+/issues/[^/]+$"), ISSUE_GROUP)]
     for spec in STREAMS:
         template = re.escape(spec.path.strip("/")).replace(r"\{", "{").replace(r"\}", "}")
         pattern = re.sub(r"\{[a-z]+\}", "[^/]+", template)
         patterns.append((re.compile(f"^{pattern}$"), spec.name))
-    patterns.append((re.compile(r"^organizations/[^/]+/issues/[^/]+$"), ISSUE_GROUP))
     return tuple(patterns)
 
 

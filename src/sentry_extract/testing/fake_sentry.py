@@ -17,6 +17,9 @@ What it reproduces (see the API notes in the README):
   429 with a bare JSON string body and no `Retry-After`;
 - 401/403/404 bodies as `{"detail": ...}`.
 
+Repositories and their commits (`fake_code.py`) and each issue's `activity` in its
+details (data made on first use in `code.py`); with `ServerSettings.region_url`, the
+organization lives in another region: its details name it, the rest is a 404.
 Beyond the seven streams (`fake_more.py`, data made on first use in `extras.py`):
 - `stats_v2`, `stats-summary`, `sessions`: `field` required; a `start` older than the
   retention is a 400 (no silent clamp); intervals 1h to 1d dividing a day, aligned;
@@ -74,7 +77,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from sentry_extract.testing import fake_control, fake_more
+from sentry_extract.testing import fake_code, fake_control, fake_more
 from sentry_extract.testing.fake_http import (
     MAX_PAGE_SIZE,
     NOT_FOUND,
@@ -193,6 +196,7 @@ _ROUTES = (
     (re.compile(r"^organizations/(?P<org>[^/]+)/issues/(?P<issue>[^/]+)/$"), "issue"),
     (re.compile(r"^projects/(?P<org>[^/]+)/(?P<project>[^/]+)/events/$"), "events"),
     *fake_more.ROUTES,
+    *fake_code.ROUTES,
 )
 _SCOPES = {
     "organization": {"org:read"},
@@ -204,6 +208,7 @@ _SCOPES = {
     "issue": {"event:read"},
     "events": {"event:read"},
     **fake_more.SCOPES,
+    **fake_code.SCOPES,
 }
 
 
@@ -295,6 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
         organization = self.fake.organization
         if match.group("org") != organization.slug:
             return 404, {"detail": NOT_FOUND}, None, None, {}
+        if self.fake.settings.region_url is not None and route != "organization":
+            return 404, {"detail": NOT_FOUND}, None, None, {}  # served by its region only
         if not scopes & _SCOPES[route]:
             denied = {"detail": "You do not have permission to perform this action."}
             return 403, denied, None, None, {}
@@ -366,7 +373,7 @@ def _organization(fake: FakeState, match: dict[str, str], params: Params) -> Ans
             "avatar": {"avatarType": "letter_avatar", "avatarUuid": None},
             "links": {
                 "organizationUrl": f"https://{organization.slug}.sentry.example",
-                "regionUrl": fake.base_url,
+                "regionUrl": fake.settings.region_url or fake.base_url,
             },
             "features": ["discover-basic", "event-attachments"],
             "access": ["org:read", "project:read"],
@@ -518,7 +525,7 @@ def _issue(fake: FakeState, match: dict[str, str], params: Params) -> Answer:
         issue = organization.issues.get(organization.redirects.get(wanted, wanted))
         if issue is None or issue["id"] in organization.phantoms or issue["lastSeen"] < oldest:
             raise BadRequest(NOT_FOUND, status=404)
-        return Answer(public(issue))
+        return Answer({**public(issue), "activity": organization.code.activity(issue)})
 
 
 _ENDPOINTS: dict[str, Callable[[FakeState, dict[str, str], Params], Answer]] = {
@@ -531,6 +538,7 @@ _ENDPOINTS: dict[str, Callable[[FakeState, dict[str, str], Params], Answer]] = {
     "issue": _issue,
     "events": _events,
     **fake_more.ENDPOINTS,
+    **fake_code.ENDPOINTS,
 }
 
 

@@ -109,6 +109,9 @@ class ServerSettings:
     explore_max_rows: int = 10_000  # Explore's offset paging stops here
     explore_sampled_above: int | None = None  # a query matching more is sampled (half kept)
     explore_cap_refuses: bool = False  # at the cap `next` still says results="true"; a 400 follows
+    # The organization lives in another region (sentry.io for an EU organization): its
+    # details name this URL as `links.regionUrl`, every other request of it is a 404.
+    region_url: str | None = None
 
 
 class _Window:

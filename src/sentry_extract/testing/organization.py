@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sentry_extract.testing.code import CodeHistory
 from sentry_extract.testing.extras import Extras
 from sentry_extract.testing.rows import Row, iso
 from sentry_extract.testing.rows import public as public  # tests import it from here
@@ -103,6 +104,7 @@ class FakeOrganization:
         self._next_id = 5000
         self._frames_by_issue: dict[int, list[Row]] = {}
         self._extras: Extras | None = None
+        self._code: CodeHistory | None = None
         self._generate(now)
 
     # --- generation ----------------------------------------------------------------------
@@ -528,6 +530,7 @@ class FakeOrganization:
         with self.lock:
             self.issues[issue_id]["status"] = status
             self.issues[issue_id]["substatus"] = SUBSTATUSES[status]
+            self.code.status_changed(self.issues[issue_id], status)
 
     def delete_issue(self, issue_id: str) -> None:
         """The issue and its events are gone (deleted, or merged away)."""
@@ -542,6 +545,7 @@ class FakeOrganization:
         `groupID` becomes the survivor's), its count and seen times take theirs in, the
         merged issues are gone, and their ids (and ids merged into them before) redirect
         to the survivor."""
+        merged_ids = list(merged_ids)
         with self.lock:
             survivor = self.issues[survivor_id]
             for merged_id in merged_ids:
@@ -556,6 +560,7 @@ class FakeOrganization:
                     if target == merged_id:
                         self.redirects[old] = survivor_id
                 self.redirects[merged_id] = survivor_id
+            self.code.merged(survivor, merged_ids)
             self.version += 1
             return survivor
 
@@ -575,6 +580,14 @@ class FakeOrganization:
             if self._extras is None:
                 self._extras = Extras(self)
             return self._extras
+
+    @property
+    def code(self) -> CodeHistory:
+        """Repositories, commits and the issues' activity, made the first time asked for."""
+        with self.lock:
+            if self._code is None:
+                self._code = CodeHistory(self)
+            return self._code
 
     def add_checkins(self, count: int, monitor_slug: str | None = None) -> list[Row]:
         """Check-ins newer than all others, for a monitor (default the first)."""
