@@ -1,13 +1,16 @@
-"""GETs on kept-alive connections (`wire.KeepAlive`), against a server on loopback that
-answers exactly the bytes each test gives it: framing, reuse, a server that closes,
-malformed answers, and the request target httpx would have sent."""
+"""GETs through urllib3's pool (`wire.Urllib3Sender`), against a server on loopback that
+answers exactly the bytes each test gives it: reuse, a server that closes, resets and
+timeouts as httpx's errors, compressed bodies, and the request target httpx would have
+sent."""
 
 from __future__ import annotations
 
 import gzip
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,11 +24,12 @@ from sentry_extract.errors import NetworkError
 from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
 from sentry_extract.source.ratelimit import RequestGate, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
-from sentry_extract.source.wire import KeepAlive, encoded_path, parse_head, query_string
+from sentry_extract.source.wire import Urllib3Sender, encoded_path, query_string
 
 TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
 HANG = b"hang"  # an answer that never comes
 CLOSE = b"close"  # the connection closed instead of an answer
+RESET = b"reset"  # the connection reset (RST) instead of an answer
 THEN_CLOSE = b"<then close>"  # ending an answer: the connection is closed once it is sent
 
 
@@ -74,6 +78,11 @@ class ScriptedServer:
                     return
                 if answer == CLOSE:
                     return
+                if answer == RESET:  # closing with SO_LINGER 0 sends RST
+                    connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    return
                 connection.sendall(answer.removesuffix(THEN_CLOSE))
                 if answer.endswith(THEN_CLOSE) or ends_with_the_connection(answer):
                     return
@@ -103,15 +112,15 @@ def ok(body: bytes, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-Maker = Callable[["ScriptedServer"], KeepAlive]
+Maker = Callable[["ScriptedServer"], Urllib3Sender]
 
 
 @pytest.fixture
-def keep_alive() -> Iterator[Callable[[ScriptedServer], KeepAlive]]:
-    made: list[KeepAlive] = []
+def sender_of() -> Iterator[Callable[[ScriptedServer], Urllib3Sender]]:
+    made: list[Urllib3Sender] = []
 
-    def make(server: ScriptedServer) -> KeepAlive:
-        made.append(KeepAlive(server.base_url, {"Authorization": "Bearer sntryu_test_wire"}))
+    def make(server: ScriptedServer) -> Urllib3Sender:
+        made.append(Urllib3Sender(server.base_url, {"Authorization": "Bearer sntryu_test_wire"}))
         return made[-1]
 
     yield make
@@ -119,69 +128,78 @@ def keep_alive() -> Iterator[Callable[[ScriptedServer], KeepAlive]]:
         sender.close()
 
 
-def test_requests_share_one_kept_alive_connection(
-    server: ScriptedServer, keep_alive: Maker
-) -> None:
+def test_requests_share_one_kept_alive_connection(server: ScriptedServer, sender_of: Maker) -> None:
     server.answers.extend(ok(f"[{index}]".encode()) for index in range(5))
-    sender = keep_alive(server)
+    sender = sender_of(server)
     bodies = [sender.get("/api/0/x/?a=1", "/api/0/x/", TIMEOUTS).content for _ in range(5)]
     assert bodies == [b"[0]", b"[1]", b"[2]", b"[3]", b"[4]"]
     assert server.connections == 1
     assert server.requests[0].startswith(b"GET /api/0/x/?a=1 HTTP/1.1\r\n")
     assert f"Host: 127.0.0.1:{server.base_url.rsplit(':', 1)[1]}".encode() in server.requests[0]
+    assert b"Authorization: Bearer sntryu_test_wire" in server.requests[0]
+
+
+def test_as_many_connections_are_kept_as_requests_in_flight(server: ScriptedServer) -> None:
+    sender = Urllib3Sender(server.base_url, {}, connections=3)
+    server.answers.extend(ok(b"[]") for _ in range(9))
+    arrived = threading.Barrier(3)
+
+    def three_requests() -> None:
+        arrived.wait()
+        for _ in range(3):
+            sender.get("/x", "/x", TIMEOUTS)
+
+    threads = [threading.Thread(target=three_requests) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sender.close()
+    assert len(server.requests) == 9
+    assert server.connections <= 3
 
 
 def test_headers_are_read_in_any_case_and_repeats_joined(
-    server: ScriptedServer, keep_alive: Maker
+    server: ScriptedServer, sender_of: Maker
 ) -> None:
-    server.answers.append(ok(b"[]", "Link: <a>; rel=x", "link: <b>; rel=y", "X-Thing:  v "))
-    answer = keep_alive(server).get("/x", "/x", TIMEOUTS)
+    server.answers.append(ok(b"[]", "Link: <a>; rel=x", "link: <b>; rel=y", "X-Thing:  v"))
+    answer = sender_of(server).get("/x", "/x", TIMEOUTS)
     assert answer.headers.get("LINK") == "<a>; rel=x, <b>; rel=y"
     assert answer.headers["x-thing"] == "v"
     assert answer.status_code == 200 and answer.path == "/x"
 
 
-def test_a_chunked_body_with_extensions_and_trailers(
-    server: ScriptedServer, keep_alive: Maker
+def test_a_redirect_is_an_answer_not_followed(server: ScriptedServer, sender_of: Maker) -> None:
+    server.answers.append(b"HTTP/1.1 302 Found\r\nLocation: /y\r\nContent-Length: 0\r\n\r\n")
+    answer = sender_of(server).get("/x", "/x", TIMEOUTS)
+    assert (answer.status_code, answer.headers["location"], len(server.requests)) == (302, "/y", 1)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_compressed_body_is_decoded(
+    server: ScriptedServer, sender_of: Maker, coding: str
 ) -> None:
-    server.answers.append(
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"4;name=value\r\n[1, \r\n3\r\n2]\n\r\n0\r\nTrailer: x\r\n\r\n"
-    )
-    server.answers.append(ok(b"[3]"))
-    sender = keep_alive(server)
-    assert sender.get("/x", "/x", TIMEOUTS).content == b"[1, 2]\n"
-    assert sender.get("/x", "/x", TIMEOUTS).content == b"[3]"
-    assert server.connections == 1
+    body = b'[{"id": "1"}]'
+    encoded = gzip.compress(body) if coding == "gzip" else zlib.compress(body)
+    server.answers.append(ok(encoded, f"Content-Encoding: {coding}"))
+    assert sender_of(server).get("/x", "/x", TIMEOUTS).content == body
 
 
-def test_a_body_to_the_end_of_the_connection_then_a_new_one(
-    server: ScriptedServer, keep_alive: Maker
-) -> None:
-    server.answers.append(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n[1, 2]")
-    server.answers.append(ok(b"[3]"))
-    sender = keep_alive(server)
-    assert sender.get("/x", "/x", TIMEOUTS).content == b"[1, 2]"
-    assert sender.get("/x", "/x", TIMEOUTS).content == b"[3]"
-    assert server.connections == 2
-
-
-def test_a_gzip_body_is_decoded_and_informational_answers_skipped(
-    server: ScriptedServer, keep_alive: Maker
-) -> None:
-    body = gzip.compress(b'[{"id": "1"}]')
-    server.answers.append(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(body, "Content-Encoding: gzip"))
-    assert keep_alive(server).get("/x", "/x", TIMEOUTS).content == b'[{"id": "1"}]'
+def test_a_broken_gzip_body_is_a_protocol_error(server: ScriptedServer, sender_of: Maker) -> None:
+    server.answers.append(ok(b"not gzip at all", "Content-Encoding: gzip"))
+    with pytest.raises(httpx.RemoteProtocolError, match="encoding is broken"):
+        sender_of(server).get("/x", "/x", TIMEOUTS)
 
 
 def test_a_connection_the_server_closed_while_idle_is_not_used_again(
-    server: ScriptedServer, keep_alive: Maker
+    server: ScriptedServer, sender_of: Maker
 ) -> None:
     server.answers.extend([ok(b"[1]") + THEN_CLOSE, ok(b"[2]", "Connection: close"), ok(b"[3]")])
-    sender = keep_alive(server)
+    sender = sender_of(server)
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[1]"
     closed = server.connections
-    while not sender._idle[0].is_stale():  # the server's close reaches the client
+    idle = [connection for connection in sender._pool.pool.queue if connection is not None]
+    while any(connection.is_connected for connection in idle):  # the server's close arrives
         time.sleep(0.01)
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[2]"  # on a new connection
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[3]"  # and after its close, another
@@ -189,32 +207,61 @@ def test_a_connection_the_server_closed_while_idle_is_not_used_again(
 
 
 def test_a_new_connection_closed_without_an_answer_is_a_protocol_error(
-    server: ScriptedServer, keep_alive: Maker
+    server: ScriptedServer, sender_of: Maker
 ) -> None:
     server.answers.append(CLOSE)
     with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
-        keep_alive(server).get("/x", "/x", TIMEOUTS)
+        sender_of(server).get("/x", "/x", TIMEOUTS)
 
 
-def test_an_answer_cut_short_is_a_protocol_error(server: ScriptedServer, keep_alive: Maker) -> None:
+def test_an_answer_cut_short_is_a_protocol_error(server: ScriptedServer, sender_of: Maker) -> None:
     server.answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n[1")
-    with pytest.raises(httpx.RemoteProtocolError, match="before the whole body"):
-        keep_alive(server).get("/x", "/x", TIMEOUTS)
+    with pytest.raises(httpx.RemoteProtocolError, match="IncompleteRead"):
+        sender_of(server).get("/x", "/x", TIMEOUTS)
 
 
-def test_no_answer_within_the_read_timeout(server: ScriptedServer, keep_alive: Maker) -> None:
+def test_a_reset_connection_is_a_read_error(server: ScriptedServer, sender_of: Maker) -> None:
+    server.answers.append(RESET)
+    with pytest.raises(httpx.ReadError, match="reset"):
+        sender_of(server).get("/x", "/x", TIMEOUTS)
+
+
+def test_no_answer_within_the_read_timeout(server: ScriptedServer, sender_of: Maker) -> None:
     server.answers.append(HANG)
     with pytest.raises(httpx.ReadTimeout):
-        keep_alive(server).get("/x", "/x", {**TIMEOUTS, "read": 0.2})
+        sender_of(server).get("/x", "/x", {**TIMEOUTS, "read": 0.2})
 
 
 def test_a_refused_connection_is_a_connect_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    sender = KeepAlive(f"http://127.0.0.1:{port}", {})
+    sender = Urllib3Sender(f"http://127.0.0.1:{port}", {})
     with pytest.raises(httpx.ConnectError, match="refused"):
         sender.get("/x", "/x", TIMEOUTS)
+
+
+def test_a_connection_not_made_in_time_is_a_connect_timeout() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # never accepted: once its queue is full, connections wait
+        waiting = [socket.socket() for _ in range(3)]
+        for client in waiting:
+            client.setblocking(False)
+            client.connect_ex(listener.getsockname())
+        port = listener.getsockname()[1]
+        sender = Urllib3Sender(f"http://127.0.0.1:{port}", {})
+        try:
+            with pytest.raises(httpx.ConnectTimeout):
+                sender.get("/x", "/x", {**TIMEOUTS, "connect": 0.2})
+        finally:
+            for client in waiting:
+                client.close()
+
+
+def test_a_url_that_is_not_http_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an http or https URL"):
+        Urllib3Sender("ftp://sentry.test", {})
 
 
 def client_of(server: ScriptedServer, attempts: int) -> SentryClient:
@@ -238,17 +285,6 @@ def test_the_client_retries_a_cut_answer_as_a_network_error(server: ScriptedServ
     assert (counter.requests, counter.retries) == (2, 1)
     with client_of(server, attempts=1) as client, pytest.raises(NetworkError, match="response"):
         client.get("teams/", {}, RequestCounter())
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=200))
-def test_any_head_is_read_or_refused_as_a_protocol_error(head: bytes) -> None:
-    try:
-        status, version, headers = parse_head(head)
-    except httpx.RemoteProtocolError:
-        return
-    assert 0 <= status <= 999 and version.startswith("HTTP/1.")
-    assert all(name == name.lower() for name in headers)
 
 
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)

@@ -1,5 +1,5 @@
 """The HTTP client: the shared request gate, the retry policy and pagination, over
-kept-alive connections (`wire`).
+urllib3's kept-alive connections (`wire`).
 
 Every response is classified once (`classify_response`); pages are followed by
 their `next` cursor, sent with our own URL and parameters, until the server says
@@ -47,9 +47,9 @@ from sentry_extract.source.retry import RetryPolicy, build_retrying
 from sentry_extract.source.wire import (
     Answer,
     HttpxSender,
-    KeepAlive,
     Sender,
     Timeouts,
+    Urllib3Sender,
     encoded_path,
     query_string,
 )
@@ -137,12 +137,13 @@ class ListPage:
 class SentryClient:
     """GETs on Sentry's API.
 
-    Requests go on kept-alive connections of our own (`wire.KeepAlive`), not through
-    `httpx.Client` nor httpx's transport: their URL objects, headers, state machines and
-    responses cost three quarters of the CPU of a request (`make bench`), and a read-only
-    API client of one host uses none of it. What httpx would read from the environment is
-    kept: `SSL_CERT_FILE`, and `HTTPS_PROXY`/`NO_PROXY`, whose proxy is reached through
-    httpx's transport, as is a transport given in the settings (tests, recordings).
+    Requests go through urllib3's connection pool (`wire.Urllib3Sender`), one connection
+    kept per request in flight, not through `httpx.Client` nor httpx's transport: their
+    URL objects, headers, state machines and responses cost twice urllib3's CPU a request
+    (`make bench`), and a read-only API client of one host uses none of it. What httpx
+    would read from the environment is kept: `SSL_CERT_FILE`, and `HTTPS_PROXY`/
+    `NO_PROXY`, whose proxy is reached through httpx's transport, as is a transport given
+    in the settings (tests, recordings).
     """
 
     def __init__(self, settings: ClientSettings) -> None:
@@ -158,7 +159,9 @@ class SentryClient:
         proxy = environment_proxy(settings.base_url)
         self._sender: Sender
         if settings.transport is None and proxy is None:
-            self._sender = KeepAlive(settings.base_url, self._headers, settings.verify)
+            self._sender = Urllib3Sender(
+                settings.base_url, self._headers, settings.verify, settings.gate.concurrency
+            )
         else:
             transport = settings.transport or httpx.HTTPTransport(
                 verify=settings.verify, proxy=proxy, trust_env=True

@@ -59,7 +59,8 @@ class RequestGate:
 
     def __init__(self, bucket: TokenBucket, concurrency: int) -> None:
         self.bucket = bucket
-        self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        self.concurrency = max(1, concurrency)  # requests in flight at once, at most
+        self._slots = threading.BoundedSemaphore(self.concurrency)
 
     @contextmanager
     def slot(self) -> Iterator[float]:
