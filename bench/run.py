@@ -21,7 +21,8 @@ moto's S3 server, in a process of its own) and duckdb. Scenarios:
    incremental
 8. object storage: scenario 2's events into a bucket next to local Parquet
 9. incremental backfill: the CPU of a first incremental run (checkpoints as it goes)
-   against a full refresh of the same large events, into fresh datasets, alternated
+   against a full refresh of the same events (scenario 2's, and large ones), into
+   fresh datasets, alternated
 
 `--scenarios 5,6,7 --label history` runs some of them into <date>-history.md and .json;
 `--scale 0.05 --runs 1` shrinks every scenario's events to try the harness quickly.
@@ -779,37 +780,45 @@ def scenario_large_events(
     return measures
 
 
+# Scenario 9's events: scenario 2's (12 stack frames, about 8 KB of JSON), and the
+# compact large events of scenario 7 (300 frames, about 85 KB).
+BACKFILL_EVENTS = {"regular": (12, (0, 2)), "large": (300, EVENT_SHAPES["compact"])}
+
+
 def scenario_backfill(
     events: int, runs: int, root: Path, services: Services, targets: tuple[str, ...]
 ) -> list[Measure]:
     """9: a first incremental run, which commits as it goes (checkpoints), against a full
-    refresh of the same large events, each into a fresh dataset; trials alternate the
-    two modes, so that both see the same machine. The CPU ratio is the figure."""
+    refresh of the same events, each into a fresh dataset; trials alternate the two
+    modes, so that both see the same machine. The CPU ratio is the figure."""
     measures: list[Measure] = []
-    by_size: dict[int, list[str]] = {}
-    for target in targets:
-        by_size.setdefault(capped([events], target)[0], []).append(target)
-    for size, sized_targets in sorted(by_size.items(), reverse=True):
-        measures += backfill_pairs(size, runs, root, services, sized_targets)
+    for kind in BACKFILL_EVENTS:
+        by_size: dict[int, list[str]] = {}
+        for target in targets:
+            size = capped([events], target)[0] if kind == "large" else events
+            by_size.setdefault(size, []).append(target)
+        for size, sized_targets in sorted(by_size.items(), reverse=True):
+            measures += backfill_pairs(kind, size, runs, root, services, sized_targets)
     return with_rates(measures)
 
 
 def backfill_pairs(
-    events: int, runs: int, root: Path, services: Services, targets: list[str]
+    kind: str, events: int, runs: int, root: Path, services: Services, targets: list[str]
 ) -> list[Measure]:
-    """Scenario 9 for targets that run the same number of events."""
+    """Scenario 9 for targets that run the same events."""
     measures: list[Measure] = []
+    frames, frame_shape = BACKFILL_EVENTS[kind]
     with Fake(
-        events=events, projects=4, issues=100, frames=300, frame_shape=EVENT_SHAPES["compact"]
+        events=events, projects=4, issues=100, frames=frames, frame_shape=frame_shape
     ) as fake:
         for target in targets:
             by_mode: dict[str, list[Measure]] = {mode: [] for mode in MODES}
             checks: dict[str, dict[str, int]] = {}
             for trial in range(runs):
                 for mode in MODES:
-                    name = f"9_{target}_{mode.split('-')[0]}_{trial}".replace("-", "_")
+                    name = f"9_{kind}_{target}_{mode.split('-')[0]}_{trial}".replace("-", "_")
                     destination = Destination(target, name, root, services)
-                    scenario = f"9 backfill {events:,} large events: {mode}"
+                    scenario = f"9 backfill {events:,} {kind} events: {mode}"
                     measure = our_events(fake, destination, scenario, {"rate_limit": 0}, mode)
                     by_mode[mode].append(measure)
                     checks[mode] = check_rows(fake, destination)
