@@ -7,7 +7,9 @@ state (`_sentry_extract_state.json`), a journal while files are swapped, and a l
 The rules that keep readers exact while commits run:
 - a key lives in exactly one file. A commit rewrites a file that holds keys it
   replaces under the same name, in one step, with their new rows in it; new keys go
-  into the folder's newest file while it is small, else into a new file;
+  into a new file (the staged file itself, moved in, when it holds only new keys), and
+  a folder's small files are compacted once they make a whole file together (or are
+  more than 2 * SMALL_FILES): each row is written about once, then compacted once;
 - files that lose a key (a row that moves to another partition) are rewritten before
   the file that gains it, so a reader can miss a moving row for a moment, never see it
   twice. A crash in between leaves state behind, and the rerun reads the row again;
@@ -48,8 +50,8 @@ from sentry_extract.targets.storage import Storage, StoredFile
 DATA_SUFFIX = ".parquet"
 PENDING_SUFFIX = ".pending"  # new files under a hidden name until the journal moves them
 JOURNAL = "_sentry_extract_journal.json"
-FILE_BYTES = 4_000_000  # a folder's newest file takes new rows until it is about this big
-SMALL_FILES = 8  # a folder with more files smaller than half FILE_BYTES is compacted
+FILE_BYTES = 4_000_000  # compaction writes files of about this size
+SMALL_FILES = 8  # files under half FILE_BYTES: more than this may be compacted
 MAX_COMPARED = 5_000  # stored keys read again compared with what is stored, at most
 Bounds = tuple[Any, Any]  # min and max of a column
 
@@ -64,6 +66,7 @@ class DataFile:
     rows: int
     row_bytes: int  # uncompressed bytes per row, about
     bounds: Bounds | None = None  # min and max of the update key
+    key_bounds: tuple[Bounds | None, ...] = ()  # min and max of each key column
 
     @property
     def folder(self) -> str:
@@ -127,6 +130,9 @@ class ParquetDataset:
             entry.path, entry.size, schema, metadata.num_rows, _row_bytes(metadata)
         )
         described.bounds = _bounds(metadata, schema, self.options.update_column)
+        described.key_bounds = tuple(
+            _bounds(metadata, schema, column) for column in self.options.key_columns
+        )
         return described
 
     def schema(self) -> pa.Schema | None:
@@ -253,12 +259,21 @@ class ParquetDataset:
                     pc.is_in(staged_keys, value_set=pa.array(sorted(same), pa.string()))
                 )
                 dropped |= set(positions.to_pylist())
-        destinations = self._route(staged, schema, dropped, homes)
-        for destination in sorted(destinations.values(), key=lambda d: d.moved_in):
-            self._write_destination(destination, schema)
+        rewritten: set[str] = set()
+        if not homes and not dropped and self._is_adoptable(staged, schema):
+            for part in staged:  # only new keys, as staged: each part becomes a file
+                self._add_file(part, "")
+            folders = {""}
+        else:
+            absorb = self.options.single_file is not None  # one file takes every row
+            destinations = self._route(staged, schema, dropped, homes, absorb)
+            for destination in sorted(destinations.values(), key=lambda d: d.moved_in):
+                self._write_destination(destination, schema)
+            rewritten = {d.existing.path for d in destinations.values() if d.existing}
+            folders = {d.folder for d in destinations.values()}
         if previous is not None and not previous.equals(schema):
-            self._widen(schema, {d.existing.path for d in destinations.values() if d.existing})
-        for folder in {d.folder for d in destinations.values()}:
+            self._widen(schema, rewritten)
+        for folder in folders:
             self._compact_if_needed(folder, schema)
 
     def replace(self, staged: Sequence[Path], schema: pa.Schema) -> None:
@@ -291,7 +306,8 @@ class ParquetDataset:
             return
         moves: list[tuple[str, str]] = []
         for target in targets:
-            for name in self._write_split(target, schema, hidden=True):
+            batches = self._destination_batches(target, schema)
+            for name in self._write_split(target.folder, schema, batches, hidden=True):
                 moves.append((name, _unhidden(name)))
         self._run_journal([data_file.path for data_file in old], moves)
 
@@ -308,6 +324,18 @@ class ParquetDataset:
             name = _unhidden(pending)
             self._run_journal([data_file.path for data_file in old], [(pending, name)])
         self.files = {name: self._describe(StoredFile(name, self._size(name)))}
+
+    def _is_adoptable(self, staged: Sequence[Path], schema: pa.Schema) -> bool:
+        """Staged parts can become files as they are: one folder, the dataset's schema."""
+        if self.options.single_file is not None or self.layout.template:
+            return False
+        return all(pq.read_schema(part).equals(schema, check_metadata=True) for part in staged)
+
+    def _add_file(self, local: Path, folder: str) -> None:
+        """A local Parquet file with the dataset's schema becomes a new part file."""
+        name = self._new_name(folder)
+        self._upload(local, name)
+        self.files[name] = self._describe(StoredFile(name, self._size(name)))
 
     def _upload(self, staged: Path, name: str) -> None:
         try:
@@ -330,6 +358,12 @@ class ParquetDataset:
         span = self._staged_span(staged) if self.options.fixed_update_key else None
         if span is not None:
             candidates = [f for f in candidates if _may_overlap(f.bounds, span)]
+        key_spans = [self._staged_bounds(staged, column) for column in self.options.key_columns]
+        candidates = [
+            f
+            for f in candidates
+            if all(map(_may_overlap, f.key_bounds or [None] * len(key_spans), key_spans))
+        ]
         homes: dict[str, DataFile] = {}
         for data_file in candidates:
             for batch in self.batches(data_file, list(self.options.key_columns)):
@@ -374,8 +408,10 @@ class ParquetDataset:
 
     def _staged_span(self, staged: Sequence[Path]) -> Bounds | None:
         column = self.options.update_column
-        if column is None:
-            return None
+        return None if column is None else self._staged_bounds(staged, column)
+
+    def _staged_bounds(self, staged: Sequence[Path], column: str) -> Bounds | None:
+        """Min and max of a column over the staged files, from their footers."""
         low: Any = None
         high: Any = None
         for path in staged:
@@ -383,8 +419,11 @@ class ParquetDataset:
             bounds = _bounds(metadata, metadata.schema.to_arrow_schema(), column)
             if bounds is None:
                 return None
-            low = bounds[0] if low is None else min(low, bounds[0])
-            high = bounds[1] if high is None else max(high, bounds[1])
+            try:
+                low = bounds[0] if low is None else min(low, bounds[0])
+                high = bounds[1] if high is None else max(high, bounds[1])
+            except TypeError:  # the column's type changed between staged files
+                return None
         return (low, high) if low is not None else None
 
     def _route(
@@ -475,13 +514,11 @@ class ParquetDataset:
         return self.layout.folders(moments, self.options.run_started_at)
 
     def _tails(self) -> dict[str, DataFile]:
-        """Each folder's newest file, while it is small enough to take new rows."""
+        """Each folder's newest file (a single-file object's one file takes every row)."""
         tails: dict[str, DataFile] = {}
         for data_file in sorted(self.files.values(), key=lambda f: f.path):
             tails[data_file.folder] = data_file
-        if self.options.single_file is not None:
-            return tails
-        return {folder: f for folder, f in tails.items() if f.size < FILE_BYTES}
+        return tails
 
     def _staged_batch_rows(self, path: Path) -> int:
         metadata = pq.read_metadata(path)
@@ -491,8 +528,8 @@ class ParquetDataset:
 
     def _write_destination(self, destination: _Destination, schema: pa.Schema) -> None:
         if destination.existing is None:
-            for name in self._write_split(destination, schema, hidden=False):
-                self.files[name] = self._describe(StoredFile(name, self._size(name)))
+            if destination.staged is not None:  # routed with the dataset's schema
+                self._add_file(destination.staged, destination.folder)
             return
         existing = destination.existing
         replaced = (
@@ -520,10 +557,11 @@ class ParquetDataset:
         for batch in reader.iter_batches(batch_size=rows, use_threads=False):
             yield conform(batch, schema)
 
-    def _write_split(self, destination: _Destination, schema: pa.Schema, hidden: bool) -> list[str]:
+    def _write_split(
+        self, folder: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch], hidden: bool
+    ) -> list[str]:
         """New files of about FILE_BYTES each (one, for a single-file object)."""
         names: list[str] = []
-        batches = self._destination_batches(destination, schema)
         pending = next(batches, None)
         while pending is not None:
 
@@ -537,7 +575,7 @@ class ParquetDataset:
                         if self.options.single_file is None and sink.tell() >= FILE_BYTES:
                             return
 
-            name = self._new_name(destination.folder, hidden)
+            name = self._new_name(folder, hidden)
             self._write_file_with(name, fill)
             names.append(name)
             pending = next(batches, None)
@@ -594,16 +632,10 @@ class ParquetDataset:
             (f for f in self.files.values() if f.folder == folder and f.size < FILE_BYTES // 2),
             key=lambda f: f.path,
         )
-        if len(small) <= SMALL_FILES:
+        if len(small) <= SMALL_FILES or not _worth_compacting(small):
             return
-        merged = _Destination(folder)
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        merged.staged = self.scratch / f"compact-{uuid.uuid4().hex[:12]}.staged"
-        with pq.ParquetWriter(merged.staged, schema) as writer:
-            for data_file in small:
-                for batch in self.batches(data_file):
-                    write_rows(writer, conform(batch, schema), self.options.read_bytes)
-        names = self._write_split(merged, schema, hidden=True)
+        batches = (conform(batch, schema) for f in small for batch in self.batches(f))
+        names = self._write_split(folder, schema, batches, hidden=True)
         self._run_journal([f.path for f in small], [(name, _unhidden(name)) for name in names])
 
     def _run_journal(self, deletes: list[str], moves: list[tuple[str, str]]) -> None:
@@ -660,6 +692,14 @@ def part_folder(label: str, by_folder: dict[str, str]) -> str:
     return label.rpartition("/")[0]
 
 
+def _worth_compacting(small: Sequence[DataFile]) -> bool:
+    """Small files are merged once they make a whole file together, so that what comes
+    out is not small and each row is compacted about once (a backfill that checkpoints
+    often makes a small file each time); or once there are many, however small (an hourly
+    run's few rows)."""
+    return sum(f.size for f in small) >= FILE_BYTES or len(small) > SMALL_FILES * 2
+
+
 def _row_bytes(metadata: pq.FileMetaData) -> int:
     """Uncompressed bytes per row, about (at least 1)."""
     groups = range(metadata.num_row_groups)
@@ -702,10 +742,14 @@ def _merged_into(
     return batch.set_column(index, batch.schema.field(index), updated)
 
 
-def _may_overlap(bounds: Bounds | None, span: Bounds) -> bool:
-    if bounds is None:
+def _may_overlap(bounds: Bounds | None, span: Bounds | None) -> bool:
+    """False only when both are known and apart (values of two types may be equal)."""
+    if bounds is None or span is None:
         return True
-    return not (bounds[1] < span[0] or bounds[0] > span[1])
+    try:
+        return not (bounds[1] < span[0] or bounds[0] > span[1])
+    except TypeError:
+        return True
 
 
 def _unhidden(name: str) -> str:
