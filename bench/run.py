@@ -40,6 +40,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -585,13 +587,14 @@ def check_rows(fake: Fake, destination: Destination) -> dict[str, int]:
     child process: this one must stay small, since a child's peak RSS (os.wait4) starts
     at its parent's own peak."""
     request = {"fake_url": fake.base_url, **destination.inspect_request()}
-    done = subprocess.run(
-        [PYTHON, __file__, "--inspect", json.dumps(request)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"cannot read {destination.dataset} back: {done.stderr[-2000:]}")
-    counts: dict[str, int] = json.loads(done.stdout)
-    return counts
+    for _ in range(2):  # once more when the child died
+        done = subprocess.run(
+            [PYTHON, __file__, "--inspect", json.dumps(request)], capture_output=True, text=True
+        )
+        if done.returncode == 0:
+            counts: dict[str, int] = json.loads(done.stdout)
+            return counts
+    raise RuntimeError(f"cannot read {destination.dataset} back: {done.stderr[-2000:]}")
 
 
 def inspect_in_child(request: dict[str, Any]) -> dict[str, int]:
@@ -943,6 +946,21 @@ def scenario_object_storage(
     return with_rates(measures)
 
 
+def measured_scenario(number: str, scenario: Callable[[], list[Measure]]) -> list[Measure]:
+    """A scenario's measures; one row saying why, when the harness itself failed in it
+    (the other scenarios still run, and the results are written)."""
+    try:
+        return scenario()
+    except Exception as error:  # the harness's own failure, reported in the results
+        traceback.print_exc()
+        reason = f"the harness failed: {type(error).__name__}: {str(error)[-300:]}"
+        return [
+            Measure(
+                "harness", f"{number} failed", "-", 0, 0, 0, exit_code=1, extra={"reason": reason}
+            )
+        ]
+
+
 def scaled(sizes: str, scale: float) -> list[int]:
     """Comma-separated event counts, times `--scale` (at least 100 events each)."""
     return [max(100, round(int(size) * scale)) for size in sizes.split(",")]
@@ -989,8 +1007,8 @@ def main() -> int:
     parser.add_argument("--drop-schema", nargs=2, help=argparse.SUPPRESS)  # url, schema
     arguments = parser.parse_args()
     if arguments.inspect:
-        print(json.dumps(inspect_in_child(json.loads(arguments.inspect))))
-        return 0
+        print(json.dumps(inspect_in_child(json.loads(arguments.inspect))), flush=True)
+        os._exit(0)  # delta-rs's runtime sometimes aborts while the interpreter tears down
     if arguments.drop_schema:
         drop_schema(*arguments.drop_schema)
         return 0
@@ -1011,46 +1029,32 @@ def main() -> int:
     needs_bucket = "8" in chosen or ("delta-s3" in targets and chosen & set("25679"))
     bucket = Bucket(free_port()) if needs_bucket else None
     services = Services(postgres_url, bucket)
+    scenarios: dict[str, Callable[[], list[Measure]]] = {
+        "1": lambda: scenario_limits_binding(sizes(arguments.binding_events)[0], folder, services),
+        "2": lambda: scenario_limits_lifted(
+            sizes(arguments.events)[0], arguments.runs, folder, services, targets
+        ),
+        "3": lambda: scenario_scale(sizes(arguments.scale_events), folder, services),
+        "4": lambda: scenario_nothing_new(sizes(arguments.nothing_new_events)[0], folder, services),
+        "5": lambda: scenario_history(
+            sizes(arguments.history_events), arguments.runs, folder, services, targets
+        ),
+        "6": lambda: scenario_resume(sizes(arguments.resume_events)[0], folder, services, targets),
+        "7": lambda: scenario_large_events(
+            sizes(arguments.large_events), folder, services, targets
+        ),
+        "8": lambda: scenario_object_storage(
+            sizes(arguments.events)[0], arguments.runs, folder, services
+        ),
+        "9": lambda: scenario_backfill(
+            sizes(arguments.backfill_events)[0], arguments.backfill_runs, folder, services, targets
+        ),
+    }
     measures: list[Measure] = []
     try:
-        if "1" in chosen:
-            measures += scenario_limits_binding(
-                sizes(arguments.binding_events)[0], folder, services
-            )
-        if "2" in chosen:
-            measures += scenario_limits_lifted(
-                sizes(arguments.events)[0], arguments.runs, folder, services, targets
-            )
-        if "3" in chosen:
-            measures += scenario_scale(sizes(arguments.scale_events), folder, services)
-        if "4" in chosen:
-            measures += scenario_nothing_new(
-                sizes(arguments.nothing_new_events)[0], folder, services
-            )
-        if "5" in chosen:
-            measures += scenario_history(
-                sizes(arguments.history_events), arguments.runs, folder, services, targets
-            )
-        if "6" in chosen:
-            measures += scenario_resume(
-                sizes(arguments.resume_events)[0], folder, services, targets
-            )
-        if "7" in chosen:
-            measures += scenario_large_events(
-                sizes(arguments.large_events), folder, services, targets
-            )
-        if "8" in chosen:
-            measures += scenario_object_storage(
-                sizes(arguments.events)[0], arguments.runs, folder, services
-            )
-        if "9" in chosen:
-            measures += scenario_backfill(
-                sizes(arguments.backfill_events)[0],
-                arguments.backfill_runs,
-                folder,
-                services,
-                targets,
-            )
+        for number, scenario in scenarios.items():
+            if number in chosen:
+                measures += measured_scenario(number, scenario)
     finally:
         if bucket is not None:
             bucket.stop()
