@@ -10,15 +10,11 @@ the cost: spans can be millions a day, 100 rows a request (README, "All streams"
 from __future__ import annotations
 
 from sentry_extract.model.spec import (
-    EXPLORE_PATH,
-    Column,
     ColumnType,
-    Order,
-    Shape,
     StreamSpec,
     columns_of,
 )
-from sentry_extract.source.further_streams import EXPLORE_ROW_CAP
+from sentry_extract.source.further_streams import explore_stream
 
 T = ColumnType
 
@@ -126,42 +122,7 @@ MORE_LOG_COLUMNS = columns_of(**{"payload_size": T.INTEGER, "browser.version": T
 LOG_FIELDS = tuple(column.source_name for column in LOG_COLUMNS)
 
 
-def _explore_stream(
-    name: str,
-    description: str,
-    params: tuple[tuple[str, str | tuple[str, ...]], ...],
-    primary_key: tuple[str, ...],
-    columns: tuple[Column, ...],
-    more_columns: tuple[Column, ...],
-) -> StreamSpec:
-    """What the three share with `error_index`: oldest first by `timestamp` (a capped
-    query resumes at its last row), time slices, the 10,000-row cap."""
-    return StreamSpec(
-        name=name,
-        description=description,
-        path=EXPLORE_PATH,
-        shape=Shape.WINDOWED,
-        params=(
-            *params,
-            ("sort", "timestamp"),
-            ("project", "-1"),  # every project, not only the caller's teams'
-        ),
-        page_size_param="per_page",
-        primary_key=primary_key,
-        update_key="timestamp",
-        fixed_update_key=True,
-        rows_key="data",
-        order=Order.OLDEST_FIRST,
-        row_cap=EXPLORE_ROW_CAP,
-        scope="event:read",
-        named_only=True,
-        operation="listOrganizationEvents",
-        columns=columns,
-        more_columns=more_columns,
-    )
-
-
-SPANS = _explore_stream(
+SPANS = explore_stream(
     "spans",
     "Every span of every trace, organization-wide, 100 a request (can be millions a day)",
     (("dataset", "spans"), ("field", SPAN_FIELDS), ("query", "")),
@@ -170,7 +131,7 @@ SPANS = _explore_stream(
     MORE_SPAN_COLUMNS,
 )
 
-TRANSACTIONS = _explore_stream(
+TRANSACTIONS = explore_stream(
     "transactions",
     "The spans that begin a transaction (a request, a page load, a job), one row each",
     (("dataset", "spans"), ("field", TRANSACTION_FIELDS), ("query", "is_transaction:true")),
@@ -179,7 +140,7 @@ TRANSACTIONS = _explore_stream(
     MORE_TRANSACTION_COLUMNS,
 )
 
-LOGS = _explore_stream(
+LOGS = explore_stream(
     "logs",
     "Log lines sent to Sentry, organization-wide, 100 a request",
     (("dataset", "logs"), ("field", LOG_FIELDS), ("query", "")),

@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sentry_extract.model.spec import (
+    EXPLORE_PATH,
+    Column,
     ColumnType,
     Order,
     Parent,
@@ -392,29 +394,50 @@ ERROR_INDEX_FIELDS = (
     "transaction",
 )
 
-ERROR_INDEX = StreamSpec(
-    name="error_index",
-    description="One row per error event, organization-wide, 100 a request: the light "
+
+def explore_stream(
+    name: str,
+    description: str,
+    params: tuple[tuple[str, str | tuple[str, ...]], ...],
+    primary_key: tuple[str, ...],
+    columns: tuple[Column, ...],
+    more_columns: tuple[Column, ...],
+) -> StreamSpec:
+    """A stream of Explore (`error_index`, and spans, transactions and logs): oldest first
+    by `timestamp` (a capped query resumes at its last row), time slices, the 10,000-row
+    cap."""
+    return StreamSpec(
+        name=name,
+        description=description,
+        path=EXPLORE_PATH,
+        shape=Shape.WINDOWED,
+        params=(
+            *params,
+            ("sort", "timestamp"),
+            ("project", "-1"),  # every project, not only the caller's teams'
+        ),
+        page_size_param="per_page",
+        primary_key=primary_key,
+        update_key="timestamp",
+        fixed_update_key=True,
+        rows_key="data",
+        order=Order.OLDEST_FIRST,
+        row_cap=EXPLORE_ROW_CAP,
+        scope="event:read",
+        named_only=True,
+        operation="listOrganizationEvents",
+        columns=columns,
+        more_columns=more_columns,
+    )
+
+
+ERROR_INDEX = explore_stream(
+    "error_index",
+    "One row per error event, organization-wide, 100 a request: the light "
     "way to keep up with a busy organization",
-    path="organizations/{organization}/events/",
-    shape=Shape.WINDOWED,
-    params=(
-        ("dataset", "errors"),
-        ("field", ERROR_INDEX_FIELDS),
-        ("sort", "timestamp"),  # oldest first: a capped query resumes at its last row
-        ("project", "-1"),
-    ),
-    page_size_param="per_page",
-    primary_key=("project.id", "id"),
-    update_key="timestamp",
-    fixed_update_key=True,
-    rows_key="data",
-    order=Order.OLDEST_FIRST,
-    row_cap=EXPLORE_ROW_CAP,
-    scope="event:read",
-    named_only=True,
-    operation="listOrganizationEvents",
-    columns=columns_of(
+    (("dataset", "errors"), ("field", ERROR_INDEX_FIELDS)),
+    ("project.id", "id"),
+    columns_of(
         **{
             "id": T.TEXT,
             "project.id": T.TEXT,
@@ -437,7 +460,9 @@ ERROR_INDEX = StreamSpec(
             "transaction": T.TEXT,
         }
     ),
+    (),
 )
+
 
 FURTHER_STREAMS: tuple[StreamSpec, ...] = (
     ORG_STATS,
