@@ -82,7 +82,7 @@ def test_help_names_values_readably(cli: CliRunner) -> None:
     ]:
         assert f"{option} {value} " in run_help, option
     set_help = " ".join(invoke(cli, "conns", "set", "-h").stdout.replace("│", " ").split())
-    assert "Usage: sentry-extract conns set [OPTIONS] {NAME} {KEY=VALUE}..." in set_help
+    assert "Usage: sentry-extract conns set [OPTIONS] {NAME} {KEY=VALUE...}" in set_help
 
 
 def test_conns_set_list_unset(cli: CliRunner, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ one-line message and an exit code (`errors.exit_code` decides it):
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -54,6 +55,19 @@ class _NamedArgument(TyperArgument):
         return None
 
 
+class _Unnamed:
+    """A parameter type whose help shows nothing, where Typer would show `<path>`."""
+
+    def get_metavar(self, param: Any, ctx: Any) -> str:
+        return ""
+
+
+def _unnamed(kind: Any) -> Any:
+    shown = copy.copy(kind)
+    shown.__class__ = type(f"Unnamed{type(kind).__name__}", (_Unnamed, type(kind)), {})
+    return shown
+
+
 def _name_values(command: TyperCommand | TyperGroup, ctx: Any) -> None:
     """Help names values as their metavars say (DURATION, FILE), never as Typer's Python
     types (`<str>`, `<list[str]>`, `<bool>` on flags that take no value)."""
@@ -61,6 +75,7 @@ def _name_values(command: TyperCommand | TyperGroup, ctx: Any) -> None:
     for parameter in [*command.params, *([help_option] if help_option else [])]:
         if isinstance(parameter, TyperArgument):
             parameter.__class__ = _NamedArgument
+            parameter.type = _unnamed(parameter.type)
         elif isinstance(parameter, TyperOption) and parameter.is_flag:
             parameter.metavar = ""
 
@@ -183,7 +198,7 @@ def conns_set(
         typer.Argument(
             help="key=value pairs, e.g. type=api spec=sentry "
             "secrets='{ auth_token: ... }' inputs='{ organization: my-org }'.",
-            metavar="KEY=VALUE",
+            metavar="KEY=VALUE...",
         ),
     ],
     debug: DebugOption = False,
