@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -62,11 +62,11 @@ class StreamConfig:
     mode_kept_over_default: bool = False  # defaults.mode did not fit: its own mode instead
     format: str = "parquet"  # file targets: a Parquet dataset, or a Delta table
     fields: tuple[str, ...] = ()  # Explore streams: the fields asked for, when not the default
+    spec: StreamSpec = field(init=False, repr=False, compare=False)  # resolved once, here
 
-    @property
-    def spec(self) -> StreamSpec:
+    def __post_init__(self) -> None:
         spec = STREAMS_BY_NAME[self.name]
-        return with_fields(spec, self.fields) if self.fields else spec
+        object.__setattr__(self, "spec", with_fields(spec, self.fields) if self.fields else spec)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ class Scope:
     source: SentryConnection
     window: IncrementalWindow
     retention: Retention
+    spec: StreamSpec  # the stream's, resolved by its configuration
 
     @classmethod
     def of(
@@ -87,11 +88,7 @@ class Scope:
         window = IncrementalWindow(
             stream.mode, started, source.anchor_date, source.lookback, stream.backfill_range
         )
-        return cls(stream, source, window, retention)
-
-    @property
-    def spec(self) -> StreamSpec:
-        return self.stream.spec
+        return cls(stream, source, window, retention, stream.spec)
 
     @property
     def started(self) -> datetime:
