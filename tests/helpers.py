@@ -16,9 +16,11 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +39,12 @@ from sentry_extract.pipeline import RunSettings, RunSummary, run_replication
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.targets.bucket import BucketAccess
 from sentry_extract.targets.s3 import S3Place
-from sentry_extract.testing.fake_sentry import DEFAULT_TOKEN, FakeSentry, RequestRecord
+from sentry_extract.testing.fake_sentry import (
+    DEFAULT_TOKEN,
+    FakeSentry,
+    RequestRecord,
+    ServerSettings,
+)
 from sentry_extract.testing.organization import FakeOrganization
 
 TOKEN = DEFAULT_TOKEN
@@ -187,6 +194,33 @@ def working_files(folder: Path) -> list[Path]:
 def keys(table: pa.Table, *columns: str) -> list[tuple[Any, ...]]:
     values = [table.column(column).to_pylist() for column in columns]
     return list(zip(*values, strict=True))
+
+
+def assert_unique(table: pa.Table, columns: list[str]) -> None:
+    """Rows there, and no two with the same `columns` (the three most repeated said)."""
+    assert table.num_rows > 0
+    counted = table.group_by(columns).aggregate([([], "count_all")])
+    if counted.num_rows != table.num_rows:
+        repeated = counted.sort_by([("count_all", "descending")]).slice(0, 3).to_pylist()
+        raise AssertionError(f"keys {columns} repeated: {repeated}")
+
+
+def named(*streams: str) -> str:
+    """The `streams:` entries of a replication that names these streams."""
+    return "".join(f"  {stream}:\n" for stream in streams)
+
+
+@contextmanager
+def served(
+    organization: FakeOrganization, settings: ServerSettings
+) -> Iterator[tuple[FakeSentry, Workspace]]:
+    """A fake Sentry serving this organization, and a workspace of its own to run in."""
+    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
+        environ = {
+            "SENTRY_EXTRACT_HOME": f"{folder}/home",
+            "SENTRY": sentry_connection(fake.base_url),
+        }
+        yield fake, Workspace(Path(folder), environ, [])
 
 
 # --- what a complete extraction holds -----------------------------------------------------
