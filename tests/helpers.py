@@ -347,6 +347,51 @@ def watch_runs_for_duplicates(
     return reads, duplicates
 
 
+# --- SQL targets: the same checks for PostgreSQL and DuckDB ------------------------------
+
+
+def replicate_into(
+    workspace: Workspace, target: str, streams: str, mode: str | None = None
+) -> None:
+    """A replication of `streams` into the SQL connection `target`, as `sentry.{stream}`."""
+    workspace.replication(
+        streams, mode=mode, object_template="sentry.{{stream_name}}", target=target
+    )
+
+
+def assert_every_mode_across_runs(
+    workspace: Workspace,
+    organization: FakeOrganization,
+    target: str,
+    rows: Callable[[str], list[tuple[Any, ...]]],
+) -> None:
+    """Full refresh and truncate, each run twice with a member replaced and a release
+    archived between the runs: the table holds Sentry's rows as they are now. Then two
+    snapshots of the teams: each run's rows kept under its own `_snapshot_at`. `rows`
+    answers a query on the target's database."""
+    for mode in ("full-refresh", "truncate"):
+        replicate_into(workspace, target, "  members:\n  releases:\n", mode=mode)
+        assert workspace.run().exit_code == 0
+        removed = organization.members.pop()
+        organization.add_member()
+        organization.set_release_status(organization.releases[2]["version"], "archived")
+        assert workspace.run().exit_code == 0
+        members = {row[0] for row in rows("SELECT id FROM sentry.members")}
+        assert members == {m["id"] for m in organization.members}
+        assert removed["id"] not in members
+        releases = dict(rows("SELECT id, status FROM sentry.releases"))
+        assert releases == {r["id"]: r["status"] for r in organization.releases}
+    replicate_into(workspace, target, "  teams:\n", mode="snapshot")
+    first, second = next_second(), next_second() + timedelta(seconds=5)
+    assert workspace.run(started=first).exit_code == 0
+    assert workspace.run(started=second).exit_code == 0
+    counts = rows("SELECT _snapshot_at, count(*) FROM sentry.teams GROUP BY 1")
+    assert {moment.timestamp(): count for moment, count in counts} == {
+        first.timestamp(): 3,
+        second.timestamp(): 3,
+    }
+
+
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from sentry_extract.testing.organization import FakeOrganization
 from .helpers import (
     RETENTION,
     Workspace,
+    assert_every_mode_across_runs,
     change_between_runs,
     change_unknown_field_types,
     database_url,
@@ -25,6 +26,7 @@ from .helpers import (
     invoke,
     next_second,
     pg_rows,
+    replicate_into,
     sentry_connection,
 )
 
@@ -32,9 +34,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def replicate(workspace: Workspace, streams: str, mode: str | None = None) -> None:
-    workspace.replication(
-        streams, mode=mode, object_template="sentry.{{stream_name}}", target="MY_POSTGRES"
-    )
+    replicate_into(workspace, "MY_POSTGRES", streams, mode)
 
 
 def event_keys(url: str) -> list[tuple[str, str]]:
@@ -87,24 +87,9 @@ def test_incremental_runs_hold_exactly_the_organization(
 def test_every_mode_across_runs(
     pg_workspace: Workspace, pg_url: str, organization: FakeOrganization
 ) -> None:
-    for mode in ("full-refresh", "truncate"):
-        replicate(pg_workspace, "  members:\n  releases:\n", mode=mode)
-        assert pg_workspace.run().exit_code == 0
-        removed = organization.members.pop()
-        organization.add_member()
-        organization.set_release_status(organization.releases[2]["version"], "archived")
-        assert pg_workspace.run().exit_code == 0
-        members = {row[0] for row in pg_rows(pg_url, "SELECT id FROM sentry.members")}
-        assert members == {m["id"] for m in organization.members}
-        assert removed["id"] not in members
-        releases = dict(pg_rows(pg_url, "SELECT id, status FROM sentry.releases"))
-        assert releases == {r["id"]: r["status"] for r in organization.releases}
-    replicate(pg_workspace, "  teams:\n", mode="snapshot")
-    first, second = next_second(), next_second() + timedelta(seconds=5)
-    pg_workspace.run(started=first)
-    pg_workspace.run(started=second)
-    counts = dict(pg_rows(pg_url, "SELECT _snapshot_at, count(*) FROM sentry.teams GROUP BY 1"))
-    assert counts == {first: 3, second: 3}
+    assert_every_mode_across_runs(
+        pg_workspace, organization, "MY_POSTGRES", lambda query: pg_rows(pg_url, query)
+    )
 
 
 def test_backfill_merges_and_leaves_state(
