@@ -16,7 +16,9 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
+import botocore.endpoint
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -566,10 +568,11 @@ def test_an_unreachable_endpoint_is_named_in_one_line_within_seconds(
         "source: SENTRY\ntarget: AWS_S3\ndefaults:\n  object: sentry/{stream_name}\n"
         "streams:\n  teams:\n"
     )
-    started = time.monotonic()
+    slept: list[float] = []  # botocore's waits between attempts, noted, not waited
+    monkeypatch.setattr(botocore.endpoint, "time", SimpleNamespace(sleep=slept.append))
     tested = invoke(cli, "conns", "test", "AWS_S3")
     ran = invoke(cli, "run", "r.yaml")
-    assert time.monotonic() - started < 10
+    assert slept and sum(slept) < 10  # a few attempts, seconds apart at most
     assert (tested.exit_code, ran.exit_code) == (2, 2)
     problem = "cannot reach http://127.0.0.1:9 ([Errno 111] Connection refused)"
     assert (
