@@ -11,12 +11,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from sentry_extract.pipeline import loader
+from sentry_extract.pipeline import connect, loader
 from sentry_extract.targets import dataset
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
@@ -90,6 +91,19 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("SENTRY_EXTRACT_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     return CliRunner()
+
+
+@pytest.fixture
+def noted_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits between attempts that a run (retries, pacing) and botocore (S3 retries)
+    choose: noted here, not waited. For hosts that cannot be reached, whose waits are the
+    policy's to choose and the test's to check, not to sit through."""
+    import botocore.endpoint
+
+    waits: list[float] = []
+    monkeypatch.setattr(connect, "_interruptible_sleep", lambda cancelled: waits.append)
+    monkeypatch.setattr(botocore.endpoint, "time", SimpleNamespace(sleep=waits.append))
+    return waits
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 No assertion here reads a clock: a wait the deadline ends is seen on the run's cancel
 event (ended by the cancel, not by its time), a request it abandons by the timeout the
 request was sent with, a host found out by the attempts it took. A build where the
-deadline did not hold would wait the hour asked for: the module's timeout fails it."""
+deadline did not hold would wait the five minutes or the hour asked for: the module's
+timeout fails it."""
 
 from __future__ import annotations
 
@@ -134,7 +135,8 @@ def test_a_deadline_abandons_a_request_the_host_never_answers(
         attempts = host.accepted
     assert finished.code == 1, finished.stderr
     # Sent to be given up at the deadline, not after the first request's own 15 seconds.
-    assert read_timeouts == {"organizations/acme/": [pytest.approx(2, abs=DEADLINE_MARGIN)]}
+    [sent_with] = read_timeouts.pop("organizations/acme/")
+    assert 0 < sent_with <= 2 + DEADLINE_MARGIN and not read_timeouts
     assert attempts == 1
     fatal = "the run's deadline (2s) passed before any stream began; nothing was written, "
     fatal += "checkpoints kept"
