@@ -40,6 +40,7 @@ def test_no_trace_of_the_token(
     tmp_path: Path,
     pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
+    noted_waits: list[float],
     target: str,
 ) -> None:
     fake.settings.token_scopes[SECRET] = ALL_SCOPES
