@@ -228,7 +228,7 @@ def test_a_deadline_abandons_a_stream_request_in_flight(
 
 
 def test_a_host_that_never_answers_is_found_out_by_the_first_request(
-    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, noted_waits: list[float]
 ) -> None:
     with SilentHost() as host:
         finished = _run(cli, monkeypatch, host.base_url, timeout="1s")
@@ -243,7 +243,7 @@ def test_a_host_that_never_answers_is_found_out_by_the_first_request(
     assert finished.stderr.splitlines()[-1] == f"error: {fatal}"
     assert finished.summary["fatal"] == fatal
     assert finished.summary["exit_code"] == 2
-    assert attempts == 2  # not the run's six
+    assert attempts == 2 == len(noted_waits) + 1  # not the run's six
     assert "Traceback" not in finished.stderr
 
 
