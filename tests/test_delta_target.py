@@ -616,7 +616,7 @@ def run_delta_and_parquet(
     for run in range(runs):
         if run:
             organization.add_events(5, project_slug=f"project-{run % 3}")
-            time.sleep(1.1)
+            wait_for_the_next_second()
         assert invoke(cli, "run", "r.yaml").exit_code == 0
 
 
@@ -695,7 +695,7 @@ def test_maintain_compacts_vacuums_and_keeps_the_state(
     events = keys(table.to_pyarrow_table(), "project_id", "event_id")
     assert len(events) == len(set(events)) and set(events) == event_keys(organization)
     organization.add_events(4, project_slug="project-1")
-    time.sleep(1.1)
+    wait_for_the_next_second()
     assert invoke(cli, "run", "r.yaml").exit_code == 0
     events = keys(read_folder(folder), "project_id", "event_id")
     assert len(events) == len(set(events)) and set(events) == event_keys(organization)

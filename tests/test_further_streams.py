@@ -3,16 +3,10 @@ keys, the named-only rule, their traps, incremental runs and replay from cassett
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -26,40 +20,18 @@ from sentry_extract.testing.extras import weight
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .helpers import Workspace, invoke, pg_rows, sentry_connection
+from .helpers import (
+    Workspace,
+    assert_unique,
+    invoke,
+    keys,
+    named,
+    pg_rows,
+    sentry_connection,
+    served,
+)
 
 FURTHER = [spec.name for spec in FURTHER_STREAMS]
-
-
-def named(*streams: str) -> str:
-    return "".join(f"  {stream}:\n" for stream in streams)
-
-
-def keys(table: pa.Table, columns: list[str]) -> list[tuple[Any, ...]]:
-    return list(zip(*(table.column(name).to_pylist() for name in columns), strict=True))
-
-
-def assert_unique(table: pa.Table, columns: list[str]) -> None:
-    counted = Counter(keys(table, columns))
-    assert table.num_rows > 0
-    assert max(counted.values()) == 1, counted.most_common(3)
-
-
-def requests_to(fake: FakeSentry, part: str) -> int:
-    return len(fake.requests_to(part))
-
-
-@contextmanager
-def served(
-    organization: FakeOrganization, settings: ServerSettings
-) -> Iterator[tuple[FakeSentry, Workspace]]:
-    """A fake Sentry serving this organization, and a workspace of its own to run in."""
-    with tempfile.TemporaryDirectory() as folder, FakeSentry(organization, settings) as fake:
-        environ = {
-            "SENTRY_EXTRACT_HOME": f"{folder}/home",
-            "SENTRY": sentry_connection(fake.base_url),
-        }
-        yield fake, Workspace(Path(folder), environ, [])
 
 
 # --- selection ---------------------------------------------------------------------------
@@ -153,8 +125,8 @@ def test_release_children_carry_their_release_and_survive_odd_versions(
     fake.organization.add_release(version="web@2.0.0+build/7")
     workspace.run(workspace.replication(streams=named("release_deploys", "release_commits")))
     versions = {release["version"] for release in fake.organization.releases}
-    assert requests_to(fake, "/deploys/") == len(versions)  # archived releases included
-    assert requests_to(fake, "/commits/") == len(versions)
+    assert len(fake.requests_to("/deploys/")) == len(versions)  # archived releases included
+    assert len(fake.requests_to("/commits/")) == len(versions)
     deploys = workspace.table("release_deploys")
     assert set(deploys.column("release_version").to_pylist()) <= versions
     assert any("web%402.0.0%2Bbuild%2F7" in r.path for r in fake.requests_to("/deploys/"))
@@ -217,12 +189,12 @@ def test_monitor_checkins_read_only_what_is_new(workspace: Workspace, fake: Fake
     first = datetime.now(UTC).replace(microsecond=0)
     workspace.run(path, started=first)
     monitors = len(fake.organization.extras.monitors)
-    assert requests_to(fake, "/checkins/") == 3 * monitors  # 240 check-ins: 3 pages each
+    assert len(fake.requests_to("/checkins/")) == 3 * monitors  # 240 check-ins: 3 pages each
     before = workspace.table("monitor_checkins").num_rows
     added = fake.organization.add_checkins(5)
     fake.reset_log()
     workspace.run(path, started=first + timedelta(hours=1))
-    assert requests_to(fake, "/checkins/") == monitors  # one page each: the new ones
+    assert len(fake.requests_to("/checkins/")) == monitors  # one page each: the new ones
     table = workspace.table("monitor_checkins")
     assert table.num_rows == before + len(added)
     assert_unique(table, ["id"])
@@ -237,7 +209,7 @@ def test_monitors_sharing_a_slug_each_keep_their_own_checkins() -> None:
     with served(organization, ServerSettings()) as (fake, workspace):
         workspace.run(workspace.replication(streams=named("monitor_checkins")))
         table = workspace.table("monitor_checkins")
-        stored = dict(keys(table, ["id", "monitor_id"]))
+        stored = dict(keys(table, "id", "monitor_id"))
         expected = {
             checkin["id"]: monitor_id
             for monitor_id, checkins in organization.extras.checkins.items()
@@ -290,7 +262,7 @@ def test_user_feedback_per_project(workspace: Workspace, fake: FakeSentry) -> No
     workspace.run(workspace.replication(streams=named("user_feedback")))
     table = workspace.table("user_feedback")
     assert_unique(table, ["id"])
-    assert requests_to(fake, "/user-feedback/") >= len(fake.organization.projects)
+    assert len(fake.requests_to("/user-feedback/")) >= len(fake.organization.projects)
     assert set(table.column("project_id").to_pylist()) <= {
         project["id"] for project in fake.organization.projects
     }
@@ -334,31 +306,6 @@ def test_further_streams_into_postgres(workspace: Workspace, pg_url: str) -> Non
     assert duplicates == 0
 
 
-def test_further_streams_replay_from_cassettes(
-    cli: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
-    streams = named(*FURTHER)
-    (tmp_path / "r.yaml").write_text(
-        f"source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{{stream_name}}\nstreams:\n"
-        f"{streams}"
-    )
-    recorded = invoke(cli, "run", "r.yaml", "--record", "cassettes")
-    assert recorded.exit_code == 0, recorded.stdout + recorded.stderr
-    import pyarrow.dataset as ds
-
-    first = {s: ds.dataset(tmp_path / "out" / s).to_table().num_rows for s in FURTHER}
-    for cassette in (tmp_path / "cassettes").iterdir():
-        assert "sntryu_test_" not in cassette.read_text()  # the token never lands
-    shutil.rmtree(tmp_path / "out")
-    shutil.rmtree(tmp_path / "home", ignore_errors=True)
-    fake.stop()
-    replayed = invoke(cli, "run", "r.yaml", "--replay", "cassettes")
-    assert replayed.exit_code == 0, replayed.stdout + replayed.stderr
-    second = {s: ds.dataset(tmp_path / "out" / s).to_table().num_rows for s in FURTHER}
-    assert second == first and min(first.values()) > 0
-
-
 # --- the org-wide index and the events it saves --------------------------------------------
 
 
@@ -396,7 +343,7 @@ def _hourly_events_requests(
         per_project = len([r for r in fake.requests if r.group == "events"])
         if pg_url is None:
             table = workspace.table("events")
-            stored = set(keys(table, ["project_id", "event_id"]))
+            stored = set(keys(table, "project_id", "event_id"))
             assert len(stored) == table.num_rows
         else:
             stored = set(pg_rows(pg_url, "select project_id, event_id from hourly.events"))
@@ -453,7 +400,7 @@ def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run(
         if settings.explore_sampled_above is None:
             assert any(int(cursor.split(":")[1]) >= cap - 100 for cursor in offsets)  # capped
         table = workspace.table("error_index")
-        stored = set(keys(table, ["project_id", "id"]))
+        stored = set(keys(table, "project_id", "id"))
         assert len(stored) == table.num_rows
         assert stored == set(fake.event_keys()) and len(stored) >= 12_000
         organization.add_events(30, project_slug=organization.projects[1]["slug"])
@@ -462,7 +409,7 @@ def test_error_index_is_exact_past_the_row_cap_and_after_an_incremental_run(
         workspace.run(path, started=first + timedelta(hours=1))
         assert len(fake.requests_to("/events/")) == 4  # 335 rows in the last two hours
         table = workspace.table("error_index")
-        stored = set(keys(table, ["project_id", "id"]))
+        stored = set(keys(table, "project_id", "id"))
         assert len(stored) == table.num_rows and stored == set(fake.event_keys())
 
 
@@ -505,11 +452,8 @@ def test_sessions_are_exact_past_the_groups_sentry_keeps(
     series = organization.extras.session_series()
     hourly_sessions = sum(s.sessions for s in series)
     hourly_users = sum(s.users for s in series)
-    by_day: dict[datetime, list[int]] = {}
-    for row in table.to_pylist():
-        figures = by_day.setdefault(row["interval"], [0, 0])
-        figures[0] += row["sessions"]
-        figures[1] += row["users"]
+    daily = table.group_by("interval").aggregate([("sessions", "sum"), ("users", "sum")])
+    by_day = {row["interval"]: [row["sessions_sum"], row["users_sum"]] for row in daily.to_pylist()}
     today = started.replace(hour=0, minute=0, second=0)
     full_days = sorted(moment for moment in by_day if moment < today)
     assert len(full_days) == 89
@@ -517,8 +461,8 @@ def test_sessions_are_exact_past_the_groups_sentry_keeps(
         first_hour = int(moment.timestamp()) // 3600
         hours = weight(first_hour, first_hour + 24)
         assert by_day[moment] == [hourly_sessions * hours, hourly_users * hours], moment
-    groups = {key[1:4] for key in keys(table, list(table.column_names[:5]))}
-    assert len(groups) == 840
+    groups = table.group_by(["project", "release", "environment"]).aggregate([])
+    assert groups.num_rows == 840
 
 
 def _days(start: str | None, end: str | None) -> int:
@@ -662,7 +606,7 @@ def test_error_index_asks_a_range_that_times_out_again_in_halves(
     start = datetime.fromisoformat(str(timed_out.param("start")))
     asked = datetime.fromisoformat(str(timed_out.param("end"))) - start
     assert datetime.fromisoformat(str(halved.param("end"))) - start == asked / 2
-    stored = set(keys(workspace.table("error_index"), ["project_id", "id"]))
+    stored = set(keys(workspace.table("error_index"), "project_id", "id"))
     assert stored == set(fake.event_keys())
 
 

@@ -1,17 +1,22 @@
-"""--record against the fake, then --replay offline: same rows, same state, same exit code."""
+"""--record against the fake, then --replay offline: same rows, same state, same exit code;
+for the seven streams and for each group of named ones."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
 from typer.testing import CliRunner
 
+from sentry_extract.source.code_streams import CODE_STREAMS
+from sentry_extract.source.explore_streams import EXPLORE_STREAMS
+from sentry_extract.source.further_streams import FURTHER_STREAMS
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
-from .helpers import TOKEN, invoke, sentry_connection
+from .helpers import TOKEN, invoke, named, sentry_connection
 
 REPLICATION = (
     "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://{out}/{{stream_name}}\n"
@@ -103,3 +108,39 @@ def test_replay_needs_a_recording(cli: CliRunner, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --replay: ")
     assert "holds no recording" in result.stderr
+
+
+STREAM_GROUPS = {
+    "code": [spec.name for spec in CODE_STREAMS],
+    "explore": [spec.name for spec in EXPLORE_STREAMS],
+    "further": [spec.name for spec in FURTHER_STREAMS],
+}
+
+
+@pytest.mark.parametrize("streams", list(STREAM_GROUPS.values()), ids=list(STREAM_GROUPS))
+def test_named_streams_replay_from_cassettes(
+    cli: CliRunner,
+    fake: FakeSentry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    streams: list[str],
+) -> None:
+    """Each stream beyond Sling's seven: recorded, then replayed with the fake stopped,
+    the same rows again; the token never lands in a cassette."""
+    monkeypatch.setenv("SENTRY", sentry_connection(fake.base_url))
+    (tmp_path / "r.yaml").write_text(
+        "source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: out/{stream_name}\nstreams:\n"
+        + named(*streams)
+    )
+    recorded = invoke(cli, "run", "r.yaml", "--record", "cassettes")
+    assert recorded.exit_code == 0, recorded.stdout + recorded.stderr
+    first = {s: ds.dataset(tmp_path / "out" / s).to_table().num_rows for s in streams}
+    for cassette in (tmp_path / "cassettes").iterdir():
+        assert "sntryu_test_" not in cassette.read_text()  # no token, nor a part of one
+    shutil.rmtree(tmp_path / "out")
+    shutil.rmtree(tmp_path / "home", ignore_errors=True)
+    fake.stop()
+    replayed = invoke(cli, "run", "r.yaml", "--replay", "cassettes")
+    assert replayed.exit_code == 0, replayed.stdout + replayed.stderr
+    second = {s: ds.dataset(tmp_path / "out" / s).to_table().num_rows for s in streams}
+    assert second == first and min(first.values()) > 0

@@ -88,14 +88,14 @@ def test_a_bad_option(
 
 
 def test_an_unreachable_host(
-    ready: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ready: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, noted_waits: list[float]
 ) -> None:
     port = closed_port()
     monkeypatch.setenv("SENTRY", sentry_connection(f"http://127.0.0.1:{port}"))
     result, summary, log = run_json(ready, tmp_path)
     assert_reported(result, summary, log, 2)
     assert summary["fatal"].startswith(f"cannot reach 127.0.0.1:{port} (ConnectError")
-    assert [line["event"] for line in log].count("retry") == 2
+    assert [line["event"] for line in log].count("retry") == 2 == len(noted_waits)
 
 
 def test_an_unexpected_crash(

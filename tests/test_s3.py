@@ -557,7 +557,11 @@ def test_a_missing_bucket_is_named_in_one_line(
 
 
 def test_an_unreachable_endpoint_is_named_in_one_line_within_seconds(
-    cli: CliRunner, fake: FakeSentry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: CliRunner,
+    fake: FakeSentry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    noted_waits: list[float],
 ) -> None:
     nowhere = Bucket("http://127.0.0.1:9", "some-bucket")
     monkeypatch.setenv("AWS_S3", nowhere.connection())
@@ -566,10 +570,9 @@ def test_an_unreachable_endpoint_is_named_in_one_line_within_seconds(
         "source: SENTRY\ntarget: AWS_S3\ndefaults:\n  object: sentry/{stream_name}\n"
         "streams:\n  teams:\n"
     )
-    started = time.monotonic()
     tested = invoke(cli, "conns", "test", "AWS_S3")
     ran = invoke(cli, "run", "r.yaml")
-    assert time.monotonic() - started < 10
+    assert noted_waits and sum(noted_waits) < 10  # a few attempts, seconds apart at most
     assert (tested.exit_code, ran.exit_code) == (2, 2)
     problem = "cannot reach http://127.0.0.1:9 ([Errno 111] Connection refused)"
     assert (

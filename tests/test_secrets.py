@@ -40,6 +40,7 @@ def test_no_trace_of_the_token(
     tmp_path: Path,
     pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
+    noted_waits: list[float],
     target: str,
 ) -> None:
     fake.settings.token_scopes[SECRET] = ALL_SCOPES
@@ -107,6 +108,7 @@ def test_no_trace_of_the_s3_secret_key_or_session_token(
     bucket: Bucket,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    noted_waits: list[float],
 ) -> None:
     secrets = (S3_SECRET_KEY, S3_SESSION_TOKEN)
     connection = bucket.connection(secret_access_key=S3_SECRET_KEY, session_token=S3_SESSION_TOKEN)

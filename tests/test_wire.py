@@ -9,7 +9,6 @@ import gzip
 import socket
 import struct
 import threading
-import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -25,6 +24,8 @@ from sentry_extract.source.client import ClientSettings, RequestCounter, SentryC
 from sentry_extract.source.ratelimit import RequestGate, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.source.wire import Urllib3Sender, encoded_path, query_string
+
+from .helpers import wait_for
 
 TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
 HANG = b"hang"  # an answer that never comes
@@ -199,8 +200,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_used_again(
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[1]"
     closed = server.connections
     idle = [connection for connection in sender._pool.pool.queue if connection is not None]
-    while any(connection.is_connected for connection in idle):  # the server's close arrives
-        time.sleep(0.01)
+    wait_for(lambda: not any(c.is_connected for c in idle), "the server's close to arrive")
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[2]"  # on a new connection
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[3]"  # and after its close, another
     assert (closed, server.connections) == (1, 3)

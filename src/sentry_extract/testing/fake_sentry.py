@@ -63,6 +63,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import errno
+import functools
 import re
 import ssl
 import sys
@@ -127,6 +128,9 @@ __all__ = [  # what tests, the demo and the benchmarks import from here
 ]
 
 ISSUES_DEFAULT_LIMIT = 25
+# Seconds between the serving thread's looks for a stop: `stop` waits for the next look
+# (socketserver's default, half a second, was paid at the end of every test).
+STOP_POLL = 0.01
 EVENT_ONLY_FIELDS = (
     "entries",
     "contexts",
@@ -164,7 +168,8 @@ class FakeSentry(FakeState):
         self._thread: threading.Thread | None = None
 
     def start(self) -> FakeSentry:
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        serve = functools.partial(self.server.serve_forever, poll_interval=STOP_POLL)
+        self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
         return self
 
