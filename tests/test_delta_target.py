@@ -150,6 +150,33 @@ def test_a_second_incremental_run_merges_by_key_exactly(
     assert next(iter(state.values()))["project_watermarks"]
 
 
+def test_rows_read_again_unchanged_leave_the_files_alone(
+    workspace: Workspace, organization: FakeOrganization
+) -> None:
+    """A checkpoint adds files for new keys and rewrites only the files of changed rows:
+    a backfill that reads every stored event again, unchanged, touches no file."""
+    delta_replication(workspace, "  events:\n", "incremental")
+    assert workspace.run(started=later(1)).exit_code == 0
+    stored_files = set(open_table(workspace, "events").file_uris())
+    rows = read(workspace, "events").sort_by("event_id")
+    start = (datetime.now(UTC) - RETENTION).date().isoformat()
+    end = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    workspace.write(
+        "backfill.yaml",
+        f"source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://{workspace.folder}/out/"
+        "{stream_name}\n  target_options: {format: delta}\nstreams:\n  events:\n"
+        f"    mode: backfill\n    source_options: {{range: '{start},{end}'}}\n",
+    )
+    assert workspace.run(workspace.folder / "backfill.yaml", started=later(2)).exit_code == 0
+    assert set(open_table(workspace, "events").file_uris()) == stored_files
+    assert read(workspace, "events").sort_by("event_id").equals(rows)
+    organization.add_events(3, project_slug="project-0")
+    assert workspace.run(workspace.folder / "backfill.yaml", started=later(3)).exit_code == 0
+    assert stored_files < set(open_table(workspace, "events").file_uris())  # only added
+    events = keys(read(workspace, "events"), "project_id", "event_id")
+    assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+
+
 @pytest.mark.parametrize("place", PLACES, indirect=True)
 @pytest.mark.parametrize("mode", ["full-refresh", "truncate"])
 def test_replacing_modes_replace_the_table_in_one_commit(

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
+from sentry_extract.records import key_values
 from sentry_extract.targets.delta_table import (
     TABLE_CONFIGURATION,
     TableLocation,
@@ -257,12 +258,36 @@ def read_file(
         wanted = None if columns is None else [name for name in columns if name in present]
         for index in range(parquet.num_row_groups):
             batch = _one_batch(parquet.read_row_group(index, columns=wanted))
-            for name, value in stored.partition.items():
-                if columns is None or name in columns:
-                    batch = batch.append_column(
-                        pa.field(name, pa.string()), pa.array([value] * batch.num_rows, pa.string())
-                    )
-            yield batch
+            yield _with_partition(batch, stored, columns)
+
+
+def read_rows_of_keys(
+    location: TableLocation,
+    stored: StoredFile,
+    key_columns: Sequence[str],
+    wanted: pa.Array,
+) -> Iterable[pa.RecordBatch]:
+    """The file's rows whose keys are in `wanted`, with its partition columns: a row
+    group is read whole only when its key columns hold one of them."""
+    with location.storage.open_input(stored.storage_path()) as source:
+        parquet = pq.ParquetFile(source)
+        for index in range(parquet.num_row_groups):
+            keys = key_values(parquet.read_row_group(index, columns=list(key_columns)), key_columns)
+            hit = pc.fill_null(pc.is_in(keys, value_set=wanted), False)
+            if not pc.any(hit).as_py():
+                continue
+            batch = _one_batch(parquet.read_row_group(index)).filter(hit)
+            yield _with_partition(batch, stored, None)
+
+
+def _with_partition(
+    batch: pa.RecordBatch, stored: StoredFile, columns: Sequence[str] | None
+) -> pa.RecordBatch:
+    for name, value in stored.partition.items():
+        if columns is None or name in columns:
+            values = pa.array([value] * batch.num_rows, pa.string())
+            batch = batch.append_column(pa.field(name, pa.string()), values)
+    return batch
 
 
 def _one_batch(table: pa.Table) -> pa.RecordBatch:

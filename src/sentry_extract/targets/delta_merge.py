@@ -27,7 +27,13 @@ from deltalake import DeltaTable
 from deltalake.transaction import AddAction
 
 from sentry_extract.records import conform, key_values
-from sentry_extract.targets.delta_files import FileWriter, StoredFile, read_file, stored_files
+from sentry_extract.targets.delta_files import (
+    FileWriter,
+    StoredFile,
+    read_file,
+    read_rows_of_keys,
+    stored_files,
+)
 from sentry_extract.targets.delta_table import TableLocation
 
 
@@ -114,11 +120,9 @@ def changed_keys(
         mine = rows.filter(pc.equal(positions, index))
         wanted = key_values(mine, target.key_columns)
         incoming = dict(zip(wanted.to_pylist(), mine.to_pylist(), strict=True))
-        for batch in read_file(target.location, files[index]):
-            batch = conform(batch, target.schema)
-            stored_keys_of_batch = key_values(batch, target.key_columns)
-            hit = pc.fill_null(pc.is_in(stored_keys_of_batch, value_set=wanted), False)
-            found = batch.filter(hit)
+        stored_rows = read_rows_of_keys(target.location, files[index], target.key_columns, wanted)
+        for batch in stored_rows:
+            found = conform(batch, target.schema)
             for key, row in zip(
                 key_values(found, target.key_columns).to_pylist(), found.to_pylist(), strict=True
             ):
