@@ -7,13 +7,17 @@ every engine that reads Delta sees one commit or the next, never a part of one.
 - full-refresh and truncate replace the table in one commit at the end of the run (rows
   are staged on this machine until then); snapshot appends with `_snapshot_at` at the
   end; incremental and backfill merge by primary key at every checkpoint (the last read
-  of a key in a batch wins);
+  of a key in a batch wins): new keys are appended, rows identical to the stored ones
+  dropped, and only the files holding changed rows rewritten (`delta_merge`);
+- the data files are written by `delta_files`, a batch at a time, and committed with
+  delta-rs's transaction API (its `write_deltalake` holds every row until its commit);
 - each checkpoint is one commit carrying the rows and the stream's state, in the
   commit's metadata (`sentry_extract.state`): data and state never disagree, and a run
   killed at any moment leaves the table at its last commit. `load_state` reads the newest
   commit that has it; `state reset` writes a commit without rows whose state is empty;
-- a field Sentry adds becomes a column (old files are not rewritten); a column whose type
-  widens (`records.unify_schemas`) rewrites the table once, in one commit;
+- a field Sentry adds becomes a column (old files are not rewritten), in a commit of its
+  own before the rows'; a column whose type widens (`records.unify_schemas`) rewrites
+  the table once, in one commit;
 - `_deleted_at` and `merged_into_id` stamps (`mark_deleted`) ride in the next commit;
 - partition variables in the object (`events/year={part_year}/month={part_month}`) make
   one table at the folder above them (`events`), partitioned by a text column per folder

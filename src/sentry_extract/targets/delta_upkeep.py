@@ -1,8 +1,8 @@
 """Keeping Delta tables small: automatic compaction after a run, and `maintain`.
 
 Every commit adds files: a snapshot or an incremental checkpoint whose rows are new adds
-a file per partition it touches (a merge also rewrites the files holding the keys it
-updates, into one). Left alone, snapshots and first runs of many checkpoints leave
+a file per partition it touches (and a checkpoint rewrites each file that held a changed
+row, without it: `delta_merge`). Left alone, snapshots and first runs of many checkpoints leave
 hundreds of small files, and every commit a log entry. After a stream's last commit of
 a run (its lock still held), `keep_up`:
 
