@@ -132,8 +132,10 @@ class FileWriter:
         scratch: Path,
         schema: pa.Schema,
         partition_by: Sequence[str] = (),
+        data_change: bool = True,
     ) -> None:
         self.location = location
+        self.data_change = data_change  # False: the rows were in the table already
         self.scratch = scratch
         self.schema = schema
         self.partition_by = tuple(partition_by)
@@ -203,7 +205,7 @@ class FileWriter:
                 size,
                 values,
                 int(time.time() * 1000),
-                True,
+                self.data_change,
                 opened.statistics.as_json(),
             )
         )
@@ -310,9 +312,11 @@ def commit_files(
     removed: Sequence[StoredFile] = (),
     overwrite: bool = False,
     states: Mapping[str, Any] | None = None,
+    data_change: bool = True,
 ) -> None:
     """One commit: `added` files in, `removed` files (or, with `overwrite`, every file)
-    out, `states` in its metadata; a new table is made with the tool's configuration."""
+    out, `states` in its metadata; a new table is made with the tool's configuration.
+    Without `data_change` the commit only moves rows between files (compaction)."""
     delta_schema = Schema.from_arrow(schema)
     properties = commit_properties(states)
     if table is None:
@@ -338,7 +342,7 @@ def commit_files(
         return
     moment = int(time.time() * 1000)
     removals = [
-        RemoveAction(stored.path, True, moment, stored.size, dict(stored.partition))
+        RemoveAction(stored.path, data_change, moment, stored.size, dict(stored.partition))
         for stored in removed
     ]
     table.create_write_transaction(

@@ -25,12 +25,21 @@ replaced stay for readers of older versions until `maintain` vacuums them (after
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from sentry_extract.errors import TargetError
+from sentry_extract.records import conform
+from sentry_extract.targets.delta_files import (
+    FileWriter,
+    StoredFile,
+    commit_files,
+    read_file,
+    stored_files,
+)
 from sentry_extract.targets.delta_table import (
     TABLE_CONFIGURATION,
     TableLocation,
@@ -67,7 +76,7 @@ def has_configuration(table: DeltaTable) -> bool:
     return all(name in configuration for name in TABLE_CONFIGURATION)
 
 
-def keep_up(location: TableLocation) -> bool:
+def keep_up(location: TableLocation, scratch: Path) -> bool:
     """Compact the table and set its checkpoint interval when due (the caller holds the
     table's lock); True when it compacted."""
     table = location.open()
@@ -84,12 +93,41 @@ def keep_up(location: TableLocation) -> bool:
                 dict(TABLE_CONFIGURATION), commit_properties=properties
             )
         if compact:
-            table.optimize.compact(commit_properties=properties)
-    except (DeltaError, OSError) as error:
+            compact_small_files(location, location.open() or table, scratch)
+    except (DeltaError, OSError, pa.ArrowException) as error:
         raise TargetError(
             f"cannot compact Delta table {location.uri}: {error_line(error)}"
         ) from None
     return compact
+
+
+def compact_small_files(location: TableLocation, table: DeltaTable, scratch: Path) -> None:
+    """The small files of each partition that has more than one, joined into files of up
+    to `delta_files.FILE_BYTES`, a row group at a time (delta-rs's OPTIMIZE holds a whole
+    file's rows); one commit, without data change, carrying every stream state."""
+    by_partition: dict[tuple[tuple[str, str | None], ...], list[StoredFile]] = {}
+    for stored in stored_files(table):
+        if stored.size < SMALL_FILE_BYTES:
+            by_partition.setdefault(tuple(sorted(stored.partition.items())), []).append(stored)
+    joined = [stored for files in by_partition.values() if len(files) > 1 for stored in files]
+    if not joined:
+        return
+    schema = pa.schema(table.schema())
+    partition_by = list(table.metadata().partition_columns)
+    writer = FileWriter(location, scratch, schema, partition_by, data_change=False)
+    for stored in joined:
+        writer.write_all(conform(batch, schema) for batch in read_file(location, stored))
+    states = commit_states(table)
+    commit_files(
+        location,
+        table,
+        schema,
+        partition_by,
+        writer.finish(),
+        joined,
+        states=states,
+        data_change=False,
+    )
 
 
 @dataclass(frozen=True)
