@@ -6,11 +6,11 @@ row, without it: `delta_merge`). Left alone, snapshots and first runs of many ch
 hundreds of small files, and every commit a log entry. After a stream's last commit of
 a run (its lock still held), `keep_up`:
 
-- compacts the table (delta-rs OPTIMIZE, files of up to 100 MiB or the table's
-  `delta.targetFileSize`) when it holds COMPACT_AFTER_FILES or more small files (under
-  SMALL_FILE_BYTES) beyond one per partition: after a run a table holds fewer than
-  that many small files plus one per partition, and a partition's lone small file is
-  left alone;
+- compacts the table (`compact_small_files`: the small files of each partition joined
+  into files of up to 64 MiB, a row group at a time, in one commit without data change)
+  when it holds COMPACT_AFTER_FILES or more small files (under SMALL_FILE_BYTES) beyond
+  one per partition: after a run a table holds fewer than that many small files plus
+  one per partition, and a partition's lone small file is left alone;
 - gives a table made without one the tool's `delta.checkpointInterval` (see
   `delta_table.TABLE_CONFIGURATION`): delta-rs then writes a log checkpoint every ten
   commits by itself (and removes commit files older than the log's retention, 30 days).
