@@ -60,7 +60,7 @@ from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import older_duplicates
 from sentry_extract.targets.delta_files import FileWriter, commit_files
-from sentry_extract.targets.delta_merge import MergeTarget, merge_rows
+from sentry_extract.targets.delta_merge import Bounds, MergeTarget, merge_rows
 from sentry_extract.targets.delta_table import (
     TableLocation,
     commit_states,
@@ -207,6 +207,19 @@ class Staging:
             staged = pq.ParquetFile(part)
             for index in range(staged.num_row_groups):
                 yield from staged.read_row_group(index).to_batches()
+
+    def column(self, name: str) -> pa.ChunkedArray | None:
+        """One column of every staged row; None when a staged file lacks it."""
+        self.close()
+        chunks = []
+        for part in self.parts:
+            staged = pq.ParquetFile(part)
+            if name not in staged.schema_arrow.names:
+                return None
+            chunks.append(staged.read(columns=[name]).column(name))
+        if not chunks or len({chunk.type for chunk in chunks}) > 1:
+            return None
+        return pa.chunked_array([piece for chunk in chunks for piece in chunk.chunks])
 
     def keys(self, key_columns: tuple[str, ...]) -> pa.ChunkedArray:
         """The key of every staged row, in the order read."""
@@ -484,11 +497,29 @@ class DeltaStreamWriter:
         table = self._add_columns(table, stored, schema)
         every = itertools.chain(candidates.to_batches(), staged)
         batches = _stamped_batches((conform(batch, schema) for batch in every), keys, deletions)
+        bounds = self._bounds() if candidates.num_rows == 0 else None
         target = MergeTarget(
-            self.location, table, schema, tuple(self.partition_by), keys, self.scratch
+            self.location, table, schema, tuple(self.partition_by), keys, self.scratch, bounds
         )
         added, removed = merge_rows(target, batches)
         commit_files(self.location, table, schema, self.partition_by, added, removed, states=states)
+
+    def _bounds(self) -> Bounds | None:
+        """The range of the staged rows' update key, when a row's update key never
+        changes and every staged row has one: stored files outside it are not read."""
+        column = self.request.update_key
+        if not self.request.fixed_update_key or column is None:
+            return None
+        moments = self.staging.column(column)
+        if moments is None or len(moments) == 0 or moments.null_count:
+            return None
+        if not pa.types.is_timestamp(moments.type):
+            return None
+        extremes = pc.min_max(moments)
+        low, high = extremes["min"].as_py(), extremes["max"].as_py()
+        if not isinstance(low, datetime) or not isinstance(high, datetime):
+            return None
+        return Bounds(column, low, high)
 
     def _stamp_candidates(self, table: DeltaTable, deletions: Deletions | None) -> pa.Table:
         """Stored rows a deletion may stamp, but not those of keys read again."""

@@ -225,25 +225,36 @@ class StoredFile:
     path: str  # as in the log, relative to the table (URL-encoded)
     size: int
     partition: Mapping[str, str | None]
+    low: Any = None  # the statistics of one column (`stored_files(table, column)`)
+    high: Any = None
 
     def storage_path(self) -> str:
         return unquote(self.path)
 
 
-def stored_files(table: DeltaTable) -> list[StoredFile]:
+def stored_files(table: DeltaTable, column: str | None = None) -> list[StoredFile]:
+    """The table's files, with the minimum and maximum of `column` where known."""
     actions = pa.table(table.get_add_actions(flatten=True))
     names = [name for name in actions.column_names if name.startswith("partition.")]
     paths = actions.column("path").to_pylist()
     sizes = actions.column("size_bytes").to_pylist()
     values = [actions.column(name).to_pylist() for name in names]
+    lows = _statistic(actions, f"min.{column}", len(paths))
+    highs = _statistic(actions, f"max.{column}", len(paths))
     files = []
     for index, (path, size) in enumerate(zip(paths, sizes, strict=True)):
         partition = {
             name.removeprefix("partition."): _partition_text(column[index])
             for name, column in zip(names, values, strict=True)
         }
-        files.append(StoredFile(path, int(size or 0), partition))
+        files.append(StoredFile(path, int(size or 0), partition, lows[index], highs[index]))
     return files
+
+
+def _statistic(actions: pa.Table, name: str, count: int) -> list[Any]:
+    if name not in actions.column_names:
+        return [None] * count
+    return list(actions.column(name).to_pylist())
 
 
 def _partition_text(value: Any) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,41 @@ class StoredKeys:
     files: list[StoredFile]
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The range of a column whose value a row keeps for ever (an event's time) over
+    the rows to merge: a file whose rows all fall outside it holds none of their keys."""
+
+    column: str
+    low: datetime
+    high: datetime
+
+    def may_hold(self, stored: StoredFile) -> bool:
+        low, high = _moment(stored.low), _moment(stored.high)
+        if low is None or high is None:
+            return True  # no statistics: read it
+        return not (high + STATISTICS_SLACK < self.low or low - STATISTICS_SLACK > self.high)
+
+
+STATISTICS_SLACK = timedelta(milliseconds=1)  # statistics may keep milliseconds only
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def stored_keys(
-    location: TableLocation, table: DeltaTable, key_columns: tuple[str, ...]
+    location: TableLocation,
+    table: DeltaTable,
+    key_columns: tuple[str, ...],
+    bounds: Bounds | None = None,
 ) -> StoredKeys:
-    files = stored_files(table)
+    """Keys of the files that may hold rows within `bounds` (all files without)."""
+    files = stored_files(table, bounds.column if bounds else None)
+    if bounds is not None:
+        files = [stored for stored in files if bounds.may_hold(stored)]
     keys: list[pa.Array] = []
     positions: list[pa.Array] = []
     for index, stored in enumerate(files):
@@ -75,6 +107,7 @@ class MergeTarget:
     partition_by: tuple[str, ...]
     key_columns: tuple[str, ...]
     scratch: Path
+    bounds: Bounds | None = None
 
 
 def merge_rows(
@@ -82,7 +115,7 @@ def merge_rows(
 ) -> tuple[list[AddAction], list[StoredFile]]:
     """The files to add and the files to remove for `batches` (one row per key, with the
     target's schema) to replace the stored rows of their keys."""
-    stored = stored_keys(target.location, target.table, target.key_columns)
+    stored = stored_keys(target.location, target.table, target.key_columns, target.bounds)
     writer = FileWriter(target.location, target.scratch, target.schema, target.partition_by)
     matched: list[pa.RecordBatch] = []
     matched_files: list[pa.Array] = []
