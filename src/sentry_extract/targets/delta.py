@@ -340,7 +340,7 @@ class DeltaStreamWriter:
         """The run's last commit, then compaction and checkpoints when due."""
         try:
             self._commit_staged(self.pending_state)
-            keep_up(self.location, self.scratch)
+            keep_up(self.location, self.scratch, self.request.update_key)
         finally:
             self._cleanup()
         return self.rows

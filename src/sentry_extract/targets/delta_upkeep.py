@@ -25,6 +25,7 @@ replaced stay for readers of older versions until `maintain` vacuums them (after
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -76,9 +77,11 @@ def has_configuration(table: DeltaTable) -> bool:
     return all(name in configuration for name in TABLE_CONFIGURATION)
 
 
-def keep_up(location: TableLocation, scratch: Path) -> bool:
+def keep_up(location: TableLocation, scratch: Path, order_column: str | None = None) -> bool:
     """Compact the table and set its checkpoint interval when due (the caller holds the
-    table's lock); True when it compacted."""
+    table's lock); True when it compacted. Small files are joined in the order of their
+    `order_column` statistics (the update key), so a compacted file covers a short span
+    of it and a checkpoint's merge can skip it (`delta_merge.Bounds`)."""
     table = location.open()
     if table is None:
         return False
@@ -93,7 +96,7 @@ def keep_up(location: TableLocation, scratch: Path) -> bool:
                 dict(TABLE_CONFIGURATION), commit_properties=properties
             )
         if compact:
-            compact_small_files(location, location.open() or table, scratch)
+            compact_small_files(location, location.open() or table, scratch, order_column)
     except (DeltaError, OSError, pa.ArrowException) as error:
         raise TargetError(
             f"cannot compact Delta table {location.uri}: {error_line(error)}"
@@ -101,12 +104,15 @@ def keep_up(location: TableLocation, scratch: Path) -> bool:
     return compact
 
 
-def compact_small_files(location: TableLocation, table: DeltaTable, scratch: Path) -> None:
+def compact_small_files(
+    location: TableLocation, table: DeltaTable, scratch: Path, order_column: str | None = None
+) -> None:
     """The small files of each partition that has more than one, joined into files of up
     to `delta_files.FILE_BYTES`, a row group at a time (delta-rs's OPTIMIZE holds a whole
-    file's rows); one commit, without data change, carrying every stream state."""
+    file's rows), in the order of their smallest `order_column`; one commit, without
+    data change, carrying every stream state."""
     by_partition: dict[tuple[tuple[str, str | None], ...], list[StoredFile]] = {}
-    for stored in stored_files(table):
+    for stored in sorted(stored_files(table, order_column), key=_order_of):
         if stored.size < SMALL_FILE_BYTES:
             by_partition.setdefault(tuple(sorted(stored.partition.items())), []).append(stored)
     joined = [stored for files in by_partition.values() if len(files) > 1 for stored in files]
@@ -128,6 +134,13 @@ def compact_small_files(location: TableLocation, table: DeltaTable, scratch: Pat
         states=states,
         data_change=False,
     )
+
+
+def _order_of(stored: StoredFile) -> tuple[bool, str]:
+    """Files with statistics first, by their smallest value (as text: ISO times sort)."""
+    low = stored.low
+    text = low.isoformat() if isinstance(low, datetime) else str(low)
+    return (low is None, text)
 
 
 @dataclass(frozen=True)
