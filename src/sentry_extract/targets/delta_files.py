@@ -84,8 +84,8 @@ class _Statistics:
         return json.dumps(
             {
                 "numRecords": self.rows,
-                "minValues": {name: _stat(value) for name, value in self.minimums.items()},
-                "maxValues": {name: _stat(value) for name, value in self.maximums.items()},
+                "minValues": _stats(self.minimums),
+                "maxValues": _stats(self.maximums),
                 "nullCount": nulls,
             }
         )
@@ -100,6 +100,12 @@ def _has_statistics(column_type: pa.DataType) -> bool:
         or pa.types.is_string(column_type)
         or pa.types.is_large_string(column_type)
     ) and not pa.types.is_unsigned_integer(column_type)
+
+
+def _stats(values: dict[str, Any]) -> dict[str, Any]:
+    """The values as Delta's statistics spell them; a NaN bound is left out."""
+    spelled = {name: _stat(value) for name, value in values.items()}
+    return {name: value for name, value in spelled.items() if value is not None}
 
 
 def _stat(value: Any) -> Any:
