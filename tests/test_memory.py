@@ -41,6 +41,7 @@ def peak_rss_mb(
     pg_url: str,
     frames: dict[str, int] | None = None,
     mode: str = "incremental",
+    target_options: str = "",
 ) -> float:
     shape = frames or {"frames": FRAMES}
     size = OrganizationSize(projects=2, issues=20, events=events, history_days=60, **shape)
@@ -52,7 +53,7 @@ def peak_rss_mb(
     object_name = f"{schema}.{{stream_name}}" if target == "MY_POSTGRES" else "out/{stream_name}"
     (folder / "r.yaml").write_text(
         f"source: SENTRY\ntarget: {target}\ndefaults:\n  object: {object_name}\n"
-        f"  mode: {mode}\nstreams:\n  events:\n"
+        f"  mode: {mode}\n{target_options}streams:\n  events:\n"
     )
     with FakeSentry(organization, ServerSettings()) as fake:
         connection = sentry_connection(fake.base_url)
@@ -98,3 +99,19 @@ def test_deep_stack_traces_stay_within_the_budget(tmp_path: Path, pg_url: str, t
     assert many < CEILING_MB, peaks
     assert many - idle < BUDGET_MB * 1.25, peaks
     assert many < few * 1.15 + 10, peaks
+
+
+@pytest.mark.parametrize("mode", ["full-refresh", "incremental"])
+def test_delta_tables_take_large_events_in_bounded_memory(
+    tmp_path: Path, pg_url: str, mode: str
+) -> None:
+    """A Delta table's rows go to its files a batch at a time, in both the one commit of
+    a full refresh and the commits of an incremental run's checkpoints."""
+    few, many = tmp_path / "few", tmp_path / "many"
+    few.mkdir()
+    many.mkdir()
+    delta = "  target_options: {format: delta}\n"
+    small = peak_rss_mb(few, 800, "LOCAL", pg_url, mode=mode, target_options=delta)
+    large = peak_rss_mb(many, 2_400, "LOCAL", pg_url, mode=mode, target_options=delta)
+    assert small < CEILING_MB and large < CEILING_MB, (small, large)
+    assert large < small * 1.15 + 10, (small, large)

@@ -7,13 +7,17 @@ every engine that reads Delta sees one commit or the next, never a part of one.
 - full-refresh and truncate replace the table in one commit at the end of the run (rows
   are staged on this machine until then); snapshot appends with `_snapshot_at` at the
   end; incremental and backfill merge by primary key at every checkpoint (the last read
-  of a key in a batch wins);
+  of a key in a batch wins): new keys are appended, rows identical to the stored ones
+  dropped, and only the files holding changed rows rewritten (`delta_merge`);
+- the data files are written by `delta_files`, a batch at a time, and committed with
+  delta-rs's transaction API (its `write_deltalake` holds every row until its commit);
 - each checkpoint is one commit carrying the rows and the stream's state, in the
   commit's metadata (`sentry_extract.state`): data and state never disagree, and a run
   killed at any moment leaves the table at its last commit. `load_state` reads the newest
   commit that has it; `state reset` writes a commit without rows whose state is empty;
-- a field Sentry adds becomes a column (old files are not rewritten); a column whose type
-  widens (`records.unify_schemas`) rewrites the table once, in one commit;
+- a field Sentry adds becomes a column (old files are not rewritten), in a commit of its
+  own before the rows'; a column whose type widens (`records.unify_schemas`) rewrites
+  the table once, in one commit;
 - `_deleted_at` and `merged_into_id` stamps (`mark_deleted`) ride in the next commit;
 - partition variables in the object (`events/year={part_year}/month={part_month}`) make
   one table at the folder above them (`events`), partitioned by a text column per folder
@@ -26,8 +30,9 @@ every engine that reads Delta sees one commit or the next, never a part of one.
 
 from __future__ import annotations
 
+import itertools
 import shutil
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,15 +40,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
+from deltalake import DeltaTable, Field
 from deltalake.exceptions import DeltaError
 
 from sentry_extract.errors import StateError, TargetError
+from sentry_extract.model.spec import ColumnType
 from sentry_extract.model.windows import Window
 from sentry_extract.records import (
     DELETED_COLUMN,
     MERGED_COLUMN,
     SNAPSHOT_COLUMN,
+    arrow_field,
     column_type_of,
     conform,
     key_values,
@@ -52,9 +59,10 @@ from sentry_extract.records import (
 from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import older_duplicates
+from sentry_extract.targets.delta_files import FileWriter, commit_files
+from sentry_extract.targets.delta_merge import Bounds, MergeTarget, merge_rows
 from sentry_extract.targets.delta_table import (
     TableLocation,
-    commit_properties,
     commit_states,
     error_line,
     table_location,
@@ -190,12 +198,39 @@ class Staging:
         """Every staged row, in the order read, with the columns of every batch."""
         self.close()
         schema = unify_schemas(self.schemas)
-        batches = [
-            conform(batch, schema)
-            for part in self.parts
-            for batch in pq.ParquetFile(part).iter_batches()
-        ]
+        batches = [conform(batch, schema) for batch in self._batches()]
         return pa.Table.from_batches(batches, schema=schema)
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        """The staged rows a row group (a written batch) at a time."""
+        for part in self.parts:
+            staged = pq.ParquetFile(part)
+            for index in range(staged.num_row_groups):
+                yield from staged.read_row_group(index).to_batches()
+
+    def column(self, name: str) -> pa.ChunkedArray | None:
+        """One column of every staged row; None when a staged file lacks it."""
+        self.close()
+        chunks = []
+        for part in self.parts:
+            staged = pq.ParquetFile(part)
+            if name not in staged.schema_arrow.names:
+                return None
+            chunks.append(staged.read(columns=[name]).column(name))
+        if not chunks or len({chunk.type for chunk in chunks}) > 1:
+            return None
+        return pa.chunked_array([piece for chunk in chunks for piece in chunk.chunks])
+
+    def keys(self, key_columns: tuple[str, ...]) -> pa.ChunkedArray:
+        """The key of every staged row, in the order read."""
+        self.close()
+        return pa.chunked_array(
+            [
+                key_values(pq.read_table(part, columns=list(key_columns)), key_columns)
+                for part in self.parts
+            ],
+            pa.string(),
+        )
 
     def unique_batches(
         self, key_columns: tuple[str, ...], extra: pa.Schema
@@ -204,23 +239,15 @@ class Staging:
         columns of every batch and those of `extra`: the run's rows never all in memory."""
         self.close()
         schema = unify_schemas([*self.schemas, extra])
-        keys = pa.chunked_array(
-            [
-                key_values(pq.read_table(part, columns=list(key_columns)), key_columns)
-                for part in self.parts
-            ],
-            pa.string(),
-        )
-        dropped = pa.array(sorted(older_duplicates(keys)), pa.int64())
+        dropped = pa.array(sorted(older_duplicates(self.keys(key_columns))), pa.int64())
 
         def read() -> Iterator[pa.RecordBatch]:
             offset = 0
-            for part in self.parts:
-                for batch in pq.ParquetFile(part).iter_batches():
-                    positions = pa.array(range(offset, offset + batch.num_rows), pa.int64())
-                    offset += batch.num_rows
-                    kept = batch.filter(pc.invert(pc.is_in(positions, value_set=dropped)))
-                    yield conform(kept, schema)
+            for batch in self._batches():
+                positions = pa.array(range(offset, offset + batch.num_rows), pa.int64())
+                offset += batch.num_rows
+                kept = batch.filter(pc.invert(pc.is_in(positions, value_set=dropped)))
+                yield conform(kept, schema)
 
         return schema, read()
 
@@ -313,7 +340,7 @@ class DeltaStreamWriter:
         """The run's last commit, then compaction and checkpoints when due."""
         try:
             self._commit_staged(self.pending_state)
-            keep_up(self.location)
+            keep_up(self.location, self.scratch, self.request.update_key)
         finally:
             self._cleanup()
         return self.rows
@@ -358,22 +385,6 @@ class DeltaStreamWriter:
             batch = batch.append_column(pa.field(column.name, pa.string()), values)
         return batch
 
-    def _merge_predicate(self, rows: pa.Table) -> str:
-        """Rows match by key; and by partition columns too when a key's partition never
-        changes (events: their update key is fixed, and every row has one), so the merge
-        reads only the partitions the rows fall in."""
-        names = list(self.request.key_columns)
-        update_key = self.request.update_key
-        if (
-            self.partitions
-            and self.request.fixed_update_key
-            and update_key is not None
-            and update_key in rows.column_names
-            and rows.column(update_key).null_count == 0
-        ):
-            names += self.partition_by
-        return " AND ".join(f'target."{name}" = source."{name}"' for name in names)
-
     # --- commits ---------------------------------------------------------------------------
 
     def _commit_staged(self, state: StreamState | None) -> None:
@@ -389,10 +400,9 @@ class DeltaStreamWriter:
             if mode.replaces_rows:
                 self._replace(deletions, states)
             elif mode.merges_by_key:
-                self._merge(self.location.open(), self.staging.rows(), deletions, states)
+                self._merge(self.location.open(), deletions, states)
             else:
-                rows = unique_rows(self.staging.rows(), self.request.key_columns)
-                self._append(self.location.open(), rows, states)
+                self._append(self.location.open(), states)
         except (OSError, pa.ArrowException, DeltaError) as error:
             raise TargetError(
                 f"cannot write Delta table {self.location.uri}: {error_line(error)}"
@@ -425,62 +435,129 @@ class DeltaStreamWriter:
     ) -> None:
         write_table(self.location, rows, mode, states, self.partition_by)
 
+    def _write_files(
+        self,
+        table: DeltaTable | None,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        overwrite: bool,
+        states: Mapping[str, Any] | None,
+    ) -> None:
+        """`batches` into new data files, then one commit that adds them (and, with
+        `overwrite`, removes every stored file): memory holds a batch at a time."""
+        writer = FileWriter(self.location, self.scratch, schema, self.partition_by)
+        writer.write_all(batches)
+        added = writer.finish()
+        commit_files(
+            self.location,
+            table,
+            schema,
+            self.partition_by,
+            added,
+            overwrite=overwrite,
+            states=states,
+        )
+
     def _replace(self, deletions: Deletions | None, states: Mapping[str, Any] | None) -> None:
         """The run's rows become the table, streamed from the staged files."""
         keys = self.request.key_columns
         schema, batches = self.staging.unique_batches(keys, _stamp_columns(deletions))
         if deletions is not None and deletions.keys:
             batches = (_stamp_batch(batch, keys, deletions) for batch in batches)
-        reader = pa.RecordBatchReader.from_batches(schema, batches)
-        self._write(reader, mode="overwrite", states=states)
+        table = self.location.open()
+        if table is not None and list(table.metadata().partition_columns) != self.partition_by:
+            # delta-rs commits new partition columns only through its own writer
+            reader = pa.RecordBatchReader.from_batches(schema, batches)
+            self._write(reader, mode="overwrite", states=states)
+            return
+        self._write_files(table, schema, batches, overwrite=True, states=states)
 
     def _merge(
         self,
         table: DeltaTable | None,
-        rows: pa.Table,
         deletions: Deletions | None,
         states: Mapping[str, Any] | None,
     ) -> None:
+        """New keys appended, changed rows replaced (their files rewritten without them),
+        unchanged rows left alone: one commit (`delta_merge`)."""
         keys = self.request.key_columns
-        if table is not None and deletions is not None:
-            candidates = stamp_candidates(table, keys, deletions)
-            schema = unify_schemas([candidates.schema, rows.schema])
-            rows = pa.concat_tables([_conformed(candidates, schema), _conformed(rows, schema)])
-        rows = stamped(unique_rows(rows, keys), keys, deletions)
-        if table is None or rows.num_rows == 0:
-            self._write(rows, mode="append", states=states)
+        staged_schema, staged = self.staging.unique_batches(keys, _stamp_columns(deletions))
+        if table is None:
+            batches = _stamped_batches(staged, keys, deletions)
+            self._write_files(None, staged_schema, batches, overwrite=False, states=states)
             return
+        candidates = self._stamp_candidates(table, deletions)
         stored = pa.schema(table.schema())
-        schema = unify_schemas([stored, rows.schema])
+        schema = unify_schemas([stored, staged_schema, candidates.schema])
         if not _only_adds(stored, schema):
+            rows = pa.concat_tables([_conformed(candidates, schema), self._rows(schema)])
+            rows = stamped(unique_rows(rows, keys), keys, deletions)
             self._rewrite(table, _conformed(rows, schema), keys, states)
             return
-        source = _conformed(rows, schema)
-        (
-            table.merge(
-                source,
-                self._merge_predicate(source),
-                source_alias="source",
-                target_alias="target",
-                merge_schema=True,
-                commit_properties=commit_properties(states),
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
+        table = self._add_columns(table, stored, schema)
+        every = itertools.chain(candidates.to_batches(), staged)
+        batches = _stamped_batches((conform(batch, schema) for batch in every), keys, deletions)
+        bounds = self._bounds() if candidates.num_rows == 0 else None
+        target = MergeTarget(
+            self.location, table, schema, tuple(self.partition_by), keys, self.scratch, bounds
         )
+        added, removed = merge_rows(target, batches)
+        commit_files(self.location, table, schema, self.partition_by, added, removed, states=states)
 
-    def _append(
-        self, table: DeltaTable | None, rows: pa.Table, states: Mapping[str, Any] | None
-    ) -> None:
-        if table is not None:
-            stored = pa.schema(table.schema())
-            schema = unify_schemas([stored, rows.schema])
-            if not _only_adds(stored, schema):
-                self._rewrite(table, _conformed(rows, schema), (), states)
-                return
-            rows = _conformed(rows, schema)
-        self._write(rows, mode="append", states=states)
+    def _bounds(self) -> Bounds | None:
+        """The range of the staged rows' update key, when a row's update key never
+        changes and every staged row has one: stored files outside it are not read."""
+        column = self.request.update_key
+        if not self.request.fixed_update_key or column is None:
+            return None
+        moments = self.staging.column(column)
+        if moments is None or len(moments) == 0 or moments.null_count:
+            return None
+        if not pa.types.is_timestamp(moments.type):
+            return None
+        extremes = pc.min_max(moments)
+        low, high = extremes["min"].as_py(), extremes["max"].as_py()
+        if not isinstance(low, datetime) or not isinstance(high, datetime):
+            return None
+        return Bounds(column, low, high)
+
+    def _stamp_candidates(self, table: DeltaTable, deletions: Deletions | None) -> pa.Table:
+        """Stored rows a deletion may stamp, but not those of keys read again."""
+        if deletions is None or not deletions.keys:
+            return pa.table({})
+        keys = self.request.key_columns
+        candidates = stamp_candidates(table, keys, deletions)
+        staged = self.staging.keys(keys)
+        again = pc.fill_null(pc.is_in(key_values(candidates, keys), value_set=staged), False)
+        return candidates.filter(pc.invert(again))
+
+    def _rows(self, schema: pa.Schema) -> pa.Table:
+        return _conformed(self.staging.rows(), schema)
+
+    def _add_columns(self, table: DeltaTable, stored: pa.Schema, schema: pa.Schema) -> DeltaTable:
+        """New columns in a commit of their own, before the rows': a reader may see
+        them empty for a moment, never rows without their state."""
+        new = [column for column in schema if column.name not in stored.names]
+        if not new:
+            return table
+        table.alter.add_columns([Field.from_arrow(column) for column in new])
+        return self.location.open() or table
+
+    def _append(self, table: DeltaTable | None, states: Mapping[str, Any] | None) -> None:
+        keys = self.request.key_columns
+        staged_schema, batches = self.staging.unique_batches(keys, pa.schema([]))
+        if table is None:
+            self._write_files(None, staged_schema, batches, overwrite=False, states=states)
+            return
+        stored = pa.schema(table.schema())
+        schema = unify_schemas([stored, staged_schema])
+        if not _only_adds(stored, schema):
+            rows = unique_rows(self._rows(schema), keys)
+            self._rewrite(table, rows, (), states)
+            return
+        table = self._add_columns(table, stored, schema)
+        conformed = (conform(batch, schema) for batch in batches)
+        self._write_files(table, schema, conformed, overwrite=False, states=states)
 
     def _rewrite(
         self,
@@ -610,13 +687,24 @@ def _stamp_batch(
     return batch.set_column(index, batch.schema.field(index), updated)
 
 
+def _stamped_batches(
+    batches: Iterable[pa.RecordBatch], keys: tuple[str, ...], deletions: Deletions | None
+) -> Iterator[pa.RecordBatch]:
+    """The batches with the deletions' stamps (their columns already in the batches)."""
+    for batch in batches:
+        if deletions is not None and deletions.keys:
+            yield _stamp_batch(batch, keys, deletions)
+        else:
+            yield batch
+
+
 def _stamp_columns(deletions: Deletions | None) -> pa.Schema:
     """The columns stamps need: `_deleted_at`, and `merged_into_id` when rows merged."""
     if deletions is None or not deletions.keys:
         return pa.schema([])
-    fields = [pa.field(DELETED_COLUMN, TIMESTAMP)]
+    fields = [arrow_field(DELETED_COLUMN, ColumnType.TIMESTAMP)]
     if deletions.chains:
-        fields.append(pa.field(MERGED_COLUMN, pa.string()))
+        fields.append(arrow_field(MERGED_COLUMN, ColumnType.TEXT))
     return pa.schema(fields)
 
 

@@ -1,16 +1,16 @@
 """Keeping Delta tables small: automatic compaction after a run, and `maintain`.
 
 Every commit adds files: a snapshot or an incremental checkpoint whose rows are new adds
-a file per partition it touches (a merge also rewrites the files holding the keys it
-updates, into one). Left alone, snapshots and first runs of many checkpoints leave
+a file per partition it touches (and a checkpoint rewrites each file that held a changed
+row, without it: `delta_merge`). Left alone, snapshots and first runs of many checkpoints leave
 hundreds of small files, and every commit a log entry. After a stream's last commit of
 a run (its lock still held), `keep_up`:
 
-- compacts the table (delta-rs OPTIMIZE, files of up to 100 MiB or the table's
-  `delta.targetFileSize`) when it holds COMPACT_AFTER_FILES or more small files (under
-  SMALL_FILE_BYTES) beyond one per partition: after a run a table holds fewer than
-  that many small files plus one per partition, and a partition's lone small file is
-  left alone;
+- compacts the table (`compact_small_files`: the small files of each partition joined
+  into files of up to 64 MiB, a row group at a time, in one commit without data change)
+  when it holds COMPACT_AFTER_FILES or more small files (under SMALL_FILE_BYTES) beyond
+  one per partition: after a run a table holds fewer than that many small files plus
+  one per partition, and a partition's lone small file is left alone;
 - gives a table made without one the tool's `delta.checkpointInterval` (see
   `delta_table.TABLE_CONFIGURATION`): delta-rs then writes a log checkpoint every ten
   commits by itself (and removes commit files older than the log's retention, 30 days).
@@ -25,12 +25,22 @@ replaced stay for readers of older versions until `maintain` vacuums them (after
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from sentry_extract.errors import TargetError
+from sentry_extract.records import conform
+from sentry_extract.targets.delta_files import (
+    FileWriter,
+    StoredFile,
+    commit_files,
+    read_file,
+    stored_files,
+)
 from sentry_extract.targets.delta_table import (
     TABLE_CONFIGURATION,
     TableLocation,
@@ -67,9 +77,11 @@ def has_configuration(table: DeltaTable) -> bool:
     return all(name in configuration for name in TABLE_CONFIGURATION)
 
 
-def keep_up(location: TableLocation) -> bool:
+def keep_up(location: TableLocation, scratch: Path, order_column: str | None = None) -> bool:
     """Compact the table and set its checkpoint interval when due (the caller holds the
-    table's lock); True when it compacted."""
+    table's lock); True when it compacted. Small files are joined in the order of their
+    `order_column` statistics (the update key), so a compacted file covers a short span
+    of it and a checkpoint's merge can skip it (`delta_merge.Bounds`)."""
     table = location.open()
     if table is None:
         return False
@@ -84,12 +96,51 @@ def keep_up(location: TableLocation) -> bool:
                 dict(TABLE_CONFIGURATION), commit_properties=properties
             )
         if compact:
-            table.optimize.compact(commit_properties=properties)
-    except (DeltaError, OSError) as error:
+            compact_small_files(location, location.open() or table, scratch, order_column)
+    except (DeltaError, OSError, pa.ArrowException) as error:
         raise TargetError(
             f"cannot compact Delta table {location.uri}: {error_line(error)}"
         ) from None
     return compact
+
+
+def compact_small_files(
+    location: TableLocation, table: DeltaTable, scratch: Path, order_column: str | None = None
+) -> None:
+    """The small files of each partition that has more than one, joined into files of up
+    to `delta_files.FILE_BYTES`, a row group at a time (delta-rs's OPTIMIZE holds a whole
+    file's rows), in the order of their smallest `order_column`; one commit, without
+    data change, carrying every stream state."""
+    by_partition: dict[tuple[tuple[str, str | None], ...], list[StoredFile]] = {}
+    for stored in sorted(stored_files(table, order_column), key=_order_of):
+        if stored.size < SMALL_FILE_BYTES:
+            by_partition.setdefault(tuple(sorted(stored.partition.items())), []).append(stored)
+    joined = [stored for files in by_partition.values() if len(files) > 1 for stored in files]
+    if not joined:
+        return
+    schema = pa.schema(table.schema())
+    partition_by = list(table.metadata().partition_columns)
+    writer = FileWriter(location, scratch, schema, partition_by, data_change=False)
+    for stored in joined:
+        writer.write_all(conform(batch, schema) for batch in read_file(location, stored))
+    states = commit_states(table)
+    commit_files(
+        location,
+        table,
+        schema,
+        partition_by,
+        writer.finish(),
+        joined,
+        states=states,
+        data_change=False,
+    )
+
+
+def _order_of(stored: StoredFile) -> tuple[bool, str]:
+    """Files with statistics first, by their smallest value (as text: ISO times sort)."""
+    low = stored.low
+    text = low.isoformat() if isinstance(low, datetime) else str(low)
+    return (low is None, text)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,170 @@
+"""Merging a checkpoint's rows into a Delta table by key, rewriting only what changes.
+
+A MERGE by delta-rs reads the whole table to find the keys, and rewrites every file that
+holds a key it matched, whether the row changed or not. `merge_rows` instead:
+
+1. reads only the key columns of the table's files (`StoredKeys`);
+2. writes the rows whose keys are new into new files (no stored file is touched);
+3. reads the stored rows of the keys that come again, and drops the rows that are
+   identical to them (a window read twice, an event that did not change);
+4. writes the changed rows into new files, and rewrites each file that held one of them
+   without those rows.
+
+The caller commits the new files and removes the replaced ones in one commit
+(`delta_files.commit_files`): readers see the table before or after, never between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+from deltalake.transaction import AddAction
+
+from sentry_extract.records import conform, key_values
+from sentry_extract.targets.delta_files import (
+    FileWriter,
+    StoredFile,
+    read_file,
+    read_rows_of_keys,
+    stored_files,
+)
+from sentry_extract.targets.delta_table import TableLocation
+
+
+@dataclass(frozen=True)
+class StoredKeys:
+    """Every key of the table, and the file (an index into `files`) that holds it."""
+
+    keys: pa.Array
+    positions: pa.Array
+    files: list[StoredFile]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range of a column whose value a row keeps for ever (an event's time) over
+    the rows to merge: a file whose rows all fall outside it holds none of their keys."""
+
+    column: str
+    low: datetime
+    high: datetime
+
+    def may_hold(self, stored: StoredFile) -> bool:
+        low, high = _moment(stored.low), _moment(stored.high)
+        if low is None or high is None:
+            return True  # no statistics: read it
+        return not (high + STATISTICS_SLACK < self.low or low - STATISTICS_SLACK > self.high)
+
+
+STATISTICS_SLACK = timedelta(milliseconds=1)  # statistics may keep milliseconds only
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def stored_keys(
+    location: TableLocation,
+    table: DeltaTable,
+    key_columns: tuple[str, ...],
+    bounds: Bounds | None = None,
+) -> StoredKeys:
+    """Keys of the files that may hold rows within `bounds` (all files without)."""
+    files = stored_files(table, bounds.column if bounds else None)
+    if bounds is not None:
+        files = [stored for stored in files if bounds.may_hold(stored)]
+    keys: list[pa.Array] = []
+    positions: list[pa.Array] = []
+    for index, stored in enumerate(files):
+        for batch in read_file(location, stored, key_columns):
+            if any(name not in batch.schema.names for name in key_columns):
+                continue
+            keys.append(key_values(batch, key_columns))
+            positions.append(pa.array([index] * batch.num_rows, pa.int32()))
+    return StoredKeys(
+        pa.concat_arrays(keys) if keys else pa.array([], pa.string()),
+        pa.concat_arrays(positions) if positions else pa.array([], pa.int32()),
+        files,
+    )
+
+
+@dataclass(frozen=True)
+class MergeTarget:
+    """Where merged rows go: the table, its schema (the rows' columns) and partitions."""
+
+    location: TableLocation
+    table: DeltaTable
+    schema: pa.Schema
+    partition_by: tuple[str, ...]
+    key_columns: tuple[str, ...]
+    scratch: Path
+    bounds: Bounds | None = None
+
+
+def merge_rows(
+    target: MergeTarget, batches: Iterable[pa.RecordBatch]
+) -> tuple[list[AddAction], list[StoredFile]]:
+    """The files to add and the files to remove for `batches` (one row per key, with the
+    target's schema) to replace the stored rows of their keys."""
+    stored = stored_keys(target.location, target.table, target.key_columns, target.bounds)
+    writer = FileWriter(target.location, target.scratch, target.schema, target.partition_by)
+    matched: list[pa.RecordBatch] = []
+    matched_files: list[pa.Array] = []
+    for batch in batches:
+        keys = key_values(batch, target.key_columns)
+        found = pc.index_in(keys, value_set=stored.keys)
+        is_new = pc.is_null(found)
+        writer.write(batch.filter(is_new))
+        is_matched = pc.invert(is_new)
+        if pc.any(is_matched).as_py():
+            matched.append(batch.filter(is_matched))
+            matched_files.append(pc.take(stored.positions, found.filter(is_matched)))
+    if not matched:
+        return writer.finish(), []
+    rows = pa.Table.from_batches(matched, schema=target.schema)
+    files = pa.chunked_array(matched_files, pa.int32())
+    changed = changed_keys(target, stored.files, rows, files)
+    keys = key_values(rows, target.key_columns)
+    writer.write_all(rows.filter(pc.is_in(keys, value_set=changed)).to_batches())
+    rewritten = sorted(set(files.filter(pc.is_in(keys, value_set=changed)).to_pylist()))
+    for index in rewritten:
+        for batch in read_file(target.location, stored.files[index]):
+            batch = conform(batch, target.schema)
+            kept = pc.invert(pc.is_in(key_values(batch, target.key_columns), value_set=changed))
+            writer.write(batch.filter(pc.fill_null(kept, True)))
+    return writer.finish(), [stored.files[index] for index in rewritten]
+
+
+def changed_keys(
+    target: MergeTarget, files: Sequence[StoredFile], rows: pa.Table, positions: pa.ChunkedArray
+) -> pa.Array:
+    """Keys of `rows` whose stored row (in the file at the row's position) differs."""
+    changed: list[str] = []
+    for index in sorted(set(positions.to_pylist())):
+        mine = rows.filter(pc.equal(positions, index))
+        wanted = key_values(mine, target.key_columns)
+        incoming = dict(zip(wanted.to_pylist(), mine.to_pylist(), strict=True))
+        stored_rows = read_rows_of_keys(target.location, files[index], target.key_columns, wanted)
+        for batch in stored_rows:
+            found = conform(batch, target.schema)
+            for key, row in zip(
+                key_values(found, target.key_columns).to_pylist(), found.to_pylist(), strict=True
+            ):
+                if _same_row(incoming.pop(key, None), row):
+                    continue
+                changed.append(key)
+        changed.extend(incoming)  # keys the file no longer held
+    return pa.array(sorted(set(changed)), pa.string())
+
+
+def _same_row(incoming: dict[str, Any] | None, stored: dict[str, Any]) -> bool:
+    return incoming is not None and incoming == stored

@@ -1,0 +1,69 @@
+"""Delta data files written by the target itself, committed with delta-rs, and the stored
+keys a checkpoint reads: real tables in a folder, read back with delta-rs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from sentry_extract.targets.delta_files import FileWriter, commit_files, stored_files
+from sentry_extract.targets.delta_merge import Bounds, stored_keys
+from sentry_extract.targets.delta_table import TableLocation, table_location
+from sentry_extract.targets.storage import LocalPlace
+
+MOMENT = pa.timestamp("us", tz="UTC")
+SCHEMA = pa.schema([("id", pa.string()), ("date_created", MOMENT), ("month", pa.string())])
+JANUARY = datetime(2026, 1, 10, 12, 0, 0, 123456, tzinfo=UTC)
+MARCH = datetime(2026, 3, 10, 12, 0, 0, 654321, tzinfo=UTC)
+
+
+def rows(keys: list[str], moment: datetime, month: str) -> pa.RecordBatch:
+    return pa.record_batch(
+        [
+            pa.array(keys),
+            pa.array([moment + timedelta(seconds=n) for n in range(len(keys))], MOMENT),
+            pa.array([month] * len(keys)),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def commit_batches(location: TableLocation, *batches: pa.RecordBatch) -> None:
+    location.storage.prepare()
+    writer = FileWriter(location, location.storage.scratch(), SCHEMA, ["month"])
+    writer.write_all(batches)
+    commit_files(location, location.open(), SCHEMA, ["month"], writer.finish(), states={"k": 1})
+
+
+def test_files_written_a_batch_at_a_time_make_one_commit_with_statistics(tmp_path: Path) -> None:
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    commit_batches(location, rows(["a", "b"], JANUARY, "01"), rows(["c"], MARCH, "03"))
+    table = DeltaTable(location.uri)
+    assert table.version() == 0 and table.metadata().partition_columns == ["month"]
+    read = table.to_pyarrow_table().sort_by("id")
+    assert read.column("id").to_pylist() == ["a", "b", "c"]
+    assert read.column("month").to_pylist() == ["01", "01", "03"]
+    assert read.column("date_created")[0].as_py() == JANUARY
+    files = {stored.partition["month"]: stored for stored in stored_files(table, "date_created")}
+    assert files["01"].low == JANUARY and files["01"].high == JANUARY + timedelta(seconds=1)
+    assert files["03"].low == files["03"].high == MARCH
+    assert '"k": 1' in table.history(1)[0]["sentry_extract.state"]
+
+
+def test_a_checkpoint_reads_the_keys_of_only_the_files_its_times_fall_in(tmp_path: Path) -> None:
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    commit_batches(location, rows(["a", "b"], JANUARY, "01"))
+    commit_batches(location, rows(["c"], MARCH, "03"))
+    table = DeltaTable(location.uri)
+    every = stored_keys(location, table, ("id",))
+    assert sorted(every.keys.to_pylist()) == ["a", "b", "c"]
+    march = Bounds("date_created", MARCH, MARCH + timedelta(days=1))
+    assert stored_keys(location, table, ("id",), march).keys.to_pylist() == ["c"]
+    # the file's newest time, kept to the millisecond by some writers, still counts
+    edge = JANUARY + timedelta(seconds=1, microseconds=400)
+    assert sorted(
+        stored_keys(location, table, ("id",), Bounds("date_created", edge, edge)).keys.to_pylist()
+    ) == ["a", "b"]
