@@ -442,6 +442,9 @@ class SqlStreamWriter:
         try:
             with self.dialect.exclusive():
                 self.session.rollback()
+                if self.load_table != self.target:  # a new table committed batch by batch
+                    self.session.execute(f"DROP TABLE IF EXISTS {self.load_table.identifier}")
+                    self.session.commit()
         except self.dialect.errors:
             pass
         finally:
