@@ -69,6 +69,7 @@ class Dialect(Protocol):
     widening: Mapping[ColumnType, str]  # how stored values `{}` become the wider type
     json_parameter: str  # a `%s` parameter holding JSON text, as a JSON value
     errors: tuple[type[Exception], ...]  # what the driver raises
+    flushes_each_batch: bool  # staged rows go into the load table at each batch
 
     def open_session(self, table: TableName | None, lock_wait: float) -> Session:
         """A session; with `table`, holding the lock that keeps other runs off it

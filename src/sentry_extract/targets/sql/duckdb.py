@@ -4,6 +4,11 @@ DuckDB lets one process write a file and locks it while it is open: the run open
 once, each stream works in a cursor of its own (its own transaction) and the streams
 take turns at each step. Another process finds the file locked and is refused with
 the same message a second PostgreSQL run gets.
+
+Memory stays bounded whatever the run's size: DuckDB may hold twice the run's memory
+budget (`memory_limit`) and spills the rest to `<file>.tmp` beside the database (gone
+when the run ends); each batch goes into the load table at once, and row groups hold
+ROW_GROUP_ROWS rows, so that what a commit writes is a few batches, not the whole run.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ WIDENING = {  # how stored values become the wider type
 STAGING = '"temp"."main"."sentry_extract_staging"'
 _BATCH_NAMES = itertools.count()
 DATABASE = "sentry_extract_database"
+MEMORY_SHARE = 2  # DuckDB's memory_limit: the run's memory budget times this
+ROW_GROUP_ROWS = 2048  # DuckDB's smallest: a row group of large events is written whole
 
 
 def open_database(path: Path, holder: str, wait: float) -> duckdb.DuckDBPyConnection:
@@ -67,13 +74,24 @@ def attach(path: Path) -> duckdb.DuckDBPyConnection:
     """The file under a fixed name: a file called `sentry.duckdb` would otherwise make
     `sentry.issues` ambiguous (catalog or schema)."""
     connection = duckdb.connect()
-    literal = "'" + str(path).replace("'", "''") + "'"
     try:
-        connection.execute(f"ATTACH {literal} AS {DATABASE}")
+        connection.execute(f"SET temp_directory = {_literal(temporary_folder(path))}")
+        connection.execute(
+            f"ATTACH {_literal(str(path))} AS {DATABASE} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+        )
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def temporary_folder(path: Path) -> str:
+    """Where DuckDB spills what its memory limit does not hold: beside the file."""
+    return f"{path}.tmp"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _first_line(error: Exception) -> str:
@@ -99,10 +117,12 @@ class DuckDBSession:
         cursor: duckdb.DuckDBPyConnection,
         lock: threading.RLock,
         on_close: Callable[[], None],
+        limit_memory: Callable[[duckdb.DuckDBPyConnection, int], None],
     ) -> None:
         self.cursor = cursor
         self.lock = lock
         self.on_close = on_close
+        self.limit_memory = limit_memory
         cursor.execute(f"USE {DATABASE}")
         self.in_transaction = False
         self.order = 0
@@ -130,6 +150,7 @@ class DuckDBSession:
         name = f"sentry_extract_batch_{next(_BATCH_NAMES)}"
         columns = ", ".join(map(quote, numbered.schema.names))
         with self.lock:
+            self.limit_memory(self.cursor, memory_budget)
             self._begin()
             self.cursor.register(name, pa.Table.from_batches([numbered]))
             try:
@@ -167,6 +188,7 @@ class DuckDBDialect:
     widening: Mapping[ColumnType, str] = WIDENING
     json_parameter = "CAST(%s AS JSON)"
     errors: tuple[type[Exception], ...] = (duckdb.Error,)
+    flushes_each_batch = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -175,6 +197,7 @@ class DuckDBDialect:
         self.found_locked = False
         self.held_for_run = False  # a stream writes: kept open until the run ends
         self.sessions = 0
+        self.memory_limit = 0
 
     def open_session(self, table: TableName | None, lock_wait: float) -> DuckDBSession:
         with self.lock:
@@ -188,7 +211,17 @@ class DuckDBDialect:
                     raise
             self.held_for_run = self.held_for_run or table is not None
             self.sessions += 1
-            return DuckDBSession(self.connection.cursor(), self.lock, self._session_closed)
+            return DuckDBSession(
+                self.connection.cursor(), self.lock, self._session_closed, self._limit_memory
+            )
+
+    def _limit_memory(self, cursor: duckdb.DuckDBPyConnection, memory_budget: int) -> None:
+        """DuckDB's memory limit, from the largest budget a stream has (the default is
+        most of the machine's memory, which a run of large events would take)."""
+        limit = MEMORY_SHARE * memory_budget
+        if limit > self.memory_limit:
+            self.memory_limit = limit
+            cursor.execute(f"SET memory_limit = '{limit // 1_000_000}MB'")
 
     def _session_closed(self) -> None:
         """Opened only to read or reset state (a dry run, `state show`): let the file go,
@@ -203,6 +236,7 @@ class DuckDBDialect:
             if self.connection is not None:
                 self.connection.close()
                 self.connection = None
+                self.memory_limit = 0
 
     def exclusive(self) -> AbstractContextManager[object]:
         return self.lock

@@ -122,6 +122,7 @@ class PostgresDialect:
     widening: Mapping[ColumnType, str] = WIDENING
     json_parameter = "%s::jsonb"
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
+    flushes_each_batch = False
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -5,12 +5,16 @@ Identifiers are always quoted; a name that is not a plain identifier is refused.
 
 Every batch is loaded into a temporary staging table. A flush moves the staged rows
 into the load table with `INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT DO
-UPDATE`, so the newest read of a key wins and a key never appears twice.
+UPDATE`, so the newest read of a key wins and a key never appears twice. PostgreSQL
+flushes at checkpoints and at the commit; DuckDB, whose temporary tables cannot spill
+to disk, flushes each batch, and commits it at once where no reader of the table can
+see it (full-refresh's new table) or where the run commits as it goes anyway
+(incremental, backfill): what a commit holds stays a few batches, whatever the run's size.
 
 - full-refresh: loads a new table and swaps it in (drop + rename) in the commit's
   transaction: readers see the old rows or the new rows.
-- truncate: stages everything, then TRUNCATE and insert in one transaction, keeping
-  the table's definition, grants and indexes.
+- truncate: TRUNCATE and the inserts in one transaction (the table emptied before its
+  first rows), keeping the table's definition, grants and indexes.
 - incremental / backfill: merges by primary key at every checkpoint, committing the
   rows and the state together (per project for events).
 - snapshot: appends the run's rows with `_snapshot_at` (part of the key).
@@ -235,6 +239,7 @@ class SqlStreamWriter:
         self.pending_state: StreamState | None = None
         self.pending_deletions: Deletions | None = None
         self.written_columns: set[str] = set()
+        self.truncated = False
         self.session = dialect.open_session(self.target, lock_wait)
         with dialect.exclusive():  # a failed set-up ends before another stream's starts
             try:
@@ -321,6 +326,14 @@ class SqlStreamWriter:
             raise self._error(error) from None
         self.written_columns.update(batch.schema.names)
         self.rows += batch.num_rows
+        if self.dialect.flushes_each_batch:
+            try:
+                with self.dialect.exclusive():
+                    self._flush()
+                    if self.request.mode.replaces_table or self.request.mode.merges_by_key:
+                        self.session.commit()
+            except self.dialect.errors as error:
+                raise self._error(error) from None
 
     def _add_new_columns(self, schema: pa.Schema) -> None:
         new_columns = [name for name in schema.names if name not in self.columns]
@@ -417,12 +430,21 @@ class SqlStreamWriter:
             )
             self.load_table = self.target
         elif self.request.mode.replaces_rows:
+            self._truncate()
+
+    def _truncate(self) -> None:
+        """The table emptied once, in the run's transaction, before its first rows."""
+        if not self.truncated:
+            self.truncated = True
             self.session.execute(f"TRUNCATE {self.target.identifier}")
 
     def abort(self) -> None:
         try:
             with self.dialect.exclusive():
                 self.session.rollback()
+                if self.load_table != self.target:  # a new table committed batch by batch
+                    self.session.execute(f"DROP TABLE IF EXISTS {self.load_table.identifier}")
+                    self.session.commit()
         except self.dialect.errors:
             pass
         finally:
@@ -472,6 +494,8 @@ class SqlStreamWriter:
             else "DO NOTHING"
         )
         listed = ", ".join(map(quote, columns))
+        if self.request.mode.replaces_rows and not self.request.mode.replaces_table:
+            self._truncate()
         self.session.execute(
             f"INSERT INTO {self.load_table.identifier} ({listed}) SELECT DISTINCT ON ({keys}) "
             f"{listed} FROM {self.staging} ORDER BY {keys}, {quote(ORDER_COLUMN)} DESC "
