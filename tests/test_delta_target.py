@@ -159,14 +159,7 @@ def test_rows_read_again_unchanged_leave_the_files_alone(
     assert workspace.run(started=later(1)).exit_code == 0
     stored_files = set(open_table(workspace, "events").file_uris())
     rows = read(workspace, "events").sort_by("event_id")
-    start = (datetime.now(UTC) - RETENTION).date().isoformat()
-    end = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
-    workspace.write(
-        "backfill.yaml",
-        f"source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://{workspace.folder}/out/"
-        "{stream_name}\n  target_options: {format: delta}\nstreams:\n  events:\n"
-        f"    mode: backfill\n    source_options: {{range: '{start},{end}'}}\n",
-    )
+    backfill_everything(workspace)
     assert workspace.run(workspace.folder / "backfill.yaml", started=later(2)).exit_code == 0
     assert set(open_table(workspace, "events").file_uris()) == stored_files
     assert read(workspace, "events").sort_by("event_id").equals(rows)
@@ -175,6 +168,18 @@ def test_rows_read_again_unchanged_leave_the_files_alone(
     assert stored_files < set(open_table(workspace, "events").file_uris())  # only added
     events = keys(read(workspace, "events"), "project_id", "event_id")
     assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+
+
+def backfill_everything(workspace: Workspace) -> None:
+    """backfill.yaml: a backfill of events over every day Sentry keeps."""
+    start = (datetime.now(UTC) - RETENTION).date().isoformat()
+    end = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    workspace.write(
+        "backfill.yaml",
+        f"source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://{workspace.folder}/out/"
+        "{stream_name}\n  target_options: {format: delta}\nstreams:\n  events:\n"
+        f"    mode: backfill\n    source_options: {{range: '{start},{end}'}}\n",
+    )
 
 
 @pytest.mark.parametrize("place", PLACES, indirect=True)
@@ -212,14 +217,7 @@ def test_backfill_merges_without_moving_state(
     assert workspace.run(started=later(1)).exit_code == 0
     version = open_table(workspace, "events").version()
     state = json.loads(open_table(workspace, "events").history(1)[0]["sentry_extract.state"])
-    start = (datetime.now(UTC) - RETENTION).date().isoformat()
-    end = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
-    workspace.write(
-        "backfill.yaml",
-        f"source: SENTRY\ntarget: LOCAL\ndefaults:\n  object: file://{workspace.folder}/out/"
-        "{stream_name}\n  target_options: {format: delta}\nstreams:\n  events:\n"
-        f"    mode: backfill\n    source_options: {{range: '{start},{end}'}}\n",
-    )
+    backfill_everything(workspace)
     assert workspace.run(workspace.folder / "backfill.yaml", started=later(3)).exit_code == 0
     table = open_table(workspace, "events")
     assert table.version() > version
