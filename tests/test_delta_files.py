@@ -12,6 +12,12 @@ from deltalake import DeltaTable
 from sentry_extract.targets.delta_files import FileWriter, commit_files, stored_files
 from sentry_extract.targets.delta_merge import Bounds, stored_keys
 from sentry_extract.targets.delta_table import TableLocation, table_location
+from sentry_extract.targets.delta_upkeep import (
+    COMPACT_AFTER_FILES,
+    COMPACTED_TO_FILES,
+    excess_small_files,
+    keep_up,
+)
 from sentry_extract.targets.storage import LocalPlace
 
 MOMENT = pa.timestamp("us", tz="UTC")
@@ -67,3 +73,32 @@ def test_a_checkpoint_reads_the_keys_of_only_the_files_its_times_fall_in(tmp_pat
     assert sorted(
         stored_keys(location, table, ("id",), Bounds("date_created", edge, edge)).keys.to_pylist()
     ) == ["a", "b"]
+
+
+def test_compaction_joins_the_fewest_bytes_that_bring_the_small_files_down(
+    tmp_path: Path,
+) -> None:
+    """A backfill's shape: many tiny checkpoint files of the oldest events, then larger
+    ones. Compaction joins the tiny neighbours only, enough to leave COMPACTED_TO_FILES
+    small files beyond one, and leaves the larger files as they are."""
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    tiny, larger = 24, 16
+    for number in range(tiny):
+        commit_batches(location, rows([f"t{number}-a", f"t{number}-b"], at(number), "01"))
+    for number in range(larger):
+        keys = [f"l{number}-{n}-{'x' * 40}" for n in range(2000)]
+        commit_batches(location, rows(keys, at(tiny + number), "01"))
+    before = DeltaTable(location.uri)
+    assert excess_small_files(before) == tiny + larger - 1 >= COMPACT_AFTER_FILES
+    large_paths = {stored.path for stored in stored_files(before) if stored.size > 10_000}
+    assert len(large_paths) == larger
+    assert keep_up(location, location.storage.scratch(), "date_created")
+    after = DeltaTable(location.uri)
+    assert excess_small_files(after) == COMPACTED_TO_FILES
+    assert large_paths <= {stored.path for stored in stored_files(after)}
+    assert after.to_pyarrow_table().num_rows == tiny * 2 + larger * 2000
+    assert '"k": 1' in after.history(1)[0]["sentry_extract.state"]
+
+
+def at(hour: int) -> datetime:
+    return JANUARY + timedelta(hours=hour)
