@@ -10,7 +10,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from sentry_extract.targets.delta_files import FileWriter, commit_files, stored_files
-from sentry_extract.targets.delta_merge import Bounds, stored_keys
+from sentry_extract.targets.delta_merge import Bounds, StoredKeyCache, stored_keys
 from sentry_extract.targets.delta_table import TableLocation, table_location
 from sentry_extract.targets.delta_upkeep import (
     COMPACT_AFTER_FILES,
@@ -102,3 +102,24 @@ def test_compaction_joins_the_fewest_bytes_that_bring_the_small_files_down(
 
 def at(hour: int) -> datetime:
     return JANUARY + timedelta(hours=hour)
+
+
+def test_a_files_keys_are_read_once_across_checkpoints(tmp_path: Path) -> None:
+    """Data files never change: checkpoints that meet the same files read their keys from
+    storage once, and a file committed later is read when first met."""
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    commit_batches(location, rows(["a", "b"], JANUARY, "01"))
+    commit_batches(location, rows(["c"], MARCH, "03"))
+    cache = StoredKeyCache()
+    first = stored_keys(location, DeltaTable(location.uri), ("id",), cache=cache)
+    again = stored_keys(location, DeltaTable(location.uri), ("id",), cache=cache)
+    assert sorted(first.keys.to_pylist()) == sorted(again.keys.to_pylist()) == ["a", "b", "c"]
+    assert cache.reads == 2
+    commit_batches(location, rows(["d"], MARCH, "03"))
+    later = stored_keys(location, DeltaTable(location.uri), ("id",), cache=cache)
+    assert sorted(later.keys.to_pylist()) == ["a", "b", "c", "d"]
+    assert cache.reads == 3
+    small = StoredKeyCache(limit=1)  # past its limit, files are read again
+    stored_keys(location, DeltaTable(location.uri), ("id",), cache=small)
+    stored_keys(location, DeltaTable(location.uri), ("id",), cache=small)
+    assert small.reads == 5 and small.held == 1  # one file of one key kept
