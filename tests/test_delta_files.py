@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from sentry_extract.targets.delta import Staging
 from sentry_extract.targets.delta_files import FileWriter, commit_files, stored_files
 from sentry_extract.targets.delta_merge import Bounds, StoredKeyCache, stored_keys
 from sentry_extract.targets.delta_table import TableLocation, table_location
@@ -123,3 +124,18 @@ def test_a_files_keys_are_read_once_across_checkpoints(tmp_path: Path) -> None:
     stored_keys(location, DeltaTable(location.uri), ("id",), cache=small)
     stored_keys(location, DeltaTable(location.uri), ("id",), cache=small)
     assert small.reads == 5 and small.held == 1  # one file of one key kept
+
+
+def test_staged_keys_are_kept_as_rows_are_staged(tmp_path: Path) -> None:
+    """A checkpoint takes the staged rows' keys from memory, the same keys the staged
+    files hold, in the order staged; a batch without a key column makes it read them back."""
+    staging = Staging(tmp_path, SCHEMA, ("id",))
+    staging.write(rows(["a", "b"], JANUARY, "01"))
+    staging.write(rows(["c", "a"], MARCH, "03"))
+    assert [len(keys) for keys in staging.staged_keys] == [2, 2]
+    assert staging.keys(("id",)).to_pylist() == ["a", "b", "c", "a"]
+    assert staging.keys(("id", "month")).to_pylist() == ["a\x1f01", "b\x1f01", "c\x1f03", "a\x1f03"]
+    staging.write(pa.record_batch([pa.array(["x"])], names=["month"]))
+    assert staging.key_columns == ()
+    staging.clear()
+    assert staging.staged_keys == [] and staging.parts == []
