@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from sentry_extract.targets.delta import Staging
+from sentry_extract.targets.delta import Staging, without_dropped
 from sentry_extract.targets.delta_files import FileWriter, commit_files, stored_files
 from sentry_extract.targets.delta_merge import Bounds, StoredKeyCache, stored_keys
 from sentry_extract.targets.delta_table import TableLocation, table_location
@@ -139,3 +139,14 @@ def test_staged_keys_are_kept_as_rows_are_staged(tmp_path: Path) -> None:
     assert staging.key_columns == ()
     staging.clear()
     assert staging.staged_keys == [] and staging.parts == []
+
+
+def test_a_checkpoint_keeps_a_batch_it_drops_nothing_from_as_it_is() -> None:
+    """Rows are copied only when some are dropped: a backfill's batches (every key new,
+    none read twice) go to the data files without a copy of a large batch in memory."""
+    batch = rows(["a", "b", "c"], JANUARY, "01")
+    assert without_dropped(batch, pa.array([False, False, False])) is batch
+    assert without_dropped(batch, pa.array([False, True, False])).column("id").to_pylist() == [
+        "a",
+        "c",
+    ]

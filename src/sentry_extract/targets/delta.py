@@ -258,8 +258,9 @@ class Staging:
             for batch in self._batches():
                 positions = pa.array(range(offset, offset + batch.num_rows), pa.int64())
                 offset += batch.num_rows
-                kept = batch.filter(pc.invert(pc.is_in(positions, value_set=dropped)))
-                yield conform(kept, schema)
+                yield conform(
+                    without_dropped(batch, pc.is_in(positions, value_set=dropped)), schema
+                )
 
         return schema, read()
 
@@ -625,6 +626,13 @@ def _staged_schema(request: StreamRequest, partitions: tuple[PartitionColumn, ..
     for column in partitions:
         schema = schema.append(pa.field(column.name, pa.string()))
     return schema
+
+
+def without_dropped(batch: pa.RecordBatch, dropped: pa.Array) -> pa.RecordBatch:
+    """`batch` without the rows `dropped` marks: the batch itself (no copy) when none."""
+    if not pc.any(dropped).as_py():
+        return batch
+    return batch.filter(pc.invert(dropped))
 
 
 def _names(columns: list[str]) -> str:

@@ -163,6 +163,9 @@ def merge_rows(
     for batch in batches:
         keys = key_values(batch, target.key_columns)
         found = pc.index_in(keys, value_set=stored.keys)
+        if found.null_count == len(found):  # every key new: the batch as it is, no copy
+            writer.write(batch)
+            continue
         is_new = pc.is_null(found)
         writer.write(batch.filter(is_new))
         is_matched = pc.invert(is_new)
