@@ -64,6 +64,7 @@ RESULTS = ROOT / "bench" / "results"
 TOKEN = "sntryu_test_0123456789abcdef0123456789abcdef"
 PYTHON = sys.executable
 HISTORY_NEW_EVENTS = 100  # scenario 5: events added between the two runs
+HISTORY_DAYS = 80  # the fake's events are spread over this many days
 KILL_AT = 0.7  # scenario 6: the share of a whole run's requests answered before the kill
 
 
@@ -87,6 +88,7 @@ class Fake:
         frames: int = 12,
         tls_folder: Path | None = None,
         frame_shape: tuple[int, int] = (0, 2),  # source lines either side, local variables
+        history_days: int = HISTORY_DAYS,
     ) -> None:
         self.port = free_port()
         self.authority: str | bool = True
@@ -115,7 +117,7 @@ class Fake:
             "--frame-vars",
             str(frame_shape[1]),
             "--history-days",
-            "80",
+            str(history_days),
         ]
         if limits:
             command.append("--sentry-io-limits")
@@ -607,7 +609,13 @@ def scenario_history(
     sizes: list[int], runs: int, root: Path, services: Services, targets: tuple[str, ...]
 ) -> list[Measure]:
     """An incremental events backfill of N events, 100 new events, a second run: how the
-    second run's time and bytes written grow with N (they should not)."""
+    second run's time and bytes written grow with N (they should not).
+
+    Every size has the largest size's events per day (the smaller spread over fewer
+    days), so the second run reads as many events again within its lookback at every
+    size: only the history stored differs. (Over the same 80 days, the run on 200,000
+    read ten times the events of the run on 20,000 again: 412 rows in 46 requests
+    against 114 in 15.)"""
     measures: list[Measure] = []
     second: dict[str, list[Measure]] = {target: [] for target in targets}
     inputs = {"rate_limit": 0}
@@ -616,7 +624,8 @@ def scenario_history(
             target: Destination(target, f"5_{events}_{target.replace('-', '_')}", root, services)
             for target in targets
         }
-        with Fake(events=events, projects=4, issues=100) as fake:
+        days = max(1, round(HISTORY_DAYS * events / max(sizes)))
+        with Fake(events=events, projects=4, issues=100, history_days=days) as fake:
             for destination in destinations.values():
                 backfill = f"5 history {events:,}: backfill"
                 measures.append(our_events(fake, destination, backfill, inputs))
