@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from sentry_extract.targets.delta import Staging, without_dropped
+from sentry_extract.model.windows import Window
+from sentry_extract.targets.delta import Staging, live_keys, without_dropped
 from sentry_extract.targets.delta_files import FileWriter, commit_files, stored_files
 from sentry_extract.targets.delta_merge import Bounds, StoredKeyCache, stored_keys
 from sentry_extract.targets.delta_table import TableLocation, table_location
@@ -150,3 +151,18 @@ def test_a_checkpoint_keeps_a_batch_it_drops_nothing_from_as_it_is() -> None:
         "a",
         "c",
     ]
+
+
+def test_live_keys_in_a_window_read_only_the_files_it_meets(tmp_path: Path) -> None:
+    """A run's reconcile asks for the stored keys of its window: files whose times lie
+    outside it are not read (here the January file is gone: reading it would fail)."""
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    commit_batches(location, rows(["a", "b"], JANUARY, "01"))
+    commit_batches(location, rows(["c"], MARCH, "03"))
+    table = DeltaTable(location.uri)
+    january = next(f for f in stored_files(table) if f.partition["month"] == "01")
+    (tmp_path / "table" / january.storage_path()).unlink()
+    window = Window(MARCH - timedelta(days=1), MARCH + timedelta(days=1))
+    assert live_keys(location, table, ("id",), "date_created", window) == {"c"}
+    outside = Window(MARCH + timedelta(days=1), MARCH + timedelta(days=2))
+    assert live_keys(location, table, ("id",), "date_created", outside) == set()

@@ -59,7 +59,7 @@ from sentry_extract.records import (
 from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import older_duplicates
-from sentry_extract.targets.delta_files import FileWriter, commit_files
+from sentry_extract.targets.delta_files import FileWriter, commit_files, read_file, stored_files
 from sentry_extract.targets.delta_merge import Bounds, MergeTarget, StoredKeyCache, merge_rows
 from sentry_extract.targets.delta_table import (
     TableLocation,
@@ -344,7 +344,7 @@ class DeltaStreamWriter:
         table = self.location.open()
         if table is None:
             return set()
-        return live_keys(table, self.request.key_columns, column, window)
+        return live_keys(self.location, table, self.request.key_columns, column, window)
 
     def mark_deleted(
         self,
@@ -757,29 +757,42 @@ def _with_column(rows: pa.Table, name: str, column_type: pa.DataType) -> pa.Tabl
 
 
 def live_keys(
-    table: DeltaTable, key_columns: tuple[str, ...], column: str | None, window: Window | None
+    location: TableLocation,
+    table: DeltaTable,
+    key_columns: tuple[str, ...],
+    column: str | None,
+    window: Window | None,
 ) -> set[str]:
-    """Keys of the rows not marked deleted, with `column` inside `window` when given."""
-    dataset = table.to_pyarrow_dataset()
-    names = dataset.schema.names
+    """Keys of the rows not marked deleted, with `column` inside `window` when given: only
+    the files whose `column` statistics meet the window are read (a run's window is the
+    last hours; the table's history is not read for it)."""
+    names = pa.schema(table.schema()).names
     if window is not None and column is not None and column not in names:
         return set()
-    wanted = [*key_columns]
-    wanted += [DELETED_COLUMN] if DELETED_COLUMN in names else []
-    if column is not None and column in names and column not in wanted:
+    files = stored_files(table, column if window is not None else None)
+    if window is not None and column is not None:
+        bounds = Bounds(column, window.start, window.end)
+        files = [stored for stored in files if bounds.may_hold(stored)]
+    wanted = [*key_columns, DELETED_COLUMN]
+    if column is not None and column not in wanted:
         wanted.append(column)
     found: set[str] = set()
-    for batch in dataset.to_batches(columns=wanted):
-        keys = key_values(batch, key_columns)
-        keep = pc.is_valid(keys)
-        if DELETED_COLUMN in names:
-            keep = pc.and_(keep, pc.is_null(batch.column(DELETED_COLUMN)))
-        if window is not None and column is not None:
-            moments = batch.column(column)
-            inside = pc.and_(
-                pc.greater_equal(moments, pa.scalar(window.start, moments.type)),
-                pc.less(moments, pa.scalar(window.end, moments.type)),
-            )
-            keep = pc.and_(keep, pc.fill_null(inside, False))
-        found.update(keys.filter(keep).to_pylist())
+    for stored in files:
+        for batch in read_file(location, stored, wanted):
+            if any(name not in batch.schema.names for name in key_columns):
+                continue
+            keys = key_values(batch, key_columns)
+            keep = pc.is_valid(keys)
+            if DELETED_COLUMN in batch.schema.names:
+                keep = pc.and_(keep, pc.is_null(batch.column(DELETED_COLUMN)))
+            if window is not None and column is not None:
+                if column not in batch.schema.names:
+                    continue
+                moments = batch.column(column)
+                inside = pc.and_(
+                    pc.greater_equal(moments, pa.scalar(window.start, moments.type)),
+                    pc.less(moments, pa.scalar(window.end, moments.type)),
+                )
+                keep = pc.and_(keep, pc.fill_null(inside, False))
+            found.update(keys.filter(keep).to_pylist())
     return found
