@@ -9,9 +9,17 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from sentry_extract.model.windows import Window
+from sentry_extract.targets.delta import Staging, live_keys, without_dropped
 from sentry_extract.targets.delta_files import FileWriter, commit_files, stored_files
-from sentry_extract.targets.delta_merge import Bounds, stored_keys
+from sentry_extract.targets.delta_merge import Bounds, StoredKeyCache, stored_keys
 from sentry_extract.targets.delta_table import TableLocation, table_location
+from sentry_extract.targets.delta_upkeep import (
+    COMPACT_AFTER_FILES,
+    COMPACTED_TO_FILES,
+    excess_small_files,
+    keep_up,
+)
 from sentry_extract.targets.storage import LocalPlace
 
 MOMENT = pa.timestamp("us", tz="UTC")
@@ -67,3 +75,94 @@ def test_a_checkpoint_reads_the_keys_of_only_the_files_its_times_fall_in(tmp_pat
     assert sorted(
         stored_keys(location, table, ("id",), Bounds("date_created", edge, edge)).keys.to_pylist()
     ) == ["a", "b"]
+
+
+def test_compaction_joins_the_fewest_bytes_that_bring_the_small_files_down(
+    tmp_path: Path,
+) -> None:
+    """A backfill's shape: many tiny checkpoint files of the oldest events, then larger
+    ones. Compaction joins the tiny neighbours only, enough to leave COMPACTED_TO_FILES
+    small files beyond one, and leaves the larger files as they are."""
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    tiny, larger = 24, 16
+    for number in range(tiny):
+        commit_batches(location, rows([f"t{number}-a", f"t{number}-b"], at(number), "01"))
+    for number in range(larger):
+        keys = [f"l{number}-{n}-{'x' * 40}" for n in range(2000)]
+        commit_batches(location, rows(keys, at(tiny + number), "01"))
+    before = DeltaTable(location.uri)
+    assert excess_small_files(before) == tiny + larger - 1 >= COMPACT_AFTER_FILES
+    large_paths = {stored.path for stored in stored_files(before) if stored.size > 10_000}
+    assert len(large_paths) == larger
+    assert keep_up(location, location.storage.scratch(), "date_created")
+    after = DeltaTable(location.uri)
+    assert excess_small_files(after) == COMPACTED_TO_FILES
+    assert large_paths <= {stored.path for stored in stored_files(after)}
+    assert after.to_pyarrow_table().num_rows == tiny * 2 + larger * 2000
+    assert '"k": 1' in after.history(1)[0]["sentry_extract.state"]
+
+
+def at(hour: int) -> datetime:
+    return JANUARY + timedelta(hours=hour)
+
+
+def test_a_files_keys_are_read_once_across_checkpoints(tmp_path: Path) -> None:
+    """Data files never change: checkpoints that meet the same files read their keys from
+    storage once, and a file committed later is read when first met."""
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    commit_batches(location, rows(["a", "b"], JANUARY, "01"))
+    commit_batches(location, rows(["c"], MARCH, "03"))
+    cache = StoredKeyCache()
+    first = stored_keys(location, DeltaTable(location.uri), ("id",), cache=cache)
+    again = stored_keys(location, DeltaTable(location.uri), ("id",), cache=cache)
+    assert sorted(first.keys.to_pylist()) == sorted(again.keys.to_pylist()) == ["a", "b", "c"]
+    assert cache.reads == 2
+    commit_batches(location, rows(["d"], MARCH, "03"))
+    later = stored_keys(location, DeltaTable(location.uri), ("id",), cache=cache)
+    assert sorted(later.keys.to_pylist()) == ["a", "b", "c", "d"]
+    assert cache.reads == 3
+    small = StoredKeyCache(limit=1)  # past its limit, files are read again
+    stored_keys(location, DeltaTable(location.uri), ("id",), cache=small)
+    stored_keys(location, DeltaTable(location.uri), ("id",), cache=small)
+    assert small.reads == 5 and small.held == 1  # one file of one key kept
+
+
+def test_staged_keys_are_kept_as_rows_are_staged(tmp_path: Path) -> None:
+    """A checkpoint takes the staged rows' keys from memory, the same keys the staged
+    files hold, in the order staged; a batch without a key column makes it read them back."""
+    staging = Staging(tmp_path, SCHEMA, ("id",))
+    staging.write(rows(["a", "b"], JANUARY, "01"))
+    staging.write(rows(["c", "a"], MARCH, "03"))
+    assert [len(keys) for keys in staging.staged_keys] == [2, 2]
+    assert staging.keys(("id",)).to_pylist() == ["a", "b", "c", "a"]
+    assert staging.keys(("id", "month")).to_pylist() == ["a\x1f01", "b\x1f01", "c\x1f03", "a\x1f03"]
+    staging.write(pa.record_batch([pa.array(["x"])], names=["month"]))
+    assert staging.key_columns == ()
+    staging.clear()
+    assert staging.staged_keys == [] and staging.parts == []
+
+
+def test_a_checkpoint_keeps_a_batch_it_drops_nothing_from_as_it_is() -> None:
+    """Rows are copied only when some are dropped: a backfill's batches (every key new,
+    none read twice) go to the data files without a copy of a large batch in memory."""
+    batch = rows(["a", "b", "c"], JANUARY, "01")
+    assert without_dropped(batch, pa.array([False, False, False])) is batch
+    assert without_dropped(batch, pa.array([False, True, False])).column("id").to_pylist() == [
+        "a",
+        "c",
+    ]
+
+
+def test_live_keys_in_a_window_read_only_the_files_it_meets(tmp_path: Path) -> None:
+    """A run's reconcile asks for the stored keys of its window: files whose times lie
+    outside it are not read (here the January file is gone: reading it would fail)."""
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    commit_batches(location, rows(["a", "b"], JANUARY, "01"))
+    commit_batches(location, rows(["c"], MARCH, "03"))
+    table = DeltaTable(location.uri)
+    january = next(f for f in stored_files(table) if f.partition["month"] == "01")
+    (tmp_path / "table" / january.storage_path()).unlink()
+    window = Window(MARCH - timedelta(days=1), MARCH + timedelta(days=1))
+    assert live_keys(location, table, ("id",), "date_created", window) == {"c"}
+    outside = Window(MARCH + timedelta(days=1), MARCH + timedelta(days=2))
+    assert live_keys(location, table, ("id",), "date_created", outside) == set()

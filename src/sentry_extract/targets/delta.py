@@ -59,8 +59,8 @@ from sentry_extract.records import (
 from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.dataset import older_duplicates
-from sentry_extract.targets.delta_files import FileWriter, commit_files
-from sentry_extract.targets.delta_merge import Bounds, MergeTarget, merge_rows
+from sentry_extract.targets.delta_files import FileWriter, commit_files, read_file, stored_files
+from sentry_extract.targets.delta_merge import Bounds, MergeTarget, StoredKeyCache, merge_rows
 from sentry_extract.targets.delta_table import (
     TableLocation,
     commit_states,
@@ -169,11 +169,17 @@ class DeltaTarget:
 
 
 class Staging:
-    """Rows of a run on this machine, in Parquet files, until they are committed."""
+    """Rows of a run on this machine, in Parquet files, until they are committed; the keys
+    of the rows (`key_columns`) are kept as they are staged, so a checkpoint does not read
+    them back from the files."""
 
-    def __init__(self, folder: Path, base_schema: pa.Schema) -> None:
+    def __init__(
+        self, folder: Path, base_schema: pa.Schema, key_columns: tuple[str, ...] = ()
+    ) -> None:
         self.folder = folder
         self.base_schema = base_schema
+        self.key_columns = key_columns
+        self.staged_keys: list[pa.Array] = []
         self.parts: list[Path] = []
         self.schemas: list[pa.Schema] = [base_schema]
         self._writer: pq.ParquetWriter | None = None
@@ -188,6 +194,10 @@ class Staging:
             self.parts.append(part)
             self.schemas.append(batch.schema)
         self._writer.write_batch(batch)
+        if self.key_columns and all(name in batch.schema.names for name in self.key_columns):
+            self.staged_keys.append(key_values(batch, self.key_columns))
+        else:
+            self.key_columns = ()  # read back from the files instead
 
     def close(self) -> None:
         if self._writer is not None:
@@ -224,6 +234,8 @@ class Staging:
     def keys(self, key_columns: tuple[str, ...]) -> pa.ChunkedArray:
         """The key of every staged row, in the order read."""
         self.close()
+        if key_columns == self.key_columns:
+            return pa.chunked_array(self.staged_keys, pa.string())
         return pa.chunked_array(
             [
                 key_values(pq.read_table(part, columns=list(key_columns)), key_columns)
@@ -246,8 +258,9 @@ class Staging:
             for batch in self._batches():
                 positions = pa.array(range(offset, offset + batch.num_rows), pa.int64())
                 offset += batch.num_rows
-                kept = batch.filter(pc.invert(pc.is_in(positions, value_set=dropped)))
-                yield conform(kept, schema)
+                yield conform(
+                    without_dropped(batch, pc.is_in(positions, value_set=dropped)), schema
+                )
 
         return schema, read()
 
@@ -257,6 +270,7 @@ class Staging:
             part.unlink(missing_ok=True)
         self.parts = []
         self.schemas = [self.base_schema]
+        self.staged_keys = []
 
 
 # --- the writer --------------------------------------------------------------------------------
@@ -286,10 +300,14 @@ class DeltaStreamWriter:
         except BaseException:
             self._cleanup()
             raise
-        self.staging = Staging(self.scratch, _staged_schema(request, partitions))
+        self.staging = Staging(
+            self.scratch, _staged_schema(request, partitions), request.key_columns
+        )
         self.rows = 0
         self.pending_state: StreamState | None = None
         self.pending_deletions: Deletions | None = None
+        self._table: DeltaTable | None = None  # the snapshot of the last checkpoint
+        self.stored_keys = StoredKeyCache()  # keys of the files read, across checkpoints
 
     @property
     def partition_by(self) -> list[str]:
@@ -326,7 +344,7 @@ class DeltaStreamWriter:
         table = self.location.open()
         if table is None:
             return set()
-        return live_keys(table, self.request.key_columns, column, window)
+        return live_keys(self.location, table, self.request.key_columns, column, window)
 
     def mark_deleted(
         self,
@@ -400,9 +418,9 @@ class DeltaStreamWriter:
             if mode.replaces_rows:
                 self._replace(deletions, states)
             elif mode.merges_by_key:
-                self._merge(self.location.open(), deletions, states)
+                self._merge(self._current_table(), deletions, states)
             else:
-                self._append(self.location.open(), states)
+                self._append(self._current_table(), states)
         except (OSError, pa.ArrowException, DeltaError) as error:
             raise TargetError(
                 f"cannot write Delta table {self.location.uri}: {error_line(error)}"
@@ -410,6 +428,16 @@ class DeltaStreamWriter:
         self.staging.clear()
         if self.external is not None and state is not None:
             self.external.save(self.request.state_key, state)
+
+    def _current_table(self) -> DeltaTable | None:
+        """The table's newest version: the snapshot kept from the last checkpoint, brought
+        up to date with the commits made since (reading those alone), instead of loading
+        the log again at every checkpoint; the run holds the lock, so they are few."""
+        if self._table is None:
+            self._table = self.location.open()
+        else:
+            self._table.update_incremental()
+        return self._table
 
     def _save_state(self, state: StreamState) -> None:
         """State that moved without new rows: a commit of its own (or the external store)."""
@@ -499,7 +527,14 @@ class DeltaStreamWriter:
         batches = _stamped_batches((conform(batch, schema) for batch in every), keys, deletions)
         bounds = self._bounds() if candidates.num_rows == 0 else None
         target = MergeTarget(
-            self.location, table, schema, tuple(self.partition_by), keys, self.scratch, bounds
+            self.location,
+            table,
+            schema,
+            tuple(self.partition_by),
+            keys,
+            self.scratch,
+            bounds,
+            self.stored_keys,
         )
         added, removed = merge_rows(target, batches)
         commit_files(self.location, table, schema, self.partition_by, added, removed, states=states)
@@ -541,7 +576,7 @@ class DeltaStreamWriter:
         if not new:
             return table
         table.alter.add_columns([Field.from_arrow(column) for column in new])
-        return self.location.open() or table
+        return self._current_table() or table
 
     def _append(self, table: DeltaTable | None, states: Mapping[str, Any] | None) -> None:
         keys = self.request.key_columns
@@ -591,6 +626,13 @@ def _staged_schema(request: StreamRequest, partitions: tuple[PartitionColumn, ..
     for column in partitions:
         schema = schema.append(pa.field(column.name, pa.string()))
     return schema
+
+
+def without_dropped(batch: pa.RecordBatch, dropped: pa.Array) -> pa.RecordBatch:
+    """`batch` without the rows `dropped` marks: the batch itself (no copy) when none."""
+    if not pc.any(dropped).as_py():
+        return batch
+    return batch.filter(pc.invert(dropped))
 
 
 def _names(columns: list[str]) -> str:
@@ -715,29 +757,42 @@ def _with_column(rows: pa.Table, name: str, column_type: pa.DataType) -> pa.Tabl
 
 
 def live_keys(
-    table: DeltaTable, key_columns: tuple[str, ...], column: str | None, window: Window | None
+    location: TableLocation,
+    table: DeltaTable,
+    key_columns: tuple[str, ...],
+    column: str | None,
+    window: Window | None,
 ) -> set[str]:
-    """Keys of the rows not marked deleted, with `column` inside `window` when given."""
-    dataset = table.to_pyarrow_dataset()
-    names = dataset.schema.names
+    """Keys of the rows not marked deleted, with `column` inside `window` when given: only
+    the files whose `column` statistics meet the window are read (a run's window is the
+    last hours; the table's history is not read for it)."""
+    names = pa.schema(table.schema()).names
     if window is not None and column is not None and column not in names:
         return set()
-    wanted = [*key_columns]
-    wanted += [DELETED_COLUMN] if DELETED_COLUMN in names else []
-    if column is not None and column in names and column not in wanted:
+    files = stored_files(table, column if window is not None else None)
+    if window is not None and column is not None:
+        bounds = Bounds(column, window.start, window.end)
+        files = [stored for stored in files if bounds.may_hold(stored)]
+    wanted = [*key_columns, DELETED_COLUMN]
+    if column is not None and column not in wanted:
         wanted.append(column)
     found: set[str] = set()
-    for batch in dataset.to_batches(columns=wanted):
-        keys = key_values(batch, key_columns)
-        keep = pc.is_valid(keys)
-        if DELETED_COLUMN in names:
-            keep = pc.and_(keep, pc.is_null(batch.column(DELETED_COLUMN)))
-        if window is not None and column is not None:
-            moments = batch.column(column)
-            inside = pc.and_(
-                pc.greater_equal(moments, pa.scalar(window.start, moments.type)),
-                pc.less(moments, pa.scalar(window.end, moments.type)),
-            )
-            keep = pc.and_(keep, pc.fill_null(inside, False))
-        found.update(keys.filter(keep).to_pylist())
+    for stored in files:
+        for batch in read_file(location, stored, wanted):
+            if any(name not in batch.schema.names for name in key_columns):
+                continue
+            keys = key_values(batch, key_columns)
+            keep = pc.is_valid(keys)
+            if DELETED_COLUMN in batch.schema.names:
+                keep = pc.and_(keep, pc.is_null(batch.column(DELETED_COLUMN)))
+            if window is not None and column is not None:
+                if column not in batch.schema.names:
+                    continue
+                moments = batch.column(column)
+                inside = pc.and_(
+                    pc.greater_equal(moments, pa.scalar(window.start, moments.type)),
+                    pc.less(moments, pa.scalar(window.end, moments.type)),
+                )
+                keep = pc.and_(keep, pc.fill_null(inside, False))
+            found.update(keys.filter(keep).to_pylist())
     return found

@@ -163,8 +163,9 @@ class FileWriter:
         joined = pc.binary_join_element_wise(
             *[pc.fill_null(column, "\x00") for column in columns], "\x01"
         )
-        for value in pc.unique(joined).to_pylist():
-            part = batch.filter(pc.equal(joined, value))
+        values = pc.unique(joined).to_pylist()
+        for value in values:
+            part = batch if len(values) == 1 else batch.filter(pc.equal(joined, value))
             partition = tuple(column[0].as_py() for column in _columns(part, self.partition_by))
             self._write_part(partition, part)
 

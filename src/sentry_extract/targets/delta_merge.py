@@ -47,6 +47,41 @@ class StoredKeys:
     files: list[StoredFile]
 
 
+class StoredKeyCache:
+    """The keys of data files read before, by file path: a data file never changes, so a
+    run whose checkpoints meet the same files (a backfill reads each project's events in
+    turn, over the same span of time) reads each file's keys once. Holds at most
+    CACHED_KEYS keys; past that, files are read again."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = CACHED_KEYS if limit is None else limit
+        self.by_path: dict[str, pa.Array] = {}
+        self.held = 0
+        self.reads = 0  # files whose keys were read from storage
+
+    def keys_of(
+        self, location: TableLocation, stored: StoredFile, key_columns: tuple[str, ...]
+    ) -> pa.Array | None:
+        """The file's keys; None when the file lacks a key column."""
+        known = self.by_path.get(stored.path)
+        if known is not None:
+            return known
+        self.reads += 1
+        found: list[pa.Array] = []
+        for batch in read_file(location, stored, key_columns):
+            if any(name not in batch.schema.names for name in key_columns):
+                return None
+            found.append(key_values(batch, key_columns))
+        keys = pa.concat_arrays(found) if found else pa.array([], pa.string())
+        if self.held + len(keys) <= self.limit:
+            self.by_path[stored.path] = keys
+            self.held += len(keys)
+        return keys
+
+
+CACHED_KEYS = 500_000  # about 20 MB of event keys at most
+
+
 @dataclass(frozen=True)
 class Bounds:
     """The range of a column whose value a row keeps for ever (an event's time) over
@@ -77,19 +112,22 @@ def stored_keys(
     table: DeltaTable,
     key_columns: tuple[str, ...],
     bounds: Bounds | None = None,
+    cache: StoredKeyCache | None = None,
 ) -> StoredKeys:
-    """Keys of the files that may hold rows within `bounds` (all files without)."""
+    """Keys of the files that may hold rows within `bounds` (all files without), read
+    once per file when a `cache` is given."""
     files = stored_files(table, bounds.column if bounds else None)
     if bounds is not None:
         files = [stored for stored in files if bounds.may_hold(stored)]
+    cache = cache if cache is not None else StoredKeyCache(limit=0)
     keys: list[pa.Array] = []
     positions: list[pa.Array] = []
     for index, stored in enumerate(files):
-        for batch in read_file(location, stored, key_columns):
-            if any(name not in batch.schema.names for name in key_columns):
-                continue
-            keys.append(key_values(batch, key_columns))
-            positions.append(pa.array([index] * batch.num_rows, pa.int32()))
+        found = cache.keys_of(location, stored, key_columns)
+        if found is None or len(found) == 0:
+            continue
+        keys.append(found)
+        positions.append(pa.array([index] * len(found), pa.int32()))
     return StoredKeys(
         pa.concat_arrays(keys) if keys else pa.array([], pa.string()),
         pa.concat_arrays(positions) if positions else pa.array([], pa.int32()),
@@ -108,6 +146,7 @@ class MergeTarget:
     key_columns: tuple[str, ...]
     scratch: Path
     bounds: Bounds | None = None
+    cache: StoredKeyCache | None = None
 
 
 def merge_rows(
@@ -115,13 +154,18 @@ def merge_rows(
 ) -> tuple[list[AddAction], list[StoredFile]]:
     """The files to add and the files to remove for `batches` (one row per key, with the
     target's schema) to replace the stored rows of their keys."""
-    stored = stored_keys(target.location, target.table, target.key_columns, target.bounds)
+    stored = stored_keys(
+        target.location, target.table, target.key_columns, target.bounds, target.cache
+    )
     writer = FileWriter(target.location, target.scratch, target.schema, target.partition_by)
     matched: list[pa.RecordBatch] = []
     matched_files: list[pa.Array] = []
     for batch in batches:
         keys = key_values(batch, target.key_columns)
         found = pc.index_in(keys, value_set=stored.keys)
+        if found.null_count == len(found):  # every key new: the batch as it is, no copy
+            writer.write(batch)
+            continue
         is_new = pc.is_null(found)
         writer.write(batch.filter(is_new))
         is_matched = pc.invert(is_new)

@@ -6,11 +6,14 @@ row, without it: `delta_merge`). Left alone, snapshots and first runs of many ch
 hundreds of small files, and every commit a log entry. After a stream's last commit of
 a run (its lock still held), `keep_up`:
 
-- compacts the table (`compact_small_files`: the small files of each partition joined
-  into files of up to 64 MiB, a row group at a time, in one commit without data change)
-  when it holds COMPACT_AFTER_FILES or more small files (under SMALL_FILE_BYTES) beyond
-  one per partition: after a run a table holds fewer than that many small files plus
-  one per partition, and a partition's lone small file is left alone;
+- compacts the table (`compact_small_files`: small files joined into files of up to
+  64 MiB, a row group at a time, in one commit without data change) when it holds
+  COMPACT_AFTER_FILES or more small files (under SMALL_FILE_BYTES) beyond one per
+  partition. It joins only enough of them to leave COMPACTED_TO_FILES, choosing in each
+  partition the neighbours (in the update key's order) that hold the fewest bytes
+  (`files_to_join`): the 500-row files of a backfill's first checkpoints, or the last
+  hours' files, rather than every small file of the table again. After a run a table
+  holds fewer than COMPACT_AFTER_FILES small files plus one per partition;
 - gives a table made without one the tool's `delta.checkpointInterval` (see
   `delta_table.TABLE_CONFIGURATION`): delta-rs then writes a log checkpoint every ten
   commits by itself (and removes commit files older than the log's retention, 30 days).
@@ -51,6 +54,7 @@ from sentry_extract.targets.delta_table import (
 
 SMALL_FILE_BYTES = 16 * 1024 * 1024
 COMPACT_AFTER_FILES = 32  # small files beyond one per partition
+COMPACTED_TO_FILES = COMPACT_AFTER_FILES // 2  # what a compaction leaves of them, at most
 RETENTION_HOURS = 168  # Delta's default: files a reader may still need are kept a week
 
 
@@ -107,15 +111,13 @@ def keep_up(location: TableLocation, scratch: Path, order_column: str | None = N
 def compact_small_files(
     location: TableLocation, table: DeltaTable, scratch: Path, order_column: str | None = None
 ) -> None:
-    """The small files of each partition that has more than one, joined into files of up
-    to `delta_files.FILE_BYTES`, a row group at a time (delta-rs's OPTIMIZE holds a whole
+    """The small files `files_to_join` picks, joined into files of up to
+    `delta_files.FILE_BYTES`, a row group at a time (delta-rs's OPTIMIZE holds a whole
     file's rows), in the order of their smallest `order_column`; one commit, without
     data change, carrying every stream state."""
-    by_partition: dict[tuple[tuple[str, str | None], ...], list[StoredFile]] = {}
-    for stored in sorted(stored_files(table, order_column), key=_order_of):
-        if stored.size < SMALL_FILE_BYTES:
-            by_partition.setdefault(tuple(sorted(stored.partition.items())), []).append(stored)
-    joined = [stored for files in by_partition.values() if len(files) > 1 for stored in files]
+    joined = [
+        stored for group in files_to_join(stored_files(table, order_column)) for stored in group
+    ]
     if not joined:
         return
     schema = pa.schema(table.schema())
@@ -134,6 +136,38 @@ def compact_small_files(
         states=states,
         data_change=False,
     )
+
+
+def files_to_join(files: list[StoredFile]) -> list[list[StoredFile]]:
+    """Runs of neighbouring small files (in `_order_of`) to join, one run per partition,
+    so that at most COMPACTED_TO_FILES small files beyond one per partition remain: the
+    partitions with the most small files first, and in each the run of the fewest bytes.
+    A joined run covers a short span of the update key, so a merge can still skip it."""
+    by_partition: dict[tuple[tuple[str, str | None], ...], list[StoredFile]] = {}
+    for stored in sorted(files, key=_order_of):
+        if stored.size < SMALL_FILE_BYTES:
+            by_partition.setdefault(tuple(sorted(stored.partition.items())), []).append(stored)
+    excess = sum(len(small) - 1 for small in by_partition.values())
+    needed = excess - COMPACTED_TO_FILES  # files fewer wanted
+    runs: list[list[StoredFile]] = []
+    for small in sorted(by_partition.values(), key=len, reverse=True):
+        length = min(len(small), needed + 1)
+        if length < 2:
+            break
+        runs.append(_lightest_run(small, length))
+        needed -= length - 1
+    return runs
+
+
+def _lightest_run(files: list[StoredFile], length: int) -> list[StoredFile]:
+    """The `length` neighbouring files of `files` that hold the fewest bytes."""
+    total = sum(stored.size for stored in files[:length])
+    best, start = total, 0
+    for first in range(1, len(files) - length + 1):
+        total += files[first + length - 1].size - files[first - 1].size
+        if total < best:
+            best, start = total, first
+    return files[start : start + length]
 
 
 def _order_of(stored: StoredFile) -> tuple[bool, str]:
