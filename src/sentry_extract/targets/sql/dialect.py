@@ -1,8 +1,8 @@
 """What differs between the databases the SQL target writes to.
 
 A dialect opens sessions (one per stream, each with its own transaction), names the
-column types, stages a batch, moves staged rows into a table and takes the lock that
-keeps a second run off a table. Everything else is the SQL target's, written once.
+column types, loads a batch into a staging table and takes the lock that keeps a
+second run off a table. Everything else is the SQL target's, written once.
 """
 
 from __future__ import annotations
@@ -44,16 +44,6 @@ class TableName:
         return f"{self.schema}.{self.table}"
 
 
-@dataclass(frozen=True)
-class Move:
-    """Staged rows going into a table: one row per key, the newest read wins."""
-
-    table: str  # the load table's identifier
-    columns: tuple[str, ...]  # the columns the run has written
-    key_columns: tuple[str, ...]
-    kept_columns: tuple[str, ...]  # the table's other columns: a stored row keeps them
-
-
 class Session(Protocol):
     """One connection's transaction: statements take `%s` placeholders."""
 
@@ -62,10 +52,7 @@ class Session(Protocol):
     def fetch(self, statement: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def load(self, staging: str, batch: pa.RecordBatch, memory_budget: int) -> None:
-        """Stage the batch's rows (its order column set)."""
-
-    def move_staged(self, staging: str, move: Move) -> None:
-        """The staged rows into `move.table`, in the open transaction; staging emptied."""
+        """Append the batch's rows to the staging table (its order column set)."""
 
     def commit(self) -> None: ...
 
@@ -82,9 +69,7 @@ class Dialect(Protocol):
     widening: Mapping[ColumnType, str]  # how stored values `{}` become the wider type
     json_parameter: str  # a `%s` parameter holding JSON text, as a JSON value
     errors: tuple[type[Exception], ...]  # what the driver raises
-    # Staged rows are files, not a table: a column's type changes once they are moved.
-    stages_in_files: bool
-    rows_per_commit: int  # a checkpoint commits once this many rows are staged
+    flushes_each_batch: bool  # staged rows go into the load table at each batch
 
     def open_session(self, table: TableName | None, lock_wait: float) -> Session:
         """A session; with `table`, holding the lock that keeps other runs off it
@@ -106,8 +91,7 @@ class Dialect(Protocol):
     def ensure_schema(self, session: Session, schema: str) -> None: ...
 
     def create_staging(self, session: Session, load_table: TableName) -> str:
-        """Where `load_table`'s rows are staged (with ORDER_COLUMN): a temporary table's
-        identifier, or a folder's path."""
+        """A temporary table like `load_table` plus ORDER_COLUMN; its identifier."""
 
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
         """A new empty table with `existing`'s columns and primary key."""

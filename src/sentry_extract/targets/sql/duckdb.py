@@ -1,22 +1,19 @@
-"""The DuckDB dialect: batches staged as Parquet files, one database file opened per run.
+"""The DuckDB dialect: Arrow batches inserted as they are, one file opened per run.
 
 DuckDB lets one process write a file and locks it while it is open: the run opens it
 once, each stream works in a cursor of its own (its own transaction) and the streams
 take turns at each step. Another process finds the file locked and is refused with
 the same message a second PostgreSQL run gets.
 
-Memory stays bounded whatever the run's size: each batch is written as a Parquet file
-in `<file>.staging-*` beside the database, and at each checkpoint (and at the commit)
-one `INSERT ... SELECT ... FROM read_parquet(...)` moves them into the table in the
-transaction that also holds the state. DuckDB streams that scan and writes each full
-row group (ROW_GROUP_ROWS rows) to the file before the commit, so the transaction does
-not hold its rows in memory; it may hold twice the run's memory budget
-(`memory_limit`, one thread) and spills the rest to `<file>.tmp`.
+Memory stays bounded whatever the run's size: DuckDB may hold twice the run's memory
+budget (`memory_limit`) and spills the rest to `<file>.tmp` beside the database (gone
+when the run ends); each batch goes into the load table at once, and row groups hold
+ROW_GROUP_ROWS rows, so that what a commit writes is a few batches, not the whole run.
 """
 
 from __future__ import annotations
 
-import shutil
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,12 +23,10 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sentry_extract.errors import LockedError, TargetError
 from sentry_extract.model.spec import ColumnType
-from sentry_extract.records import column_type_of
-from sentry_extract.targets.sql.dialect import ORDER_COLUMN, Move, Session, TableName, quote
+from sentry_extract.targets.sql.dialect import ORDER_COLUMN, Session, TableName, quote
 
 SQL_TYPES = {
     ColumnType.TEXT: "VARCHAR",
@@ -48,14 +43,11 @@ WIDENING = {  # how stored values become the wider type
     ColumnType.FLOAT: "CAST({} AS DOUBLE)",
     ColumnType.JSON: "to_json({})",
 }
-KEPT = '"temp"."main"."sentry_extract_kept"'
-NEWEST = '"temp"."main"."sentry_extract_newest"'
+STAGING = '"temp"."main"."sentry_extract_staging"'
+_BATCH_NAMES = itertools.count()
 DATABASE = "sentry_extract_database"
 MEMORY_SHARE = 2  # DuckDB's memory_limit: the run's memory budget times this
-# DuckDB's smallest row group: an insert writes each full one to the file before its
-# commit (with the default, 122,880 rows, a run's rows would wait in memory for it).
-ROW_GROUP_ROWS = 2048
-STAGING_MARK = ".staging-"  # `<file>.staging-<stream>`: a stream's staged batches
+ROW_GROUP_ROWS = 2048  # DuckDB's smallest: a row group of large events is written whole
 
 
 def open_database(path: Path, holder: str, wait: float) -> duckdb.DuckDBPyConnection:
@@ -64,7 +56,7 @@ def open_database(path: Path, holder: str, wait: float) -> duckdb.DuckDBPyConnec
     deadline = time.monotonic() + wait
     while True:
         try:
-            connection = attach(path)
+            return attach(path)
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise TargetError(f"DuckDB: cannot open {path}: {_first_line(error)}") from None
@@ -75,15 +67,7 @@ def open_database(path: Path, holder: str, wait: float) -> duckdb.DuckDBPyConnec
                 ) from None
         except duckdb.Error as error:  # not a database file, a folder, no permission
             raise TargetError(f"DuckDB: cannot open {path}: {_first_line(error)}") from None
-        else:
-            remove_staging(path)  # what a killed run staged: the file is ours now
-            return connection
         time.sleep(0.2)
-
-
-def remove_staging(path: Path) -> None:
-    for folder in path.parent.glob(f"{path.name}{STAGING_MARK}*"):
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def attach(path: Path) -> duckdb.DuckDBPyConnection:
@@ -92,7 +76,6 @@ def attach(path: Path) -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
     try:
         connection.execute(f"SET temp_directory = {_literal(temporary_folder(path))}")
-        connection.execute("SET threads = 1")  # a thread's buffers each: one holds the limit
         connection.execute(
             f"ATTACH {_literal(str(path))} AS {DATABASE} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
         )
@@ -125,17 +108,6 @@ def test_duckdb(path: Path) -> str:
     return f"ok: DuckDB file {path}"
 
 
-def as_json(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """JSON columns as Parquet's JSON type, which DuckDB reads as JSON: a cast of their
-    text to JSON holds memory for every row of the transaction."""
-    arrays = []
-    for field, array in zip(batch.schema, batch.columns, strict=True):
-        if column_type_of(field) is ColumnType.JSON and pa.types.is_string(field.type):
-            array = pa.ExtensionArray.from_storage(pa.json_(pa.string()), array)
-        arrays.append(array)
-    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
-
-
 class DuckDBSession:
     """A cursor of the run's connection: its own transaction, begun at its first
     statement after a commit; every statement taken in turn with the other streams."""
@@ -154,9 +126,6 @@ class DuckDBSession:
         cursor.execute(f"USE {DATABASE}")
         self.in_transaction = False
         self.order = 0
-        self.staged: list[Path] = []
-        self.staged_columns: set[str] = set()
-        self.staging_folders: set[Path] = set()
 
     def _begin(self) -> None:
         if not self.in_transaction:
@@ -174,72 +143,22 @@ class DuckDBSession:
             return self.cursor.execute(statement.replace("%s", "?"), list(parameters)).fetchall()
 
     def load(self, staging: str, batch: pa.RecordBatch, memory_budget: int) -> None:
-        """The batch as a Parquet file of the staging folder, in the order it was read."""
+        """The Arrow batch read in place by DuckDB, in the order it was read."""
         order = pa.array(range(self.order, self.order + batch.num_rows), type=pa.int64())
         self.order += batch.num_rows
         numbered = batch.append_column(ORDER_COLUMN, order)
-        folder = Path(staging)
-        folder.mkdir(exist_ok=True)
-        self.staging_folders.add(folder)
-        self.staged.append(folder / f"{len(self.staged):08d}.parquet")
-        self.staged_columns.update(batch.schema.names)
-        pq.write_table(pa.Table.from_batches([as_json(numbered)]), self.staged[-1])
+        name = f"sentry_extract_batch_{next(_BATCH_NAMES)}"
+        columns = ", ".join(map(quote, numbered.schema.names))
         with self.lock:
             self.limit_memory(self.cursor, memory_budget)
-
-    def move_staged(self, staging: str, move: Move) -> None:
-        """The staged files read by DuckDB, streamed into the table: stored rows of the
-        keys read are replaced (keeping `move.kept_columns`), the newest read of a key
-        wins. No `ON CONFLICT`, and every join built on a small table: DuckDB would hold
-        the rows in memory."""
-        if not self.staged:
-            return
-        files = ", ".join(_literal(str(path)) for path in self.staged)
-        staged = f"read_parquet([{files}], union_by_name = true)"
-        keys = ", ".join(map(quote, move.key_columns))
-        order = quote(ORDER_COLUMN)
-        # Keys read more than once, with their newest read: the others' rows are dropped.
-        self.execute(
-            f"CREATE OR REPLACE TEMPORARY TABLE {NEWEST} AS SELECT {keys}, max({order}) AS "
-            f"{order} FROM {staged} GROUP BY {keys} HAVING count(*) > 1"
-        )
-        same_key = " AND ".join(
-            f"staged.{quote(name)} = newest.{quote(name)}" for name in move.key_columns
-        )
-        listed = [
-            f"staged.{quote(name)}" if name in self.staged_columns else f"NULL AS {quote(name)}"
-            for name in move.columns
-        ]
-        source = (
-            f"{staged} AS staged ANTI JOIN {NEWEST} AS newest "
-            f"ON {same_key} AND staged.{order} <> newest.{order}"
-        )
-        read_keys = f"({keys}) IN (SELECT {keys} FROM {staged})"
-        columns = move.columns
-        if move.kept_columns:
-            kept = ", ".join(map(quote, move.kept_columns))
-            self.execute(
-                f"CREATE OR REPLACE TEMPORARY TABLE {KEPT} AS "
-                f"SELECT {keys}, {kept} FROM {move.table} WHERE {read_keys}"
-            )
-            same_kept = " AND ".join(
-                f"staged.{quote(name)} = kept.{quote(name)}" for name in move.key_columns
-            )
-            source += f" LEFT JOIN {KEPT} AS kept ON {same_kept}"
-            listed += [f"kept.{quote(name)}" for name in move.kept_columns]
-            columns = (*move.columns, *move.kept_columns)
-        self.execute(f"DELETE FROM {move.table} WHERE {read_keys}")
-        self.execute(
-            f"INSERT INTO {move.table} ({', '.join(map(quote, columns))}) "
-            f"SELECT {', '.join(listed)} FROM {source}"
-        )
-        self.execute(f"DROP TABLE {NEWEST}")
-        if move.kept_columns:
-            self.execute(f"DROP TABLE {KEPT}")
-        for path in self.staged:
-            path.unlink()
-        self.staged = []
-        self.staged_columns = set()
+            self._begin()
+            self.cursor.register(name, pa.Table.from_batches([numbered]))
+            try:
+                self.cursor.execute(
+                    f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {quote(name)}"
+                )
+            finally:
+                self.cursor.unregister(name)
 
     def commit(self) -> None:
         with self.lock:
@@ -258,8 +177,6 @@ class DuckDBSession:
             with suppress(duckdb.Error):
                 self.rollback()
             self.cursor.close()
-            for folder in self.staging_folders:
-                shutil.rmtree(folder, ignore_errors=True)
             self.on_close()
 
 
@@ -271,8 +188,7 @@ class DuckDBDialect:
     widening: Mapping[ColumnType, str] = WIDENING
     json_parameter = "CAST(%s AS JSON)"
     errors: tuple[type[Exception], ...] = (duckdb.Error,)
-    stages_in_files = True
-    rows_per_commit = ROW_GROUP_ROWS  # fewer rows would wait in memory at the commit
+    flushes_each_batch = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -302,7 +218,7 @@ class DuckDBDialect:
     def _limit_memory(self, cursor: duckdb.DuckDBPyConnection, memory_budget: int) -> None:
         """DuckDB's memory limit, from the largest budget a stream has (the default is
         most of the machine's memory, which a run of large events would take)."""
-        limit = int(MEMORY_SHARE * memory_budget)
+        limit = MEMORY_SHARE * memory_budget
         if limit > self.memory_limit:
             self.memory_limit = limit
             cursor.execute(f"SET memory_limit = '{limit // 1_000_000}MB'")
@@ -343,8 +259,12 @@ class DuckDBDialect:
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
 
     def create_staging(self, session: Session, load_table: TableName) -> str:
-        """A folder beside the file, made at the first batch, gone with the session."""
-        return f"{self.path}{STAGING_MARK}{load_table.schema}.{load_table.table}"
+        session.execute(f"DROP TABLE IF EXISTS {STAGING}")
+        session.execute(
+            f"CREATE TEMPORARY TABLE {STAGING} AS SELECT * FROM {load_table.identifier} LIMIT 0"
+        )
+        session.execute(f"ALTER TABLE {STAGING} ADD COLUMN {quote(ORDER_COLUMN)} BIGINT")
+        return STAGING
 
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
         columns = session.fetch(

@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 from sentry_extract.errors import ConfigError, LockedError, TargetError
 from sentry_extract.model.spec import ColumnType
 from sentry_extract.records import column_type_of
-from sentry_extract.targets.sql.dialect import ORDER_COLUMN, Move, Session, TableName, quote
+from sentry_extract.targets.sql.dialect import ORDER_COLUMN, Session, TableName, quote
 
 SQL_TYPES = {
     ColumnType.TEXT: "text",
@@ -104,25 +104,6 @@ class PostgresSession:
             sink = pa.PythonFile(CopySink(copy), mode="w")
             pacsv.write_csv(_without_nul(batch), sink, write_options=options)
 
-    def move_staged(self, staging: str, move: Move) -> None:
-        """`INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT DO UPDATE` of the written
-        columns: a stored row keeps the others."""
-        keys = ", ".join(map(quote, move.key_columns))
-        updates = [name for name in move.columns if name not in move.key_columns]
-        conflict = (
-            "DO UPDATE SET "
-            + ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updates)
-            if updates
-            else "DO NOTHING"
-        )
-        listed = ", ".join(map(quote, move.columns))
-        self.execute(
-            f"INSERT INTO {move.table} ({listed}) SELECT DISTINCT ON ({keys}) "
-            f"{listed} FROM {staging} ORDER BY {keys}, {quote(ORDER_COLUMN)} DESC "
-            f"ON CONFLICT ({keys}) {conflict}"
-        )
-        self.execute(f"TRUNCATE {staging}")
-
     def commit(self) -> None:
         self.connection.commit()
 
@@ -141,8 +122,7 @@ class PostgresDialect:
     widening: Mapping[ColumnType, str] = WIDENING
     json_parameter = "%s::jsonb"
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
-    stages_in_files = False
-    rows_per_commit = 0
+    flushes_each_batch = False
 
     def __init__(self, url: str) -> None:
         self.url = url

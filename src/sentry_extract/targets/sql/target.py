@@ -3,9 +3,13 @@
 `object: schema.table` (a bare `table` goes to the dialect's default schema).
 Identifiers are always quoted; a name that is not a plain identifier is refused.
 
-Every batch is staged (PostgreSQL: a temporary table; DuckDB: Parquet files). A flush,
-at each checkpoint and at the commit, moves the staged rows into the load table in the
-open transaction, so that the newest read of a key wins and a key never appears twice.
+Every batch is loaded into a temporary staging table. A flush moves the staged rows
+into the load table with `INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT DO
+UPDATE`, so the newest read of a key wins and a key never appears twice. PostgreSQL
+flushes at checkpoints and at the commit; DuckDB, whose temporary tables cannot spill
+to disk, flushes each batch, and commits it at once where no reader of the table can
+see it (full-refresh's new table) or where the run commits as it goes anyway
+(incremental, backfill): what a commit holds stays a few batches, whatever the run's size.
 
 - full-refresh: loads a new table and swaps it in (drop + rename) in the commit's
   transaction: readers see the old rows or the new rows.
@@ -51,9 +55,9 @@ from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.sql.dialect import (
     IDENTIFIER,
     NEW_TABLE_SUFFIX,
+    ORDER_COLUMN,
     STATE_TABLE,
     Dialect,
-    Move,
     Session,
     TableName,
     quote,
@@ -232,7 +236,6 @@ class SqlStreamWriter:
         self.snapshot = request.mode.appends
         self.key_columns = (*request.key_columns, *((SNAPSHOT_COLUMN,) if self.snapshot else ()))
         self.rows = 0
-        self.staged_rows = 0
         self.pending_state: StreamState | None = None
         self.pending_deletions: Deletions | None = None
         self.written_columns: set[str] = set()
@@ -323,7 +326,14 @@ class SqlStreamWriter:
             raise self._error(error) from None
         self.written_columns.update(batch.schema.names)
         self.rows += batch.num_rows
-        self.staged_rows += batch.num_rows
+        if self.dialect.flushes_each_batch:
+            try:
+                with self.dialect.exclusive():
+                    self._flush()
+                    if self.request.mode.replaces_table or self.request.mode.merges_by_key:
+                        self.session.commit()
+            except self.dialect.errors as error:
+                raise self._error(error) from None
 
     def _add_new_columns(self, schema: pa.Schema) -> None:
         new_columns = [name for name in schema.names if name not in self.columns]
@@ -333,14 +343,12 @@ class SqlStreamWriter:
         definitions = column_definitions(self.dialect, extra)
         # Not the live table during a full-refresh: that would lock out its readers.
         add_columns(self.session, self.load_table.identifier, definitions)
-        if not self.dialect.stages_in_files:  # files take any columns
-            add_columns(self.session, self.staging, definitions)
+        add_columns(self.session, self.staging, definitions)
         self.columns.update({field.name: column_type_of(field) for field in extra})
 
     def checkpoint(self, state: StreamState | None) -> None:
         self.pending_state = state
-        is_due = self.staged_rows >= self.dialect.rows_per_commit or self.pending_deletions
-        if self.request.mode.merges_by_key and is_due:
+        if self.request.mode.merges_by_key:
             with self.dialect.exclusive():
                 self._commit_work()
 
@@ -434,6 +442,9 @@ class SqlStreamWriter:
         try:
             with self.dialect.exclusive():
                 self.session.rollback()
+                if self.load_table != self.target:  # a new table committed batch by batch
+                    self.session.execute(f"DROP TABLE IF EXISTS {self.load_table.identifier}")
+                    self.session.commit()
         except self.dialect.errors:
             pass
         finally:
@@ -454,11 +465,8 @@ class SqlStreamWriter:
             wider = widen(stored, arriving)
             if wider is not stored:
                 warn_widened(field.name, stored, arriving, wider)
-                if self.dialect.stages_in_files:  # staged files keep the narrower type
-                    self._flush()
                 self._change_type(self.load_table.identifier, field.name, wider)
-                if not self.dialect.stages_in_files:
-                    self._change_type(self.staging, field.name, wider)
+                self._change_type(self.staging, field.name, wider)
                 self.columns[field.name] = wider
             fields.append(arrow_field(field.name, wider))
             converted = True
@@ -476,13 +484,24 @@ class SqlStreamWriter:
         """Staged rows into the load table: one row per key, the last read wins."""
         if not self.written_columns:
             return
+        columns = sorted(self.written_columns)
+        keys = ", ".join(map(quote, self.key_columns))
+        updates = [name for name in columns if name not in self.key_columns]
+        conflict = (
+            "DO UPDATE SET "
+            + ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updates)
+            if updates
+            else "DO NOTHING"
+        )
+        listed = ", ".join(map(quote, columns))
         if self.request.mode.replaces_rows and not self.request.mode.replaces_table:
             self._truncate()
-        columns = tuple(sorted(self.written_columns))
-        kept = tuple(name for name in self.columns if name not in self.written_columns)
-        move = Move(self.load_table.identifier, columns, self.key_columns, kept)
-        self.session.move_staged(self.staging, move)
-        self.staged_rows = 0
+        self.session.execute(
+            f"INSERT INTO {self.load_table.identifier} ({listed}) SELECT DISTINCT ON ({keys}) "
+            f"{listed} FROM {self.staging} ORDER BY {keys}, {quote(ORDER_COLUMN)} DESC "
+            f"ON CONFLICT ({keys}) {conflict}"
+        )
+        self.session.execute(f"TRUNCATE {self.staging}")
 
     def _commit_work(self) -> None:
         """Rows and the state that covers them, in one transaction."""
