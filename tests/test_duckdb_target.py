@@ -19,7 +19,9 @@ from typer.testing import CliRunner
 from sentry_extract.config.connections import discover_connections
 from sentry_extract.config.replication import load_replication
 from sentry_extract.model.modes import Mode
+from sentry_extract.model.spec import ColumnType
 from sentry_extract.pipeline import state_stores
+from sentry_extract.records import arrow_field
 from sentry_extract.state import StateKey
 from sentry_extract.targets.base import StreamRequest
 from sentry_extract.targets.duckdb import DuckDBTarget
@@ -318,10 +320,11 @@ def test_maintain_says_a_duckdb_table_has_nothing_to_maintain(
     ]
 
 
-def test_batches_are_committed_where_no_reader_sees_them(tmp_path: Path) -> None:
-    """A full refresh commits each batch into its new table: readers of the table see
-    the old rows until the swap, an aborted run leaves no new table behind, and the
-    newest read of a key wins across batches. Truncate empties the table once."""
+def test_batches_wait_where_no_reader_sees_them(tmp_path: Path) -> None:
+    """A full refresh stages its batches and moves them into its new table at the
+    commit: readers of the table see the old rows until the swap, an aborted run leaves
+    no new table behind, and the newest read of a key wins across batches. Truncate
+    empties the table once."""
     schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
     target = DuckDBTarget(tmp_path / "w.duckdb")
 
@@ -376,3 +379,144 @@ def test_batches_are_committed_where_no_reader_sees_them(tmp_path: Path) -> None
         assert stored() == {("5", "five"), ("6", "six")}
     finally:
         target.close()
+
+
+def test_a_run_that_merges_by_key_commits_each_batch(tmp_path: Path) -> None:
+    """Incremental puts each batch into the table and commits it (moving staged files
+    into a table that holds rows ran out of memory): another reader sees a batch once
+    it is written, nothing is staged beside the file, a stored row keeps the columns a
+    run did not write, and a type widened between two batches holds both values."""
+    schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
+    database = tmp_path / "w.duckdb"
+    target = DuckDBTarget(database)
+
+    def open_writer() -> Any:
+        key = StateKey("SENTRY", "acme", "teams", "sentry.teams")
+        started = datetime(2026, 1, 2, tzinfo=UTC)
+        return target.open_stream(
+            StreamRequest("teams", "sentry.teams", Mode.INCREMENTAL, ("id",), schema, key, started)
+        )
+
+    def titles() -> set[tuple[Any, ...]]:
+        reader = target.dialect.open_session(None, 0.0)
+        try:
+            return set(reader.fetch("SELECT id, title FROM sentry.teams"))
+        finally:
+            reader.close()
+
+    try:
+        first = open_writer()
+        first.write(pa.RecordBatch.from_pylist([{"id": "1", "title": "a", "note": "five"}]))
+        first.checkpoint(None)
+        first.commit()
+        second = open_writer()
+        second.write(pa.RecordBatch.from_pylist([{"id": "1", "title": "b"}], schema))
+        sized = schema.append(arrow_field("size", ColumnType.INTEGER))
+        second.write(pa.RecordBatch.from_pylist([{"id": "2", "title": "c", "size": 7}], sized))
+        assert titles() == {("1", "b"), ("2", "c")}
+        assert not list(database.parent.glob("w.duckdb.staging-*"))
+        second.write(pa.RecordBatch.from_pylist([{"id": "3", "title": "d", "size": "large"}]))
+        second.checkpoint(None)
+        second.commit()
+    finally:
+        target.close()
+    assert sorted(rows(database, "SELECT id, title, note, size FROM sentry.teams")) == [
+        ("1", "b", "five", None),
+        ("2", "c", None, "7"),
+        ("3", "d", None, "large"),
+    ]
+
+
+@pytest.mark.parametrize("mode", [Mode.TRUNCATE, Mode.SNAPSHOT])
+def test_a_replacing_or_appending_run_stages_files_until_its_commit(
+    tmp_path: Path, mode: Mode
+) -> None:
+    """Truncate and snapshot stage their batches as Parquet files beside the database
+    and move them at the commit: readers see none of the run before it, the newest read
+    of a key wins, a type widened between two batches holds both values, and nothing
+    staged is left beside the file."""
+    schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
+    database = tmp_path / "w.duckdb"
+    target = DuckDBTarget(database)
+    key = StateKey("SENTRY", "acme", "teams", "sentry.teams")
+
+    def open_writer(started: datetime) -> Any:
+        return target.open_stream(
+            StreamRequest("teams", "sentry.teams", mode, ("id",), schema, key, started)
+        )
+
+    def stored() -> list[tuple[Any, ...]]:
+        reader = target.dialect.open_session(None, 0.0)
+        try:
+            return sorted(reader.fetch("SELECT id, title, CAST(size AS VARCHAR) FROM sentry.teams"))
+        finally:
+            reader.close()
+
+    sized = schema.append(arrow_field("size", ColumnType.INTEGER))
+    try:
+        first = open_writer(datetime(2026, 1, 2, tzinfo=UTC))
+        first.write(pa.RecordBatch.from_pylist([{"id": "9", "title": "z", "size": 1}], sized))
+        first.commit()
+        second = open_writer(datetime(2026, 1, 3, tzinfo=UTC))
+        second.write(pa.RecordBatch.from_pylist([{"id": "1", "title": "a", "size": 7}], sized))
+        second.write(pa.RecordBatch.from_pylist([{"id": "1", "title": "b", "size": 8}], sized))
+        assert list(database.parent.glob("w.duckdb.staging-*/*.parquet"))
+        assert stored() == [("9", "z", "1")]
+        second.write(pa.RecordBatch.from_pylist([{"id": "2", "title": "c", "size": "large"}]))
+        second.commit()
+        found = stored()
+    finally:
+        target.close()
+    expected = [("1", "b", "8"), ("2", "c", "large")]
+    if mode.appends:  # the first run's rows stay, under their own `_snapshot_at`
+        expected = [*expected, ("9", "z", "1")]
+    assert found == expected
+    assert not list(database.parent.glob("w.duckdb.staging-*"))
+
+
+@pytest.mark.parametrize("mode", ["truncate", "full-refresh"])
+def test_a_killed_replacing_run_leaves_the_last_whole_run(
+    tmp_path: Path, database: Path, mode: str
+) -> None:
+    """A run that replaces the rows is one transaction: killed at any moment, it leaves
+    the previous run's rows (and no rows of its own) and, once the next run opens the
+    file, no staged files."""
+    organization = FakeOrganization("acme", OrganizationSize(projects=3, issues=20, events=300))
+    (tmp_path / "r.yaml").write_text(
+        "source: SENTRY\ntarget: MY_DUCKDB\ndefaults:\n  object: sentry.{stream_name}\n"
+        f"  mode: {mode}\nstreams:\n  events:\n"
+    )
+    chance = random.Random(f"kill-duckdb-{mode}")
+    with FakeSentry(organization, ServerSettings(latency=0.01)) as fake:
+        connection = sentry_connection(fake.base_url, concurrency=1, checkpoint_every="0s")
+        duckdb_connection = f'{{"type": "duckdb", "instance": "{database}"}}'
+        environment = command_environment(tmp_path, connection, MY_DUCKDB=duckdb_connection)
+        command = Command(tmp_path, environment)
+        assert command.run().returncode == 0
+        whole = set(rows(database, "SELECT project_id, event_id FROM sentry.events"))
+        assert whole == {
+            (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)
+        }
+
+        def after_each() -> None:
+            stored = rows(database, "SELECT project_id, event_id FROM sentry.events")
+            assert len(stored) == len(whole) and set(stored) == whole
+            tables = rows(database, "SELECT table_name FROM information_schema.tables")
+            others = {name for (name,) in tables} - {"events", "_sentry_extract_state"}
+            # a full refresh's new table exists from its start, empty until its commit
+            assert others <= {"events__sentry_extract_new"}
+            for name in others:
+                assert rows(database, f"SELECT count(*) FROM sentry.{name}") == [(0,)]
+
+        moments = [chance.randrange(5, 30) for _ in range(2)]
+        assert kill_at_moments(command, fake, moments, after_each, chance) >= 1
+        organization.add_events(3, project_slug="project-1")
+        wait_for_the_next_second()
+        finished = command.run()
+        assert finished.returncode == 0, finished.stderr
+    keys = rows(database, "SELECT project_id, event_id FROM sentry.events")
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {
+        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)
+    }
+    assert not list(database.parent.glob("warehouse.duckdb.staging-*"))

@@ -1,8 +1,8 @@
 """What differs between the databases the SQL target writes to.
 
 A dialect opens sessions (one per stream, each with its own transaction), names the
-column types, loads a batch into a staging table and takes the lock that keeps a
-second run off a table. Everything else is the SQL target's, written once.
+column types, stages a batch, moves staged rows into a table and takes the lock that
+keeps a second run off a table. Everything else is the SQL target's, written once.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from sentry_extract.model.modes import Mode
 from sentry_extract.model.spec import ColumnType
 
 STATE_TABLE = "_sentry_extract_state"
@@ -44,6 +45,43 @@ class TableName:
         return f"{self.schema}.{self.table}"
 
 
+@dataclass(frozen=True)
+class Move:
+    """Staged rows going into a table: one row per key, the newest read wins."""
+
+    table: str  # the load table's identifier
+    columns: tuple[str, ...]  # the columns the run has written
+    key_columns: tuple[str, ...]
+    kept_columns: tuple[str, ...]  # the table's other columns: a stored row keeps them
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Where a stream's batches wait for its load table."""
+
+    name: str  # a temporary table's identifier, or a folder's path
+    in_files: bool  # Parquet files: they take any columns and keep a column's old type
+    flushed_each_batch: bool  # each batch goes into the load table as it comes
+
+
+def upsert_statement(staging: str, move: Move) -> str:
+    """`INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT DO UPDATE` of the written
+    columns from a staging table: a stored row keeps the others."""
+    keys = ", ".join(map(quote, move.key_columns))
+    updates = [name for name in move.columns if name not in move.key_columns]
+    conflict = (
+        "DO UPDATE SET " + ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updates)
+        if updates
+        else "DO NOTHING"
+    )
+    listed = ", ".join(map(quote, move.columns))
+    return (
+        f"INSERT INTO {move.table} ({listed}) SELECT DISTINCT ON ({keys}) "
+        f"{listed} FROM {staging} ORDER BY {keys}, {quote(ORDER_COLUMN)} DESC "
+        f"ON CONFLICT ({keys}) {conflict}"
+    )
+
+
 class Session(Protocol):
     """One connection's transaction: statements take `%s` placeholders."""
 
@@ -51,8 +89,11 @@ class Session(Protocol):
 
     def fetch(self, statement: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
-    def load(self, staging: str, batch: pa.RecordBatch, memory_budget: int) -> None:
-        """Append the batch's rows to the staging table (its order column set)."""
+    def load(self, staging: Staging, batch: pa.RecordBatch, memory_budget: int) -> None:
+        """Stage the batch's rows (its order column set)."""
+
+    def move_staged(self, staging: Staging, move: Move) -> None:
+        """The staged rows into `move.table`, in the open transaction; staging emptied."""
 
     def commit(self) -> None: ...
 
@@ -69,7 +110,6 @@ class Dialect(Protocol):
     widening: Mapping[ColumnType, str]  # how stored values `{}` become the wider type
     json_parameter: str  # a `%s` parameter holding JSON text, as a JSON value
     errors: tuple[type[Exception], ...]  # what the driver raises
-    flushes_each_batch: bool  # staged rows go into the load table at each batch
 
     def open_session(self, table: TableName | None, lock_wait: float) -> Session:
         """A session; with `table`, holding the lock that keeps other runs off it
@@ -90,8 +130,8 @@ class Dialect(Protocol):
 
     def ensure_schema(self, session: Session, schema: str) -> None: ...
 
-    def create_staging(self, session: Session, load_table: TableName) -> str:
-        """A temporary table like `load_table` plus ORDER_COLUMN; its identifier."""
+    def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
+        """Where `load_table`'s rows are staged (with ORDER_COLUMN) in a run of `mode`."""
 
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
         """A new empty table with `existing`'s columns and primary key."""

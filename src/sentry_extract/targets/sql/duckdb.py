@@ -1,19 +1,29 @@
-"""The DuckDB dialect: Arrow batches inserted as they are, one file opened per run.
+"""The DuckDB dialect: one database file opened per run, batches staged by mode.
 
 DuckDB lets one process write a file and locks it while it is open: the run opens it
 once, each stream works in a cursor of its own (its own transaction) and the streams
 take turns at each step. Another process finds the file locked and is refused with
 the same message a second PostgreSQL run gets.
 
-Memory stays bounded whatever the run's size: DuckDB may hold twice the run's memory
-budget (`memory_limit`) and spills the rest to `<file>.tmp` beside the database (gone
-when the run ends); each batch goes into the load table at once, and row groups hold
-ROW_GROUP_ROWS rows, so that what a commit writes is a few batches, not the whole run.
+Memory stays bounded whatever the run's size. DuckDB may hold twice the run's memory
+budget (`memory_limit`, one thread) and spills the rest to `<file>.tmp` (gone when
+the run ends); row groups hold ROW_GROUP_ROWS rows.
+
+- A run that replaces or appends rows (full-refresh, truncate, snapshot) writes each
+  batch as a Parquet file in `<file>.staging-*` beside the database, and at its commit
+  one `INSERT ... SELECT ... FROM read_parquet(...)` moves them into the table in the
+  transaction that also holds the state. DuckDB streams that scan and writes each full
+  row group to the file before the commit: the transaction does not hold its rows.
+- A run that merges by key (incremental, backfill) puts each batch into the table at
+  once, through a temporary table, and commits it: what a commit writes is a few
+  batches. (Moving a run's files into a table that already holds rows, deleting and
+  inserting, ran out of memory at 4,000 large events.)
 """
 
 from __future__ import annotations
 
 import itertools
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,10 +33,21 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sentry_extract.errors import LockedError, TargetError
+from sentry_extract.model.modes import Mode
 from sentry_extract.model.spec import ColumnType
-from sentry_extract.targets.sql.dialect import ORDER_COLUMN, Session, TableName, quote
+from sentry_extract.records import column_type_of
+from sentry_extract.targets.sql.dialect import (
+    ORDER_COLUMN,
+    Move,
+    Session,
+    Staging,
+    TableName,
+    quote,
+    upsert_statement,
+)
 
 SQL_TYPES = {
     ColumnType.TEXT: "VARCHAR",
@@ -44,10 +65,15 @@ WIDENING = {  # how stored values become the wider type
     ColumnType.JSON: "to_json({})",
 }
 STAGING = '"temp"."main"."sentry_extract_staging"'
+KEPT = '"temp"."main"."sentry_extract_kept"'
+NEWEST = '"temp"."main"."sentry_extract_newest"'
 _BATCH_NAMES = itertools.count()
 DATABASE = "sentry_extract_database"
 MEMORY_SHARE = 2  # DuckDB's memory_limit: the run's memory budget times this
-ROW_GROUP_ROWS = 2048  # DuckDB's smallest: a row group of large events is written whole
+# DuckDB's smallest row group: an insert writes each full one to the file before its
+# commit (with the default, 122,880 rows, a run's rows would wait in memory for it).
+ROW_GROUP_ROWS = 2048
+STAGING_MARK = ".staging-"  # `<file>.staging-<stream>`: a stream's staged batches
 
 
 def open_database(path: Path, holder: str, wait: float) -> duckdb.DuckDBPyConnection:
@@ -56,7 +82,7 @@ def open_database(path: Path, holder: str, wait: float) -> duckdb.DuckDBPyConnec
     deadline = time.monotonic() + wait
     while True:
         try:
-            return attach(path)
+            connection = attach(path)
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise TargetError(f"DuckDB: cannot open {path}: {_first_line(error)}") from None
@@ -67,7 +93,15 @@ def open_database(path: Path, holder: str, wait: float) -> duckdb.DuckDBPyConnec
                 ) from None
         except duckdb.Error as error:  # not a database file, a folder, no permission
             raise TargetError(f"DuckDB: cannot open {path}: {_first_line(error)}") from None
+        else:
+            remove_staging(path)  # what a killed run staged: the file is ours now
+            return connection
         time.sleep(0.2)
+
+
+def remove_staging(path: Path) -> None:
+    for folder in path.parent.glob(f"{path.name}{STAGING_MARK}*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def attach(path: Path) -> duckdb.DuckDBPyConnection:
@@ -76,6 +110,7 @@ def attach(path: Path) -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
     try:
         connection.execute(f"SET temp_directory = {_literal(temporary_folder(path))}")
+        connection.execute("SET threads = 1")  # a thread's buffers each: one holds the limit
         connection.execute(
             f"ATTACH {_literal(str(path))} AS {DATABASE} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
         )
@@ -108,6 +143,17 @@ def test_duckdb(path: Path) -> str:
     return f"ok: DuckDB file {path}"
 
 
+def as_json(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """JSON columns as Parquet's JSON type, which DuckDB reads as JSON: a cast of their
+    text to JSON holds memory for every row of the transaction."""
+    arrays = []
+    for field, array in zip(batch.schema, batch.columns, strict=True):
+        if column_type_of(field) is ColumnType.JSON and pa.types.is_string(field.type):
+            array = pa.ExtensionArray.from_storage(pa.json_(pa.string()), array)
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
 class DuckDBSession:
     """A cursor of the run's connection: its own transaction, begun at its first
     statement after a commit; every statement taken in turn with the other streams."""
@@ -126,6 +172,9 @@ class DuckDBSession:
         cursor.execute(f"USE {DATABASE}")
         self.in_transaction = False
         self.order = 0
+        self.staged: list[Path] = []
+        self.staged_columns: set[str] = set()
+        self.staging_folders: set[Path] = set()
 
     def _begin(self) -> None:
         if not self.in_transaction:
@@ -142,11 +191,17 @@ class DuckDBSession:
             self._begin()
             return self.cursor.execute(statement.replace("%s", "?"), list(parameters)).fetchall()
 
-    def load(self, staging: str, batch: pa.RecordBatch, memory_budget: int) -> None:
-        """The Arrow batch read in place by DuckDB, in the order it was read."""
+    def load(self, staging: Staging, batch: pa.RecordBatch, memory_budget: int) -> None:
+        """The batch in the order it was read: a Parquet file of the staging folder, or
+        the Arrow batch read in place by DuckDB into the staging table."""
         order = pa.array(range(self.order, self.order + batch.num_rows), type=pa.int64())
         self.order += batch.num_rows
         numbered = batch.append_column(ORDER_COLUMN, order)
+        if staging.in_files:
+            self._write_file(Path(staging.name), numbered)
+            with self.lock:
+                self.limit_memory(self.cursor, memory_budget)
+            return
         name = f"sentry_extract_batch_{next(_BATCH_NAMES)}"
         columns = ", ".join(map(quote, numbered.schema.names))
         with self.lock:
@@ -155,10 +210,78 @@ class DuckDBSession:
             self.cursor.register(name, pa.Table.from_batches([numbered]))
             try:
                 self.cursor.execute(
-                    f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {quote(name)}"
+                    f"INSERT INTO {staging.name} ({columns}) SELECT {columns} FROM {quote(name)}"
                 )
             finally:
                 self.cursor.unregister(name)
+
+    def _write_file(self, folder: Path, batch: pa.RecordBatch) -> None:
+        folder.mkdir(exist_ok=True)
+        self.staging_folders.add(folder)
+        self.staged.append(folder / f"{len(self.staged):08d}.parquet")
+        self.staged_columns.update(batch.schema.names)
+        pq.write_table(pa.Table.from_batches([as_json(batch)]), self.staged[-1])
+
+    def move_staged(self, staging: Staging, move: Move) -> None:
+        if not staging.in_files:
+            self.execute(upsert_statement(staging.name, move))
+            self.execute(f"TRUNCATE {staging.name}")
+            return
+        self._move_files(move)
+
+    def _move_files(self, move: Move) -> None:
+        """The staged files read by DuckDB, streamed into the table: stored rows of the
+        keys read are replaced (keeping `move.kept_columns`), the newest read of a key
+        wins. No `ON CONFLICT`, and every join built on a small table: DuckDB would hold
+        the rows in memory."""
+        if not self.staged:
+            return
+        files = ", ".join(_literal(str(path)) for path in self.staged)
+        staged = f"read_parquet([{files}], union_by_name = true)"
+        keys = ", ".join(map(quote, move.key_columns))
+        order = quote(ORDER_COLUMN)
+        # Keys read more than once, with their newest read: the others' rows are dropped.
+        self.execute(
+            f"CREATE OR REPLACE TEMPORARY TABLE {NEWEST} AS SELECT {keys}, max({order}) AS "
+            f"{order} FROM {staged} GROUP BY {keys} HAVING count(*) > 1"
+        )
+        same_key = " AND ".join(
+            f"staged.{quote(name)} = newest.{quote(name)}" for name in move.key_columns
+        )
+        listed = [
+            f"staged.{quote(name)}" if name in self.staged_columns else f"NULL AS {quote(name)}"
+            for name in move.columns
+        ]
+        source = (
+            f"{staged} AS staged ANTI JOIN {NEWEST} AS newest "
+            f"ON {same_key} AND staged.{order} <> newest.{order}"
+        )
+        read_keys = f"({keys}) IN (SELECT {keys} FROM {staged})"
+        columns = move.columns
+        if move.kept_columns:
+            kept = ", ".join(map(quote, move.kept_columns))
+            self.execute(
+                f"CREATE OR REPLACE TEMPORARY TABLE {KEPT} AS "
+                f"SELECT {keys}, {kept} FROM {move.table} WHERE {read_keys}"
+            )
+            same_kept = " AND ".join(
+                f"staged.{quote(name)} = kept.{quote(name)}" for name in move.key_columns
+            )
+            source += f" LEFT JOIN {KEPT} AS kept ON {same_kept}"
+            listed += [f"kept.{quote(name)}" for name in move.kept_columns]
+            columns = (*move.columns, *move.kept_columns)
+        self.execute(f"DELETE FROM {move.table} WHERE {read_keys}")
+        self.execute(
+            f"INSERT INTO {move.table} ({', '.join(map(quote, columns))}) "
+            f"SELECT {', '.join(listed)} FROM {source}"
+        )
+        self.execute(f"DROP TABLE {NEWEST}")
+        if move.kept_columns:
+            self.execute(f"DROP TABLE {KEPT}")
+        for path in self.staged:
+            path.unlink()
+        self.staged = []
+        self.staged_columns = set()
 
     def commit(self) -> None:
         with self.lock:
@@ -177,6 +300,8 @@ class DuckDBSession:
             with suppress(duckdb.Error):
                 self.rollback()
             self.cursor.close()
+            for folder in self.staging_folders:
+                shutil.rmtree(folder, ignore_errors=True)
             self.on_close()
 
 
@@ -188,7 +313,6 @@ class DuckDBDialect:
     widening: Mapping[ColumnType, str] = WIDENING
     json_parameter = "CAST(%s AS JSON)"
     errors: tuple[type[Exception], ...] = (duckdb.Error,)
-    flushes_each_batch = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -218,7 +342,7 @@ class DuckDBDialect:
     def _limit_memory(self, cursor: duckdb.DuckDBPyConnection, memory_budget: int) -> None:
         """DuckDB's memory limit, from the largest budget a stream has (the default is
         most of the machine's memory, which a run of large events would take)."""
-        limit = MEMORY_SHARE * memory_budget
+        limit = int(MEMORY_SHARE * memory_budget)
         if limit > self.memory_limit:
             self.memory_limit = limit
             cursor.execute(f"SET memory_limit = '{limit // 1_000_000}MB'")
@@ -258,13 +382,20 @@ class DuckDBDialect:
     def ensure_schema(self, session: Session, schema: str) -> None:
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
 
-    def create_staging(self, session: Session, load_table: TableName) -> str:
+    def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
+        """A run that merges by key goes batch by batch through a temporary table (moving
+        files into a table that holds rows ran out of memory at its commit); the others
+        stage Parquet files in a folder beside the file, made at the first batch and
+        gone with the session, and move them once, at the commit."""
+        if not mode.merges_by_key:
+            folder = f"{self.path}{STAGING_MARK}{load_table.schema}.{load_table.table}"
+            return Staging(folder, in_files=True, flushed_each_batch=False)
         session.execute(f"DROP TABLE IF EXISTS {STAGING}")
         session.execute(
             f"CREATE TEMPORARY TABLE {STAGING} AS SELECT * FROM {load_table.identifier} LIMIT 0"
         )
         session.execute(f"ALTER TABLE {STAGING} ADD COLUMN {quote(ORDER_COLUMN)} BIGINT")
-        return STAGING
+        return Staging(STAGING, in_files=False, flushed_each_batch=True)
 
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
         columns = session.fetch(

@@ -16,9 +16,18 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from sentry_extract.errors import ConfigError, LockedError, TargetError
+from sentry_extract.model.modes import Mode
 from sentry_extract.model.spec import ColumnType
 from sentry_extract.records import column_type_of
-from sentry_extract.targets.sql.dialect import ORDER_COLUMN, Session, TableName, quote
+from sentry_extract.targets.sql.dialect import (
+    ORDER_COLUMN,
+    Move,
+    Session,
+    Staging,
+    TableName,
+    quote,
+    upsert_statement,
+)
 
 SQL_TYPES = {
     ColumnType.TEXT: "text",
@@ -93,16 +102,21 @@ class PostgresSession:
     def fetch(self, statement: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.connection.execute(statement, parameters).fetchall()
 
-    def load(self, staging: str, batch: pa.RecordBatch, memory_budget: int) -> None:
+    def load(self, staging: Staging, batch: pa.RecordBatch, memory_budget: int) -> None:
         """The batch as CSV text, a few rows at a time: the text being copied stays a
         small part of the memory budget, whatever the batch holds."""
         statement = (
-            f"COPY {staging} ({', '.join(map(quote, batch.schema.names))}) FROM STDIN (FORMAT csv)"
+            f"COPY {staging.name} ({', '.join(map(quote, batch.schema.names))}) "
+            "FROM STDIN (FORMAT csv)"
         )
         options = csv_options(batch, max(1, memory_budget // COPY_SHARE))
         with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
             sink = pa.PythonFile(CopySink(copy), mode="w")
             pacsv.write_csv(_without_nul(batch), sink, write_options=options)
+
+    def move_staged(self, staging: Staging, move: Move) -> None:
+        self.execute(upsert_statement(staging.name, move))
+        self.execute(f"TRUNCATE {staging.name}")
 
     def commit(self) -> None:
         self.connection.commit()
@@ -122,7 +136,6 @@ class PostgresDialect:
     widening: Mapping[ColumnType, str] = WIDENING
     json_parameter = "%s::jsonb"
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
-    flushes_each_batch = False
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -165,7 +178,7 @@ class PostgresDialect:
         )
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
 
-    def create_staging(self, session: Session, load_table: TableName) -> str:
+    def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
         session.execute(f"DROP TABLE IF EXISTS {STAGING.identifier}")
         session.execute(
             f"CREATE TEMPORARY TABLE {quote(STAGING.table)} (LIKE {load_table.identifier} "
@@ -175,7 +188,7 @@ class PostgresDialect:
             f"ALTER TABLE {STAGING.identifier} ADD COLUMN {quote(ORDER_COLUMN)} bigint "
             "GENERATED ALWAYS AS IDENTITY"
         )
-        return STAGING.identifier
+        return Staging(STAGING.identifier, in_files=False, flushed_each_batch=False)
 
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
         session.execute(f"CREATE TABLE {new.identifier} (LIKE {existing.identifier} INCLUDING ALL)")

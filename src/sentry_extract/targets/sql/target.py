@@ -3,13 +3,12 @@
 `object: schema.table` (a bare `table` goes to the dialect's default schema).
 Identifiers are always quoted; a name that is not a plain identifier is refused.
 
-Every batch is loaded into a temporary staging table. A flush moves the staged rows
-into the load table with `INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT DO
-UPDATE`, so the newest read of a key wins and a key never appears twice. PostgreSQL
-flushes at checkpoints and at the commit; DuckDB, whose temporary tables cannot spill
-to disk, flushes each batch, and commits it at once where no reader of the table can
-see it (full-refresh's new table) or where the run commits as it goes anyway
-(incremental, backfill): what a commit holds stays a few batches, whatever the run's size.
+Every batch is staged, where the dialect says for the mode (PostgreSQL: a temporary
+table; DuckDB: Parquet files, or a temporary table for a mode that merges by key). A
+flush, at each checkpoint and at the commit, moves the staged rows into the load table
+in the open transaction, so that the newest read of a key wins and a key never appears
+twice. Where the staging says so (DuckDB merging by key), each batch is flushed and
+committed as it comes: the run commits as it goes anyway.
 
 - full-refresh: loads a new table and swaps it in (drop + rename) in the commit's
   transaction: readers see the old rows or the new rows.
@@ -55,9 +54,9 @@ from sentry_extract.targets.base import Deletions, StreamRequest
 from sentry_extract.targets.sql.dialect import (
     IDENTIFIER,
     NEW_TABLE_SUFFIX,
-    ORDER_COLUMN,
     STATE_TABLE,
     Dialect,
+    Move,
     Session,
     TableName,
     quote,
@@ -273,7 +272,7 @@ class SqlStreamWriter:
             self.load_table = self.target.sibling(self.target.table[:40] + NEW_TABLE_SUFFIX)
             session.execute(f"DROP TABLE IF EXISTS {self.load_table.identifier}")
             self.dialect.create_like(session, self.load_table, self.target)
-        self.staging = self.dialect.create_staging(session, self.load_table)
+        self.staging = self.dialect.create_staging(session, self.load_table, self.request.mode)
         self.columns = column_types(self.dialect, session, self.load_table)
 
     def _create_table(self, table: TableName, schema: pa.Schema) -> None:
@@ -326,7 +325,7 @@ class SqlStreamWriter:
             raise self._error(error) from None
         self.written_columns.update(batch.schema.names)
         self.rows += batch.num_rows
-        if self.dialect.flushes_each_batch:
+        if self.staging.flushed_each_batch:
             try:
                 with self.dialect.exclusive():
                     self._flush()
@@ -343,7 +342,8 @@ class SqlStreamWriter:
         definitions = column_definitions(self.dialect, extra)
         # Not the live table during a full-refresh: that would lock out its readers.
         add_columns(self.session, self.load_table.identifier, definitions)
-        add_columns(self.session, self.staging, definitions)
+        if not self.staging.in_files:  # files take any columns
+            add_columns(self.session, self.staging.name, definitions)
         self.columns.update({field.name: column_type_of(field) for field in extra})
 
     def checkpoint(self, state: StreamState | None) -> None:
@@ -442,9 +442,6 @@ class SqlStreamWriter:
         try:
             with self.dialect.exclusive():
                 self.session.rollback()
-                if self.load_table != self.target:  # a new table committed batch by batch
-                    self.session.execute(f"DROP TABLE IF EXISTS {self.load_table.identifier}")
-                    self.session.commit()
         except self.dialect.errors:
             pass
         finally:
@@ -465,8 +462,11 @@ class SqlStreamWriter:
             wider = widen(stored, arriving)
             if wider is not stored:
                 warn_widened(field.name, stored, arriving, wider)
+                if self.staging.in_files:  # staged files keep the narrower type
+                    self._flush()
                 self._change_type(self.load_table.identifier, field.name, wider)
-                self._change_type(self.staging, field.name, wider)
+                if not self.staging.in_files:
+                    self._change_type(self.staging.name, field.name, wider)
                 self.columns[field.name] = wider
             fields.append(arrow_field(field.name, wider))
             converted = True
@@ -484,24 +484,12 @@ class SqlStreamWriter:
         """Staged rows into the load table: one row per key, the last read wins."""
         if not self.written_columns:
             return
-        columns = sorted(self.written_columns)
-        keys = ", ".join(map(quote, self.key_columns))
-        updates = [name for name in columns if name not in self.key_columns]
-        conflict = (
-            "DO UPDATE SET "
-            + ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updates)
-            if updates
-            else "DO NOTHING"
-        )
-        listed = ", ".join(map(quote, columns))
         if self.request.mode.replaces_rows and not self.request.mode.replaces_table:
             self._truncate()
-        self.session.execute(
-            f"INSERT INTO {self.load_table.identifier} ({listed}) SELECT DISTINCT ON ({keys}) "
-            f"{listed} FROM {self.staging} ORDER BY {keys}, {quote(ORDER_COLUMN)} DESC "
-            f"ON CONFLICT ({keys}) {conflict}"
-        )
-        self.session.execute(f"TRUNCATE {self.staging}")
+        columns = tuple(sorted(self.written_columns))
+        kept = tuple(name for name in self.columns if name not in self.written_columns)
+        move = Move(self.load_table.identifier, columns, self.key_columns, kept)
+        self.session.move_staged(self.staging, move)
 
     def _commit_work(self) -> None:
         """Rows and the state that covers them, in one transaction."""
