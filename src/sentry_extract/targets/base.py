@@ -13,9 +13,11 @@ from datetime import datetime
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sentry_extract.model.modes import Mode
 from sentry_extract.model.windows import Window
+from sentry_extract.records import DELETED_COLUMN
 from sentry_extract.state import StateKey, StateStore, StreamState
 
 
@@ -106,3 +108,23 @@ class Target(Protocol):
     def state_store(self, object_name: str) -> StateStore: ...
 
     def close(self) -> None: ...
+
+
+def live_rows(
+    batch: pa.RecordBatch, keys: pa.Array, column: str | None, window: Window | None
+) -> pa.Array | None:
+    """Which rows of `batch` are live: a key, no `_deleted_at`, and `column` inside
+    `window` when one is given; None when the batch lacks that column (no row is)."""
+    keep = pc.is_valid(keys)
+    if DELETED_COLUMN in batch.schema.names:
+        keep = pc.and_(keep, pc.is_null(batch.column(DELETED_COLUMN)))
+    if window is None or column is None:
+        return keep
+    if column not in batch.schema.names:
+        return None
+    moments = batch.column(column)
+    inside = pc.and_(
+        pc.greater_equal(moments, pa.scalar(window.start, moments.type)),
+        pc.less(moments, pa.scalar(window.end, moments.type)),
+    )
+    return pc.and_(keep, pc.fill_null(inside, False))

@@ -43,7 +43,7 @@ from sentry_extract.records import (
     key_values,
     unify_schemas,
 )
-from sentry_extract.targets.base import Deletions
+from sentry_extract.targets.base import Deletions, live_rows
 from sentry_extract.targets.partitions import Layout, update_moments
 from sentry_extract.targets.storage import Storage, StoredFile
 
@@ -168,19 +168,10 @@ class ParquetDataset:
             if column is not None and has_column and column not in wanted:
                 wanted.append(column)
             for batch in self.batches(data_file, wanted):
-                keep = pc.is_valid(self.keys(batch))
-                if has_deleted:
-                    keep = pc.and_(keep, pc.is_null(batch.column(DELETED_COLUMN)))
-                if window is not None and column is not None:
-                    if not has_column:
-                        continue
-                    moments = batch.column(column)
-                    inside = pc.and_(
-                        pc.greater_equal(moments, pa.scalar(window.start, moments.type)),
-                        pc.less(moments, pa.scalar(window.end, moments.type)),
-                    )
-                    keep = pc.and_(keep, pc.fill_null(inside, False))
-                found.update(self.keys(batch).filter(keep).to_pylist())
+                keys = self.keys(batch)
+                keep = live_rows(batch, keys, column, window)
+                if keep is not None:
+                    found.update(keys.filter(keep).to_pylist())
         return found
 
     def mark_deleted(self, deletions: Deletions) -> None:

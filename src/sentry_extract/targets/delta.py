@@ -57,7 +57,7 @@ from sentry_extract.records import (
     unify_schemas,
 )
 from sentry_extract.state import StateKey, StateStore, StreamState
-from sentry_extract.targets.base import Deletions, StreamRequest
+from sentry_extract.targets.base import Deletions, StreamRequest, live_rows
 from sentry_extract.targets.dataset import older_duplicates
 from sentry_extract.targets.delta_files import FileWriter, commit_files, read_file, stored_files
 from sentry_extract.targets.delta_merge import Bounds, MergeTarget, StoredKeyCache, merge_rows
@@ -782,17 +782,7 @@ def live_keys(
             if any(name not in batch.schema.names for name in key_columns):
                 continue
             keys = key_values(batch, key_columns)
-            keep = pc.is_valid(keys)
-            if DELETED_COLUMN in batch.schema.names:
-                keep = pc.and_(keep, pc.is_null(batch.column(DELETED_COLUMN)))
-            if window is not None and column is not None:
-                if column not in batch.schema.names:
-                    continue
-                moments = batch.column(column)
-                inside = pc.and_(
-                    pc.greater_equal(moments, pa.scalar(window.start, moments.type)),
-                    pc.less(moments, pa.scalar(window.end, moments.type)),
-                )
-                keep = pc.and_(keep, pc.fill_null(inside, False))
-            found.update(keys.filter(keep).to_pylist())
+            keep = live_rows(batch, keys, column, window)
+            if keep is not None:
+                found.update(keys.filter(keep).to_pylist())
     return found
