@@ -78,6 +78,15 @@ def assert_exact(database: Path, organization: FakeOrganization, until: datetime
     assert issues == expected
 
 
+def read_now(target: DuckDBTarget, query: str) -> list[tuple[Any, ...]]:
+    """What a reader of the database sees now, beside a writer that is still running."""
+    reader = target.dialect.open_session(None, 0.0)
+    try:
+        return reader.fetch(query)
+    finally:
+        reader.close()
+
+
 def test_incremental_runs_hold_exactly_the_organization(
     duck_workspace: Workspace, database: Path, organization: FakeOrganization
 ) -> None:
@@ -362,14 +371,10 @@ def test_batches_wait_where_no_reader_sees_them(tmp_path: Path) -> None:
         second = open_writer(Mode.FULL_REFRESH)
         second.write(batch(("1", "new"), ("4", "four")))
         second.write(batch(("1", "newest")))
-        reader = target.dialect.open_session(None, 0.0)
-        try:
-            assert set(reader.fetch("SELECT id, title FROM sentry.teams")) == {
-                ("1", "old"),
-                ("2", "two"),
-            }
-        finally:
-            reader.close()
+        assert set(read_now(target, "SELECT id, title FROM sentry.teams")) == {
+            ("1", "old"),
+            ("2", "two"),
+        }
         second.commit()
         assert stored() == {("1", "newest"), ("4", "four")}
         truncating = open_writer(Mode.TRUNCATE)
@@ -398,11 +403,7 @@ def test_a_run_that_merges_by_key_commits_each_batch(tmp_path: Path) -> None:
         )
 
     def titles() -> set[tuple[Any, ...]]:
-        reader = target.dialect.open_session(None, 0.0)
-        try:
-            return set(reader.fetch("SELECT id, title FROM sentry.teams"))
-        finally:
-            reader.close()
+        return set(read_now(target, "SELECT id, title FROM sentry.teams"))
 
     try:
         first = open_writer()
@@ -446,11 +447,7 @@ def test_a_replacing_or_appending_run_stages_files_until_its_commit(
         )
 
     def stored() -> list[tuple[Any, ...]]:
-        reader = target.dialect.open_session(None, 0.0)
-        try:
-            return sorted(reader.fetch("SELECT id, title, CAST(size AS VARCHAR) FROM sentry.teams"))
-        finally:
-            reader.close()
+        return sorted(read_now(target, "SELECT id, title, CAST(size AS VARCHAR) FROM sentry.teams"))
 
     sized = schema.append(arrow_field("size", ColumnType.INTEGER))
     try:
