@@ -17,7 +17,7 @@ import http.client
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -154,6 +154,11 @@ class Urllib3Sender:
             raise ValueError(f"not an http or https URL: {base_url!r}")
         port = parts.port or DEFAULT_PORTS[parts.scheme]
         self._pool: urllib3.HTTPConnectionPool
+        pool_options: dict[str, Any] = {
+            "maxsize": max(1, connections),
+            "headers": dict(headers),
+            "retries": False,
+        }
         if parts.scheme == "https":
             context = (
                 verify
@@ -161,21 +166,10 @@ class Urllib3Sender:
                 else httpx.create_ssl_context(verify=verify, trust_env=True)  # SSL_CERT_FILE
             )
             self._pool = urllib3.HTTPSConnectionPool(
-                parts.hostname,
-                port,
-                maxsize=max(1, connections),
-                headers=dict(headers),
-                retries=False,
-                ssl_context=context,
+                parts.hostname, port, ssl_context=context, **pool_options
             )
         else:
-            self._pool = urllib3.HTTPConnectionPool(
-                parts.hostname,
-                port,
-                maxsize=max(1, connections),
-                headers=dict(headers),
-                retries=False,
-            )
+            self._pool = urllib3.HTTPConnectionPool(parts.hostname, port, **pool_options)
         self._timeout: tuple[Timeouts, urllib3.Timeout] | None = None  # the last one made
 
     def get(self, target: str, path: str, timeouts: Timeouts) -> Answer:
