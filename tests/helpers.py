@@ -635,7 +635,15 @@ def assert_state_not_ahead(
     """Every project the state calls done has all of its events stored."""
     stored = stored_events(target, folder, url)
     assert len(stored) == len(set(stored)), "a key stored twice"
-    for project_id, watermark in saved_watermarks(target, folder, url).items():
+    assert_done_projects_stored(stored, saved_watermarks(target, folder, url), organization)
+
+
+def assert_done_projects_stored(
+    stored: list[tuple[str, str]], watermarks: dict[str, Any], organization: FakeOrganization
+) -> None:
+    """Every project a state's watermark calls done up to a moment has all of its events
+    from before that moment among the `stored` (project, event) keys."""
+    for project_id, watermark in watermarks.items():
         until = datetime.fromisoformat(watermark)
         expected = {
             (e["projectID"], e["eventID"])

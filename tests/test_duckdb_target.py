@@ -67,12 +67,19 @@ def rows(database: Path, query: str) -> list[tuple[Any, ...]]:
         return connection.execute(query).fetchall()
 
 
-def assert_exact(database: Path, organization: FakeOrganization, until: datetime) -> None:
+def assert_events_exact(
+    database: Path, organization: FakeOrganization, until: datetime | None = None
+) -> None:
+    """The events table holds every event Sentry keeps, each once."""
     keys = rows(database, "SELECT project_id, event_id FROM sentry.events")
     assert len(keys) == len(set(keys))
     assert set(keys) == {
         (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION, until)
     }
+
+
+def assert_exact(database: Path, organization: FakeOrganization, until: datetime) -> None:
+    assert_events_exact(database, organization, until)
     issues = dict(rows(database, "SELECT id, count FROM sentry.issues"))
     expected = {i["id"]: int(i["count"]) for i in organization.visible_issues(RETENTION, until)}
     assert issues == expected
@@ -272,11 +279,7 @@ def test_killed_runs_then_a_rerun_are_exact(tmp_path: Path, database: Path) -> N
         wait_for_the_next_second()  # the last run reads the events added after the last kill
         finished = command.run()
         assert finished.returncode == 0, finished.stderr
-    keys = rows(database, "SELECT project_id, event_id FROM sentry.events")
-    assert len(keys) == len(set(keys))
-    assert set(keys) == {
-        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)
-    }
+    assert_events_exact(database, organization)
 
 
 def test_conns_set_test_and_list(cli: CliRunner, tmp_path: Path) -> None:
@@ -511,9 +514,5 @@ def test_a_killed_replacing_run_leaves_the_last_whole_run(
         wait_for_the_next_second()
         finished = command.run()
         assert finished.returncode == 0, finished.stderr
-    keys = rows(database, "SELECT project_id, event_id FROM sentry.events")
-    assert len(keys) == len(set(keys))
-    assert set(keys) == {
-        (e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)
-    }
+    assert_events_exact(database, organization)
     assert not list(database.parent.glob("warehouse.duckdb.staging-*"))

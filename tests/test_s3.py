@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -37,6 +37,7 @@ from .helpers import (
     Command,
     Workspace,
     assert_complete,
+    assert_done_projects_stored,
     assert_events_exact,
     assert_issues_exact,
     change_between_runs,
@@ -273,14 +274,7 @@ def assert_state_not_ahead(bucket: Bucket, organization: FakeOrganization) -> No
         return
     document = json.loads(bucket.read("sentry/events/_sentry_extract_state.json"))
     for entry in document["streams"].values():
-        for project_id, watermark in entry["state"]["project_watermarks"].items():
-            until = datetime.fromisoformat(watermark)
-            expected = {
-                (e["projectID"], e["eventID"])
-                for e in organization.visible_events(RETENTION, until)
-                if e["projectID"] == project_id
-            }
-            assert expected <= set(stored), f"state says project {project_id} is done"
+        assert_done_projects_stored(stored, entry["state"]["project_watermarks"], organization)
 
 
 def test_runs_killed_at_random_moments_then_rerun_leave_exactly_sentrys_rows(
