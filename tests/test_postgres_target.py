@@ -8,11 +8,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import psycopg
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from sentry_extract.config.replication import Overrides
 from sentry_extract.targets.sql import postgres
+from sentry_extract.targets.sql.dialect import Staging
 from sentry_extract.testing.fake_sentry import FakeSentry, Fault
 from sentry_extract.testing.organization import FakeOrganization
 
@@ -441,3 +443,67 @@ def test_a_text_column_takes_json_strings_when_it_becomes_json(
     assert pg_workspace.run().exit_code == 0
     mottos = dict(pg_rows(pg_url, "SELECT id, motto FROM sentry.teams"))
     assert mottos[organization.teams[0]["id"]] == "plain again"
+
+
+def blocking_staging(url: str, lock: int) -> None:
+    """A table whose inserts wait for an advisory lock, or fail when `lock` is negative."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE TABLE staged (id text, note text)")
+        body = (
+            "RAISE EXCEPTION 'refused row %', NEW.id"
+            if lock < 0
+            else f"PERFORM pg_advisory_xact_lock({lock})"
+        )
+        connection.execute(
+            "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN {body}; RETURN NEW; END $$"
+        )
+        connection.execute(
+            "CREATE TRIGGER hold BEFORE INSERT ON staged FOR EACH ROW EXECUTE FUNCTION hold()"
+        )
+
+
+def waiting_copies(url: str) -> int:
+    rows = pg_rows(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY \"staged\"%%' "
+        "AND wait_event_type = 'Lock'",
+    )
+    return int(rows[0][0])
+
+
+def test_a_batch_is_copied_while_the_run_reads_on(pg_url: str) -> None:
+    """`load` hands the COPY to a thread of its own and returns while PostgreSQL still
+    parses it; the next use of the connection waits for it."""
+    blocking_staging(pg_url, lock=7)
+    batch = pa.record_batch({"id": ["a", "b"], "note": ["x", "y"]})
+    staging = Staging('"staged"', in_files=False, flushed_each_batch=False)
+    with psycopg.connect(pg_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(7)")
+        session = postgres.PostgresSession(postgres.connect(pg_url))
+        try:
+            session.load(staging, batch, memory_budget=1 << 20)  # returns: the COPY waits
+            while waiting_copies(pg_url) == 0:  # the module's timeout ends a COPY never sent
+                threading.Event().wait(0.01)
+            holder.execute("SELECT pg_advisory_unlock(7)")
+            assert session.fetch("SELECT id, note FROM staged ORDER BY id") == [
+                ("a", "x"),
+                ("b", "y"),
+            ]
+        finally:
+            session.close()
+
+
+def test_a_failed_copy_is_raised_by_the_next_use_of_the_connection(pg_url: str) -> None:
+    blocking_staging(pg_url, lock=-1)
+    batch = pa.record_batch({"id": ["a"], "note": ["x"]})
+    staging = Staging('"staged"', in_files=False, flushed_each_batch=False)
+    session = postgres.PostgresSession(postgres.connect(pg_url))
+    try:
+        session.load(staging, batch, memory_budget=1 << 20)
+        with pytest.raises(psycopg.errors.RaiseException, match="refused row a"):
+            session.execute("SELECT 1")
+        session.rollback()
+        session.execute("SELECT 1")  # the connection goes on once the failure is rolled back
+    finally:
+        session.close()

@@ -1,4 +1,5 @@
-"""The PostgreSQL dialect: COPY of CSV into a temporary table, an advisory lock."""
+"""The PostgreSQL dialect: COPY of CSV into a temporary table (on a thread of its own,
+while the run reads on), an advisory lock."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import re
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -93,18 +95,38 @@ def test_postgres(url: str) -> str:
 
 
 class PostgresSession:
+    """One connection. A batch's COPY runs on a thread of its own while the run reads
+    on (PostgreSQL parses it on its own core); every other use of the connection waits
+    for that COPY first, and raises its error."""
+
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         self.connection = connection
+        self._copier: ThreadPoolExecutor | None = None
+        self._copying: Future[None] | None = None
+
+    def _copied(self) -> None:
+        """The COPY under way, finished (its error raised here)."""
+        copying, self._copying = self._copying, None
+        if copying is not None:
+            copying.result()
 
     def execute(self, statement: str, parameters: Sequence[Any] = ()) -> None:
+        self._copied()
         self.connection.execute(statement, parameters)
 
     def fetch(self, statement: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._copied()
         return self.connection.execute(statement, parameters).fetchall()
 
     def load(self, staging: Staging, batch: pa.RecordBatch, memory_budget: int) -> None:
-        """The batch as CSV text, a few rows at a time: the text being copied stays a
-        small part of the memory budget, whatever the batch holds."""
+        """The batch as CSV text, a few rows at a time (the text being copied stays a
+        small part of the memory budget), copied while the next batch is read."""
+        self._copied()
+        if self._copier is None:
+            self._copier = ThreadPoolExecutor(1, thread_name_prefix="sentry-extract-copy")
+        self._copying = self._copier.submit(self._copy, staging, batch, memory_budget)
+
+    def _copy(self, staging: Staging, batch: pa.RecordBatch, memory_budget: int) -> None:
         statement = (
             f"COPY {staging.name} ({', '.join(map(quote, batch.schema.names))}) "
             "FROM STDIN (FORMAT csv)"
@@ -119,13 +141,22 @@ class PostgresSession:
         self.execute(f"TRUNCATE {staging.name}")
 
     def commit(self) -> None:
+        self._copied()
         self.connection.commit()
 
     def rollback(self) -> None:
+        with contextlib.suppress(psycopg.Error):  # what is rolled back failed or not
+            self._copied()
         self.connection.rollback()
 
     def close(self) -> None:
-        self.connection.close()
+        try:
+            with contextlib.suppress(psycopg.Error):
+                self._copied()
+        finally:
+            if self._copier is not None:
+                self._copier.shutdown()
+            self.connection.close()
 
 
 class PostgresDialect:
