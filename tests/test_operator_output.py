@@ -184,3 +184,22 @@ def test_the_duckdb_queries_of_docs_scaling_work_as_written(workspace: Any) -> N
     assert per_project and sum(count for _, count in per_project) > 0
     live = connection.execute(statements[1].replace("s3://my-bucket/", folder)).fetchone()
     assert live is not None and live[0] > 0
+
+
+def test_the_process_ends_with_the_commands_status_and_all_it_wrote(tmp_path: Path) -> None:
+    """The command ends its process itself once its output is flushed, without the
+    interpreter's teardown: the status and every line still come out."""
+    (tmp_path / "r.yaml").write_text("source: [\n")
+    finished = run_process(tmp_path, "http://127.0.0.1:9")
+    assert finished.returncode == 2, finished.stdout
+    lines = finished.stdout.strip().splitlines()
+    assert len(lines) == 1 and "r.yaml" in lines[0] and "Traceback" not in finished.stdout
+    helped = subprocess.run(
+        [sys.executable, "-m", "sentry_extract", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert helped.returncode == 0
+    assert "--summary-json" in helped.stdout and helped.stdout.endswith("\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import sys
 
@@ -35,7 +36,29 @@ def main() -> None:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     from sentry_extract.cli import main as command
 
-    command()
+    try:
+        command()
+    except SystemExit as exit:
+        _end(exit.code)
+    _end(0)
+
+
+def _end(code: object) -> None:
+    """The process ends once what it wrote is flushed, without the interpreter's own
+    teardown: freeing every module's objects one by one (pyarrow's, psycopg's, httpx's)
+    took about 70 ms of CPU, 5% of a 10,000-event run, for nothing the command still
+    needs. The command has joined its threads and closed its files and connections."""
+    if isinstance(code, str):  # how `sys.exit("message")` ends: the message, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe, a closed file
+            status = status or 1
+    os._exit(status)
 
 
 if __name__ == "__main__":
