@@ -363,10 +363,8 @@ def test_the_command_makes_arrow_allocate_with_malloc_unless_told(
     if variable:
         environment["ARROW_DEFAULT_MEMORY_POOL"] = variable
     script = (
-        "import sys\n"
-        "sys.argv = ['sentry-extract', '--version']\n"
-        "from sentry_extract.__main__ import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "from sentry_extract.__main__ import prepare_process\n"
+        "prepare_process()  # what the command does first\n"
         "import pyarrow as pa\n"
         "print(pa.default_memory_pool().backend_name)\n"
     )
