@@ -22,8 +22,9 @@ import tenacity
 from typer.testing import CliRunner
 
 from sentry_extract.errors import TimedOutError
+from sentry_extract.source import retry
 from sentry_extract.source.client import DEADLINE_MARGIN
-from sentry_extract.source.retry import RetryPolicy, build_retrying
+from sentry_extract.source.retry import RetryPolicy, build_retrying, call_with_retries
 from sentry_extract.source.wire import Timeouts, Urllib3Sender
 from sentry_extract.testing.fake_sentry import (
     FakeSentry,
@@ -281,3 +282,48 @@ def test_retries_are_bounded_by_the_clock_as_well_as_by_count(
     with pytest.raises(TimedOutError):
         build_retrying(policy, sleep=lambda seconds: None)(no_answer)
     assert attempts == [0.0, 0.25, 0.5, 0.75]  # the fourth ends at the limit: no fifth
+
+
+def test_a_first_attempt_made_before_tenacity_counts_toward_the_clock_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first attempt runs on its own; when it fails, tenacity goes on clocked from when
+    it began, so the bound holds as it did (four attempts of a quarter second, not five)."""
+    clock = Clock(0.0)
+    monkeypatch.setattr(tenacity, "time", SimpleNamespace(monotonic=clock))
+    monkeypatch.setattr(retry, "time", SimpleNamespace(monotonic=clock))
+    attempts: list[float] = []
+
+    def no_answer() -> None:
+        attempts.append(clock.moment)
+        clock.moment += 0.25
+        raise TimedOutError("sentry.example.com", 0.25, "ReadTimeout")
+
+    policy = RetryPolicy(attempts=50, initial_wait=0.0, max_total_time=1.0)
+    with pytest.raises(TimedOutError):
+        call_with_retries(policy, no_answer, sleep=lambda seconds: None)
+    assert attempts == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_a_failed_first_attempt_is_retried_as_tenacitys_first() -> None:
+    answers: list[Exception | str] = [TimedOutError("sentry.example.com", 1.0, "ReadTimeout"), "ok"]
+    retried: list[tuple[int, str]] = []
+    waits: list[float] = []
+
+    def attempt() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def noted(state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        assert outcome is not None
+        retried.append((state.attempt_number, type(outcome.exception()).__name__))
+
+    policy = RetryPolicy(attempts=3, initial_wait=2.0, max_wait=2.0)
+    assert call_with_retries(policy, attempt, sleep=waits.append, on_retry=noted) == "ok"
+    assert retried == [(1, "TimedOutError")]
+    assert len(waits) == 1 and 2.0 <= waits[0] <= 4.0  # backoff of a first attempt, jittered
+    assert call_with_retries(policy, lambda: "at once", sleep=waits.append) == "at once"
+    assert len(waits) == 1

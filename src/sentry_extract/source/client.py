@@ -43,7 +43,7 @@ from sentry_extract.model.spec import Params
 from sentry_extract.source import defaults
 from sentry_extract.source.pagination import next_cursor
 from sentry_extract.source.ratelimit import RequestGate, ServerPacer, rate_limit_group
-from sentry_extract.source.retry import RetryPolicy, build_retrying
+from sentry_extract.source.retry import RetryPolicy, call_with_retries
 from sentry_extract.source.wire import (
     Answer,
     HttpxSender,
@@ -211,9 +211,12 @@ class SentryClient:
             )
 
         policy = retry or self.settings.retry
-        retrying = build_retrying(policy, self.settings.sleep, count_retry)
-        page: Page = retrying(self._get_once, path, params, counter, raw_values, timeout)
-        return page
+        return call_with_retries(
+            policy,
+            lambda: self._get_once(path, params, counter, raw_values, timeout),
+            self.settings.sleep,
+            count_retry,
+        )
 
     def _get_once(
         self,

