@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -268,17 +268,108 @@ def _partition_text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The range of a column whose value a row keeps for ever (an event's time) over
+    the rows asked for: a file, or a row group of a file, whose rows all fall outside it
+    holds none of them."""
+
+    column: str
+    low: datetime
+    high: datetime
+
+    def may_hold(self, stored: StoredFile) -> bool:
+        return self.meets(stored.low, stored.high)
+
+    def meets(self, low: Any, high: Any) -> bool:
+        """True unless `low` and `high` (statistics, None when unknown) lie outside."""
+        low, high = _moment(low), _moment(high)
+        if low is None or high is None:
+            return True  # no statistics: read it
+        return not (high + STATISTICS_SLACK < self.low or low - STATISTICS_SLACK > self.high)
+
+
+STATISTICS_SLACK = timedelta(milliseconds=1)  # statistics may keep milliseconds only
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Extremes = tuple[tuple[Any, Any], ...]  # a column's minimum and maximum in each row group
+
+
+def row_group_extremes(metadata: pq.FileMetaData, column: str | None) -> Extremes:
+    """The minimum and maximum of `column` in each row group ((None, None) unknown)."""
+    return tuple(_extremes(metadata, index, column) for index in range(metadata.num_row_groups))
+
+
+def groups_within(extremes: Extremes, bounds: Bounds | None) -> list[int]:
+    """The row groups whose extremes meet `bounds` (every group without bounds, and a
+    group without statistics): a file compacted from a whole backfill spans months,
+    each of its row groups (a checkpoint's batch) hours or days."""
+    return [
+        index
+        for index, (low, high) in enumerate(extremes)
+        if bounds is None or bounds.meets(low, high)
+    ]
+
+
+def _extremes(metadata: pq.FileMetaData, index: int, column: str | None) -> tuple[Any, Any]:
+    group = metadata.row_group(index)
+    for position in range(group.num_columns if column is not None else 0):
+        chunk = group.column(position)
+        if chunk.path_in_schema != column:
+            continue
+        statistics = chunk.statistics
+        if statistics is None or not statistics.has_min_max:
+            return None, None
+        return statistics.min, statistics.max
+    return None, None
+
+
+def open_parquet(source: pa.NativeFile) -> pq.ParquetFile:
+    """A data file for reading: the column chunks a read asks for are fetched in as few
+    requests as their places allow (`pre_buffer`), not one request per column chunk,
+    which in a bucket is a round trip each."""
+    return pq.ParquetFile(source, pre_buffer=True)
+
+
 def read_file(
-    location: TableLocation, stored: StoredFile, columns: Sequence[str] | None = None
+    location: TableLocation,
+    stored: StoredFile,
+    columns: Sequence[str] | None = None,
+    bounds: Bounds | None = None,
 ) -> Iterable[pa.RecordBatch]:
-    """The file's rows a row group at a time, with its partition columns."""
+    """The file's rows a row group at a time, with its partition columns; with `bounds`,
+    only the row groups whose statistics meet them."""
+
+    def within(metadata: pq.FileMetaData) -> list[int]:
+        return groups_within(
+            row_group_extremes(metadata, bounds.column if bounds else None), bounds
+        )
+
+    for _, batch in read_groups(location, stored, columns, within):
+        yield batch
+
+
+def read_groups(
+    location: TableLocation,
+    stored: StoredFile,
+    columns: Sequence[str] | None,
+    choose: Callable[[pq.FileMetaData], Sequence[int]],
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The row groups `choose` picks from the file's metadata, each as one batch with the
+    file's partition columns, and its index."""
     with location.storage.open_input(stored.storage_path()) as source:
-        parquet = pq.ParquetFile(source)
+        parquet = open_parquet(source)
         present = parquet.schema_arrow.names
         wanted = None if columns is None else [name for name in columns if name in present]
-        for index in range(parquet.num_row_groups):
+        for index in choose(parquet.metadata):
             batch = _one_batch(parquet.read_row_group(index, columns=wanted))
-            yield _with_partition(batch, stored, columns)
+            yield index, _with_partition(batch, stored, columns)
 
 
 def read_rows_of_keys(
@@ -286,12 +377,15 @@ def read_rows_of_keys(
     stored: StoredFile,
     key_columns: Sequence[str],
     wanted: pa.Array,
+    bounds: Bounds | None = None,
 ) -> Iterable[pa.RecordBatch]:
     """The file's rows whose keys are in `wanted`, with its partition columns: a row
-    group is read whole only when its key columns hold one of them."""
+    group is read whole only when its key columns hold one of them; with `bounds`, only
+    the row groups whose statistics meet them are looked at."""
     with location.storage.open_input(stored.storage_path()) as source:
-        parquet = pq.ParquetFile(source)
-        for index in range(parquet.num_row_groups):
+        parquet = open_parquet(source)
+        extremes = row_group_extremes(parquet.metadata, bounds.column if bounds else None)
+        for index in groups_within(extremes, bounds):
             keys = key_values(parquet.read_row_group(index, columns=list(key_columns)), key_columns)
             hit = pc.fill_null(pc.is_in(keys, value_set=wanted), False)
             if not pc.any(hit).as_py():

@@ -18,21 +18,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.transaction import AddAction
 
 from sentry_extract.records import conform, key_values
 from sentry_extract.targets.delta_files import (
+    Bounds,
+    Extremes,
     FileWriter,
     StoredFile,
+    groups_within,
     read_file,
+    read_groups,
     read_rows_of_keys,
+    row_group_extremes,
     stored_files,
 )
 from sentry_extract.targets.delta_table import TableLocation
@@ -48,63 +53,67 @@ class StoredKeys:
 
 
 class StoredKeyCache:
-    """The keys of data files read before, by file path: a data file never changes, so a
-    run whose checkpoints meet the same files (a backfill reads each project's events in
-    turn, over the same span of time) reads each file's keys once. Holds at most
-    CACHED_KEYS keys; past that, files are read again."""
+    """The keys of data files read before, by file path and row group: a data file never
+    changes, so a run whose checkpoints meet the same files (a backfill reads each
+    project's events in turn, over the same span of time) reads each row group's keys
+    once. With the row groups' extremes of the bounds' column, kept for each file read,
+    a checkpoint whose row groups are all known opens no file. Holds at most CACHED_KEYS
+    keys; past that, row groups are read again."""
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = CACHED_KEYS if limit is None else limit
-        self.by_path: dict[str, pa.Array] = {}
+        self.by_group: dict[tuple[str, int], pa.Array] = {}
+        self.extremes: dict[tuple[str, str | None], Extremes] = {}
         self.held = 0
         self.reads = 0  # files whose keys were read from storage
 
     def keys_of(
-        self, location: TableLocation, stored: StoredFile, key_columns: tuple[str, ...]
+        self,
+        location: TableLocation,
+        stored: StoredFile,
+        key_columns: tuple[str, ...],
+        bounds: Bounds | None = None,
     ) -> pa.Array | None:
-        """The file's keys; None when the file lacks a key column."""
-        known = self.by_path.get(stored.path)
+        """The keys of the file's row groups that meet `bounds` (all without); None when
+        the file lacks a key column."""
+        column = bounds.column if bounds is not None else None
+        known = self.extremes.get((stored.path, column))
         if known is not None:
-            return known
+            cached = [
+                self.by_group.get((stored.path, index)) for index in groups_within(known, bounds)
+            ]
+            if all(keys is not None for keys in cached):
+                return _joined([keys for keys in cached if keys is not None])
         self.reads += 1
-        found: list[pa.Array] = []
-        for batch in read_file(location, stored, key_columns):
+        chosen: list[int] = []
+
+        def choose(metadata: pq.FileMetaData) -> list[int]:
+            extremes = row_group_extremes(metadata, column)
+            self.extremes[(stored.path, column)] = extremes
+            chosen.extend(groups_within(extremes, bounds))
+            return [index for index in chosen if (stored.path, index) not in self.by_group]
+
+        read: dict[int, pa.Array] = {}
+        for index, batch in read_groups(location, stored, key_columns, choose):
             if any(name not in batch.schema.names for name in key_columns):
                 return None
-            found.append(key_values(batch, key_columns))
-        keys = pa.concat_arrays(found) if found else pa.array([], pa.string())
-        if self.held + len(keys) <= self.limit:
-            self.by_path[stored.path] = keys
-            self.held += len(keys)
-        return keys
+            read[index] = keys = key_values(batch, key_columns)
+            if self.held + len(keys) <= self.limit:
+                self.by_group[(stored.path, index)] = keys
+                self.held += len(keys)
+        return _joined(
+            [
+                read[index] if index in read else self.by_group[(stored.path, index)]
+                for index in chosen
+            ]
+        )
+
+
+def _joined(arrays: list[pa.Array]) -> pa.Array:
+    return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
 
 
 CACHED_KEYS = 500_000  # about 20 MB of event keys at most
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """The range of a column whose value a row keeps for ever (an event's time) over
-    the rows to merge: a file whose rows all fall outside it holds none of their keys."""
-
-    column: str
-    low: datetime
-    high: datetime
-
-    def may_hold(self, stored: StoredFile) -> bool:
-        low, high = _moment(stored.low), _moment(stored.high)
-        if low is None or high is None:
-            return True  # no statistics: read it
-        return not (high + STATISTICS_SLACK < self.low or low - STATISTICS_SLACK > self.high)
-
-
-STATISTICS_SLACK = timedelta(milliseconds=1)  # statistics may keep milliseconds only
-
-
-def _moment(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def stored_keys(
@@ -123,7 +132,7 @@ def stored_keys(
     keys: list[pa.Array] = []
     positions: list[pa.Array] = []
     for index, stored in enumerate(files):
-        found = cache.keys_of(location, stored, key_columns)
+        found = cache.keys_of(location, stored, key_columns, bounds)
         if found is None or len(found) == 0:
             continue
         keys.append(found)
@@ -197,7 +206,9 @@ def changed_keys(
         mine = rows.filter(pc.equal(positions, index))
         wanted = key_values(mine, target.key_columns)
         incoming = dict(zip(wanted.to_pylist(), mine.to_pylist(), strict=True))
-        stored_rows = read_rows_of_keys(target.location, files[index], target.key_columns, wanted)
+        stored_rows = read_rows_of_keys(
+            target.location, files[index], target.key_columns, wanted, target.bounds
+        )
         for batch in stored_rows:
             found = conform(batch, target.schema)
             for key, row in zip(

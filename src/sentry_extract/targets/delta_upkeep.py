@@ -81,12 +81,19 @@ def has_configuration(table: DeltaTable) -> bool:
     return all(name in configuration for name in TABLE_CONFIGURATION)
 
 
-def keep_up(location: TableLocation, scratch: Path, order_column: str | None = None) -> bool:
+def keep_up(
+    location: TableLocation,
+    scratch: Path,
+    order_column: str | None = None,
+    table: DeltaTable | None = None,
+) -> bool:
     """Compact the table and set its checkpoint interval when due (the caller holds the
     table's lock); True when it compacted. Small files are joined in the order of their
     `order_column` statistics (the update key), so a compacted file covers a short span
-    of it and a checkpoint's merge can skip it (`delta_merge.Bounds`)."""
-    table = location.open()
+    of it and a checkpoint's merge can skip it (`delta_files.Bounds`). `table` is the
+    caller's snapshot of the newest version, when it holds one (the log is not loaded
+    again)."""
+    table = table or location.open()
     if table is None:
         return False
     compact = excess_small_files(table) >= COMPACT_AFTER_FILES
