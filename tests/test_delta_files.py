@@ -15,6 +15,7 @@ from sentry_extract.targets.delta import Staging, live_keys, without_dropped
 from sentry_extract.targets.delta_files import (
     Bounds,
     FileWriter,
+    KeepKeys,
     commit_files,
     read_rows_of_keys,
     stored_files,
@@ -232,3 +233,29 @@ def test_a_streams_state_is_read_from_the_newest_commits_not_the_whole_log(
     (tmp_path / "table" / "_delta_log" / "00000000000000000001.json").write_text("{not json")
     table = DeltaTable(location.uri)
     assert commit_state(table, "k") == 23
+
+
+def test_the_keys_of_files_a_run_wrote_are_not_read_back(tmp_path: Path) -> None:
+    """A backfill's next checkpoint meets the files its last one wrote: their keys, kept
+    by row group as they were written, answer it without reading the files (here they
+    are gone: reading them would fail), with and without bounds."""
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    location.storage.prepare()
+    keep = KeepKeys(("id",), "date_created")
+    writer = FileWriter(location, location.storage.scratch(), SCHEMA, ["month"], keep_keys=keep)
+    writer.write_all([rows(["a", "b"], JANUARY, "01"), rows(["c"], MARCH, "01")])
+    writer.write(rows(["d"], MARCH, "03"))
+    commit_files(location, None, SCHEMA, ["month"], writer.finish(), states={"k": 1})
+    cache = StoredKeyCache()
+    cache.remember(writer.keyed)
+    table = DeltaTable(location.uri)
+    for stored in stored_files(table):
+        (tmp_path / "table" / stored.storage_path()).unlink()
+    every = stored_keys(location, table, ("id",), cache=cache)
+    assert sorted(every.keys.to_pylist()) == ["a", "b", "c", "d"]
+    march = Bounds("date_created", MARCH, MARCH + timedelta(days=1))
+    assert sorted(stored_keys(location, table, ("id",), march, cache).keys.to_pylist()) == [
+        "c",
+        "d",
+    ]
+    assert cache.reads == 0

@@ -62,6 +62,7 @@ from sentry_extract.targets.dataset import older_duplicates
 from sentry_extract.targets.delta_files import (
     Bounds,
     FileWriter,
+    KeepKeys,
     commit_files,
     read_file,
     stored_files,
@@ -486,10 +487,13 @@ class DeltaStreamWriter:
         batches: Iterable[pa.RecordBatch],
         overwrite: bool,
         states: Mapping[str, Any] | None,
+        keep_keys: bool = False,
     ) -> None:
         """`batches` into new data files, then one commit that adds them (and, with
-        `overwrite`, removes every stored file): memory holds a batch at a time."""
-        writer = FileWriter(self.location, self.scratch, schema, self.partition_by)
+        `overwrite`, removes every stored file): memory holds a batch at a time. With
+        `keep_keys`, the files' keys go to the stored-key cache once committed."""
+        keep = KeepKeys(self.request.key_columns, self.request.update_key) if keep_keys else None
+        writer = FileWriter(self.location, self.scratch, schema, self.partition_by, keep_keys=keep)
         writer.write_all(batches)
         added = writer.finish()
         commit_files(
@@ -501,6 +505,7 @@ class DeltaStreamWriter:
             overwrite=overwrite,
             states=states,
         )
+        self.stored_keys.remember(writer.keyed)
 
     def _replace(self, deletions: Deletions | None, states: Mapping[str, Any] | None) -> None:
         """The run's rows become the table, streamed from the staged files."""
@@ -528,7 +533,7 @@ class DeltaStreamWriter:
         staged_schema, staged = self.staging.unique_batches(keys, _stamp_columns(deletions))
         if table is None:
             batches = _stamped_batches(staged, keys, deletions)
-            self._write_files(None, staged_schema, batches, overwrite=False, states=states)
+            self._write_files(None, staged_schema, batches, False, states, keep_keys=True)
             return
         candidates = self._stamp_candidates(table, deletions)
         stored = pa.schema(table.schema())
@@ -551,9 +556,11 @@ class DeltaStreamWriter:
             self.scratch,
             bounds,
             self.stored_keys,
+            self.request.update_key,
         )
-        added, removed = merge_rows(target, batches)
+        added, removed, keyed = merge_rows(target, batches)
         commit_files(self.location, table, schema, self.partition_by, added, removed, states=states)
+        self.stored_keys.remember(keyed)
 
     def _bounds(self) -> Bounds | None:
         """The range of the staged rows' update key, when a row's update key never

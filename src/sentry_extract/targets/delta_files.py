@@ -28,11 +28,12 @@ from urllib.parse import quote, unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, Schema
+from deltalake import DeltaTable, PostCommitHookProperties, Schema
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from sentry_extract.records import key_values
 from sentry_extract.targets.delta_table import (
+    CHECKPOINT_INTERVAL,
     TABLE_CONFIGURATION,
     TableLocation,
     commit_properties,
@@ -125,6 +126,26 @@ class _OpenFile:
     writer: pq.ParquetWriter
     partition: PartitionValues
     statistics: _Statistics = field(default_factory=_Statistics)
+    keys: list[pa.Array] | None = field(default_factory=list)  # of each row group
+
+
+@dataclass(frozen=True)
+class KeyedFile:
+    """The keys of a file this run wrote, by row group, and the row groups' extremes of
+    a column: what a later checkpoint would otherwise read back from storage."""
+
+    path: str
+    column: str | None
+    extremes: Extremes
+    keys: tuple[pa.Array, ...]
+
+
+@dataclass(frozen=True)
+class KeepKeys:
+    """What a writer keeps of the files it writes (`FileWriter.keyed`)."""
+
+    key_columns: tuple[str, ...]
+    column: str | None  # whose row-group extremes are kept
 
 
 class FileWriter:
@@ -139,8 +160,11 @@ class FileWriter:
         schema: pa.Schema,
         partition_by: Sequence[str] = (),
         data_change: bool = True,
+        keep_keys: KeepKeys | None = None,
     ) -> None:
         self.location = location
+        self.keep_keys = keep_keys  # the written rows' keys, kept by row group
+        self.keyed: list[KeyedFile] = []
         self.data_change = data_change  # False: the rows were in the table already
         self.scratch = scratch
         self.schema = schema
@@ -183,6 +207,12 @@ class FileWriter:
         opened = self.open_files.get(partition) or self._open(partition)
         opened.writer.write_batch(data)
         opened.statistics.add(data)
+        keep = self.keep_keys
+        if keep is not None and opened.keys is not None:
+            if all(name in batch.schema.names for name in keep.key_columns):
+                opened.keys.append(key_values(batch, keep.key_columns))
+            else:
+                opened.keys = None
         if opened.local.stat().st_size >= FILE_BYTES:
             self._close(partition)
 
@@ -204,6 +234,7 @@ class FileWriter:
         opened = self.open_files.pop(partition)
         opened.writer.close()
         size = opened.local.stat().st_size
+        self._keep_keys(opened)
         self.location.storage.upload(opened.local, opened.path)
         values = dict(zip(self.partition_by, partition, strict=True))
         self.added.append(
@@ -216,6 +247,17 @@ class FileWriter:
                 opened.statistics.as_json(),
             )
         )
+
+    def _keep_keys(self, opened: _OpenFile) -> None:
+        """The file's keys by row group, when each write made one row group."""
+        if self.keep_keys is None or opened.keys is None:
+            return
+        metadata = pq.ParquetFile(opened.local).metadata
+        if metadata.num_row_groups != len(opened.keys):
+            return
+        column = self.keep_keys.column
+        extremes = row_group_extremes(metadata, column)
+        self.keyed.append(KeyedFile(opened.path, column, extremes, tuple(opened.keys)))
 
 
 def _columns(batch: pa.RecordBatch, names: Sequence[str]) -> list[pa.Array]:
@@ -330,11 +372,13 @@ def _extremes(metadata: pq.FileMetaData, index: int, column: str | None) -> tupl
     return None, None
 
 
-def open_parquet(source: pa.NativeFile) -> pq.ParquetFile:
-    """A data file for reading: the column chunks a read asks for are fetched in as few
-    requests as their places allow (`pre_buffer`), not one request per column chunk,
-    which in a bucket is a round trip each."""
-    return pq.ParquetFile(source, pre_buffer=True)
+def open_parquet(source: pa.NativeFile, some_columns: bool) -> pq.ParquetFile:
+    """A data file for reading. A read of some columns (keys, times) fetches a row
+    group's chunks of them in as few requests as their places allow (`pre_buffer`), not
+    a request per column chunk, which in a bucket is a round trip each; a read of whole
+    row groups does not, since it would hold a row group's compressed bytes beside its
+    rows (large events: tens of megabytes)."""
+    return pq.ParquetFile(source, pre_buffer=some_columns)
 
 
 def read_file(
@@ -364,7 +408,7 @@ def read_groups(
     """The row groups `choose` picks from the file's metadata, each as one batch with the
     file's partition columns, and its index."""
     with location.storage.open_input(stored.storage_path()) as source:
-        parquet = open_parquet(source)
+        parquet = open_parquet(source, some_columns=columns is not None)
         present = parquet.schema_arrow.names
         wanted = None if columns is None else [name for name in columns if name in present]
         for index in choose(parquet.metadata):
@@ -383,7 +427,7 @@ def read_rows_of_keys(
     group is read whole only when its key columns hold one of them; with `bounds`, only
     the row groups whose statistics meet them are looked at."""
     with location.storage.open_input(stored.storage_path()) as source:
-        parquet = open_parquet(source)
+        parquet = open_parquet(source, some_columns=False)  # hit row groups are read whole
         extremes = row_group_extremes(parquet.metadata, bounds.column if bounds else None)
         for index in groups_within(extremes, bounds):
             keys = key_values(parquet.read_row_group(index, columns=list(key_columns)), key_columns)
@@ -450,8 +494,10 @@ def commit_files(
             delta_schema,
             list(partition_by) or None,
             commit_properties=properties,
+            post_commithook_properties=_post_commit(table),
         )
         return
+    hooks = _post_commit(table)
     moment = int(time.time() * 1000)
     removals = [
         RemoveAction(stored.path, data_change, moment, stored.size, dict(stored.partition))
@@ -463,4 +509,14 @@ def commit_files(
         delta_schema,
         list(partition_by) or None,
         commit_properties=properties,
+        post_commithook_properties=hooks,
     )
+
+
+def _post_commit(table: DeltaTable) -> PostCommitHookProperties:
+    """delta-rs lists the whole log after a commit to remove expired commit files; only
+    the commits that write a log checkpoint (one in CHECKPOINT_INTERVAL) do it here: the
+    files it may remove are older than the newest checkpoint, and in a bucket the
+    listing is a request that grows with the log, at every checkpoint of a run."""
+    writes_checkpoint = (table.version() + 2) % CHECKPOINT_INTERVAL == 0
+    return PostCommitHookProperties(cleanup_expired_logs=None if writes_checkpoint else False)

@@ -32,6 +32,8 @@ from sentry_extract.targets.delta_files import (
     Bounds,
     Extremes,
     FileWriter,
+    KeepKeys,
+    KeyedFile,
     StoredFile,
     groups_within,
     read_file,
@@ -66,6 +68,18 @@ class StoredKeyCache:
         self.extremes: dict[tuple[str, str | None], Extremes] = {}
         self.held = 0
         self.reads = 0  # files whose keys were read from storage
+
+    def remember(self, files: Iterable[KeyedFile]) -> None:
+        """The keys of files a commit just added (`FileWriter.keyed`): no later
+        checkpoint reads them back from storage."""
+        for keyed in files:
+            groups = len(keyed.keys)
+            self.extremes[(keyed.path, keyed.column)] = keyed.extremes
+            self.extremes.setdefault((keyed.path, None), ((None, None),) * groups)
+            for index, keys in enumerate(keyed.keys):
+                if self.held + len(keys) <= self.limit:
+                    self.by_group[(keyed.path, index)] = keys
+                    self.held += len(keys)
 
     def keys_of(
         self,
@@ -156,17 +170,22 @@ class MergeTarget:
     scratch: Path
     bounds: Bounds | None = None
     cache: StoredKeyCache | None = None
+    order_column: str | None = None  # whose row-group extremes the cache keeps
 
 
 def merge_rows(
     target: MergeTarget, batches: Iterable[pa.RecordBatch]
-) -> tuple[list[AddAction], list[StoredFile]]:
+) -> tuple[list[AddAction], list[StoredFile], list[KeyedFile]]:
     """The files to add and the files to remove for `batches` (one row per key, with the
-    target's schema) to replace the stored rows of their keys."""
+    target's schema) to replace the stored rows of their keys, and the added files' keys
+    (for the cache, once committed)."""
     stored = stored_keys(
         target.location, target.table, target.key_columns, target.bounds, target.cache
     )
-    writer = FileWriter(target.location, target.scratch, target.schema, target.partition_by)
+    keep = KeepKeys(target.key_columns, target.order_column) if target.cache else None
+    writer = FileWriter(
+        target.location, target.scratch, target.schema, target.partition_by, keep_keys=keep
+    )
     matched: list[pa.RecordBatch] = []
     matched_files: list[pa.Array] = []
     for batch in batches:
@@ -182,7 +201,7 @@ def merge_rows(
             matched.append(batch.filter(is_matched))
             matched_files.append(pc.take(stored.positions, found.filter(is_matched)))
     if not matched:
-        return writer.finish(), []
+        return writer.finish(), [], writer.keyed
     rows = pa.Table.from_batches(matched, schema=target.schema)
     files = pa.chunked_array(matched_files, pa.int32())
     changed = changed_keys(target, stored.files, rows, files)
@@ -194,7 +213,8 @@ def merge_rows(
             batch = conform(batch, target.schema)
             kept = pc.invert(pc.is_in(key_values(batch, target.key_columns), value_set=changed))
             writer.write(batch.filter(pc.fill_null(kept, True)))
-    return writer.finish(), [stored.files[index] for index in rewritten]
+    added = writer.finish()
+    return added, [stored.files[index] for index in rewritten], writer.keyed
 
 
 def changed_keys(
