@@ -211,6 +211,16 @@ def test_a_window_reads_only_the_row_groups_its_times_fall_in(tmp_path: Path) ->
     assert cache.reads == 1
     found = read_rows_of_keys(location, stored, ("id",), pa.array(["d"]), march)
     assert [row["id"] for batch in found for row in batch.to_pylist()] == ["d"]
+    # keys known from the cache: a row group none of whose keys is wanted is not read
+    spared = read_rows_of_keys(
+        location, stored, ("id",), pa.array(["x"]), None, {0: pa.array(["a", "b"])}.get
+    )
+    assert list(spared) == []
+    # the reconcile's read keeps the keys for the run's checkpoints
+    shared = StoredKeyCache()
+    assert live_keys(location, table, ("id",), "date_created", window, shared) == {"c", "d"}
+    assert stored_keys(location, table, ("id",), march, shared).keys.to_pylist() == ["c", "d"]
+    assert shared.reads == 0
 
 
 def test_a_streams_state_is_read_from_the_newest_commits_not_the_whole_log(

@@ -64,7 +64,9 @@ from sentry_extract.targets.delta_files import (
     FileWriter,
     KeepKeys,
     commit_files,
-    read_file,
+    groups_within,
+    read_groups,
+    row_group_extremes,
     stored_files,
 )
 from sentry_extract.targets.delta_merge import MergeTarget, StoredKeyCache, merge_rows
@@ -359,7 +361,8 @@ class DeltaStreamWriter:
         table = self._current_table()
         if table is None:
             return set()
-        return live_keys(self.location, table, self.request.key_columns, column, window)
+        keys = self.request.key_columns
+        return live_keys(self.location, table, keys, column, window, self.stored_keys)
 
     def mark_deleted(
         self,
@@ -785,10 +788,13 @@ def live_keys(
     key_columns: tuple[str, ...],
     column: str | None,
     window: Window | None,
+    cache: StoredKeyCache | None = None,
 ) -> set[str]:
     """Keys of the rows not marked deleted, with `column` inside `window` when given: only
     the files, and in them the row groups, whose `column` statistics meet the window are
-    read (a run's window is the last hours; the table's history is not read for it)."""
+    read (a run's window is the last hours; the table's history is not read for it).
+    The keys read, and the row groups' extremes, go to `cache`: the run's checkpoints
+    then meet the same row groups without reading them again."""
     names = pa.schema(table.schema()).names
     if window is not None and column is not None and column not in names:
         return set()
@@ -802,10 +808,19 @@ def live_keys(
         wanted.append(column)
     found: set[str] = set()
     for stored in files:
-        for batch in read_file(location, stored, wanted, bounds):
+
+        def choose(metadata: pq.FileMetaData, path: str = stored.path) -> list[int]:
+            extremes = row_group_extremes(metadata, bounds.column if bounds else None)
+            if cache is not None:
+                cache.note(path, bounds.column if bounds else None, extremes)
+            return groups_within(extremes, bounds)
+
+        for index, batch in read_groups(location, stored, wanted, choose):
             if any(name not in batch.schema.names for name in key_columns):
                 continue
             keys = key_values(batch, key_columns)
+            if cache is not None:
+                cache.keep(stored.path, index, keys)
             keep = live_rows(batch, keys, column, window)
             if keep is not None:
                 found.update(keys.filter(keep).to_pylist())

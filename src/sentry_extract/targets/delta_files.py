@@ -422,20 +422,35 @@ def read_rows_of_keys(
     key_columns: Sequence[str],
     wanted: pa.Array,
     bounds: Bounds | None = None,
+    known_keys: Callable[[int], pa.Array | None] | None = None,
 ) -> Iterable[pa.RecordBatch]:
     """The file's rows whose keys are in `wanted`, with its partition columns: a row
-    group is read whole only when its key columns hold one of them; with `bounds`, only
-    the row groups whose statistics meet them are looked at."""
+    group is read whole only when its keys (`known_keys` of its index when it knows
+    them, else its key columns) hold one of them; with `bounds`, only the row groups
+    whose statistics meet them are looked at. Row groups of up to PRE_BUFFER_BYTES are
+    fetched in one request each, larger ones a column chunk at a time."""
     with location.storage.open_input(stored.storage_path()) as source:
-        parquet = open_parquet(source, some_columns=False)  # hit row groups are read whole
-        extremes = row_group_extremes(parquet.metadata, bounds.column if bounds else None)
-        for index in groups_within(extremes, bounds):
-            keys = key_values(parquet.read_row_group(index, columns=list(key_columns)), key_columns)
+        metadata = pq.read_metadata(source)
+        groups = groups_within(
+            row_group_extremes(metadata, bounds.column if bounds else None), bounds
+        )
+        small = all(
+            metadata.row_group(index).total_byte_size <= PRE_BUFFER_BYTES for index in groups
+        )
+        parquet = pq.ParquetFile(source, metadata=metadata, pre_buffer=small)
+        for index in groups:
+            keys = known_keys(index) if known_keys is not None else None
+            if keys is None:
+                read = parquet.read_row_group(index, columns=list(key_columns))
+                keys = key_values(read, key_columns)
             hit = pc.fill_null(pc.is_in(keys, value_set=wanted), False)
             if not pc.any(hit).as_py():
                 continue
             batch = _one_batch(parquet.read_row_group(index)).filter(hit)
             yield _with_partition(batch, stored, None)
+
+
+PRE_BUFFER_BYTES = 16 * 1024 * 1024  # a row group's size, uncompressed
 
 
 def _with_partition(

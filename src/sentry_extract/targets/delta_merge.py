@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +74,24 @@ class StoredKeyCache:
         """The keys of files a commit just added (`FileWriter.keyed`): no later
         checkpoint reads them back from storage."""
         for keyed in files:
-            groups = len(keyed.keys)
-            self.extremes[(keyed.path, keyed.column)] = keyed.extremes
-            self.extremes.setdefault((keyed.path, None), ((None, None),) * groups)
+            self.note(keyed.path, keyed.column, keyed.extremes)
             for index, keys in enumerate(keyed.keys):
-                if self.held + len(keys) <= self.limit:
-                    self.by_group[(keyed.path, index)] = keys
-                    self.held += len(keys)
+                self.keep(keyed.path, index, keys)
+
+    def note(self, path: str, column: str | None, extremes: Extremes) -> None:
+        """The row groups' extremes of `column` in the file at `path`."""
+        self.extremes[(path, column)] = extremes
+        self.extremes.setdefault((path, None), ((None, None),) * len(extremes))
+
+    def group_keys(self, path: str, index: int) -> pa.Array | None:
+        """The keys of a row group, when kept."""
+        return self.by_group.get((path, index))
+
+    def keep(self, path: str, index: int, keys: pa.Array) -> None:
+        """The keys of one row group (all its rows, in order), read or written."""
+        if (path, index) not in self.by_group and self.held + len(keys) <= self.limit:
+            self.by_group[(path, index)] = keys
+            self.held += len(keys)
 
     def keys_of(
         self,
@@ -103,7 +115,7 @@ class StoredKeyCache:
 
         def choose(metadata: pq.FileMetaData) -> list[int]:
             extremes = row_group_extremes(metadata, column)
-            self.extremes[(stored.path, column)] = extremes
+            self.note(stored.path, column, extremes)
             chosen.extend(groups_within(extremes, bounds))
             return [index for index in chosen if (stored.path, index) not in self.by_group]
 
@@ -112,9 +124,7 @@ class StoredKeyCache:
             if any(name not in batch.schema.names for name in key_columns):
                 return None
             read[index] = keys = key_values(batch, key_columns)
-            if self.held + len(keys) <= self.limit:
-                self.by_group[(stored.path, index)] = keys
-                self.held += len(keys)
+            self.keep(stored.path, index, keys)
         return _joined(
             [
                 read[index] if index in read else self.by_group[(stored.path, index)]
@@ -226,8 +236,9 @@ def changed_keys(
         mine = rows.filter(pc.equal(positions, index))
         wanted = key_values(mine, target.key_columns)
         incoming = dict(zip(wanted.to_pylist(), mine.to_pylist(), strict=True))
+        known = partial(target.cache.group_keys, files[index].path) if target.cache else None
         stored_rows = read_rows_of_keys(
-            target.location, files[index], target.key_columns, wanted, target.bounds
+            target.location, files[index], target.key_columns, wanted, target.bounds, known
         )
         for batch in stored_rows:
             found = conform(batch, target.schema)

@@ -20,7 +20,8 @@ a run (its lock still held), `keep_up`:
 
 Compaction and property commits carry every stream state of the table in their metadata,
 as the run's commits do, so the newest commit always holds the state; and the state
-reader reads all commits, so one without state hides nothing. Files that compaction
+reader reads further back while the commits it read name no state of the stream
+(`delta_table.commit_state`), so one without state hides nothing. Files that compaction
 replaced stay for readers of older versions until `maintain` vacuums them (after Delta's
 7 days).
 """
