@@ -372,13 +372,11 @@ def _extremes(metadata: pq.FileMetaData, index: int, column: str | None) -> tupl
     return None, None
 
 
-def open_parquet(source: pa.NativeFile, some_columns: bool) -> pq.ParquetFile:
-    """A data file for reading. A read of some columns (keys, times) fetches a row
-    group's chunks of them in as few requests as their places allow (`pre_buffer`), not
-    a request per column chunk, which in a bucket is a round trip each; a read of whole
-    row groups does not, since it would hold a row group's compressed bytes beside its
-    rows (large events: tens of megabytes)."""
-    return pq.ParquetFile(source, pre_buffer=some_columns)
+def open_parquet(source: pa.NativeFile) -> pq.ParquetFile:
+    """A data file for reading: a read fetches the column chunks it asks for of a row
+    group in as few requests as their places allow (`pre_buffer`, pyarrow's default,
+    said here since a request per column chunk is a round trip each in a bucket)."""
+    return pq.ParquetFile(source, pre_buffer=True)
 
 
 def read_file(
@@ -408,7 +406,7 @@ def read_groups(
     """The row groups `choose` picks from the file's metadata, each as one batch with the
     file's partition columns, and its index."""
     with location.storage.open_input(stored.storage_path()) as source:
-        parquet = open_parquet(source, some_columns=columns is not None)
+        parquet = open_parquet(source)
         present = parquet.schema_arrow.names
         wanted = None if columns is None else [name for name in columns if name in present]
         for index in choose(parquet.metadata):
@@ -427,18 +425,11 @@ def read_rows_of_keys(
     """The file's rows whose keys are in `wanted`, with its partition columns: a row
     group is read whole only when its keys (`known_keys` of its index when it knows
     them, else its key columns) hold one of them; with `bounds`, only the row groups
-    whose statistics meet them are looked at. Row groups of up to PRE_BUFFER_BYTES are
-    fetched in one request each, larger ones a column chunk at a time."""
+    whose statistics meet them are looked at."""
     with location.storage.open_input(stored.storage_path()) as source:
-        metadata = pq.read_metadata(source)
-        groups = groups_within(
-            row_group_extremes(metadata, bounds.column if bounds else None), bounds
-        )
-        small = all(
-            metadata.row_group(index).total_byte_size <= PRE_BUFFER_BYTES for index in groups
-        )
-        parquet = pq.ParquetFile(source, metadata=metadata, pre_buffer=small)
-        for index in groups:
+        parquet = open_parquet(source)
+        extremes = row_group_extremes(parquet.metadata, bounds.column if bounds else None)
+        for index in groups_within(extremes, bounds):
             keys = known_keys(index) if known_keys is not None else None
             if keys is None:
                 read = parquet.read_row_group(index, columns=list(key_columns))
@@ -448,9 +439,6 @@ def read_rows_of_keys(
                 continue
             batch = _one_batch(parquet.read_row_group(index)).filter(hit)
             yield _with_partition(batch, stored, None)
-
-
-PRE_BUFFER_BYTES = 16 * 1024 * 1024  # a row group's size, uncompressed
 
 
 def _with_partition(
