@@ -3,7 +3,9 @@
 A MERGE by delta-rs reads the whole table to find the keys, and rewrites every file that
 holds a key it matched, whether the row changed or not. `merge_rows` instead:
 
-1. reads only the key columns of the table's files (`StoredKeys`);
+1. reads only the key columns of the table's files (`StoredKeys`), and of those only the
+   row groups whose update-key statistics meet the rows' times (`Bounds`), unless the
+   run read or wrote them before (`StoredKeyCache`);
 2. writes the rows whose keys are new into new files (no stored file is touched);
 3. reads the stored rows of the keys that come again, and drops the rows that are
    identical to them (a window read twice, an event that did not change);
