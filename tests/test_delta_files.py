@@ -7,13 +7,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from sentry_extract.model.windows import Window
 from sentry_extract.targets.delta import Staging, live_keys, without_dropped
-from sentry_extract.targets.delta_files import FileWriter, commit_files, stored_files
-from sentry_extract.targets.delta_merge import Bounds, StoredKeyCache, stored_keys
-from sentry_extract.targets.delta_table import TableLocation, table_location
+from sentry_extract.targets.delta_files import (
+    Bounds,
+    FileWriter,
+    KeepKeys,
+    commit_files,
+    read_rows_of_keys,
+    stored_files,
+)
+from sentry_extract.targets.delta_merge import StoredKeyCache, stored_keys
+from sentry_extract.targets.delta_table import TableLocation, commit_state, table_location
 from sentry_extract.targets.delta_upkeep import (
     COMPACT_AFTER_FILES,
     COMPACTED_TO_FILES,
@@ -166,3 +174,98 @@ def test_live_keys_in_a_window_read_only_the_files_it_meets(tmp_path: Path) -> N
     assert live_keys(location, table, ("id",), "date_created", window) == {"c"}
     outside = Window(MARCH + timedelta(days=1), MARCH + timedelta(days=2))
     assert live_keys(location, table, ("id",), "date_created", outside) == set()
+
+
+def spoil_row_group(path: Path, index: int) -> None:
+    """Overwrite the bytes of one row group's column chunks: reading it now fails."""
+    metadata = pq.ParquetFile(path).metadata
+    group = metadata.row_group(index)
+    content = bytearray(path.read_bytes())
+    for position in range(group.num_columns):
+        chunk = group.column(position)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        end = start + chunk.total_compressed_size
+        content[start:end] = b"\xff" * (end - start)
+    path.write_bytes(bytes(content))
+
+
+def test_a_window_reads_only_the_row_groups_its_times_fall_in(tmp_path: Path) -> None:
+    """A compacted file spans months, each of its row groups hours: a run's reconcile, and a
+    checkpoint's stored keys and rows, read only the row groups whose statistics meet their
+    times (here the January row group is spoilt: reading it would fail)."""
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    commit_batches(location, rows(["a", "b"], JANUARY, "01"), rows(["c", "d"], MARCH, "01"))
+    table = DeltaTable(location.uri)
+    (stored,) = stored_files(table, "date_created")
+    assert pq.ParquetFile(tmp_path / "table" / stored.storage_path()).num_row_groups == 2
+    assert stored.low == JANUARY  # the file's statistics meet every window below
+    spoil_row_group(tmp_path / "table" / stored.storage_path(), 0)
+    window = Window(MARCH - timedelta(days=1), MARCH + timedelta(days=1))
+    assert live_keys(location, table, ("id",), "date_created", window) == {"c", "d"}
+    march = Bounds("date_created", MARCH, MARCH + timedelta(days=1))
+    cache = StoredKeyCache()
+    assert stored_keys(location, table, ("id",), march, cache).keys.to_pylist() == ["c", "d"]
+    assert cache.reads == 1
+    # the row groups' keys and extremes are kept: the same question opens no file again
+    assert stored_keys(location, table, ("id",), march, cache).keys.to_pylist() == ["c", "d"]
+    assert cache.reads == 1
+    found = read_rows_of_keys(location, stored, ("id",), pa.array(["d"]), march)
+    assert [row["id"] for batch in found for row in batch.to_pylist()] == ["d"]
+    # keys known from the cache: a row group none of whose keys is wanted is not read
+    spared = read_rows_of_keys(
+        location, stored, ("id",), pa.array(["x"]), None, {0: pa.array(["a", "b"])}.get
+    )
+    assert list(spared) == []
+    # the reconcile's read keeps the keys for the run's checkpoints
+    shared = StoredKeyCache()
+    assert live_keys(location, table, ("id",), "date_created", window, shared) == {"c", "d"}
+    assert stored_keys(location, table, ("id",), march, shared).keys.to_pylist() == ["c", "d"]
+    assert shared.reads == 0
+
+
+def test_a_streams_state_is_read_from_the_newest_commits_not_the_whole_log(
+    tmp_path: Path,
+) -> None:
+    """A run's own commits carry its state: loading it reads the newest commits, and older
+    ones only while none names the stream (here an old commit file is spoilt: reading
+    the whole log, as before, would fail)."""
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    location.storage.prepare()
+    for number in range(24):
+        states = {"old": 5} if number == 2 else {"k": number}
+        writer = FileWriter(location, location.storage.scratch(), SCHEMA, ["month"])
+        writer.write(rows([f"key{number}"], at(number), "01"))
+        commit_files(location, location.open(), SCHEMA, ["month"], writer.finish(), states=states)
+    table = DeltaTable(location.uri)
+    assert commit_state(table, "k") == 23
+    assert commit_state(table, "old") == 5  # found further back
+    assert commit_state(table, "missing") is None
+    (tmp_path / "table" / "_delta_log" / "00000000000000000001.json").write_text("{not json")
+    table = DeltaTable(location.uri)
+    assert commit_state(table, "k") == 23
+
+
+def test_the_keys_of_files_a_run_wrote_are_not_read_back(tmp_path: Path) -> None:
+    """A backfill's next checkpoint meets the files its last one wrote: their keys, kept
+    by row group as they were written, answer it without reading the files (here they
+    are gone: reading them would fail), with and without bounds."""
+    location = table_location(LocalPlace(), str(tmp_path / "table"))
+    location.storage.prepare()
+    keep = KeepKeys(("id",), "date_created")
+    writer = FileWriter(location, location.storage.scratch(), SCHEMA, ["month"], keep_keys=keep)
+    writer.write_all([rows(["a", "b"], JANUARY, "01"), rows(["c"], MARCH, "01")])
+    writer.write(rows(["d"], MARCH, "03"))
+    commit_files(location, None, SCHEMA, ["month"], writer.finish(), states={"k": 1})
+    cache = StoredKeyCache()
+    cache.remember(writer.keyed)
+    table = DeltaTable(location.uri)
+    for stored in stored_files(table):
+        (tmp_path / "table" / stored.storage_path()).unlink()
+    every = stored_keys(location, table, ("id",), cache=cache)
+    assert sorted(every.keys.to_pylist()) == ["a", "b", "c", "d"]
+    march = Bounds("date_created", MARCH, MARCH + timedelta(days=1))
+    assert sorted(stored_keys(location, table, ("id",), march, cache).keys.to_pylist()) == [
+        "c",
+        "d",
+    ]
+    assert cache.reads == 0

@@ -59,11 +59,20 @@ from sentry_extract.records import (
 from sentry_extract.state import StateKey, StateStore, StreamState
 from sentry_extract.targets.base import Deletions, StreamRequest, live_rows
 from sentry_extract.targets.dataset import older_duplicates
-from sentry_extract.targets.delta_files import FileWriter, commit_files, read_file, stored_files
-from sentry_extract.targets.delta_merge import Bounds, MergeTarget, StoredKeyCache, merge_rows
+from sentry_extract.targets.delta_files import (
+    Bounds,
+    FileWriter,
+    KeepKeys,
+    commit_files,
+    groups_within,
+    read_groups,
+    row_group_extremes,
+    stored_files,
+)
+from sentry_extract.targets.delta_merge import MergeTarget, StoredKeyCache, merge_rows
 from sentry_extract.targets.delta_table import (
     TableLocation,
-    commit_states,
+    commit_state,
     error_line,
     table_location,
     write_table,
@@ -88,10 +97,13 @@ class DeltaStateStore:
         return f"{self.location.uri} (Delta commit metadata)"
 
     def load(self, key: StateKey) -> StreamState:
-        table = self.location.open()
+        return self.load_from(self.location.open(), key)
+
+    def load_from(self, table: DeltaTable | None, key: StateKey) -> StreamState:
+        """The state of `key` in the commits of `table` (a snapshot the caller holds)."""
         if table is None:
             return StreamState()
-        entry = commit_states(table).get(key.as_text())
+        entry = commit_state(table, key.as_text())
         if not isinstance(entry, dict):
             return StreamState()
         try:
@@ -104,7 +116,7 @@ class DeltaStateStore:
 
     def reset(self, key: StateKey) -> bool:
         table = self.location.open()
-        if table is None or commit_states(table).get(key.as_text()) is None:
+        if table is None or commit_state(table, key.as_text()) is None:
             return False
         self._commit({key.as_text(): None})
         return True
@@ -288,7 +300,7 @@ class DeltaStreamWriter:
         self.location = location
         self.external = external_state
         self.partitions = partitions
-        self.store: StateStore = external_state or DeltaStateStore(location)
+        self._table: DeltaTable | None = None  # the run's snapshot, kept up to date
         self._check_partition_names(request.base_schema)
         storage = location.storage
         storage.prepare()
@@ -306,7 +318,6 @@ class DeltaStreamWriter:
         self.rows = 0
         self.pending_state: StreamState | None = None
         self.pending_deletions: Deletions | None = None
-        self._table: DeltaTable | None = None  # the snapshot of the last checkpoint
         self.stored_keys = StoredKeyCache()  # keys of the files read, across checkpoints
 
     @property
@@ -316,7 +327,13 @@ class DeltaStreamWriter:
     # --- StreamWriter ---------------------------------------------------------------------
 
     def load_state(self) -> StreamState:
-        return self.store.load(self.request.state_key)
+        """The state in the table's commits, read from the run's snapshot (the table is
+        not loaded again for it), or from the external store."""
+        if self.external is not None:
+            return self.external.load(self.request.state_key)
+        return DeltaStateStore(self.location).load_from(
+            self._current_table(), self.request.state_key
+        )
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -341,10 +358,11 @@ class DeltaStreamWriter:
         self._commit_staged(state)
 
     def live_keys(self, column: str | None, window: Window | None) -> set[str]:
-        table = self.location.open()
+        table = self._current_table()
         if table is None:
             return set()
-        return live_keys(self.location, table, self.request.key_columns, column, window)
+        keys = self.request.key_columns
+        return live_keys(self.location, table, keys, column, window, self.stored_keys)
 
     def mark_deleted(
         self,
@@ -358,7 +376,7 @@ class DeltaStreamWriter:
         """The run's last commit, then compaction and checkpoints when due."""
         try:
             self._commit_staged(self.pending_state)
-            keep_up(self.location, self.scratch, self.request.update_key)
+            keep_up(self.location, self.scratch, self.request.update_key, self._current_table())
         finally:
             self._cleanup()
         return self.rows
@@ -380,7 +398,7 @@ class DeltaStreamWriter:
     def _check_partitioning(self) -> None:
         """A table is merged or appended to only with the partition columns it has; a
         full refresh or truncate may change them (its overwrite replaces the table)."""
-        table = self.location.open()
+        table = self._current_table()
         if table is None or self.request.mode.replaces_rows:
             return
         stored = list(table.metadata().partition_columns)
@@ -430,9 +448,11 @@ class DeltaStreamWriter:
             self.external.save(self.request.state_key, state)
 
     def _current_table(self) -> DeltaTable | None:
-        """The table's newest version: the snapshot kept from the last checkpoint, brought
-        up to date with the commits made since (reading those alone), instead of loading
-        the log again at every checkpoint; the run holds the lock, so they are few."""
+        """The table's newest version: the run's snapshot (loaded when the run opens the
+        table, for its partition check, its state and its stored keys), brought up to
+        date with the commits made since (reading those alone), instead of loading the
+        log again at every question and checkpoint; the run holds the lock, so they are
+        few."""
         if self._table is None:
             self._table = self.location.open()
         else:
@@ -470,10 +490,13 @@ class DeltaStreamWriter:
         batches: Iterable[pa.RecordBatch],
         overwrite: bool,
         states: Mapping[str, Any] | None,
+        keep_keys: bool = False,
     ) -> None:
         """`batches` into new data files, then one commit that adds them (and, with
-        `overwrite`, removes every stored file): memory holds a batch at a time."""
-        writer = FileWriter(self.location, self.scratch, schema, self.partition_by)
+        `overwrite`, removes every stored file): memory holds a batch at a time. With
+        `keep_keys`, the files' keys go to the stored-key cache once committed."""
+        keep = KeepKeys(self.request.key_columns, self.request.update_key) if keep_keys else None
+        writer = FileWriter(self.location, self.scratch, schema, self.partition_by, keep_keys=keep)
         writer.write_all(batches)
         added = writer.finish()
         commit_files(
@@ -485,6 +508,7 @@ class DeltaStreamWriter:
             overwrite=overwrite,
             states=states,
         )
+        self.stored_keys.remember(writer.keyed)
 
     def _replace(self, deletions: Deletions | None, states: Mapping[str, Any] | None) -> None:
         """The run's rows become the table, streamed from the staged files."""
@@ -512,7 +536,7 @@ class DeltaStreamWriter:
         staged_schema, staged = self.staging.unique_batches(keys, _stamp_columns(deletions))
         if table is None:
             batches = _stamped_batches(staged, keys, deletions)
-            self._write_files(None, staged_schema, batches, overwrite=False, states=states)
+            self._write_files(None, staged_schema, batches, False, states, keep_keys=True)
             return
         candidates = self._stamp_candidates(table, deletions)
         stored = pa.schema(table.schema())
@@ -535,9 +559,11 @@ class DeltaStreamWriter:
             self.scratch,
             bounds,
             self.stored_keys,
+            self.request.update_key,
         )
-        added, removed = merge_rows(target, batches)
+        added, removed, keyed = merge_rows(target, batches)
         commit_files(self.location, table, schema, self.partition_by, added, removed, states=states)
+        self.stored_keys.remember(keyed)
 
     def _bounds(self) -> Bounds | None:
         """The range of the staged rows' update key, when a row's update key never
@@ -762,14 +788,18 @@ def live_keys(
     key_columns: tuple[str, ...],
     column: str | None,
     window: Window | None,
+    cache: StoredKeyCache | None = None,
 ) -> set[str]:
     """Keys of the rows not marked deleted, with `column` inside `window` when given: only
-    the files whose `column` statistics meet the window are read (a run's window is the
-    last hours; the table's history is not read for it)."""
+    the files, and in them the row groups, whose `column` statistics meet the window are
+    read (a run's window is the last hours; the table's history is not read for it).
+    The keys read, and the row groups' extremes, go to `cache`: the run's checkpoints
+    then meet the same row groups without reading them again."""
     names = pa.schema(table.schema()).names
     if window is not None and column is not None and column not in names:
         return set()
     files = stored_files(table, column if window is not None else None)
+    bounds = None
     if window is not None and column is not None:
         bounds = Bounds(column, window.start, window.end)
         files = [stored for stored in files if bounds.may_hold(stored)]
@@ -778,10 +808,19 @@ def live_keys(
         wanted.append(column)
     found: set[str] = set()
     for stored in files:
-        for batch in read_file(location, stored, wanted):
+
+        def choose(metadata: pq.FileMetaData, path: str = stored.path) -> list[int]:
+            extremes = row_group_extremes(metadata, bounds.column if bounds else None)
+            if cache is not None:
+                cache.note(path, bounds.column if bounds else None, extremes)
+            return groups_within(extremes, bounds)
+
+        for index, batch in read_groups(location, stored, wanted, choose):
             if any(name not in batch.schema.names for name in key_columns):
                 continue
             keys = key_values(batch, key_columns)
+            if cache is not None:
+                cache.keep(stored.path, index, keys)
             keep = live_rows(batch, keys, column, window)
             if keep is not None:
                 found.update(keys.filter(keep).to_pylist())

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -28,11 +28,12 @@ from urllib.parse import quote, unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, Schema
+from deltalake import DeltaTable, PostCommitHookProperties, Schema
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from sentry_extract.records import key_values
 from sentry_extract.targets.delta_table import (
+    CHECKPOINT_INTERVAL,
     TABLE_CONFIGURATION,
     TableLocation,
     commit_properties,
@@ -125,6 +126,26 @@ class _OpenFile:
     writer: pq.ParquetWriter
     partition: PartitionValues
     statistics: _Statistics = field(default_factory=_Statistics)
+    keys: list[pa.Array] | None = field(default_factory=list)  # of each row group
+
+
+@dataclass(frozen=True)
+class KeyedFile:
+    """The keys of a file this run wrote, by row group, and the row groups' extremes of
+    a column: what a later checkpoint would otherwise read back from storage."""
+
+    path: str
+    column: str | None
+    extremes: Extremes
+    keys: tuple[pa.Array, ...]
+
+
+@dataclass(frozen=True)
+class KeepKeys:
+    """What a writer keeps of the files it writes (`FileWriter.keyed`)."""
+
+    key_columns: tuple[str, ...]
+    column: str | None  # whose row-group extremes are kept
 
 
 class FileWriter:
@@ -139,8 +160,11 @@ class FileWriter:
         schema: pa.Schema,
         partition_by: Sequence[str] = (),
         data_change: bool = True,
+        keep_keys: KeepKeys | None = None,
     ) -> None:
         self.location = location
+        self.keep_keys = keep_keys  # the written rows' keys, kept by row group
+        self.keyed: list[KeyedFile] = []
         self.data_change = data_change  # False: the rows were in the table already
         self.scratch = scratch
         self.schema = schema
@@ -183,6 +207,12 @@ class FileWriter:
         opened = self.open_files.get(partition) or self._open(partition)
         opened.writer.write_batch(data)
         opened.statistics.add(data)
+        keep = self.keep_keys
+        if keep is not None and opened.keys is not None:
+            if all(name in batch.schema.names for name in keep.key_columns):
+                opened.keys.append(key_values(batch, keep.key_columns))
+            else:
+                opened.keys = None
         if opened.local.stat().st_size >= FILE_BYTES:
             self._close(partition)
 
@@ -204,6 +234,7 @@ class FileWriter:
         opened = self.open_files.pop(partition)
         opened.writer.close()
         size = opened.local.stat().st_size
+        self._keep_keys(opened)
         self.location.storage.upload(opened.local, opened.path)
         values = dict(zip(self.partition_by, partition, strict=True))
         self.added.append(
@@ -216,6 +247,17 @@ class FileWriter:
                 opened.statistics.as_json(),
             )
         )
+
+    def _keep_keys(self, opened: _OpenFile) -> None:
+        """The file's keys by row group, when each write made one row group."""
+        if self.keep_keys is None or opened.keys is None:
+            return
+        metadata = pq.ParquetFile(opened.local).metadata
+        if metadata.num_row_groups != len(opened.keys):
+            return
+        column = self.keep_keys.column
+        extremes = row_group_extremes(metadata, column)
+        self.keyed.append(KeyedFile(opened.path, column, extremes, tuple(opened.keys)))
 
 
 def _columns(batch: pa.RecordBatch, names: Sequence[str]) -> list[pa.Array]:
@@ -268,17 +310,108 @@ def _partition_text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The range of a column whose value a row keeps for ever (an event's time) over
+    the rows asked for: a file, or a row group of a file, whose rows all fall outside it
+    holds none of them."""
+
+    column: str
+    low: datetime
+    high: datetime
+
+    def may_hold(self, stored: StoredFile) -> bool:
+        return self.meets(stored.low, stored.high)
+
+    def meets(self, low: Any, high: Any) -> bool:
+        """True unless `low` and `high` (statistics, None when unknown) lie outside."""
+        low, high = _moment(low), _moment(high)
+        if low is None or high is None:
+            return True  # no statistics: read it
+        return not (high + STATISTICS_SLACK < self.low or low - STATISTICS_SLACK > self.high)
+
+
+STATISTICS_SLACK = timedelta(milliseconds=1)  # statistics may keep milliseconds only
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Extremes = tuple[tuple[Any, Any], ...]  # a column's minimum and maximum in each row group
+
+
+def row_group_extremes(metadata: pq.FileMetaData, column: str | None) -> Extremes:
+    """The minimum and maximum of `column` in each row group ((None, None) unknown)."""
+    return tuple(_extremes(metadata, index, column) for index in range(metadata.num_row_groups))
+
+
+def groups_within(extremes: Extremes, bounds: Bounds | None) -> list[int]:
+    """The row groups whose extremes meet `bounds` (every group without bounds, and a
+    group without statistics): a file compacted from a whole backfill spans months,
+    each of its row groups (a checkpoint's batch) hours or days."""
+    return [
+        index
+        for index, (low, high) in enumerate(extremes)
+        if bounds is None or bounds.meets(low, high)
+    ]
+
+
+def _extremes(metadata: pq.FileMetaData, index: int, column: str | None) -> tuple[Any, Any]:
+    group = metadata.row_group(index)
+    for position in range(group.num_columns if column is not None else 0):
+        chunk = group.column(position)
+        if chunk.path_in_schema != column:
+            continue
+        statistics = chunk.statistics
+        if statistics is None or not statistics.has_min_max:
+            return None, None
+        return statistics.min, statistics.max
+    return None, None
+
+
+def open_parquet(source: pa.NativeFile) -> pq.ParquetFile:
+    """A data file for reading: a read fetches the column chunks it asks for of a row
+    group in as few requests as their places allow (`pre_buffer`, pyarrow's default,
+    said here since a request per column chunk is a round trip each in a bucket)."""
+    return pq.ParquetFile(source, pre_buffer=True)
+
+
 def read_file(
-    location: TableLocation, stored: StoredFile, columns: Sequence[str] | None = None
+    location: TableLocation,
+    stored: StoredFile,
+    columns: Sequence[str] | None = None,
+    bounds: Bounds | None = None,
 ) -> Iterable[pa.RecordBatch]:
-    """The file's rows a row group at a time, with its partition columns."""
+    """The file's rows a row group at a time, with its partition columns; with `bounds`,
+    only the row groups whose statistics meet them."""
+
+    def within(metadata: pq.FileMetaData) -> list[int]:
+        return groups_within(
+            row_group_extremes(metadata, bounds.column if bounds else None), bounds
+        )
+
+    for _, batch in read_groups(location, stored, columns, within):
+        yield batch
+
+
+def read_groups(
+    location: TableLocation,
+    stored: StoredFile,
+    columns: Sequence[str] | None,
+    choose: Callable[[pq.FileMetaData], Sequence[int]],
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The row groups `choose` picks from the file's metadata, each as one batch with the
+    file's partition columns, and its index."""
     with location.storage.open_input(stored.storage_path()) as source:
-        parquet = pq.ParquetFile(source)
+        parquet = open_parquet(source)
         present = parquet.schema_arrow.names
         wanted = None if columns is None else [name for name in columns if name in present]
-        for index in range(parquet.num_row_groups):
+        for index in choose(parquet.metadata):
             batch = _one_batch(parquet.read_row_group(index, columns=wanted))
-            yield _with_partition(batch, stored, columns)
+            yield index, _with_partition(batch, stored, columns)
 
 
 def read_rows_of_keys(
@@ -286,13 +419,21 @@ def read_rows_of_keys(
     stored: StoredFile,
     key_columns: Sequence[str],
     wanted: pa.Array,
+    bounds: Bounds | None = None,
+    known_keys: Callable[[int], pa.Array | None] | None = None,
 ) -> Iterable[pa.RecordBatch]:
     """The file's rows whose keys are in `wanted`, with its partition columns: a row
-    group is read whole only when its key columns hold one of them."""
+    group is read whole only when its keys (`known_keys` of its index when it knows
+    them, else its key columns) hold one of them; with `bounds`, only the row groups
+    whose statistics meet them are looked at."""
     with location.storage.open_input(stored.storage_path()) as source:
-        parquet = pq.ParquetFile(source)
-        for index in range(parquet.num_row_groups):
-            keys = key_values(parquet.read_row_group(index, columns=list(key_columns)), key_columns)
+        parquet = open_parquet(source)
+        extremes = row_group_extremes(parquet.metadata, bounds.column if bounds else None)
+        for index in groups_within(extremes, bounds):
+            keys = known_keys(index) if known_keys is not None else None
+            if keys is None:
+                read = parquet.read_row_group(index, columns=list(key_columns))
+                keys = key_values(read, key_columns)
             hit = pc.fill_null(pc.is_in(keys, value_set=wanted), False)
             if not pc.any(hit).as_py():
                 continue
@@ -356,8 +497,10 @@ def commit_files(
             delta_schema,
             list(partition_by) or None,
             commit_properties=properties,
+            post_commithook_properties=_post_commit(table),
         )
         return
+    hooks = _post_commit(table)
     moment = int(time.time() * 1000)
     removals = [
         RemoveAction(stored.path, data_change, moment, stored.size, dict(stored.partition))
@@ -369,4 +512,14 @@ def commit_files(
         delta_schema,
         list(partition_by) or None,
         commit_properties=properties,
+        post_commithook_properties=hooks,
     )
+
+
+def _post_commit(table: DeltaTable) -> PostCommitHookProperties:
+    """delta-rs lists the whole log after a commit to remove expired commit files; only
+    the commits that write a log checkpoint (one in CHECKPOINT_INTERVAL) do it here: the
+    files it may remove are older than the newest checkpoint, and in a bucket the
+    listing is a request that grows with the log, at every checkpoint of a run."""
+    writes_checkpoint = (table.version() + 2) % CHECKPOINT_INTERVAL == 0
+    return PostCommitHookProperties(cleanup_expired_logs=None if writes_checkpoint else False)

@@ -87,8 +87,33 @@ def commit_states(table: DeltaTable) -> dict[str, Any]:
 
     Every commit is read, newest first, so commits without a state (an OPTIMIZE by
     another tool, a SET TBLPROPERTIES) hide nothing; log checkpoints are not commits."""
+    return _states_in(table.history())
+
+
+def commit_state(table: DeltaTable, key: str) -> Any:
+    """The newest state of one stream key in the table's commits (None: none, or reset).
+
+    The newest STATE_SEARCH_FIRST commits are read first, and four times as many again
+    while none of them names the key: a run's own commits carry its state, so a run
+    reads a few commit files, not the whole log (in a bucket, a request each)."""
+    limit = STATE_SEARCH_FIRST
+    while True:
+        commits = table.history(limit)
+        states = _states_in(commits)
+        if key in states:
+            return states[key]
+        if len(commits) < limit:
+            return None
+        limit *= 4
+
+
+STATE_SEARCH_FIRST = 8
+
+
+def _states_in(commits: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest state of every stream key in `commits` (newest first)."""
     states: dict[str, Any] = {}
-    for commit in table.history():  # newest first
+    for commit in commits:
         text = commit.get(STATE_PROPERTY)
         if not isinstance(text, str):
             continue

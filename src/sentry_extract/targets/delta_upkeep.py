@@ -20,7 +20,8 @@ a run (its lock still held), `keep_up`:
 
 Compaction and property commits carry every stream state of the table in their metadata,
 as the run's commits do, so the newest commit always holds the state; and the state
-reader reads all commits, so one without state hides nothing. Files that compaction
+reader reads further back while the commits it read name no state of the stream
+(`delta_table.commit_state`), so one without state hides nothing. Files that compaction
 replaced stay for readers of older versions until `maintain` vacuums them (after Delta's
 7 days).
 """
@@ -81,12 +82,19 @@ def has_configuration(table: DeltaTable) -> bool:
     return all(name in configuration for name in TABLE_CONFIGURATION)
 
 
-def keep_up(location: TableLocation, scratch: Path, order_column: str | None = None) -> bool:
+def keep_up(
+    location: TableLocation,
+    scratch: Path,
+    order_column: str | None = None,
+    table: DeltaTable | None = None,
+) -> bool:
     """Compact the table and set its checkpoint interval when due (the caller holds the
     table's lock); True when it compacted. Small files are joined in the order of their
     `order_column` statistics (the update key), so a compacted file covers a short span
-    of it and a checkpoint's merge can skip it (`delta_merge.Bounds`)."""
-    table = location.open()
+    of it and a checkpoint's merge can skip it (`delta_files.Bounds`). `table` is the
+    caller's snapshot of the newest version, when it holds one (the log is not loaded
+    again)."""
+    table = table or location.open()
     if table is None:
         return False
     compact = excess_small_files(table) >= COMPACT_AFTER_FILES
