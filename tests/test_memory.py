@@ -137,3 +137,14 @@ def test_a_duckdb_run_in_one_transaction_does_not_hold_its_rows(
     assert peak < DUCKDB_CEILING_MB, peak
     assert not (tmp_path / "w.duckdb.tmp").exists()  # what DuckDB spilled went with the run
     assert not list(tmp_path.glob("w.duckdb.staging-*"))  # and what the run staged
+
+
+def test_a_duckdb_run_that_merges_by_key_stays_under_the_ceiling(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Each batch is upserted and committed as it comes, a few rows a statement: DuckDB
+    joined each commit's small row group with the ones before at its checkpoints, and
+    rewrote up to 2,048 large events each time (440 MB here for 2,500 events)."""
+    peak = peak_rss_mb(tmp_path, 2_500, "MY_DUCKDB", pg_url, mode="incremental")
+    assert peak < CEILING_MB, peak
+    assert not (tmp_path / "w.duckdb.tmp").exists()

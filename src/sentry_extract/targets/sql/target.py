@@ -4,7 +4,7 @@
 Identifiers are always quoted; a name that is not a plain identifier is refused.
 
 Every batch is staged, where the dialect says for the mode (PostgreSQL: a temporary
-table; DuckDB: Parquet files, or a temporary table for a mode that merges by key). A
+table; DuckDB: Parquet files, or the batch itself for a mode that merges by key). A
 flush, at each checkpoint and at the commit, moves the staged rows into the load table
 in the open transaction, so that the newest read of a key wins and a key never appears
 twice. Where the staging says so (DuckDB merging by key), each batch is flushed and
@@ -342,7 +342,7 @@ class SqlStreamWriter:
         definitions = column_definitions(self.dialect, extra)
         # Not the live table during a full-refresh: that would lock out its readers.
         add_columns(self.session, self.load_table.identifier, definitions)
-        if not self.staging.in_files:  # files take any columns
+        if self.staging.is_table:  # files and batches take any columns
             add_columns(self.session, self.staging.name, definitions)
         self.columns.update({field.name: column_type_of(field) for field in extra})
 
@@ -465,7 +465,7 @@ class SqlStreamWriter:
                 if self.staging.in_files:  # staged files keep the narrower type
                     self._flush()
                 self._change_type(self.load_table.identifier, field.name, wider)
-                if not self.staging.in_files:
+                if self.staging.is_table:
                     self._change_type(self.staging.name, field.name, wider)
                 self.columns[field.name] = wider
             fields.append(arrow_field(field.name, wider))
