@@ -9,17 +9,19 @@ Memory stays bounded whatever the run's size. DuckDB may hold twice the run's me
 budget (`memory_limit`, one thread) and spills the rest to `<file>.tmp` (gone when
 the run ends); row groups hold ROW_GROUP_ROWS rows.
 
-- A run that replaces or appends rows (full-refresh, truncate, snapshot) writes each
+- A run that replaces or appends rows in the table (truncate, snapshot) writes each
   batch as a Parquet file in `<file>.staging-*` beside the database, and at its commit
   one `INSERT ... SELECT ... FROM read_parquet(...)` moves them into the table in the
-  transaction that also holds the state. DuckDB streams that scan and writes each full
-  row group to the file before the commit: the transaction does not hold its rows.
-- A run that merges by key (incremental, backfill) upserts each batch into the table at
-  once, read by DuckDB from the Arrow batch in place, and commits it. (Moving a run's
-  files into a table that already holds rows, deleting and inserting, ran out of memory
-  at 4,000 large events.) DuckDB does not join small row groups at its checkpoints
-  (`max_vacuum_tasks = 0`): each commit's rows stay row groups of their own, where
-  joining them rewrote up to 2,048 large events at every checkpoint.
+  transaction that also holds the state. What that transaction writes waits within the
+  memory limit, the rest spilled to `<file>.tmp` (411 MB of 40,000 large events).
+- A run that merges by key (incremental, backfill), or loads a new table (full-refresh,
+  swapped in at its commit), upserts each batch into the table at once, read by DuckDB
+  from the Arrow batch in place, and commits it. (Moving a run's files into a table
+  that already holds rows, deleting and inserting, ran out of memory at 4,000 large
+  events; so did one transaction of upserts, at 975 MB for 8,000.) DuckDB joins no
+  small row groups at its checkpoints (`max_vacuum_tasks = 0`): each commit's rows stay
+  row groups of their own, where joining them rewrote up to 2,048 large events at
+  every checkpoint.
 """
 
 from __future__ import annotations
@@ -419,11 +421,12 @@ class DuckDBDialect:
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
 
     def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
-        """A run that merges by key upserts each batch as it comes, read in place by
-        DuckDB (moving files into a table that holds rows ran out of memory at its
-        commit); the others stage Parquet files in a folder beside the file, made at the
-        first batch and gone with the session, and move them once, at the commit."""
-        if not mode.merges_by_key:
+        """A run that merges by key, or loads a new table, upserts each batch as it
+        comes, read in place by DuckDB (moving files into a table that holds rows ran
+        out of memory at its commit); the others stage Parquet files in a folder beside
+        the file, made at the first batch and gone with the session, and move them once,
+        at the commit."""
+        if not (mode.merges_by_key or mode.replaces_table):
             folder = f"{self.path}{STAGING_MARK}{load_table.schema}.{load_table.table}"
             return Staging(folder, in_files=True, flushed_each_batch=False, is_table=False)
         return Staging("", in_files=False, flushed_each_batch=True, is_table=False)

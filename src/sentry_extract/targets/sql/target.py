@@ -4,11 +4,12 @@
 Identifiers are always quoted; a name that is not a plain identifier is refused.
 
 Every batch is staged, where the dialect says for the mode (PostgreSQL: a temporary
-table; DuckDB: Parquet files, or the batch itself for a mode that merges by key). A
-flush, at each checkpoint and at the commit, moves the staged rows into the load table
-in the open transaction, so that the newest read of a key wins and a key never appears
-twice. Where the staging says so (DuckDB merging by key), each batch is flushed and
-committed as it comes: the run commits as it goes anyway.
+table; DuckDB: Parquet files, or the batch itself for a mode that merges by key or
+loads a new table). A flush, at each checkpoint and at the commit, moves the staged
+rows into the load table in the open transaction, so that the newest read of a key wins
+and a key never appears twice. Where the staging says so (DuckDB), each batch is
+flushed and committed as it comes: the run commits as it goes anyway, or loads a new
+table that no reader sees before the swap.
 
 - full-refresh: loads a new table and swaps it in (drop + rename) in the commit's
   transaction: readers see the old rows or the new rows.
@@ -439,9 +440,14 @@ class SqlStreamWriter:
             self.session.execute(f"TRUNCATE {self.target.identifier}")
 
     def abort(self) -> None:
+        """The open transaction rolled back; a new table that batches were committed
+        into is dropped (a run killed before this drops it at its start)."""
         try:
             with self.dialect.exclusive():
                 self.session.rollback()
+                if self.staging.flushed_each_batch and self.load_table != self.target:
+                    self.session.execute(f"DROP TABLE IF EXISTS {self.load_table.identifier}")
+                    self.session.commit()
         except self.dialect.errors:
             pass
         finally:
