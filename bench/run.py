@@ -18,7 +18,7 @@ moto's S3 server, in a process of its own) and duckdb. Scenarios:
    rerun's requests against the whole run's, and the rows read back exact
 7. large events (300 stack frames: compact, about 85 KB of JSON each, or deep, about
    78 KB in many small values): peak RSS for 4,000 vs 40,000 events, full-refresh and
-   incremental (`--large-modes` adds truncate, snapshot, backfill)
+   incremental (`--large-modes` adds truncate and snapshot)
 8. object storage: scenario 2's events into a bucket next to local Parquet
 9. incremental backfill: the CPU of a first incremental run (checkpoints as it goes)
    against a full refresh of the same events (scenario 2's, and large ones), into
@@ -1024,7 +1024,7 @@ def main() -> int:
     parser.add_argument(
         "--large-modes",
         default=",".join(MODES),
-        help="scenario 7's modes, e.g. full-refresh,incremental,truncate,snapshot,backfill",
+        help="scenario 7's modes, e.g. full-refresh,incremental,truncate,snapshot (backfill needs a range, not set here)",
     )
     parser.add_argument("--backfill-events", default="40000", help="scenario 9")
     parser.add_argument(

@@ -5,9 +5,9 @@ once, each stream works in a cursor of its own (its own transaction) and the str
 take turns at each step. Another process finds the file locked and is refused with
 the same message a second PostgreSQL run gets.
 
-Memory stays bounded whatever the run's size. DuckDB may hold twice the run's memory
-budget (`memory_limit`, one thread) and spills the rest to `<file>.tmp` (gone when
-the run ends); row groups hold ROW_GROUP_ROWS rows.
+Memory stays bounded whatever the run's size. DuckDB may hold the run's memory budget
+(`memory_limit`, one thread; twice the budget for a run in one transaction) and spills
+the rest to `<file>.tmp` (gone when the run ends); row groups hold ROW_GROUP_ROWS rows.
 
 - A run that replaces or appends rows in the table (truncate, snapshot) writes each
   batch as a Parquet file in `<file>.staging-*` beside the database, and at its commit
@@ -73,7 +73,13 @@ KEPT = '"temp"."main"."sentry_extract_kept"'
 NEWEST = '"temp"."main"."sentry_extract_newest"'
 _BATCH_NAMES = itertools.count()
 DATABASE = "sentry_extract_database"
-MEMORY_SHARE = 2  # DuckDB's memory_limit: the run's memory budget times this
+# DuckDB's memory_limit, the run's memory budget times this: a run in one transaction
+# (truncate, snapshot) holds its rows there and spills the rest (at 1.5 times, 40,000
+# large events failed to pin a block); a run that commits batch by batch holds little
+# more than a batch, and what DuckDB keeps of the table's blocks up to the limit (30 MB
+# at 20,000 large events with twice the budget, 9 MB with once).
+MEMORY_SHARE = 2
+COMMITTING_MEMORY_SHARE = 1
 # The rows of one upsert statement, against the run's memory budget: DuckDB copies them
 # a few times (its vectors, the table's new rows); a whole batch (a quarter) cost 30 MB
 # more at the peak than 2 MB did, for large events.
@@ -222,8 +228,9 @@ class DuckDBSession:
         order = pa.array(range(self.order, self.order + batch.num_rows), type=pa.int64())
         self.order += batch.num_rows
         numbered = batch.append_column(ORDER_COLUMN, order)
+        share = MEMORY_SHARE if staging.in_files else COMMITTING_MEMORY_SHARE
         with self.lock:
-            self.limit_memory(self.cursor, memory_budget)
+            self.limit_memory(self.cursor, int(share * memory_budget))
         self.statement_bytes = int(memory_budget * STATEMENT_SHARE)
         if staging.in_files:
             self._write_file(Path(staging.name), numbered)
@@ -377,10 +384,9 @@ class DuckDBDialect:
                 self.connection.cursor(), self.lock, self._session_closed, self._limit_memory
             )
 
-    def _limit_memory(self, cursor: duckdb.DuckDBPyConnection, memory_budget: int) -> None:
-        """DuckDB's memory limit, from the largest budget a stream has (the default is
-        most of the machine's memory, which a run of large events would take)."""
-        limit = int(MEMORY_SHARE * memory_budget)
+    def _limit_memory(self, cursor: duckdb.DuckDBPyConnection, limit: int) -> None:
+        """DuckDB's memory limit, the largest a stream asks for (the default is most of
+        the machine's memory, which a run of large events would take)."""
         if limit > self.memory_limit:
             self.memory_limit = limit
             cursor.execute(f"SET memory_limit = '{limit // 1_000_000}MB'")
