@@ -1024,7 +1024,7 @@ def main() -> int:
     parser.add_argument(
         "--large-modes",
         default=",".join(MODES),
-        help="scenario 7's modes, e.g. full-refresh,incremental,truncate,snapshot (backfill needs a range, not set here)",
+        help="scenario 7's modes, e.g. full-refresh,incremental,truncate,snapshot",
     )
     parser.add_argument("--backfill-events", default="40000", help="scenario 9")
     parser.add_argument(
