@@ -18,7 +18,7 @@ moto's S3 server, in a process of its own) and duckdb. Scenarios:
    rerun's requests against the whole run's, and the rows read back exact
 7. large events (300 stack frames: compact, about 85 KB of JSON each, or deep, about
    78 KB in many small values): peak RSS for 4,000 vs 40,000 events, full-refresh and
-   incremental
+   incremental (`--large-modes` adds truncate and snapshot)
 8. object storage: scenario 2's events into a bucket next to local Parquet
 9. incremental backfill: the CPU of a first incremental run (checkpoints as it goes)
    against a full refresh of the same events (scenario 2's, and large ones), into
@@ -772,7 +772,11 @@ MODES = ("full-refresh", "incremental")
 
 
 def scenario_large_events(
-    sizes: list[int], root: Path, services: Services, targets: tuple[str, ...]
+    sizes: list[int],
+    root: Path,
+    services: Services,
+    targets: tuple[str, ...],
+    modes: tuple[str, ...] = MODES,
 ) -> list[Measure]:
     """Events of 300 stack frames, compact or deep: peak RSS should stay bounded by the
     memory budget in bytes, whatever the number of events or the shape of their JSON."""
@@ -785,7 +789,7 @@ def scenario_large_events(
             ) as fake:
                 event_kb = fake.event_json_bytes() / 1000
                 for target in (t for t in targets if events in capped(sizes, t)):
-                    for mode in MODES:
+                    for mode in modes:
                         name = f"7_{shape}_{events}_{target}_{mode.split('-')[0]}"
                         destination = Destination(target, name.replace("-", "_"), root, services)
                         measure = our_events(
@@ -1017,6 +1021,11 @@ def main() -> int:
     parser.add_argument("--history-events", default="20000,200000", help="scenario 5")
     parser.add_argument("--resume-events", default="12000", help="scenario 6")
     parser.add_argument("--large-events", default="4000,40000", help="scenario 7")
+    parser.add_argument(
+        "--large-modes",
+        default=",".join(MODES),
+        help="scenario 7's modes, e.g. full-refresh,incremental,truncate,snapshot",
+    )
     parser.add_argument("--backfill-events", default="40000", help="scenario 9")
     parser.add_argument(
         "--backfill-runs", type=int, default=1, help="trials of each mode, scenario 9"
@@ -1071,7 +1080,11 @@ def main() -> int:
         ),
         "6": lambda: scenario_resume(sizes(arguments.resume_events)[0], folder, services, targets),
         "7": lambda: scenario_large_events(
-            sizes(arguments.large_events), folder, services, targets
+            sizes(arguments.large_events),
+            folder,
+            services,
+            targets,
+            tuple(arguments.large_modes.split(",")),
         ),
         "8": lambda: scenario_object_storage(
             sizes(arguments.events)[0], arguments.runs, folder, services

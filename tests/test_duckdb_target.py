@@ -333,10 +333,10 @@ def test_maintain_says_a_duckdb_table_has_nothing_to_maintain(
 
 
 def test_batches_wait_where_no_reader_sees_them(tmp_path: Path) -> None:
-    """A full refresh stages its batches and moves them into its new table at the
-    commit: readers of the table see the old rows until the swap, an aborted run leaves
-    no new table behind, and the newest read of a key wins across batches. Truncate
-    empties the table once."""
+    """A full refresh commits its batches into its new table as they come: readers of
+    the table see the old rows until the swap, an aborted run leaves no new table
+    behind, and the newest read of a key wins across batches. Truncate empties the
+    table once."""
     schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
     target = DuckDBTarget(tmp_path / "w.duckdb")
 

@@ -59,27 +59,33 @@ class Move:
 class Staging:
     """Where a stream's batches wait for its load table."""
 
-    name: str  # a temporary table's identifier, or a folder's path
+    name: str  # a temporary table's identifier, a folder's path, or "" (the batch itself)
     in_files: bool  # Parquet files: they take any columns and keep a column's old type
     flushed_each_batch: bool  # each batch goes into the load table as it comes
+    is_table: bool = True  # a table: a new column or a wider type is made in it too
 
 
 def upsert_statement(staging: str, move: Move) -> str:
     """`INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT DO UPDATE` of the written
     columns from a staging table: a stored row keeps the others."""
     keys = ", ".join(map(quote, move.key_columns))
+    listed = ", ".join(map(quote, move.columns))
+    return (
+        f"INSERT INTO {move.table} ({listed}) SELECT DISTINCT ON ({keys}) "
+        f"{listed} FROM {staging} ORDER BY {keys}, {quote(ORDER_COLUMN)} DESC "
+        f"{on_conflict(move)}"
+    )
+
+
+def on_conflict(move: Move) -> str:
+    """A stored row of a key takes the written columns and keeps the others."""
     updates = [name for name in move.columns if name not in move.key_columns]
     conflict = (
         "DO UPDATE SET " + ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updates)
         if updates
         else "DO NOTHING"
     )
-    listed = ", ".join(map(quote, move.columns))
-    return (
-        f"INSERT INTO {move.table} ({listed}) SELECT DISTINCT ON ({keys}) "
-        f"{listed} FROM {staging} ORDER BY {keys}, {quote(ORDER_COLUMN)} DESC "
-        f"ON CONFLICT ({keys}) {conflict}"
-    )
+    return f"ON CONFLICT ({', '.join(map(quote, move.key_columns))}) {conflict}"
 
 
 class Session(Protocol):

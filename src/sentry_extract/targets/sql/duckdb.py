@@ -5,19 +5,23 @@ once, each stream works in a cursor of its own (its own transaction) and the str
 take turns at each step. Another process finds the file locked and is refused with
 the same message a second PostgreSQL run gets.
 
-Memory stays bounded whatever the run's size. DuckDB may hold twice the run's memory
-budget (`memory_limit`, one thread) and spills the rest to `<file>.tmp` (gone when
-the run ends); row groups hold ROW_GROUP_ROWS rows.
+Memory stays bounded whatever the run's size. DuckDB may hold the run's memory budget
+(`memory_limit`, one thread; twice the budget for a run in one transaction) and spills
+the rest to `<file>.tmp` (gone when the run ends); row groups hold ROW_GROUP_ROWS rows.
 
-- A run that replaces or appends rows (full-refresh, truncate, snapshot) writes each
+- A run that replaces or appends rows in the table (truncate, snapshot) writes each
   batch as a Parquet file in `<file>.staging-*` beside the database, and at its commit
   one `INSERT ... SELECT ... FROM read_parquet(...)` moves them into the table in the
-  transaction that also holds the state. DuckDB streams that scan and writes each full
-  row group to the file before the commit: the transaction does not hold its rows.
-- A run that merges by key (incremental, backfill) puts each batch into the table at
-  once, through a temporary table, and commits it: what a commit writes is a few
-  batches. (Moving a run's files into a table that already holds rows, deleting and
-  inserting, ran out of memory at 4,000 large events.)
+  transaction that also holds the state. What that transaction writes waits within the
+  memory limit, the rest spilled to `<file>.tmp` (411 MB of 40,000 large events).
+- A run that merges by key (incremental, backfill), or loads a new table (full-refresh,
+  swapped in at its commit), upserts each batch into the table at once, read by DuckDB
+  from the Arrow batch in place, and commits it. (Moving a run's files into a table
+  that already holds rows, deleting and inserting, ran out of memory at 4,000 large
+  events; so did one transaction of upserts, at 975 MB for 8,000.) DuckDB joins no
+  small row groups at its checkpoints (`max_vacuum_tasks = 0`): each commit's rows stay
+  row groups of their own, where joining them rewrote up to 2,048 large events at
+  every checkpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sentry_extract.errors import LockedError, TargetError
@@ -45,8 +50,8 @@ from sentry_extract.targets.sql.dialect import (
     Session,
     Staging,
     TableName,
+    on_conflict,
     quote,
-    upsert_statement,
 )
 
 SQL_TYPES = {
@@ -64,12 +69,21 @@ WIDENING = {  # how stored values become the wider type
     ColumnType.FLOAT: "CAST({} AS DOUBLE)",
     ColumnType.JSON: "to_json({})",
 }
-STAGING = '"temp"."main"."sentry_extract_staging"'
 KEPT = '"temp"."main"."sentry_extract_kept"'
 NEWEST = '"temp"."main"."sentry_extract_newest"'
 _BATCH_NAMES = itertools.count()
 DATABASE = "sentry_extract_database"
-MEMORY_SHARE = 2  # DuckDB's memory_limit: the run's memory budget times this
+# DuckDB's memory_limit, the run's memory budget times this: a run in one transaction
+# (truncate, snapshot) holds its rows there and spills the rest (at 1.5 times, 40,000
+# large events failed to pin a block); a run that commits batch by batch holds little
+# more than a batch, and what DuckDB keeps of the table's blocks up to the limit (30 MB
+# at 20,000 large events with twice the budget, 9 MB with once).
+MEMORY_SHARE = 2
+COMMITTING_MEMORY_SHARE = 1
+# The rows of one upsert statement, against the run's memory budget: DuckDB copies them
+# a few times (its vectors, the table's new rows); a whole batch (a quarter) cost 30 MB
+# more at the peak than 2 MB did, for large events.
+STATEMENT_SHARE = 1 / 32
 # DuckDB's smallest row group: an insert writes each full one to the file before its
 # commit (with the default, 122,880 rows, a run's rows would wait in memory for it).
 ROW_GROUP_ROWS = 2048
@@ -111,6 +125,10 @@ def attach(path: Path) -> duckdb.DuckDBPyConnection:
     try:
         connection.execute(f"SET temp_directory = {_literal(temporary_folder(path))}")
         connection.execute("SET threads = 1")  # a thread's buffers each: one holds the limit
+        # No row groups joined at checkpoints: DuckDB 2.0 joins a table's small row groups
+        # (its PRIMARY KEY no longer stops it), so each commit's checkpoint rewrote the
+        # rows committed before it in the row group, up to 2,048 large events in memory.
+        connection.execute("SET max_vacuum_tasks = 0")
         connection.execute(
             f"ATTACH {_literal(str(path))} AS {DATABASE} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
         )
@@ -154,6 +172,17 @@ def as_json(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
+def newest_of_each_key(batch: pa.RecordBatch, key_columns: Sequence[str]) -> pa.RecordBatch:
+    """The batch's rows, only the newest read (the highest ORDER_COLUMN) of a key read
+    more than once in it: ON CONFLICT takes a key once a statement."""
+    keys = pa.Table.from_batches([batch.select([*key_columns, ORDER_COLUMN])])
+    newest = keys.group_by(list(key_columns), use_threads=False).aggregate([(ORDER_COLUMN, "max")])
+    if newest.num_rows == batch.num_rows:
+        return batch
+    kept = pc.is_in(batch.column(ORDER_COLUMN), value_set=newest.column(f"{ORDER_COLUMN}_max"))
+    return batch.filter(kept)
+
+
 class DuckDBSession:
     """A cursor of the run's connection: its own transaction, begun at its first
     statement after a commit; every statement taken in turn with the other streams."""
@@ -175,6 +204,8 @@ class DuckDBSession:
         self.staged: list[Path] = []
         self.staged_columns: set[str] = set()
         self.staging_folders: set[Path] = set()
+        self.batch: pa.RecordBatch | None = None  # a merge's batch, until its flush
+        self.statement_bytes = 0  # rows of this many bytes an upsert at most
 
     def _begin(self) -> None:
         if not self.in_transaction:
@@ -193,27 +224,18 @@ class DuckDBSession:
 
     def load(self, staging: Staging, batch: pa.RecordBatch, memory_budget: int) -> None:
         """The batch in the order it was read: a Parquet file of the staging folder, or
-        the Arrow batch read in place by DuckDB into the staging table."""
+        kept for the flush that follows at once."""
         order = pa.array(range(self.order, self.order + batch.num_rows), type=pa.int64())
         self.order += batch.num_rows
         numbered = batch.append_column(ORDER_COLUMN, order)
+        share = MEMORY_SHARE if staging.in_files else COMMITTING_MEMORY_SHARE
+        with self.lock:
+            self.limit_memory(self.cursor, int(share * memory_budget))
+        self.statement_bytes = int(memory_budget * STATEMENT_SHARE)
         if staging.in_files:
             self._write_file(Path(staging.name), numbered)
-            with self.lock:
-                self.limit_memory(self.cursor, memory_budget)
-            return
-        name = f"sentry_extract_batch_{next(_BATCH_NAMES)}"
-        columns = ", ".join(map(quote, numbered.schema.names))
-        with self.lock:
-            self.limit_memory(self.cursor, memory_budget)
-            self._begin()
-            self.cursor.register(name, pa.Table.from_batches([numbered]))
-            try:
-                self.cursor.execute(
-                    f"INSERT INTO {staging.name} ({columns}) SELECT {columns} FROM {quote(name)}"
-                )
-            finally:
-                self.cursor.unregister(name)
+        else:
+            self.batch = numbered
 
     def _write_file(self, folder: Path, batch: pa.RecordBatch) -> None:
         folder.mkdir(exist_ok=True)
@@ -223,11 +245,33 @@ class DuckDBSession:
         pq.write_table(pa.Table.from_batches([as_json(batch)]), self.staged[-1])
 
     def move_staged(self, staging: Staging, move: Move) -> None:
-        if not staging.in_files:
-            self.execute(upsert_statement(staging.name, move))
-            self.execute(f"TRUNCATE {staging.name}")
-            return
-        self._move_files(move)
+        if staging.in_files:
+            self._move_files(move)
+        elif self.batch is not None:
+            batch, self.batch = self.batch, None
+            self._upsert(newest_of_each_key(batch, move.key_columns), move)
+
+    def _upsert(self, batch: pa.RecordBatch, move: Move) -> None:
+        """The batch read by DuckDB in place into the table, a few rows a statement
+        (what DuckDB copies of them is about STATEMENT_SHARE of the budget): no copy in
+        a staging table, nor a sort of it (its keys are distinct already)."""
+        name = f"sentry_extract_batch_{next(_BATCH_NAMES)}"
+        listed = [
+            quote(column) if column in batch.schema.names else f"NULL AS {quote(column)}"
+            for column in move.columns
+        ]
+        rows = max(1, batch.num_rows * self.statement_bytes // max(1, batch.nbytes))
+        with self.lock:
+            self._begin()
+            for start in range(0, batch.num_rows, rows):
+                self.cursor.register(name, pa.Table.from_batches([batch.slice(start, rows)]))
+                try:
+                    self.cursor.execute(
+                        f"INSERT INTO {move.table} ({', '.join(map(quote, move.columns))}) "
+                        f"SELECT {', '.join(listed)} FROM {quote(name)} {on_conflict(move)}"
+                    )
+                finally:
+                    self.cursor.unregister(name)
 
     def _move_files(self, move: Move) -> None:
         """The staged files read by DuckDB, streamed into the table: stored rows of the
@@ -291,6 +335,7 @@ class DuckDBSession:
 
     def rollback(self) -> None:
         with self.lock:
+            self.batch = None
             if self.in_transaction:
                 self.in_transaction = False
                 self.cursor.execute("ROLLBACK")
@@ -339,10 +384,9 @@ class DuckDBDialect:
                 self.connection.cursor(), self.lock, self._session_closed, self._limit_memory
             )
 
-    def _limit_memory(self, cursor: duckdb.DuckDBPyConnection, memory_budget: int) -> None:
-        """DuckDB's memory limit, from the largest budget a stream has (the default is
-        most of the machine's memory, which a run of large events would take)."""
-        limit = int(MEMORY_SHARE * memory_budget)
+    def _limit_memory(self, cursor: duckdb.DuckDBPyConnection, limit: int) -> None:
+        """DuckDB's memory limit, the largest a stream asks for (the default is most of
+        the machine's memory, which a run of large events would take)."""
         if limit > self.memory_limit:
             self.memory_limit = limit
             cursor.execute(f"SET memory_limit = '{limit // 1_000_000}MB'")
@@ -383,19 +427,15 @@ class DuckDBDialect:
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
 
     def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
-        """A run that merges by key goes batch by batch through a temporary table (moving
-        files into a table that holds rows ran out of memory at its commit); the others
-        stage Parquet files in a folder beside the file, made at the first batch and
-        gone with the session, and move them once, at the commit."""
-        if not mode.merges_by_key:
+        """A run that merges by key, or loads a new table, upserts each batch as it
+        comes, read in place by DuckDB (moving files into a table that holds rows ran
+        out of memory at its commit); the others stage Parquet files in a folder beside
+        the file, made at the first batch and gone with the session, and move them once,
+        at the commit."""
+        if not (mode.merges_by_key or mode.replaces_table):
             folder = f"{self.path}{STAGING_MARK}{load_table.schema}.{load_table.table}"
-            return Staging(folder, in_files=True, flushed_each_batch=False)
-        session.execute(f"DROP TABLE IF EXISTS {STAGING}")
-        session.execute(
-            f"CREATE TEMPORARY TABLE {STAGING} AS SELECT * FROM {load_table.identifier} LIMIT 0"
-        )
-        session.execute(f"ALTER TABLE {STAGING} ADD COLUMN {quote(ORDER_COLUMN)} BIGINT")
-        return Staging(STAGING, in_files=False, flushed_each_batch=True)
+            return Staging(folder, in_files=True, flushed_each_batch=False, is_table=False)
+        return Staging("", in_files=False, flushed_each_batch=True, is_table=False)
 
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
         columns = session.fetch(

@@ -4,11 +4,12 @@
 Identifiers are always quoted; a name that is not a plain identifier is refused.
 
 Every batch is staged, where the dialect says for the mode (PostgreSQL: a temporary
-table; DuckDB: Parquet files, or a temporary table for a mode that merges by key). A
-flush, at each checkpoint and at the commit, moves the staged rows into the load table
-in the open transaction, so that the newest read of a key wins and a key never appears
-twice. Where the staging says so (DuckDB merging by key), each batch is flushed and
-committed as it comes: the run commits as it goes anyway.
+table; DuckDB: Parquet files, or the batch itself for a mode that merges by key or
+loads a new table). A flush, at each checkpoint and at the commit, moves the staged
+rows into the load table in the open transaction, so that the newest read of a key wins
+and a key never appears twice. Where the staging says so (DuckDB), each batch is
+flushed and committed as it comes: the run commits as it goes anyway, or loads a new
+table that no reader sees before the swap.
 
 - full-refresh: loads a new table and swaps it in (drop + rename) in the commit's
   transaction: readers see the old rows or the new rows.
@@ -342,7 +343,7 @@ class SqlStreamWriter:
         definitions = column_definitions(self.dialect, extra)
         # Not the live table during a full-refresh: that would lock out its readers.
         add_columns(self.session, self.load_table.identifier, definitions)
-        if not self.staging.in_files:  # files take any columns
+        if self.staging.is_table:  # files and batches take any columns
             add_columns(self.session, self.staging.name, definitions)
         self.columns.update({field.name: column_type_of(field) for field in extra})
 
@@ -439,9 +440,14 @@ class SqlStreamWriter:
             self.session.execute(f"TRUNCATE {self.target.identifier}")
 
     def abort(self) -> None:
+        """The open transaction rolled back; a new table that batches were committed
+        into is dropped (a run killed before this drops it at its start)."""
         try:
             with self.dialect.exclusive():
                 self.session.rollback()
+                if self.staging.flushed_each_batch and self.load_table != self.target:
+                    self.session.execute(f"DROP TABLE IF EXISTS {self.load_table.identifier}")
+                    self.session.commit()
         except self.dialect.errors:
             pass
         finally:
@@ -465,7 +471,7 @@ class SqlStreamWriter:
                 if self.staging.in_files:  # staged files keep the narrower type
                     self._flush()
                 self._change_type(self.load_table.identifier, field.name, wider)
-                if not self.staging.in_files:
+                if self.staging.is_table:
                     self._change_type(self.staging.name, field.name, wider)
                 self.columns[field.name] = wider
             fields.append(arrow_field(field.name, wider))
