@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -266,30 +266,28 @@ def test_a_request_stops_retrying_when_its_time_is_up(
     assert len(fake.requests_to("/projects/")) == 2  # 5s allows a wait and one more attempt
 
 
+RetryEntry = Callable[[RetryPolicy, Callable[[], None]], None]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(
+            lambda policy, attempt: build_retrying(policy, sleep=lambda seconds: None)(attempt),
+            id="tenacity",
+        ),
+        # The first attempt runs on its own; when it fails, tenacity goes on clocked from
+        # when it began, so the bound holds the same.
+        pytest.param(
+            lambda policy, attempt: call_with_retries(policy, attempt, sleep=lambda s: None),
+            id="first-attempt-alone",
+        ),
+    ],
+)
 def test_retries_are_bounded_by_the_clock_as_well_as_by_count(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, entry: RetryEntry
 ) -> None:
-    clock = Clock(0.0)  # tenacity's: each attempt takes a quarter of a second of it
-    monkeypatch.setattr(tenacity, "time", SimpleNamespace(monotonic=clock))
-    attempts: list[float] = []
-
-    def no_answer() -> None:
-        attempts.append(clock.moment)
-        clock.moment += 0.25
-        raise TimedOutError("sentry.example.com", 0.25, "ReadTimeout")
-
-    policy = RetryPolicy(attempts=50, initial_wait=0.0, max_total_time=1.0)
-    with pytest.raises(TimedOutError):
-        build_retrying(policy, sleep=lambda seconds: None)(no_answer)
-    assert attempts == [0.0, 0.25, 0.5, 0.75]  # the fourth ends at the limit: no fifth
-
-
-def test_a_first_attempt_made_before_tenacity_counts_toward_the_clock_bound(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The first attempt runs on its own; when it fails, tenacity goes on clocked from when
-    it began, so the bound holds as it did (four attempts of a quarter second, not five)."""
-    clock = Clock(0.0)
+    clock = Clock(0.0)  # tenacity's and the retry module's: an attempt takes a quarter second
     monkeypatch.setattr(tenacity, "time", SimpleNamespace(monotonic=clock))
     monkeypatch.setattr(retry, "time", SimpleNamespace(monotonic=clock))
     attempts: list[float] = []
@@ -301,8 +299,8 @@ def test_a_first_attempt_made_before_tenacity_counts_toward_the_clock_bound(
 
     policy = RetryPolicy(attempts=50, initial_wait=0.0, max_total_time=1.0)
     with pytest.raises(TimedOutError):
-        call_with_retries(policy, no_answer, sleep=lambda seconds: None)
-    assert attempts == [0.0, 0.25, 0.5, 0.75]
+        entry(policy, no_answer)
+    assert attempts == [0.0, 0.25, 0.5, 0.75]  # the fourth ends at the limit: no fifth
 
 
 def test_a_failed_first_attempt_is_retried_as_tenacitys_first() -> None:
