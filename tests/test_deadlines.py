@@ -25,7 +25,7 @@ from sentry_extract.errors import TimedOutError
 from sentry_extract.source import retry
 from sentry_extract.source.client import DEADLINE_MARGIN
 from sentry_extract.source.retry import RetryPolicy, build_retrying, call_with_retries
-from sentry_extract.source.wire import Timeouts, Urllib3Sender
+from sentry_extract.source.wire import CurlSender, Timeouts
 from sentry_extract.testing.fake_sentry import (
     FakeSentry,
     Fault,
@@ -66,13 +66,13 @@ class WatchedCancel(threading.Event):
 def read_timeouts(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[float]]]:
     """The read timeout each request was sent with, by path (the real sender still sends)."""
     sent: dict[str, list[float]] = {}
-    send = Urllib3Sender.get
+    send = CurlSender.get
 
-    def noted(sender: Urllib3Sender, target: str, path: str, timeouts: Timeouts) -> object:
+    def noted(sender: CurlSender, target: str, path: str, timeouts: Timeouts) -> object:
         sent.setdefault(path.split("/api/0/", 1)[-1], []).append(float(timeouts["read"] or 0))
         return send(sender, target, path, timeouts)
 
-    monkeypatch.setattr(Urllib3Sender, "get", noted)
+    monkeypatch.setattr(CurlSender, "get", noted)
     yield sent
 
 

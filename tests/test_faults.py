@@ -54,7 +54,11 @@ def test_each_fault_ends_in_exact_data(tmp_path: Path, rates: FaultRates) -> Non
         assert summary.exit_code == 0, [r.problems for r in summary.results]
         assert sum(fake.injected.values()) > 0
         retries = sum(r.retries for r in summary.results)
-        assert retries >= sum(fake.injected.values())
+        # A kept connection reset before any byte of its answer: libcurl sends the request
+        # again at once on a new one (counted as one request, not as a retry).
+        resent = len(fake.requests) - summary.requests
+        assert resent == 0 or (rates.reset > 0 and resent > 0)
+        assert retries + resent >= sum(fake.injected.values())
     assert_complete(workspace, organization, started)
 
 

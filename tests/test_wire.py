@@ -1,4 +1,4 @@
-"""GETs through urllib3's pool (`wire.Urllib3Sender`), against a server on loopback that
+"""GETs through libcurl (`wire.CurlSender`), against a server on loopback that
 answers exactly the bytes each test gives it: reuse, a server that closes, resets and
 timeouts as httpx's errors, compressed bodies, and the request target httpx would have
 sent."""
@@ -23,9 +23,7 @@ from sentry_extract.errors import NetworkError
 from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
 from sentry_extract.source.ratelimit import RequestGate, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
-from sentry_extract.source.wire import Urllib3Sender, encoded_path, query_string
-
-from .helpers import wait_for
+from sentry_extract.source.wire import CurlSender, encoded_path, query_string
 
 TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
 HANG = b"hang"  # an answer that never comes
@@ -113,15 +111,15 @@ def ok(body: bytes, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-Maker = Callable[["ScriptedServer"], Urllib3Sender]
+Maker = Callable[["ScriptedServer"], CurlSender]
 
 
 @pytest.fixture
-def sender_of() -> Iterator[Callable[[ScriptedServer], Urllib3Sender]]:
-    made: list[Urllib3Sender] = []
+def sender_of() -> Iterator[Callable[[ScriptedServer], CurlSender]]:
+    made: list[CurlSender] = []
 
-    def make(server: ScriptedServer) -> Urllib3Sender:
-        made.append(Urllib3Sender(server.base_url, {"Authorization": "Bearer sntryu_test_wire"}))
+    def make(server: ScriptedServer) -> CurlSender:
+        made.append(CurlSender(server.base_url, {"Authorization": "Bearer sntryu_test_wire"}))
         return made[-1]
 
     yield make
@@ -141,7 +139,7 @@ def test_requests_share_one_kept_alive_connection(server: ScriptedServer, sender
 
 
 def test_as_many_connections_are_kept_as_requests_in_flight(server: ScriptedServer) -> None:
-    sender = Urllib3Sender(server.base_url, {}, connections=3)
+    sender = CurlSender(server.base_url, {}, connections=3)
     server.answers.extend(ok(b"[]") for _ in range(9))
     arrived = threading.Barrier(3)
 
@@ -199,8 +197,6 @@ def test_a_connection_the_server_closed_while_idle_is_not_used_again(
     sender = sender_of(server)
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[1]"
     closed = server.connections
-    idle = [connection for connection in sender._pool.pool.queue if connection is not None]
-    wait_for(lambda: not any(c.is_connected for c in idle), "the server's close to arrive")
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[2]"  # on a new connection
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[3]"  # and after its close, another
     assert (closed, server.connections) == (1, 3)
@@ -216,7 +212,7 @@ def test_a_new_connection_closed_without_an_answer_is_a_protocol_error(
 
 def test_an_answer_cut_short_is_a_protocol_error(server: ScriptedServer, sender_of: Maker) -> None:
     server.answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n[1")
-    with pytest.raises(httpx.RemoteProtocolError, match="IncompleteRead"):
+    with pytest.raises(httpx.RemoteProtocolError, match="bytes missing"):
         sender_of(server).get("/x", "/x", TIMEOUTS)
 
 
@@ -226,17 +222,50 @@ def test_a_reset_connection_is_a_read_error(server: ScriptedServer, sender_of: M
         sender_of(server).get("/x", "/x", TIMEOUTS)
 
 
+def test_a_kept_connection_reset_before_its_answer_is_sent_again_once(
+    server: ScriptedServer, sender_of: Maker
+) -> None:
+    server.answers.extend([ok(b"[1]"), RESET, ok(b"[2]"), ok(b"[3]"), RESET, RESET])
+    sender = sender_of(server)
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[1]"
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[2]"  # on a new connection
+    assert (len(server.requests), server.connections) == (3, 2)
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[3]"
+    with pytest.raises(httpx.ReadError):  # once only: the new connection's reset is raised
+        sender.get("/x", "/x", TIMEOUTS)
+    assert (len(server.requests), server.connections) == (6, 3)
+
+
+def test_the_whole_exchange_is_bounded_by_the_read_timeout(
+    server: ScriptedServer, sender_of: Maker
+) -> None:
+    server.answers.append(HANG)
+    with pytest.raises(httpx.ReadTimeout, match="timed out after 2"):  # milliseconds
+        sender_of(server).get("/x", "/x", {**TIMEOUTS, "read": 0.25})
+
+
 def test_no_answer_within_the_read_timeout(server: ScriptedServer, sender_of: Maker) -> None:
     server.answers.append(HANG)
     with pytest.raises(httpx.ReadTimeout):
         sender_of(server).get("/x", "/x", {**TIMEOUTS, "read": 0.2})
 
 
+def test_no_answer_on_a_kept_connection_is_a_read_timeout(
+    server: ScriptedServer, sender_of: Maker
+) -> None:
+    server.answers.extend([ok(b"[1]"), HANG])
+    sender = sender_of(server)
+    assert sender.get("/x", "/x", TIMEOUTS).content == b"[1]"
+    with pytest.raises(httpx.ReadTimeout):
+        sender.get("/x", "/x", {**TIMEOUTS, "read": 0.2})
+    assert server.connections == 1
+
+
 def test_a_refused_connection_is_a_connect_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    sender = Urllib3Sender(f"http://127.0.0.1:{port}", {})
+    sender = CurlSender(f"http://127.0.0.1:{port}", {})
     with pytest.raises(httpx.ConnectError, match="refused"):
         sender.get("/x", "/x", TIMEOUTS)
 
@@ -250,7 +279,7 @@ def test_a_connection_not_made_in_time_is_a_connect_timeout() -> None:
             client.setblocking(False)
             client.connect_ex(listener.getsockname())
         port = listener.getsockname()[1]
-        sender = Urllib3Sender(f"http://127.0.0.1:{port}", {})
+        sender = CurlSender(f"http://127.0.0.1:{port}", {})
         try:
             with pytest.raises(httpx.ConnectTimeout):
                 sender.get("/x", "/x", {**TIMEOUTS, "connect": 0.2})
@@ -261,7 +290,7 @@ def test_a_connection_not_made_in_time_is_a_connect_timeout() -> None:
 
 def test_a_url_that_is_not_http_is_refused() -> None:
     with pytest.raises(ValueError, match="not an http or https URL"):
-        Urllib3Sender("ftp://sentry.test", {})
+        CurlSender("ftp://sentry.test", {})
 
 
 def client_of(server: ScriptedServer, attempts: int) -> SentryClient:

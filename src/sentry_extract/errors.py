@@ -21,6 +21,7 @@
             │   └── RangeTooLargeError  a query timeout, a range past an endpoint's span
             └── NetworkError        a connection reset, a timeout
                 ├── UnreachableError    refused, or a host name that does not resolve
+                │   └── UntrustedCertificateError  a TLS certificate not signed by a trusted CA
                 └── TimedOutError       no answer within the timeout (`host`, `seconds`)
 
 Exceptions carry their context as attributes; their text never holds a token. Code that
@@ -170,6 +171,10 @@ class NetworkError(RetriableError):
 
 class UnreachableError(NetworkError):
     """The host refused the connection, or its name did not resolve."""
+
+
+class UntrustedCertificateError(UnreachableError):
+    """The host's TLS certificate failed verification against the trusted authorities."""
 
 
 class TimedOutError(NetworkError):

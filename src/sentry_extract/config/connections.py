@@ -79,7 +79,7 @@ class SentryConnection:
     concurrency: int = DEFAULT_CONCURRENCY
     lookback: timedelta = DEFAULT_LOOKBACK
     ca_bundle: str | None = None
-    timeout: timedelta = DEFAULT_TIMEOUT  # to connect, and between bytes of an answer
+    timeout: timedelta = DEFAULT_TIMEOUT  # one request, connecting included
     retry_attempts: int = DEFAULT_RETRY_ATTEMPTS  # attempts of one request, the first included
     retry_max_wait: timedelta = DEFAULT_RETRY_MAX_WAIT  # those attempts and their waits, in all
     checkpoint_every: timedelta = DEFAULT_CHECKPOINT_EVERY  # commit at least this often

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +37,7 @@ from sentry_extract.errors import (
     SentryExtractError,
     SourceError,
     TimedOutError,
+    UntrustedCertificateError,
 )
 from sentry_extract.source.cassettes import Recording
 from sentry_extract.source.catalog import STREAMS_BY_NAME
@@ -257,19 +257,12 @@ def build_client(
             pacer=ServerPacer(sleep=sleep),
             retry=retry,
             timeout=request_timeout(source.timeout.total_seconds()),
-            verify=_verify(source),
+            ca_bundle=source.ca_bundle or None,
             sleep=sleep,
             transport=transport,
             cancellation=Cancellation(cancelled, deadline),
         )
     )
-
-
-def _verify(source: SentryConnection) -> ssl.SSLContext | bool:
-    """TLS certificates are checked: against the named CA bundle, or the system's."""
-    if source.ca_bundle:
-        return ssl.create_default_context(cafile=source.ca_bundle)
-    return True
 
 
 def _interruptible_sleep(cancelled: threading.Event) -> Callable[[float], None]:
@@ -390,7 +383,7 @@ def explain_organization_error(
             f"cannot reach {error.host}: no answer{within} ({error.kind}): check "
             f"inputs.base_url ({connection.base_url}); {_SILENCE.get(error.kind, _SILENT)}"
         )
-    if isinstance(error, NetworkError) and "CERTIFICATE_VERIFY_FAILED" in error.message:
+    if isinstance(error, UntrustedCertificateError):
         return ConfigError(f"{error.message}: check inputs.ca_bundle (the server's CA)")
     if isinstance(error, NetworkError):
         return ConfigError(f"{error.message}: check inputs.base_url ({connection.base_url})")

@@ -29,7 +29,6 @@ from sentry_extract.errors import (
 )
 from sentry_extract.events import counted, emit
 from sentry_extract.pipeline.connect import (
-    _verify,
     build_client,
     describe_source_error,
     explain_organization_error,
@@ -52,7 +51,7 @@ from sentry_extract.reading.base import Scope, Session, saved_state
 from sentry_extract.reading.lag import Lag
 from sentry_extract.records import RecordTyper
 from sentry_extract.source.cassettes import Recording, RecordingTransport
-from sentry_extract.source.client import RequestCounter, SentryClient
+from sentry_extract.source.client import RequestCounter, SentryClient, verification
 from sentry_extract.source.retention import Retention, stats_probe
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.targets.base import StreamRequest, Target
@@ -120,7 +119,7 @@ def run_replication(
     deadline = _Deadline(settings)
     recorder = None
     if settings.record_to is not None:
-        inner = httpx.HTTPTransport(verify=_verify(source))
+        inner = httpx.HTTPTransport(verify=verification(source.ca_bundle or None))
         recorder = RecordingTransport(inner, source.auth_token)
         settings = replace(settings, transport=recorder)
     counter = RequestCounter("organizations")

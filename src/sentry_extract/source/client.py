@@ -1,5 +1,5 @@
 """The HTTP client: the shared request gate, the retry policy and pagination, over
-urllib3's kept-alive connections (`wire`).
+libcurl's kept-alive connections (`wire`).
 
 Every response is classified once (`classify_response`); pages are followed by
 their `next` cursor, sent with our own URL and parameters, until the server says
@@ -37,6 +37,7 @@ from sentry_extract.errors import (
     SourceError,
     TimedOutError,
     UnreachableError,
+    UntrustedCertificateError,
 )
 from sentry_extract.events import emit
 from sentry_extract.model.spec import Params
@@ -46,11 +47,12 @@ from sentry_extract.source.ratelimit import RequestGate, ServerPacer, rate_limit
 from sentry_extract.source.retry import RetryPolicy, call_with_retries
 from sentry_extract.source.wire import (
     Answer,
+    CurlSender,
     HttpxSender,
     Sender,
     Timeouts,
-    Urllib3Sender,
     encoded_path,
+    is_certificate_refused,
     query_string,
 )
 
@@ -109,7 +111,7 @@ class ClientSettings:
     pacer: ServerPacer = field(default_factory=ServerPacer)
     retry: RetryPolicy = RetryPolicy()
     timeout: httpx.Timeout = field(default_factory=request_timeout)
-    verify: ssl.SSLContext | bool = True
+    ca_bundle: str | None = None  # certificates a TLS server is checked against
     sleep: Callable[[float], None] = time.sleep
     wall_clock: Callable[[], float] = time.time
     transport: httpx.BaseTransport | None = None
@@ -137,10 +139,10 @@ class ListPage:
 class SentryClient:
     """GETs on Sentry's API.
 
-    Requests go through urllib3's connection pool (`wire.Urllib3Sender`), one connection
-    kept per request in flight, not through `httpx.Client` nor httpx's transport: their
-    URL objects, headers, state machines and responses cost twice urllib3's CPU a request
-    (`make bench`), and a read-only API client of one host uses none of it. What httpx
+    Requests go through libcurl (`wire.CurlSender`), one connection kept per request in
+    flight, not through `httpx.Client` nor httpx's transport: their URL objects, headers,
+    state machines and responses cost many times libcurl's CPU a request (`make bench`),
+    and a read-only API client of one host uses none of it. What httpx
     would read from the environment is kept: `SSL_CERT_FILE`, and `HTTPS_PROXY`/
     `NO_PROXY`, whose proxy is reached through httpx's transport, as is a transport given
     in the settings (tests, recordings).
@@ -159,12 +161,12 @@ class SentryClient:
         proxy = environment_proxy(settings.base_url)
         self._sender: Sender
         if settings.transport is None and proxy is None:
-            self._sender = Urllib3Sender(
-                settings.base_url, self._headers, settings.verify, settings.gate.concurrency
+            self._sender = CurlSender(
+                settings.base_url, self._headers, settings.ca_bundle, settings.gate.concurrency
             )
         else:
             transport = settings.transport or httpx.HTTPTransport(
-                verify=settings.verify, proxy=proxy, trust_env=True
+                verify=verification(settings.ca_bundle), proxy=proxy, trust_env=True
             )
             self._sender = HttpxSender(transport, settings.base_url, self._headers)
 
@@ -297,7 +299,10 @@ class SentryClient:
             ) from None
         except httpx.ConnectError as error:  # refused, or a name that does not resolve
             reason = f"{type(error).__name__}: {_transport_reason(error)}"
-            raise UnreachableError(f"cannot reach {self.host} ({reason})", url=path) from None
+            unreachable = (
+                UntrustedCertificateError if is_certificate_refused(error) else UnreachableError
+            )
+            raise unreachable(f"cannot reach {self.host} ({reason})", url=path) from None
         except httpx.TransportError as error:
             if self.settings.cancellation.is_set():
                 raise RunCancelled(f"the run was stopped while waiting for {path}") from None
@@ -344,6 +349,14 @@ class SentryClient:
                 )
             seen.add(page.cursor)
             cursor = page.cursor
+
+
+def verification(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """What httpx checks a TLS server's certificate against: the named CA bundle, or what
+    it reads from the environment (`SSL_CERT_FILE`, else certifi's bundle)."""
+    if ca_bundle:
+        return ssl.create_default_context(cafile=ca_bundle)
+    return True
 
 
 def environment_proxy(base_url: str) -> str | None:

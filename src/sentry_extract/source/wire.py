@@ -2,10 +2,12 @@
 
 httpx's transport (httpcore and h11 underneath) spends about 1 ms of CPU on a request
 for a page of events: building and checking a URL object, its headers, two state
-machines and a response object. urllib3's connection pool spends less than half of
-that (`make bench`). `Urllib3Sender` sends GETs to the one host through it, on
-connections kept open between requests, and raises httpx's exception types, so the
-client turns both ways of sending into our errors in one place.
+machines and a response object; urllib3's pool spends about 0.3 ms, most of it in
+http.client reading the answer line by line. libcurl does the exchange in C, in about
+0.06 ms with pycurl's calls (`make bench`, docs/performance.md). `CurlSender` sends
+GETs to the one host through libcurl, on connections kept open between requests, and
+raises httpx's exception types, so the client turns both ways of sending into our
+errors in one place.
 
 `HttpxSender` sends through any httpx transport: a proxy the environment names, a test's
 mock, a recording or a replay.
@@ -13,24 +15,18 @@ mock, a recording or a replay.
 
 from __future__ import annotations
 
-import http.client
+import math
+import os
 import ssl
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlencode, urlsplit
 
+import certifi
 import httpx
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    DecodeError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
+import pycurl
 
 from sentry_extract.model.spec import Params
 
@@ -136,89 +132,161 @@ class HttpxSender:
         self._transport.close()
 
 
-class Urllib3Sender:
-    """GETs to one host (http or https, no proxy) through urllib3's pool: connections are
-    kept for the next request, as many as `connections` (the requests in flight at once),
-    neither retried nor redirected (the client's policy decides), gzip and deflate bodies
-    decoded."""
+def is_certificate_refused(error: httpx.ConnectError) -> bool:
+    """Whether a connection failed on the server's certificate: httpx raises it from
+    Python's `ssl` error, and `CurlSender` does the same for libcurl's."""
+    return isinstance(error.__cause__, ssl.SSLCertVerificationError)
+
+
+class CurlSender:
+    """GETs to one host (http or https, no proxy) through libcurl: a handle per request
+    in flight (as many as `connections`), each keeping its connection for the next
+    request; neither retried nor redirected (the client's policy decides); gzip and
+    deflate asked for and decoded.
+
+    Certificates are checked against `ca_bundle`, else as httpx checks them:
+    `SSL_CERT_FILE` or `SSL_CERT_DIR`, else certifi's bundle. The read timeout bounds
+    the whole exchange, from connecting to the answer's last byte (libcurl has no
+    timeout between bytes finer than a second), so a deadline's bound holds to the
+    millisecond.
+
+    libcurl sends a request once more, at once, on a new connection when a kept one
+    died before any byte of its answer (a server's idle close crossing the request);
+    the client counts it as one request, not a retry.
+    """
 
     def __init__(
         self,
         base_url: str,
         headers: Mapping[str, str],
-        verify: ssl.SSLContext | bool = True,
+        ca_bundle: str | None = None,
         connections: int = 1,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise ValueError(f"not an http or https URL: {base_url!r}")
-        port = parts.port or DEFAULT_PORTS[parts.scheme]
-        self._pool: urllib3.HTTPConnectionPool
-        pool_options: dict[str, Any] = {
-            "maxsize": max(1, connections),
-            "headers": dict(headers),
-            "retries": False,
-        }
-        if parts.scheme == "https":
-            context = (
-                verify
-                if isinstance(verify, ssl.SSLContext)
-                else httpx.create_ssl_context(verify=verify, trust_env=True)  # SSL_CERT_FILE
-            )
-            self._pool = urllib3.HTTPSConnectionPool(
-                parts.hostname, port, ssl_context=context, **pool_options
-            )
-        else:
-            self._pool = urllib3.HTTPConnectionPool(parts.hostname, port, **pool_options)
-        self._timeout: tuple[Timeouts, urllib3.Timeout] | None = None  # the last one made
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._headers = [f"{name}: {value}" for name, value in headers.items()]
+        self._authority = _authority(ca_bundle) if parts.scheme == "https" else None
+        self._connections = max(1, connections)
+        self._idle: list[pycurl.Curl] = []
+        self._made: list[pycurl.Curl] = []
+        self._lock = threading.Lock()
 
     def get(self, target: str, path: str, timeouts: Timeouts) -> Answer:
+        handle = self._take()
+        body: list[bytes] = []
+        head: list[bytes] = []
         try:
-            response = self._pool.urlopen(
-                "GET",
-                target,
-                retries=False,
-                redirect=False,
-                timeout=self._urllib3_timeout(timeouts),
-                preload_content=True,
-                decode_content=True,
-            )
-        except HTTPError as error:
-            raise httpx_error(error) from None
-        return Answer(response.status, response.headers, response.data, path)
+            handle.setopt(pycurl.URL, self._origin + target)
+            handle.setopt(pycurl.WRITEFUNCTION, body.append)
+            handle.setopt(pycurl.HEADERFUNCTION, head.append)
+            _set_timeouts(handle, timeouts)
+            try:
+                handle.perform()
+            except pycurl.error as error:
+                failure = httpx_error(handle, error)
+                raise failure from failure.__cause__  # not libcurl's error
+            status = handle.getinfo(pycurl.RESPONSE_CODE)
+        finally:
+            handle.setopt(pycurl.WRITEFUNCTION, _discard)  # the lists are not kept alive
+            handle.setopt(pycurl.HEADERFUNCTION, _discard)
+            self._give_back(handle)
+        return Answer(status, Headers(_header_pairs(head)), b"".join(body), path)
 
     def close(self) -> None:
-        self._pool.close()
+        with self._lock:
+            made, self._made, self._idle = self._made, [], []
+        for handle in made:
+            handle.close()
 
-    def _urllib3_timeout(self, timeouts: Timeouts) -> urllib3.Timeout:
-        """urllib3's timeout of these phases; the same phases again make no new one."""
-        known = self._timeout
-        if known is not None and known[0] == timeouts:
-            return known[1]
-        made = urllib3.Timeout(connect=timeouts.get("connect"), read=timeouts.get("read"))
-        self._timeout = (dict(timeouts), made)
-        return made
+    def _take(self) -> pycurl.Curl:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        handle = pycurl.Curl()
+        handle.setopt(pycurl.NOSIGNAL, 1)  # timeouts without SIGALRM: requests run in threads
+        handle.setopt(pycurl.PROXY, "")  # never the environment's proxy: httpx reaches those
+        handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        handle.setopt(pycurl.ACCEPT_ENCODING, "gzip, deflate")
+        handle.setopt(pycurl.HTTPHEADER, self._headers)
+        handle.setopt(pycurl.MAXCONNECTS, 1)
+        if self._authority is not None:
+            option, value = self._authority
+            handle.setopt(option, value)
+        with self._lock:
+            self._made.append(handle)
+        return handle
+
+    def _give_back(self, handle: pycurl.Curl) -> None:
+        with self._lock:
+            if handle in self._made and len(self._idle) < self._connections:
+                self._idle.append(handle)
+                return
+        handle.close()
 
 
-def httpx_error(error: HTTPError) -> httpx.TransportError:
-    """The httpx exception that stands for urllib3's, with its text (a certificate's
-    verification failure is read from it)."""
-    text = str(error) or type(error).__name__
-    if isinstance(error, NewConnectionError):  # refused, or a name that does not resolve
+def _authority(ca_bundle: str | None) -> tuple[int, str]:
+    """The certificates a TLS server is checked against: libcurl's option and its value."""
+    if ca_bundle:
+        return pycurl.CAINFO, ca_bundle
+    if os.environ.get("SSL_CERT_FILE"):
+        return pycurl.CAINFO, os.environ["SSL_CERT_FILE"]
+    if os.environ.get("SSL_CERT_DIR"):
+        return pycurl.CAPATH, os.environ["SSL_CERT_DIR"]
+    return pycurl.CAINFO, certifi.where()
+
+
+def _set_timeouts(handle: pycurl.Curl, timeouts: Timeouts) -> None:
+    handle.setopt(pycurl.CONNECTTIMEOUT_MS, _milliseconds(timeouts.get("connect")))
+    handle.setopt(pycurl.TIMEOUT_MS, _milliseconds(timeouts.get("read")))
+
+
+def _milliseconds(seconds: float | None) -> int:
+    """libcurl's timeout option: 0 waits forever."""
+    return 0 if seconds is None else max(1, math.ceil(seconds * 1000))
+
+
+def _discard(data: bytes) -> None:
+    return None
+
+
+def _header_pairs(lines: list[bytes]) -> Iterator[tuple[str, str]]:
+    """The last answer's headers (a 100 Continue's head may come first)."""
+    start = 0
+    for index, line in enumerate(lines):
+        if line.startswith(b"HTTP/"):
+            start = index + 1
+    for line in lines[start:]:
+        name, colon, value = line.decode("latin-1").partition(":")
+        if colon:
+            yield name.strip(), value.strip()
+
+
+def httpx_error(handle: pycurl.Curl, error: pycurl.error) -> httpx.TransportError:
+    """The httpx exception that stands for libcurl's, with its text and what the
+    system said."""
+    code = error.args[0] if error.args else 0
+    text = (error.args[1] if len(error.args) > 1 else "") or f"libcurl error {code}"
+    number = handle.getinfo(pycurl.OS_ERRNO)
+    if number:  # what the system said: "Connection refused", "Connection reset by peer"
+        text = f"{text} ({os.strerror(number)})"
+    if code in (pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_HOST):
         return httpx.ConnectError(text)
-    if isinstance(error, ConnectTimeoutError):
-        return httpx.ConnectTimeout(text)
-    if isinstance(error, ReadTimeoutError):
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        if handle.getinfo(pycurl.REQUEST_SIZE) == 0:  # the request was never sent
+            return httpx.ConnectTimeout(text)
         return httpx.ReadTimeout(text)
-    if isinstance(error, SSLError):
+    if code in (pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT_BADFILE):
+        refused = httpx.ConnectError(text)
+        refused.__cause__ = ssl.SSLCertVerificationError(text)  # as httpx raises it
+        return refused
+    if code == pycurl.E_SSL_CONNECT_ERROR:
         return httpx.ConnectError(text)
-    if isinstance(error, ProtocolError):
-        cause = error.args[1] if len(error.args) > 1 else None
-        if isinstance(cause, http.client.RemoteDisconnected):  # as httpcore says it
-            return httpx.RemoteProtocolError("Server disconnected without sending a response.")
-        if isinstance(cause, OSError):  # reset by the server
-            return httpx.ReadError(text)
-        return httpx.RemoteProtocolError(text)
-    if isinstance(error, DecodeError):
+    if code == pycurl.E_GOT_NOTHING:  # as httpcore says it
+        return httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    if code in (pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR):  # reset by the server
+        return httpx.ReadError(text)
+    if code == pycurl.E_BAD_CONTENT_ENCODING:
         return httpx.RemoteProtocolError(f"a body whose encoding is broken: {text}")
     return httpx.RemoteProtocolError(text)
