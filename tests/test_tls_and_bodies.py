@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from sentry_extract.errors import SourceError
+from sentry_extract.errors import SourceError, UntrustedCertificateError
 from sentry_extract.records import decoded
 from sentry_extract.source.client import (
     ClientSettings,
@@ -27,7 +28,7 @@ from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.testing.fake_sentry import FakeSentry
 from sentry_extract.testing.organization import FakeOrganization
 
-from .helpers import invoke, sentry_connection
+from .helpers import TOKEN, invoke, sentry_connection
 
 
 @pytest.fixture
@@ -61,6 +62,26 @@ def test_a_named_ca_bundle_is_trusted(
     result = invoke(cli, "conns", "test", "SENTRY")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("SENTRY: ok: organization 'Acme'")
+
+
+@pytest.mark.parametrize("through", ["libcurl", "httpx"])
+def test_an_unknown_certificate_is_its_own_error_through_either_sender(
+    tls_fake: Any, through: str
+) -> None:
+    fake, bundle = tls_fake
+    settings = ClientSettings(
+        base_url=fake.base_url,
+        token=TOKEN,
+        gate=RequestGate(TokenBucket(0), 1),
+        retry=RetryPolicy(attempts=1, initial_wait=0),
+        sleep=lambda seconds: None,
+        transport=httpx.HTTPTransport() if through == "httpx" else None,
+    )
+    with SentryClient(settings) as client, pytest.raises(UntrustedCertificateError):
+        client.get("organizations/acme/", {}, RequestCounter())
+    trusted = replace(settings, ca_bundle=str(bundle), transport=None)
+    with SentryClient(trusted) as client:  # the named bundle is trusted
+        assert client.get("organizations/acme/", {}, RequestCounter()).body["slug"] == "acme"
 
 
 def test_numbers_beyond_64_bits_are_read_exactly() -> None:

@@ -134,8 +134,14 @@ class HttpxSender:
 
 def is_certificate_refused(error: httpx.ConnectError) -> bool:
     """Whether a connection failed on the server's certificate: httpx raises it from
-    Python's `ssl` error, and `CurlSender` does the same for libcurl's."""
-    return isinstance(error.__cause__, ssl.SSLCertVerificationError)
+    httpcore's error, raised while handling Python's `ssl` error; `CurlSender` raises it
+    from an `ssl` error of its own for libcurl's."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class CurlSender:
