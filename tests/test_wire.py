@@ -332,3 +332,7 @@ def test_the_request_target_is_the_one_httpx_sends(segments: list[str], params: 
     query = query_string(params)
     assert (f"{path}?{query}" if query else path).encode() == request.url.raw_path
     assert said == request.url.path
+    assert query_string(params, KNOWN_ACROSS_EXAMPLES) == query  # pairs kept from before
+
+
+KNOWN_ACROSS_EXAMPLES: dict[tuple[str, str], str] = {}

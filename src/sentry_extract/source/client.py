@@ -158,6 +158,7 @@ class SentryClient:
             "User-Agent": "sentry-extract",
         }
         self._paths: dict[str, tuple[str, str]] = {}  # API path -> encoded, and as said
+        self._pairs: dict[tuple[str, str], str] = {}  # a parameter and its value -> encoded
         proxy = environment_proxy(settings.base_url)
         self._sender: Sender
         if settings.transport is None and proxy is None:
@@ -282,7 +283,7 @@ class SentryClient:
                 self._paths.clear()
             self._paths[path] = known
         encoded, said = known
-        query = query_string(params) if params else ""
+        query = query_string(params, self._pairs) if params else ""
         return (f"{encoded}?{query}" if query else encoded), said
 
     def _send(self, path: str, params: Params, timeout: float | None = None) -> Answer:

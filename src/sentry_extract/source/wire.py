@@ -79,15 +79,28 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
 
-def query_string(params: Params) -> str:
-    """The parameters as httpx encodes them: a tuple once per value, in order."""
-    return urlencode(
-        [
-            (key, _text(item))
-            for key, value in params.items()
-            for item in (value if isinstance(value, tuple | list) else (value,))
-        ]
-    )
+KNOWN_PAIRS = 4096  # encoded `key=value` pairs kept
+
+
+def query_string(params: Params, known: dict[tuple[str, str], str] | None = None) -> str:
+    """The parameters as httpx encodes them: a tuple once per value, in order.
+
+    A list's pages differ only by their cursor: each `key=value` pair is encoded once
+    and kept in `known` (encoding a page's ten parameters anew took longer than
+    libcurl's exchange of the page)."""
+    pairs = known if known is not None else {}
+    encoded: list[str] = []
+    for key, value in params.items():
+        for item in value if isinstance(value, tuple | list) else (value,):
+            text = _text(item)
+            pair = pairs.get((key, text))
+            if pair is None:
+                pair = urlencode(((key, text),))
+                if len(pairs) >= KNOWN_PAIRS:
+                    pairs.clear()
+                pairs[(key, text)] = pair
+            encoded.append(pair)
+    return "&".join(encoded)
 
 
 def encoded_path(url: str) -> tuple[str, str]:
