@@ -168,6 +168,18 @@ def test_headers_are_read_in_any_case_and_repeats_joined(
     assert answer.status_code == 200 and answer.path == "/x"
 
 
+def test_the_headers_are_the_answers_not_an_interim_ones(
+    server: ScriptedServer, sender_of: Maker
+) -> None:
+    interim = b"HTTP/1.1 100 Continue\r\nX-Thing: interim\r\n\r\n"
+    server.answers.append(interim + ok(b"[]", "X-Thing: final", "Link: <a>; rel=x"))
+    answer = sender_of(server).get("/x", "/x", TIMEOUTS)
+    assert (answer.status_code, dict(answer.headers)) == (
+        200,
+        {"content-length": "2", "x-thing": "final", "link": "<a>; rel=x"},
+    )
+
+
 def test_a_redirect_is_an_answer_not_followed(server: ScriptedServer, sender_of: Maker) -> None:
     server.answers.append(b"HTTP/1.1 302 Found\r\nLocation: /y\r\nContent-Length: 0\r\n\r\n")
     answer = sender_of(server).get("/x", "/x", TIMEOUTS)

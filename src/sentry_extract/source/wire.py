@@ -45,6 +45,25 @@ class Headers(Mapping[str, str]):
             present = self._values.get(key)
             self._values[key] = value if present is None else f"{present}, {value}"
 
+    @classmethod
+    def of_lines(cls, lines: list[bytes]) -> Headers:
+        """The last answer's headers (a 100 Continue's head may come first), from the
+        lines libcurl passes: one a header, the status line first."""
+        start = 0
+        for index, line in enumerate(lines):
+            if line.startswith(b"HTTP/"):
+                start = index + 1
+        headers = cls()
+        values = headers._values
+        for line in lines[start:]:
+            name, colon, value = line.partition(b":")
+            if colon:
+                key = name.strip().lower().decode("latin-1")
+                text = value.strip().decode("latin-1")
+                present = values.get(key)
+                values[key] = text if present is None else f"{present}, {text}"
+        return headers
+
     def __getitem__(self, name: str) -> str:
         return self._values[name.lower()]
 
@@ -211,7 +230,7 @@ class CurlSender:
             handle.setopt(pycurl.WRITEFUNCTION, _discard)  # the lists are not kept alive
             handle.setopt(pycurl.HEADERFUNCTION, _discard)
             self._give_back(handle)
-        return Answer(status, Headers(_header_pairs(head)), b"".join(body), path)
+        return Answer(status, Headers.of_lines(head), b"".join(body), path)
 
     def close(self) -> None:
         with self._lock:
@@ -268,18 +287,6 @@ def _milliseconds(seconds: float | None) -> int:
 
 def _discard(data: bytes) -> None:
     return None
-
-
-def _header_pairs(lines: list[bytes]) -> Iterator[tuple[str, str]]:
-    """The last answer's headers (a 100 Continue's head may come first)."""
-    start = 0
-    for index, line in enumerate(lines):
-        if line.startswith(b"HTTP/"):
-            start = index + 1
-    for line in lines[start:]:
-        name, colon, value = line.decode("latin-1").partition(":")
-        if colon:
-            yield name.strip(), value.strip()
 
 
 def httpx_error(handle: pycurl.Curl, error: pycurl.error) -> httpx.TransportError:
