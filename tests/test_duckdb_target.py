@@ -432,13 +432,14 @@ def test_a_run_that_merges_by_key_commits_each_batch(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", [Mode.TRUNCATE, Mode.SNAPSHOT])
-def test_a_replacing_or_appending_run_stages_files_until_its_commit(
+def test_a_replacing_or_appending_run_shows_nothing_until_its_commit(
     tmp_path: Path, mode: Mode
 ) -> None:
-    """Truncate and snapshot stage their batches as Parquet files beside the database
-    and move them at the commit: readers see none of the run before it, the newest read
-    of a key wins, a type widened between two batches holds both values, and nothing
-    staged is left beside the file."""
+    """A snapshot stages its batches as Parquet files beside the database and moves them
+    at the commit; a truncate commits each batch into a new table that the commit swaps
+    in. Either way readers see none of the run before its commit, the newest read of a
+    key wins, a type widened between two batches holds both values, and nothing staged
+    is left beside the file, nor the new table."""
     schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
     database = tmp_path / "w.duckdb"
     target = DuckDBTarget(database)
@@ -460,7 +461,12 @@ def test_a_replacing_or_appending_run_stages_files_until_its_commit(
         second = open_writer(datetime(2026, 1, 3, tzinfo=UTC))
         second.write(pa.RecordBatch.from_pylist([{"id": "1", "title": "a", "size": 7}], sized))
         second.write(pa.RecordBatch.from_pylist([{"id": "1", "title": "b", "size": 8}], sized))
-        assert list(database.parent.glob("w.duckdb.staging-*/*.parquet"))
+        if mode.appends:
+            assert list(database.parent.glob("w.duckdb.staging-*/*.parquet"))
+        else:  # committed where no reader of the table looks
+            query = "SELECT id, title FROM sentry.teams__sentry_extract_new ORDER BY id"
+            assert read_now(target, query) == [("1", "b")]
+            assert not list(database.parent.glob("w.duckdb.staging-*"))
         assert stored() == [("9", "z", "1")]
         second.write(pa.RecordBatch.from_pylist([{"id": "2", "title": "c", "size": "large"}]))
         second.commit()
@@ -472,6 +478,67 @@ def test_a_replacing_or_appending_run_stages_files_until_its_commit(
         expected = [*expected, ("9", "z", "1")]
     assert found == expected
     assert not list(database.parent.glob("w.duckdb.staging-*"))
+    tables = rows(database, "SELECT table_name FROM information_schema.tables ORDER BY 1")
+    assert tables == [("_sentry_extract_state",), ("teams",)]
+
+
+def test_truncate_keeps_the_tables_definition_indexes_comments_and_views(
+    tmp_path: Path,
+) -> None:
+    """Truncate swaps a new table in, made from the table's own definition: defaults,
+    NOT NULL and CHECK constraints, comments, and indexes the user made stay, and a
+    view on the table reads the new rows."""
+    schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
+    database = tmp_path / "w.duckdb"
+    key = StateKey("SENTRY", "acme", "teams", "sentry.teams")
+
+    def run(titles: dict[str, str]) -> None:
+        target = DuckDBTarget(database)
+        try:
+            writer = target.open_stream(
+                StreamRequest(
+                    "teams", "sentry.teams", Mode.TRUNCATE, ("id",), schema, key, datetime.now(UTC)
+                )
+            )
+            batch = [{"id": id_, "title": title} for id_, title in titles.items()]
+            writer.write(pa.RecordBatch.from_pylist(batch, schema))
+            writer.commit()
+        finally:
+            target.close()
+
+    run({"1": "a", "2": "b"})
+    with duckdb.connect(str(database)) as connection:
+        connection.execute("ALTER TABLE sentry.teams ADD COLUMN team_size BIGINT DEFAULT 5")
+        connection.execute("ALTER TABLE sentry.teams ALTER COLUMN title SET NOT NULL")
+        connection.execute("CREATE INDEX teams_by_title ON sentry.teams (title)")
+        connection.execute("COMMENT ON TABLE sentry.teams IS 'teams of acme'")
+        connection.execute("COMMENT ON COLUMN sentry.teams.title IS 'shown name'")
+        connection.execute("CREATE VIEW sentry.team_titles AS SELECT id, title FROM sentry.teams")
+    run({"2": "c", "3": "d"})
+    with duckdb.connect(str(database), read_only=True) as connection:
+        assert connection.execute("SELECT * FROM sentry.team_titles ORDER BY id").fetchall() == [
+            ("2", "c"),
+            ("3", "d"),
+        ]
+        sizes = connection.execute("SELECT team_size FROM sentry.teams").fetchall()
+        assert sizes == [(5,), (5,)]
+        described = connection.execute(
+            "SELECT column_name, is_nullable, comment FROM duckdb_columns() "
+            "WHERE table_name = 'teams' AND column_name = 'title'"
+        ).fetchall()
+        assert described == [("title", False, "shown name")]
+        table = connection.execute(
+            "SELECT comment FROM duckdb_tables() WHERE table_name = 'teams'"
+        ).fetchall()
+        assert table == [("teams of acme",)]
+        indexes = connection.execute(
+            "SELECT index_name, table_name FROM duckdb_indexes() WHERE schema_name = 'sentry'"
+        ).fetchall()
+        assert indexes == [("teams_by_title", "teams")]
+        tables = connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'sentry' ORDER BY 1"
+        ).fetchall()
+        assert tables == [("_sentry_extract_state",), ("teams",)]
 
 
 @pytest.mark.parametrize("mode", ["truncate", "full-refresh"])

@@ -139,8 +139,14 @@ class Dialect(Protocol):
     def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
         """Where `load_table`'s rows are staged (with ORDER_COLUMN) in a run of `mode`."""
 
+    def loads_new_table(self, mode: Mode) -> bool:
+        """A run of `mode` loads a new table, which its commit swaps in for the table."""
+
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
         """A new empty table with `existing`'s columns and primary key."""
+
+    def swap_in(self, session: Session, new: TableName, table: TableName) -> None:
+        """`new` takes `table`'s place, in the open transaction."""
 
     def is_any_of(self, expression: str) -> str:
         """`expression` is one of the `%s` parameter's list of text."""

@@ -9,19 +9,21 @@ Memory stays bounded whatever the run's size. DuckDB may hold the run's memory b
 (`memory_limit`, one thread; twice the budget for a run in one transaction) and spills
 the rest to `<file>.tmp` (gone when the run ends); row groups hold ROW_GROUP_ROWS rows.
 
-- A run that replaces or appends rows in the table (truncate, snapshot) writes each
-  batch as a Parquet file in `<file>.staging-*` beside the database, and at its commit
-  one `INSERT ... SELECT ... FROM read_parquet(...)` moves them into the table in the
-  transaction that also holds the state. What that transaction writes waits within the
-  memory limit, the rest spilled to `<file>.tmp` (411 MB of 40,000 large events).
-- A run that merges by key (incremental, backfill), or loads a new table (full-refresh,
-  swapped in at its commit), upserts each batch into the table at once, read by DuckDB
-  from the Arrow batch in place, and commits it. (Moving a run's files into a table
-  that already holds rows, deleting and inserting, ran out of memory at 4,000 large
-  events; so did one transaction of upserts, at 975 MB for 8,000.) DuckDB joins no
-  small row groups at its checkpoints (`max_vacuum_tasks = 0`): each commit's rows stay
-  row groups of their own, where joining them rewrote up to 2,048 large events at
-  every checkpoint.
+- A run that appends rows to the table (snapshot) writes each batch as a Parquet file
+  in `<file>.staging-*` beside the database, and at its commit one `INSERT ... SELECT
+  ... FROM read_parquet(...)` moves them into the table in the transaction that also
+  holds the state. What that transaction writes waits within the memory limit, the
+  rest spilled to `<file>.tmp` (411 MB of 40,000 large events); DuckDB works on a row
+  group (2,048 large events) at a time and failed to pin a block below 128 MB.
+- A run that merges by key (incremental, backfill), or replaces the rows (full-refresh
+  and truncate: a new table made from the table's definition, swapped in at the
+  commit), upserts each batch into the table at once, read by DuckDB from the Arrow
+  batch in place, and commits it. (Moving a run's files into a table that already holds
+  rows, deleting and inserting, ran out of memory at 4,000 large events; so did one
+  transaction of upserts, at 975 MB for 8,000; a truncate whose files were moved in its
+  one transaction peaked at 335 to 341 MB for 40,000.) DuckDB joins no small row groups
+  at its checkpoints (`max_vacuum_tasks = 0`): each commit's rows stay row groups of
+  their own, where joining them rewrote up to 2,048 large events at every checkpoint.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ NEWEST = '"temp"."main"."sentry_extract_newest"'
 _BATCH_NAMES = itertools.count()
 DATABASE = "sentry_extract_database"
 # DuckDB's memory_limit, the run's memory budget times this: a run in one transaction
-# (truncate, snapshot) holds its rows there and spills the rest (at 1.5 times, 40,000
+# (snapshot) holds its rows there and spills the rest (at 1.5 times, 40,000
 # large events failed to pin a block); a run that commits batch by batch holds little
 # more than a batch, and what DuckDB keeps of the table's blocks up to the limit (30 MB
 # at 20,000 large events with twice the budget, 9 MB with once).
@@ -426,32 +428,58 @@ class DuckDBDialect:
     def ensure_schema(self, session: Session, schema: str) -> None:
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
 
+    def loads_new_table(self, mode: Mode) -> bool:
+        """Full refresh and truncate: the rows of one transaction wait in DuckDB's memory
+        (2,048 large events, a row group, at a time: 335 to 341 MB for 40,000 of them),
+        where a new table takes each batch's commit; DuckDB has no grants, and its views
+        find the table by name."""
+        return mode.replaces_rows
+
     def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
         """A run that merges by key, or loads a new table, upserts each batch as it
         comes, read in place by DuckDB (moving files into a table that holds rows ran
-        out of memory at its commit); the others stage Parquet files in a folder beside
-        the file, made at the first batch and gone with the session, and move them once,
-        at the commit."""
-        if not (mode.merges_by_key or mode.replaces_table):
+        out of memory at its commit); a snapshot stages Parquet files in a folder beside
+        the file, made at the first batch and gone with the session, and moves them
+        once, at the commit."""
+        if not (mode.merges_by_key or self.loads_new_table(mode)):
             folder = f"{self.path}{STAGING_MARK}{load_table.schema}.{load_table.table}"
             return Staging(folder, in_files=True, flushed_each_batch=False, is_table=False)
         return Staging("", in_files=False, flushed_each_batch=True, is_table=False)
 
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
-        columns = session.fetch(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+        """`existing`'s own definition (columns, defaults, constraints, key) under the new
+        name, and its comments; its indexes are made again by `swap_in`."""
+        found = session.fetch(
+            "SELECT sql, comment FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = %s AND table_name = %s",
             (existing.schema, existing.table),
         )
-        keys = session.fetch(
-            "SELECT constraint_column_names FROM duckdb_constraints() WHERE schema_name = %s "
-            "AND table_name = %s AND constraint_type = 'PRIMARY KEY'",
+        definition, comment = found[0]
+        # `CREATE TABLE name(...)`: a checked name holds no parenthesis, so the first ends it
+        session.execute(f"CREATE TABLE {new.identifier}{definition[definition.index('(') :]}")
+        if comment is not None:
+            session.execute(f"COMMENT ON TABLE {new.identifier} IS {_literal(comment)}")
+        for column, column_comment in session.fetch(
+            "SELECT column_name, comment FROM duckdb_columns() WHERE database_name = "
+            "current_database() AND schema_name = %s AND table_name = %s AND comment IS NOT NULL",
             (existing.schema, existing.table),
+        ):
+            session.execute(
+                f"COMMENT ON COLUMN {new.identifier}.{quote(column)} IS {_literal(column_comment)}"
+            )
+
+    def swap_in(self, session: Session, new: TableName, table: TableName) -> None:
+        """The table dropped and `new` renamed to its name; the table's indexes (named
+        within the schema, so gone with it first) made again on `new`."""
+        indexes = session.fetch(
+            "SELECT sql FROM duckdb_indexes() WHERE database_name = current_database() "
+            "AND schema_name = %s AND table_name = %s AND sql IS NOT NULL",
+            (table.schema, table.table),
         )
-        definitions = [f"{quote(name)} {data_type}" for name, data_type in columns]
-        if keys:
-            definitions.append(f"PRIMARY KEY ({', '.join(map(quote, keys[0][0]))})")
-        session.execute(f"CREATE TABLE {new.identifier} ({', '.join(definitions)})")
+        session.execute(f"DROP TABLE {table.identifier}")
+        session.execute(f"ALTER TABLE {new.identifier} RENAME TO {quote(table.table)}")
+        for (statement,) in indexes:
+            session.execute(statement)
 
     def is_any_of(self, expression: str) -> str:
         return f"list_contains(CAST(%s AS VARCHAR[]), {expression})"

@@ -221,8 +221,16 @@ class PostgresDialect:
         )
         return Staging(STAGING.identifier, in_files=False, flushed_each_batch=False)
 
+    def loads_new_table(self, mode: Mode) -> bool:
+        """A full refresh; truncate keeps the table (its grants, the views on it)."""
+        return mode.replaces_table
+
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
         session.execute(f"CREATE TABLE {new.identifier} (LIKE {existing.identifier} INCLUDING ALL)")
+
+    def swap_in(self, session: Session, new: TableName, table: TableName) -> None:
+        session.execute(f"DROP TABLE {table.identifier}")
+        session.execute(f"ALTER TABLE {new.identifier} RENAME TO {quote(table.table)}")
 
     def is_any_of(self, expression: str) -> str:
         return f"{expression} = ANY(%s)"
