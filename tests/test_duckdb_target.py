@@ -435,11 +435,12 @@ def test_a_run_that_merges_by_key_commits_each_batch(tmp_path: Path) -> None:
 def test_a_replacing_or_appending_run_shows_nothing_until_its_commit(
     tmp_path: Path, mode: Mode
 ) -> None:
-    """A snapshot stages its batches as Parquet files beside the database and moves them
-    at the commit; a truncate commits each batch into a new table that the commit swaps
-    in. Either way readers see none of the run before its commit, the newest read of a
-    key wins, a type widened between two batches holds both values, and nothing staged
-    is left beside the file, nor the new table."""
+    """A snapshot onto stored rows stages its batches as Parquet files beside the
+    database and moves them at the commit; a truncate, and a snapshot into a table
+    without rows, commit each batch into a new table that the commit swaps in. Either
+    way readers see none of the run before its commit, the newest read of a key wins, a
+    type widened between two batches holds both values, and nothing staged is left
+    beside the file, nor the new table."""
     schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
     database = tmp_path / "w.duckdb"
     target = DuckDBTarget(database)
@@ -457,11 +458,13 @@ def test_a_replacing_or_appending_run_shows_nothing_until_its_commit(
     try:
         first = open_writer(datetime(2026, 1, 2, tzinfo=UTC))
         first.write(pa.RecordBatch.from_pylist([{"id": "9", "title": "z", "size": 1}], sized))
+        assert read_now(target, "SELECT count(*) FROM sentry.teams__sentry_extract_new") == [(1,)]
+        assert read_now(target, "SELECT count(*) FROM sentry.teams") == [(0,)]
         first.commit()
         second = open_writer(datetime(2026, 1, 3, tzinfo=UTC))
         second.write(pa.RecordBatch.from_pylist([{"id": "1", "title": "a", "size": 7}], sized))
         second.write(pa.RecordBatch.from_pylist([{"id": "1", "title": "b", "size": 8}], sized))
-        if mode.appends:
+        if mode.appends:  # onto the first run's rows
             assert list(database.parent.glob("w.duckdb.staging-*/*.parquet"))
         else:  # committed where no reader of the table looks
             query = "SELECT id, title FROM sentry.teams__sentry_extract_new ORDER BY id"
@@ -583,3 +586,50 @@ def test_a_killed_replacing_run_leaves_the_last_whole_run(
         assert finished.returncode == 0, finished.stderr
     assert_events_exact(database, organization)
     assert not list(database.parent.glob("warehouse.duckdb.staging-*"))
+
+
+def test_killed_snapshots_leave_the_stored_ones_whole(tmp_path: Path, database: Path) -> None:
+    """A first snapshot commits its batches into a new table, a later one stages files:
+    killed at any moment, either leaves the snapshots stored before it whole (none, then
+    one), and once a run ends each snapshot holds every event once, and nothing of the
+    killed runs is left."""
+    organization = FakeOrganization("acme", OrganizationSize(projects=3, issues=20, events=300))
+    (tmp_path / "r.yaml").write_text(
+        "source: SENTRY\ntarget: MY_DUCKDB\ndefaults:\n  object: sentry.{stream_name}\n"
+        "  mode: snapshot\nstreams:\n  events:\n"
+    )
+    chance = random.Random("kill-duckdb-snapshot")
+    expected = {(e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)}
+    snapshots: list[int] = []
+
+    def after_each() -> None:
+        if not database.exists():
+            return
+        counts = rows(database, "SELECT count(*) FROM sentry.events GROUP BY _snapshot_at")
+        assert sorted(count for (count,) in counts) == snapshots
+        tables = rows(database, "SELECT table_name FROM information_schema.tables")
+        assert {name for (name,) in tables} - {"events", "_sentry_extract_state"} <= {
+            "events__sentry_extract_new"
+        }
+
+    with FakeSentry(organization, ServerSettings(latency=0.01)) as fake:
+        connection = sentry_connection(fake.base_url, concurrency=1)
+        duckdb_connection = f'{{"type": "duckdb", "instance": "{database}"}}'
+        environment = command_environment(tmp_path, connection, MY_DUCKDB=duckdb_connection)
+        command = Command(tmp_path, environment)
+        for _ in range(2):
+            moments = [chance.randrange(5, 30) for _ in range(2)]
+            assert kill_at_moments(command, fake, moments, after_each, chance) >= 1
+            wait_for_the_next_second()
+            assert command.run().returncode == 0
+            snapshots.append(len(expected))
+            after_each()
+    by_snapshot: dict[Any, set[tuple[str, str]]] = {}
+    for moment, project, event in rows(
+        database, "SELECT _snapshot_at, project_id, event_id FROM sentry.events"
+    ):
+        by_snapshot.setdefault(moment, set()).add((project, event))
+    assert list(by_snapshot.values()) == [expected, expected]
+    tables = rows(database, "SELECT table_name FROM information_schema.tables ORDER BY 1")
+    assert tables == [("_sentry_extract_state",), ("events",)]
+    assert not list(database.parent.glob(f"{database.name}.staging-*"))

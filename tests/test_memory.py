@@ -130,26 +130,29 @@ def test_delta_tables_take_large_events_in_bounded_memory(
 def test_a_duckdb_snapshot_in_one_transaction_does_not_hold_its_rows(
     tmp_path: Path, pg_url: str
 ) -> None:
-    """Batches are staged as Parquet files and read into the table at the commit, which
-    DuckDB streams, writing full row groups before the commit and spilling beside the
-    file what its memory limit does not hold: a run held in a temporary table until its
-    one commit peaked at 2.0 GB here, one committed batch by batch at 430 MB, and a
-    truncate (one transaction) at 640 MB for 4,000 events."""
+    """A snapshot onto rows already stored stages its batches as Parquet files and reads
+    them into the table at the commit, which DuckDB streams, writing full row groups
+    before the commit and spilling beside the file what its memory limit does not hold:
+    a run held in a temporary table until its one commit peaked at 2.0 GB here, one
+    committed batch by batch at 430 MB, and a truncate (one transaction) at 640 MB for
+    4,000 events."""
+    peak_rss_mb(tmp_path, 2_500, "MY_DUCKDB", pg_url, mode="snapshot")  # into an empty table
     peak = peak_rss_mb(tmp_path, 2_500, "MY_DUCKDB", pg_url, mode="snapshot")
     assert peak < DUCKDB_CEILING_MB, peak
     assert not (tmp_path / "w.duckdb.tmp").exists()  # what DuckDB spilled went with the run
     assert not list(tmp_path.glob("w.duckdb.staging-*"))  # and what the run staged
 
 
-@pytest.mark.parametrize("mode", ["incremental", "full-refresh", "truncate"])
+@pytest.mark.parametrize("mode", ["incremental", "full-refresh", "truncate", "snapshot"])
 def test_a_duckdb_run_that_commits_as_it_goes_stays_under_the_ceiling(
     tmp_path: Path, pg_url: str, mode: str
 ) -> None:
-    """Each batch is upserted and committed as it comes (a full refresh and a truncate
-    into their new table), a few rows a statement: DuckDB joined each commit's small row
-    group with the ones before at its checkpoints, and rewrote up to 2,048 large events
-    each time (436 MB here for 2,500 events of an incremental run); a truncate that held
-    its rows in one transaction took DuckDB's row groups of them at its commit (305 MB)."""
+    """Each batch is upserted and committed as it comes (a full refresh, a truncate and a
+    first snapshot into their new table), a few rows a statement: DuckDB joined each
+    commit's small row group with the ones before at its checkpoints, and rewrote up to
+    2,048 large events each time (436 MB here for 2,500 events of an incremental run); a
+    truncate or a snapshot that held its rows in one transaction took DuckDB's row groups
+    of them at its commit (304 to 305 MB)."""
     peak = peak_rss_mb(tmp_path, 2_500, "MY_DUCKDB", pg_url, mode=mode)
     assert peak < DUCKDB_COMMITTING_CEILING_MB, peak
     assert not (tmp_path / "w.duckdb.tmp").exists()

@@ -209,7 +209,9 @@ class PostgresDialect:
         )
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
 
-    def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
+    def create_staging(
+        self, session: Session, load_table: TableName, mode: Mode, new_table: bool
+    ) -> Staging:
         session.execute(f"DROP TABLE IF EXISTS {STAGING.identifier}")
         session.execute(
             f"CREATE TEMPORARY TABLE {quote(STAGING.table)} (LIKE {load_table.identifier} "
@@ -221,7 +223,7 @@ class PostgresDialect:
         )
         return Staging(STAGING.identifier, in_files=False, flushed_each_batch=False)
 
-    def loads_new_table(self, mode: Mode) -> bool:
+    def loads_new_table(self, session: Session, table: TableName, mode: Mode) -> bool:
         """A full refresh; truncate keeps the table (its grants, the views on it)."""
         return mode.replaces_table
 

@@ -19,7 +19,8 @@ table that no reader sees before the swap.
   definition and swaps it in, as a full refresh does.
 - incremental / backfill: merges by primary key at every checkpoint, committing the
   rows and the state together (per project for events).
-- snapshot: appends the run's rows with `_snapshot_at` (part of the key).
+- snapshot: appends the run's rows with `_snapshot_at` (part of the key); where the
+  dialect says so (DuckDB, into a table without rows), as a new table swapped in.
 
 A column whose type changes (a field no schema declares, now text where it was a
 number) is widened in place (`ALTER COLUMN ... TYPE`, in the batch's transaction) to
@@ -242,7 +243,7 @@ class SqlStreamWriter:
         self.pending_deletions: Deletions | None = None
         self.written_columns: set[str] = set()
         self.truncated = False
-        self.swaps = dialect.loads_new_table(request.mode)  # a new table, swapped in
+        self.swaps = False  # a new table is loaded, and swapped in at the commit
         self.session = dialect.open_session(self.target, lock_wait)
         with dialect.exclusive():  # a failed set-up ends before another stream's starts
             try:
@@ -272,11 +273,14 @@ class SqlStreamWriter:
         self._add_missing_columns(self.target, base)
         session.commit()  # the table exists from here on, whatever happens to the run
         self.load_table = self.target
+        self.swaps = self.dialect.loads_new_table(session, self.target, self.request.mode)
         if self.swaps:
             self.load_table = self.target.sibling(self.target.table[:40] + NEW_TABLE_SUFFIX)
             session.execute(f"DROP TABLE IF EXISTS {self.load_table.identifier}")
             self.dialect.create_like(session, self.load_table, self.target)
-        self.staging = self.dialect.create_staging(session, self.load_table, self.request.mode)
+        self.staging = self.dialect.create_staging(
+            session, self.load_table, self.request.mode, self.swaps
+        )
         self.columns = column_types(self.dialect, session, self.load_table)
 
     def _create_table(self, table: TableName, schema: pa.Schema) -> None:
