@@ -14,7 +14,9 @@ the rest to `<file>.tmp` (gone when the run ends); row groups hold ROW_GROUP_ROW
   ... FROM read_parquet(...)` moves them into the table in the transaction that also
   holds the state. What that transaction writes waits within the memory limit, the
   rest spilled to `<file>.tmp` (411 MB of 40,000 large events); DuckDB works on a row
-  group (2,048 large events) at a time and failed to pin a block below 128 MB.
+  group (2,048 large events) at a time and failed to pin a block below 128 MB. Fewer
+  rows than a row group wait for the commit, which takes them all at once: it gets
+  SMALL_MOVE_SHARE times their bytes as its memory limit, put back after it.
 - A run that merges by key (incremental, backfill), or replaces the rows (full-refresh
   and truncate: a new table made from the table's definition, swapped in at the
   commit), upserts each batch into the table at once, read by DuckDB from the Arrow
@@ -86,6 +88,10 @@ COMMITTING_MEMORY_SHARE = 1
 # a few times (its vectors, the table's new rows); a whole batch (a quarter) cost 30 MB
 # more at the peak than 2 MB did, for large events.
 STATEMENT_SHARE = 1 / 32
+# A snapshot's move of fewer rows than a row group, against their bytes: DuckDB writes no
+# row group of them before the commit and takes them all at once then (1,600 large
+# events, 124 MB, failed to pin a block at a 128 MB limit; 2,000, 156 MB, passed at 192).
+SMALL_MOVE_SHARE = 1.5
 # DuckDB's smallest row group: an insert writes each full one to the file before its
 # commit (with the default, 122,880 rows, a run's rows would wait in memory for it).
 ROW_GROUP_ROWS = 2048
@@ -195,11 +201,15 @@ class DuckDBSession:
         lock: threading.RLock,
         on_close: Callable[[], None],
         limit_memory: Callable[[duckdb.DuckDBPyConnection, int], None],
+        memory_for_commit: Callable[[duckdb.DuckDBPyConnection, int], None],
     ) -> None:
         self.cursor = cursor
         self.lock = lock
         self.on_close = on_close
         self.limit_memory = limit_memory
+        self.memory_for_commit = memory_for_commit  # until the commit, then back; 0: back
+        self.staged_rows = 0
+        self.staged_bytes = 0
         cursor.execute(f"USE {DATABASE}")
         self.in_transaction = False
         self.order = 0
@@ -244,6 +254,8 @@ class DuckDBSession:
         self.staging_folders.add(folder)
         self.staged.append(folder / f"{len(self.staged):08d}.parquet")
         self.staged_columns.update(batch.schema.names)
+        self.staged_rows += batch.num_rows
+        self.staged_bytes += batch.nbytes
         pq.write_table(pa.Table.from_batches([as_json(batch)]), self.staged[-1])
 
     def move_staged(self, staging: Staging, move: Move) -> None:
@@ -282,6 +294,9 @@ class DuckDBSession:
         the rows in memory."""
         if not self.staged:
             return
+        if self.staged_rows < ROW_GROUP_ROWS:
+            with self.lock:
+                self.memory_for_commit(self.cursor, int(self.staged_bytes * SMALL_MOVE_SHARE))
         files = ", ".join(_literal(str(path)) for path in self.staged)
         staged = f"read_parquet([{files}], union_by_name = true)"
         keys = ", ".join(map(quote, move.key_columns))
@@ -328,19 +343,27 @@ class DuckDBSession:
             path.unlink()
         self.staged = []
         self.staged_columns = set()
+        self.staged_rows = 0
+        self.staged_bytes = 0
 
     def commit(self) -> None:
         with self.lock:
             if self.in_transaction:
                 self.in_transaction = False
-                self.cursor.execute("COMMIT")
+                try:
+                    self.cursor.execute("COMMIT")
+                finally:
+                    self.memory_for_commit(self.cursor, 0)
 
     def rollback(self) -> None:
         with self.lock:
             self.batch = None
             if self.in_transaction:
                 self.in_transaction = False
-                self.cursor.execute("ROLLBACK")
+                try:
+                    self.cursor.execute("ROLLBACK")
+                finally:
+                    self.memory_for_commit(self.cursor, 0)
 
     def close(self) -> None:
         with self.lock:
@@ -369,6 +392,7 @@ class DuckDBDialect:
         self.held_for_run = False  # a stream writes: kept open until the run ends
         self.sessions = 0
         self.memory_limit = 0
+        self.raised_for_commit = False
 
     def open_session(self, table: TableName | None, lock_wait: float) -> DuckDBSession:
         with self.lock:
@@ -383,7 +407,11 @@ class DuckDBDialect:
             self.held_for_run = self.held_for_run or table is not None
             self.sessions += 1
             return DuckDBSession(
-                self.connection.cursor(), self.lock, self._session_closed, self._limit_memory
+                self.connection.cursor(),
+                self.lock,
+                self._session_closed,
+                self._limit_memory,
+                self._memory_for_commit,
             )
 
     def _limit_memory(self, cursor: duckdb.DuckDBPyConnection, limit: int) -> None:
@@ -392,6 +420,16 @@ class DuckDBDialect:
         if limit > self.memory_limit:
             self.memory_limit = limit
             cursor.execute(f"SET memory_limit = '{limit // 1_000_000}MB'")
+
+    def _memory_for_commit(self, cursor: duckdb.DuckDBPyConnection, limit: int) -> None:
+        """DuckDB's memory limit raised to `limit` for a commit; with 0, put back to the
+        largest a stream asks for (once it was raised)."""
+        if limit > self.memory_limit:
+            self.raised_for_commit = True
+            cursor.execute(f"SET memory_limit = '{limit // 1_000_000}MB'")
+        elif limit == 0 and self.raised_for_commit:
+            self.raised_for_commit = False
+            cursor.execute(f"SET memory_limit = '{self.memory_limit // 1_000_000}MB'")
 
     def _session_closed(self) -> None:
         """Opened only to read or reset state (a dry run, `state show`): let the file go,
