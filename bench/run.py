@@ -18,7 +18,8 @@ moto's S3 server, in a process of its own) and duckdb. Scenarios:
    rerun's requests against the whole run's, and the rows read back exact
 7. large events (300 stack frames: compact, about 85 KB of JSON each, or deep, about
    78 KB in many small values): peak RSS for 4,000 vs 40,000 events, full-refresh and
-   incremental (`--large-modes` adds truncate and snapshot)
+   incremental (`--large-modes` adds truncate and snapshot; a snapshot runs twice, the
+   second onto the first's rows)
 8. object storage: scenario 2's events into a bucket next to local Parquet
 9. incremental backfill: the CPU of a first incremental run (checkpoints as it goes)
    against a full refresh of the same events (scenario 2's, and large ones), into
@@ -803,6 +804,17 @@ def scenario_large_events(
                         if capped(sizes, target) != sizes:
                             measure.extra["cap"] = f"at most {LARGE_EVENTS_CAP[target]:,} events"
                         by_run.setdefault((shape, target, mode), []).append(measure)
+                        if mode == "snapshot":  # the first fills an empty table: once more
+                            again = our_events(
+                                fake,
+                                destination,
+                                f"7 large events, {shape} frames, {events:,}: snapshot "
+                                "onto a first one",
+                                {"rate_limit": 0},
+                                mode=mode,
+                            )
+                            again.extra["event_json_kb"] = event_kb
+                            by_run.setdefault((shape, target, "snapshot-again"), []).append(again)
                         remove_datasets([destination])
     measures = []
     for runs in by_run.values():

@@ -432,13 +432,15 @@ def test_a_run_that_merges_by_key_commits_each_batch(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", [Mode.TRUNCATE, Mode.SNAPSHOT])
-def test_a_replacing_or_appending_run_stages_files_until_its_commit(
+def test_a_replacing_or_appending_run_shows_nothing_until_its_commit(
     tmp_path: Path, mode: Mode
 ) -> None:
-    """Truncate and snapshot stage their batches as Parquet files beside the database
-    and move them at the commit: readers see none of the run before it, the newest read
-    of a key wins, a type widened between two batches holds both values, and nothing
-    staged is left beside the file."""
+    """A snapshot onto stored rows stages its batches as Parquet files beside the
+    database and moves them at the commit; a truncate, and a snapshot into a table
+    without rows, commit each batch into a new table that the commit swaps in. Either
+    way readers see none of the run before its commit, the newest read of a key wins, a
+    type widened between two batches holds both values, and nothing staged is left
+    beside the file, nor the new table."""
     schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
     database = tmp_path / "w.duckdb"
     target = DuckDBTarget(database)
@@ -456,11 +458,18 @@ def test_a_replacing_or_appending_run_stages_files_until_its_commit(
     try:
         first = open_writer(datetime(2026, 1, 2, tzinfo=UTC))
         first.write(pa.RecordBatch.from_pylist([{"id": "9", "title": "z", "size": 1}], sized))
+        assert read_now(target, "SELECT count(*) FROM sentry.teams__sentry_extract_new") == [(1,)]
+        assert read_now(target, "SELECT count(*) FROM sentry.teams") == [(0,)]
         first.commit()
         second = open_writer(datetime(2026, 1, 3, tzinfo=UTC))
         second.write(pa.RecordBatch.from_pylist([{"id": "1", "title": "a", "size": 7}], sized))
         second.write(pa.RecordBatch.from_pylist([{"id": "1", "title": "b", "size": 8}], sized))
-        assert list(database.parent.glob("w.duckdb.staging-*/*.parquet"))
+        if mode.appends:  # onto the first run's rows
+            assert list(database.parent.glob("w.duckdb.staging-*/*.parquet"))
+        else:  # committed where no reader of the table looks
+            query = "SELECT id, title FROM sentry.teams__sentry_extract_new ORDER BY id"
+            assert read_now(target, query) == [("1", "b")]
+            assert not list(database.parent.glob("w.duckdb.staging-*"))
         assert stored() == [("9", "z", "1")]
         second.write(pa.RecordBatch.from_pylist([{"id": "2", "title": "c", "size": "large"}]))
         second.commit()
@@ -472,6 +481,67 @@ def test_a_replacing_or_appending_run_stages_files_until_its_commit(
         expected = [*expected, ("9", "z", "1")]
     assert found == expected
     assert not list(database.parent.glob("w.duckdb.staging-*"))
+    tables = rows(database, "SELECT table_name FROM information_schema.tables ORDER BY 1")
+    assert tables == [("_sentry_extract_state",), ("teams",)]
+
+
+def test_truncate_keeps_the_tables_definition_indexes_comments_and_views(
+    tmp_path: Path,
+) -> None:
+    """Truncate swaps a new table in, made from the table's own definition: defaults,
+    NOT NULL and CHECK constraints, comments, and indexes the user made stay, and a
+    view on the table reads the new rows."""
+    schema = pa.schema([pa.field("id", pa.string()), pa.field("title", pa.string())])
+    database = tmp_path / "w.duckdb"
+    key = StateKey("SENTRY", "acme", "teams", "sentry.teams")
+
+    def run(titles: dict[str, str]) -> None:
+        target = DuckDBTarget(database)
+        try:
+            writer = target.open_stream(
+                StreamRequest(
+                    "teams", "sentry.teams", Mode.TRUNCATE, ("id",), schema, key, datetime.now(UTC)
+                )
+            )
+            batch = [{"id": id_, "title": title} for id_, title in titles.items()]
+            writer.write(pa.RecordBatch.from_pylist(batch, schema))
+            writer.commit()
+        finally:
+            target.close()
+
+    run({"1": "a", "2": "b"})
+    with duckdb.connect(str(database)) as connection:
+        connection.execute("ALTER TABLE sentry.teams ADD COLUMN team_size BIGINT DEFAULT 5")
+        connection.execute("ALTER TABLE sentry.teams ALTER COLUMN title SET NOT NULL")
+        connection.execute("CREATE INDEX teams_by_title ON sentry.teams (title)")
+        connection.execute("COMMENT ON TABLE sentry.teams IS 'teams of acme'")
+        connection.execute("COMMENT ON COLUMN sentry.teams.title IS 'shown name'")
+        connection.execute("CREATE VIEW sentry.team_titles AS SELECT id, title FROM sentry.teams")
+    run({"2": "c", "3": "d"})
+    with duckdb.connect(str(database), read_only=True) as connection:
+        assert connection.execute("SELECT * FROM sentry.team_titles ORDER BY id").fetchall() == [
+            ("2", "c"),
+            ("3", "d"),
+        ]
+        sizes = connection.execute("SELECT team_size FROM sentry.teams").fetchall()
+        assert sizes == [(5,), (5,)]
+        described = connection.execute(
+            "SELECT column_name, is_nullable, comment FROM duckdb_columns() "
+            "WHERE table_name = 'teams' AND column_name = 'title'"
+        ).fetchall()
+        assert described == [("title", False, "shown name")]
+        table = connection.execute(
+            "SELECT comment FROM duckdb_tables() WHERE table_name = 'teams'"
+        ).fetchall()
+        assert table == [("teams of acme",)]
+        indexes = connection.execute(
+            "SELECT index_name, table_name FROM duckdb_indexes() WHERE schema_name = 'sentry'"
+        ).fetchall()
+        assert indexes == [("teams_by_title", "teams")]
+        tables = connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'sentry' ORDER BY 1"
+        ).fetchall()
+        assert tables == [("_sentry_extract_state",), ("teams",)]
 
 
 @pytest.mark.parametrize("mode", ["truncate", "full-refresh"])
@@ -516,3 +586,50 @@ def test_a_killed_replacing_run_leaves_the_last_whole_run(
         assert finished.returncode == 0, finished.stderr
     assert_events_exact(database, organization)
     assert not list(database.parent.glob("warehouse.duckdb.staging-*"))
+
+
+def test_killed_snapshots_leave_the_stored_ones_whole(tmp_path: Path, database: Path) -> None:
+    """A first snapshot commits its batches into a new table, a later one stages files:
+    killed at any moment, either leaves the snapshots stored before it whole (none, then
+    one), and once a run ends each snapshot holds every event once, and nothing of the
+    killed runs is left."""
+    organization = FakeOrganization("acme", OrganizationSize(projects=3, issues=20, events=300))
+    (tmp_path / "r.yaml").write_text(
+        "source: SENTRY\ntarget: MY_DUCKDB\ndefaults:\n  object: sentry.{stream_name}\n"
+        "  mode: snapshot\nstreams:\n  events:\n"
+    )
+    chance = random.Random("kill-duckdb-snapshot")
+    expected = {(e["projectID"], e["eventID"]) for e in organization.visible_events(RETENTION)}
+    snapshots: list[int] = []
+
+    def after_each() -> None:
+        if not database.exists():
+            return
+        counts = rows(database, "SELECT count(*) FROM sentry.events GROUP BY _snapshot_at")
+        assert sorted(count for (count,) in counts) == snapshots
+        tables = rows(database, "SELECT table_name FROM information_schema.tables")
+        assert {name for (name,) in tables} - {"events", "_sentry_extract_state"} <= {
+            "events__sentry_extract_new"
+        }
+
+    with FakeSentry(organization, ServerSettings(latency=0.01)) as fake:
+        connection = sentry_connection(fake.base_url, concurrency=1)
+        duckdb_connection = f'{{"type": "duckdb", "instance": "{database}"}}'
+        environment = command_environment(tmp_path, connection, MY_DUCKDB=duckdb_connection)
+        command = Command(tmp_path, environment)
+        for _ in range(2):
+            moments = [chance.randrange(5, 30) for _ in range(2)]
+            assert kill_at_moments(command, fake, moments, after_each, chance) >= 1
+            wait_for_the_next_second()
+            assert command.run().returncode == 0
+            snapshots.append(len(expected))
+            after_each()
+    by_snapshot: dict[Any, set[tuple[str, str]]] = {}
+    for moment, project, event in rows(
+        database, "SELECT _snapshot_at, project_id, event_id FROM sentry.events"
+    ):
+        by_snapshot.setdefault(moment, set()).add((project, event))
+    assert list(by_snapshot.values()) == [expected, expected]
+    tables = rows(database, "SELECT table_name FROM information_schema.tables ORDER BY 1")
+    assert tables == [("_sentry_extract_state",), ("events",)]
+    assert not list(database.parent.glob(f"{database.name}.staging-*"))

@@ -136,11 +136,20 @@ class Dialect(Protocol):
 
     def ensure_schema(self, session: Session, schema: str) -> None: ...
 
-    def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
-        """Where `load_table`'s rows are staged (with ORDER_COLUMN) in a run of `mode`."""
+    def create_staging(
+        self, session: Session, load_table: TableName, mode: Mode, new_table: bool
+    ) -> Staging:
+        """Where `load_table`'s rows are staged (with ORDER_COLUMN) in a run of `mode`;
+        `new_table`: the load table is a new table, swapped in at the commit."""
+
+    def loads_new_table(self, session: Session, table: TableName, mode: Mode) -> bool:
+        """A run of `mode` into `table` loads a new table, which its commit swaps in."""
 
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
         """A new empty table with `existing`'s columns and primary key."""
+
+    def swap_in(self, session: Session, new: TableName, table: TableName) -> None:
+        """`new` takes `table`'s place, in the open transaction."""
 
     def is_any_of(self, expression: str) -> str:
         """`expression` is one of the `%s` parameter's list of text."""

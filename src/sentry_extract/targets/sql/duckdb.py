@@ -9,19 +9,23 @@ Memory stays bounded whatever the run's size. DuckDB may hold the run's memory b
 (`memory_limit`, one thread; twice the budget for a run in one transaction) and spills
 the rest to `<file>.tmp` (gone when the run ends); row groups hold ROW_GROUP_ROWS rows.
 
-- A run that replaces or appends rows in the table (truncate, snapshot) writes each
-  batch as a Parquet file in `<file>.staging-*` beside the database, and at its commit
-  one `INSERT ... SELECT ... FROM read_parquet(...)` moves them into the table in the
-  transaction that also holds the state. What that transaction writes waits within the
-  memory limit, the rest spilled to `<file>.tmp` (411 MB of 40,000 large events).
-- A run that merges by key (incremental, backfill), or loads a new table (full-refresh,
-  swapped in at its commit), upserts each batch into the table at once, read by DuckDB
-  from the Arrow batch in place, and commits it. (Moving a run's files into a table
-  that already holds rows, deleting and inserting, ran out of memory at 4,000 large
-  events; so did one transaction of upserts, at 975 MB for 8,000.) DuckDB joins no
-  small row groups at its checkpoints (`max_vacuum_tasks = 0`): each commit's rows stay
-  row groups of their own, where joining them rewrote up to 2,048 large events at
-  every checkpoint.
+- A run that appends rows to the table (snapshot) writes each batch as a Parquet file
+  in `<file>.staging-*` beside the database, and at its commit one `INSERT ... SELECT
+  ... FROM read_parquet(...)` moves them into the table in the transaction that also
+  holds the state. What that transaction writes waits within the memory limit, the
+  rest spilled to `<file>.tmp` (411 MB of 40,000 large events); DuckDB works on a row
+  group (2,048 large events) at a time and failed to pin a block below 128 MB. Fewer
+  rows than a row group wait for the commit, which takes them all at once: it gets
+  SMALL_MOVE_SHARE times their bytes as its memory limit, put back after it.
+- A run that merges by key (incremental, backfill), or replaces the rows (full-refresh
+  and truncate: a new table made from the table's definition, swapped in at the
+  commit), upserts each batch into the table at once, read by DuckDB from the Arrow
+  batch in place, and commits it. (Moving a run's files into a table that already holds
+  rows, deleting and inserting, ran out of memory at 4,000 large events; so did one
+  transaction of upserts, at 975 MB for 8,000; a truncate whose files were moved in its
+  one transaction peaked at 335 to 341 MB for 40,000.) DuckDB joins no small row groups
+  at its checkpoints (`max_vacuum_tasks = 0`): each commit's rows stay row groups of
+  their own, where joining them rewrote up to 2,048 large events at every checkpoint.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ NEWEST = '"temp"."main"."sentry_extract_newest"'
 _BATCH_NAMES = itertools.count()
 DATABASE = "sentry_extract_database"
 # DuckDB's memory_limit, the run's memory budget times this: a run in one transaction
-# (truncate, snapshot) holds its rows there and spills the rest (at 1.5 times, 40,000
+# (snapshot) holds its rows there and spills the rest (at 1.5 times, 40,000
 # large events failed to pin a block); a run that commits batch by batch holds little
 # more than a batch, and what DuckDB keeps of the table's blocks up to the limit (30 MB
 # at 20,000 large events with twice the budget, 9 MB with once).
@@ -84,6 +88,10 @@ COMMITTING_MEMORY_SHARE = 1
 # a few times (its vectors, the table's new rows); a whole batch (a quarter) cost 30 MB
 # more at the peak than 2 MB did, for large events.
 STATEMENT_SHARE = 1 / 32
+# A snapshot's move of fewer rows than a row group, against their bytes: DuckDB writes no
+# row group of them before the commit and takes them all at once then (1,600 large
+# events, 124 MB, failed to pin a block at a 128 MB limit; 2,000, 156 MB, passed at 192).
+SMALL_MOVE_SHARE = 1.5
 # DuckDB's smallest row group: an insert writes each full one to the file before its
 # commit (with the default, 122,880 rows, a run's rows would wait in memory for it).
 ROW_GROUP_ROWS = 2048
@@ -193,11 +201,15 @@ class DuckDBSession:
         lock: threading.RLock,
         on_close: Callable[[], None],
         limit_memory: Callable[[duckdb.DuckDBPyConnection, int], None],
+        memory_for_commit: Callable[[duckdb.DuckDBPyConnection, int], None],
     ) -> None:
         self.cursor = cursor
         self.lock = lock
         self.on_close = on_close
         self.limit_memory = limit_memory
+        self.memory_for_commit = memory_for_commit  # until the commit, then back; 0: back
+        self.staged_rows = 0
+        self.staged_bytes = 0
         cursor.execute(f"USE {DATABASE}")
         self.in_transaction = False
         self.order = 0
@@ -242,6 +254,8 @@ class DuckDBSession:
         self.staging_folders.add(folder)
         self.staged.append(folder / f"{len(self.staged):08d}.parquet")
         self.staged_columns.update(batch.schema.names)
+        self.staged_rows += batch.num_rows
+        self.staged_bytes += batch.nbytes
         pq.write_table(pa.Table.from_batches([as_json(batch)]), self.staged[-1])
 
     def move_staged(self, staging: Staging, move: Move) -> None:
@@ -280,6 +294,9 @@ class DuckDBSession:
         the rows in memory."""
         if not self.staged:
             return
+        if self.staged_rows < ROW_GROUP_ROWS:
+            with self.lock:
+                self.memory_for_commit(self.cursor, int(self.staged_bytes * SMALL_MOVE_SHARE))
         files = ", ".join(_literal(str(path)) for path in self.staged)
         staged = f"read_parquet([{files}], union_by_name = true)"
         keys = ", ".join(map(quote, move.key_columns))
@@ -326,19 +343,27 @@ class DuckDBSession:
             path.unlink()
         self.staged = []
         self.staged_columns = set()
+        self.staged_rows = 0
+        self.staged_bytes = 0
 
     def commit(self) -> None:
         with self.lock:
             if self.in_transaction:
                 self.in_transaction = False
-                self.cursor.execute("COMMIT")
+                try:
+                    self.cursor.execute("COMMIT")
+                finally:
+                    self.memory_for_commit(self.cursor, 0)
 
     def rollback(self) -> None:
         with self.lock:
             self.batch = None
             if self.in_transaction:
                 self.in_transaction = False
-                self.cursor.execute("ROLLBACK")
+                try:
+                    self.cursor.execute("ROLLBACK")
+                finally:
+                    self.memory_for_commit(self.cursor, 0)
 
     def close(self) -> None:
         with self.lock:
@@ -367,6 +392,7 @@ class DuckDBDialect:
         self.held_for_run = False  # a stream writes: kept open until the run ends
         self.sessions = 0
         self.memory_limit = 0
+        self.raised_for_commit = False
 
     def open_session(self, table: TableName | None, lock_wait: float) -> DuckDBSession:
         with self.lock:
@@ -381,7 +407,11 @@ class DuckDBDialect:
             self.held_for_run = self.held_for_run or table is not None
             self.sessions += 1
             return DuckDBSession(
-                self.connection.cursor(), self.lock, self._session_closed, self._limit_memory
+                self.connection.cursor(),
+                self.lock,
+                self._session_closed,
+                self._limit_memory,
+                self._memory_for_commit,
             )
 
     def _limit_memory(self, cursor: duckdb.DuckDBPyConnection, limit: int) -> None:
@@ -390,6 +420,16 @@ class DuckDBDialect:
         if limit > self.memory_limit:
             self.memory_limit = limit
             cursor.execute(f"SET memory_limit = '{limit // 1_000_000}MB'")
+
+    def _memory_for_commit(self, cursor: duckdb.DuckDBPyConnection, limit: int) -> None:
+        """DuckDB's memory limit raised to `limit` for a commit; with 0, put back to the
+        largest a stream asks for (once it was raised)."""
+        if limit > self.memory_limit:
+            self.raised_for_commit = True
+            cursor.execute(f"SET memory_limit = '{limit // 1_000_000}MB'")
+        elif limit == 0 and self.raised_for_commit:
+            self.raised_for_commit = False
+            cursor.execute(f"SET memory_limit = '{self.memory_limit // 1_000_000}MB'")
 
     def _session_closed(self) -> None:
         """Opened only to read or reset state (a dry run, `state show`): let the file go,
@@ -426,32 +466,62 @@ class DuckDBDialect:
     def ensure_schema(self, session: Session, schema: str) -> None:
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
 
-    def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
+    def loads_new_table(self, session: Session, table: TableName, mode: Mode) -> bool:
+        """Full refresh, truncate, and a snapshot into a table without rows: the rows of
+        one transaction wait in DuckDB's memory (a row group, 2,048 large events, at a
+        time: 335 to 341 MB for 40,000 of them), where a new table takes each batch's
+        commit. DuckDB has no grants, and its views find the table by name."""
+        if mode.appends:
+            return not session.fetch(f"SELECT 1 FROM {table.identifier} LIMIT 1")
+        return mode.replaces_rows
+
+    def create_staging(
+        self, session: Session, load_table: TableName, mode: Mode, new_table: bool
+    ) -> Staging:
         """A run that merges by key, or loads a new table, upserts each batch as it
         comes, read in place by DuckDB (moving files into a table that holds rows ran
-        out of memory at its commit); the others stage Parquet files in a folder beside
-        the file, made at the first batch and gone with the session, and move them once,
-        at the commit."""
-        if not (mode.merges_by_key or mode.replaces_table):
+        out of memory at its commit); a snapshot into a table that holds rows stages
+        Parquet files in a folder beside the file, made at the first batch and gone with
+        the session, and moves them once, at the commit."""
+        if not (mode.merges_by_key or new_table):
             folder = f"{self.path}{STAGING_MARK}{load_table.schema}.{load_table.table}"
             return Staging(folder, in_files=True, flushed_each_batch=False, is_table=False)
         return Staging("", in_files=False, flushed_each_batch=True, is_table=False)
 
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
-        columns = session.fetch(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+        """`existing`'s own definition (columns, defaults, constraints, key) under the new
+        name, and its comments; its indexes are made again by `swap_in`."""
+        found = session.fetch(
+            "SELECT sql, comment FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = %s AND table_name = %s",
             (existing.schema, existing.table),
         )
-        keys = session.fetch(
-            "SELECT constraint_column_names FROM duckdb_constraints() WHERE schema_name = %s "
-            "AND table_name = %s AND constraint_type = 'PRIMARY KEY'",
+        definition, comment = found[0]
+        # `CREATE TABLE name(...)`: a checked name holds no parenthesis, so the first ends it
+        session.execute(f"CREATE TABLE {new.identifier}{definition[definition.index('(') :]}")
+        if comment is not None:
+            session.execute(f"COMMENT ON TABLE {new.identifier} IS {_literal(comment)}")
+        for column, column_comment in session.fetch(
+            "SELECT column_name, comment FROM duckdb_columns() WHERE database_name = "
+            "current_database() AND schema_name = %s AND table_name = %s AND comment IS NOT NULL",
             (existing.schema, existing.table),
+        ):
+            session.execute(
+                f"COMMENT ON COLUMN {new.identifier}.{quote(column)} IS {_literal(column_comment)}"
+            )
+
+    def swap_in(self, session: Session, new: TableName, table: TableName) -> None:
+        """The table dropped and `new` renamed to its name; the table's indexes (named
+        within the schema, so gone with it first) made again on `new`."""
+        indexes = session.fetch(
+            "SELECT sql FROM duckdb_indexes() WHERE database_name = current_database() "
+            "AND schema_name = %s AND table_name = %s AND sql IS NOT NULL",
+            (table.schema, table.table),
         )
-        definitions = [f"{quote(name)} {data_type}" for name, data_type in columns]
-        if keys:
-            definitions.append(f"PRIMARY KEY ({', '.join(map(quote, keys[0][0]))})")
-        session.execute(f"CREATE TABLE {new.identifier} ({', '.join(definitions)})")
+        session.execute(f"DROP TABLE {table.identifier}")
+        session.execute(f"ALTER TABLE {new.identifier} RENAME TO {quote(table.table)}")
+        for (statement,) in indexes:
+            session.execute(statement)
 
     def is_any_of(self, expression: str) -> str:
         return f"list_contains(CAST(%s AS VARCHAR[]), {expression})"

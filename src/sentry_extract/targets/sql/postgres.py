@@ -209,7 +209,9 @@ class PostgresDialect:
         )
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
 
-    def create_staging(self, session: Session, load_table: TableName, mode: Mode) -> Staging:
+    def create_staging(
+        self, session: Session, load_table: TableName, mode: Mode, new_table: bool
+    ) -> Staging:
         session.execute(f"DROP TABLE IF EXISTS {STAGING.identifier}")
         session.execute(
             f"CREATE TEMPORARY TABLE {quote(STAGING.table)} (LIKE {load_table.identifier} "
@@ -221,8 +223,16 @@ class PostgresDialect:
         )
         return Staging(STAGING.identifier, in_files=False, flushed_each_batch=False)
 
+    def loads_new_table(self, session: Session, table: TableName, mode: Mode) -> bool:
+        """A full refresh; truncate keeps the table (its grants, the views on it)."""
+        return mode.replaces_table
+
     def create_like(self, session: Session, new: TableName, existing: TableName) -> None:
         session.execute(f"CREATE TABLE {new.identifier} (LIKE {existing.identifier} INCLUDING ALL)")
+
+    def swap_in(self, session: Session, new: TableName, table: TableName) -> None:
+        session.execute(f"DROP TABLE {table.identifier}")
+        session.execute(f"ALTER TABLE {new.identifier} RENAME TO {quote(table.table)}")
 
     def is_any_of(self, expression: str) -> str:
         return f"{expression} = ANY(%s)"

@@ -14,10 +14,13 @@ table that no reader sees before the swap.
 - full-refresh: loads a new table and swaps it in (drop + rename) in the commit's
   transaction: readers see the old rows or the new rows.
 - truncate: TRUNCATE and the inserts in one transaction (the table emptied before its
-  first rows), keeping the table's definition, grants and indexes.
+  first rows), keeping the table's definition, grants and indexes. Where the dialect
+  says so (DuckDB, which has no grants), it loads a new table made from the table's
+  definition and swaps it in, as a full refresh does.
 - incremental / backfill: merges by primary key at every checkpoint, committing the
   rows and the state together (per project for events).
-- snapshot: appends the run's rows with `_snapshot_at` (part of the key).
+- snapshot: appends the run's rows with `_snapshot_at` (part of the key); where the
+  dialect says so (DuckDB, into a table without rows), as a new table swapped in.
 
 A column whose type changes (a field no schema declares, now text where it was a
 number) is widened in place (`ALTER COLUMN ... TYPE`, in the batch's transaction) to
@@ -240,6 +243,7 @@ class SqlStreamWriter:
         self.pending_deletions: Deletions | None = None
         self.written_columns: set[str] = set()
         self.truncated = False
+        self.swaps = False  # a new table is loaded, and swapped in at the commit
         self.session = dialect.open_session(self.target, lock_wait)
         with dialect.exclusive():  # a failed set-up ends before another stream's starts
             try:
@@ -269,11 +273,14 @@ class SqlStreamWriter:
         self._add_missing_columns(self.target, base)
         session.commit()  # the table exists from here on, whatever happens to the run
         self.load_table = self.target
-        if self.request.mode.replaces_table:
+        self.swaps = self.dialect.loads_new_table(session, self.target, self.request.mode)
+        if self.swaps:
             self.load_table = self.target.sibling(self.target.table[:40] + NEW_TABLE_SUFFIX)
             session.execute(f"DROP TABLE IF EXISTS {self.load_table.identifier}")
             self.dialect.create_like(session, self.load_table, self.target)
-        self.staging = self.dialect.create_staging(session, self.load_table, self.request.mode)
+        self.staging = self.dialect.create_staging(
+            session, self.load_table, self.request.mode, self.swaps
+        )
         self.columns = column_types(self.dialect, session, self.load_table)
 
     def _create_table(self, table: TableName, schema: pa.Schema) -> None:
@@ -330,7 +337,7 @@ class SqlStreamWriter:
             try:
                 with self.dialect.exclusive():
                     self._flush()
-                    if self.request.mode.replaces_table or self.request.mode.merges_by_key:
+                    if self.swaps or self.request.mode.merges_by_key:
                         self.session.commit()
             except self.dialect.errors as error:
                 raise self._error(error) from None
@@ -341,7 +348,7 @@ class SqlStreamWriter:
             return
         extra = pa.schema([schema.field(name) for name in new_columns])
         definitions = column_definitions(self.dialect, extra)
-        # Not the live table during a full-refresh: that would lock out its readers.
+        # Not the live table when a new one is loaded: that would lock out its readers.
         add_columns(self.session, self.load_table.identifier, definitions)
         if self.staging.is_table:  # files and batches take any columns
             add_columns(self.session, self.staging.name, definitions)
@@ -412,7 +419,7 @@ class SqlStreamWriter:
                 self._replace_rows()
                 self._commit_work()
         except self.dialect.errors as error:
-            if self.dialect.is_dependency_error(error):
+            if self.request.mode.replaces_table and self.dialect.is_dependency_error(error):
                 raise TargetError(
                     f"{self.target}: full-refresh replaces the table, and other objects (views) "
                     "depend on it; use mode truncate to keep them"
@@ -423,12 +430,9 @@ class SqlStreamWriter:
         return self.rows
 
     def _replace_rows(self) -> None:
-        if self.request.mode.replaces_table:
+        if self.swaps:
             self._flush()
-            self.session.execute(f"DROP TABLE {self.target.identifier}")
-            self.session.execute(
-                f"ALTER TABLE {self.load_table.identifier} RENAME TO {quote(self.target.table)}"
-            )
+            self.dialect.swap_in(self.session, self.load_table, self.target)
             self.load_table = self.target
         elif self.request.mode.replaces_rows:
             self._truncate()
@@ -490,7 +494,7 @@ class SqlStreamWriter:
         """Staged rows into the load table: one row per key, the last read wins."""
         if not self.written_columns:
             return
-        if self.request.mode.replaces_rows and not self.request.mode.replaces_table:
+        if self.request.mode.replaces_rows and not self.swaps:
             self._truncate()
         columns = tuple(sorted(self.written_columns))
         kept = tuple(name for name in self.columns if name not in self.written_columns)
