@@ -251,6 +251,22 @@ def test_a_checkpoint_commits_enough_bytes_of_rows(
     assert summary.exit_code == 0 and summary.results[0].checkpoints > 2
 
 
+def test_rows_whose_pages_count_no_bytes_reach_a_checkpoint_by_their_batches(
+    workspace: Workspace, fake: FakeSentry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fan-out's pages (tag values of each changed issue) do not count their bytes:
+    their typed batches do, so such a stream still checkpoints by bytes."""
+    monkeypatch.setattr(loader, "CHECKPOINT_ROWS", 1)
+    monkeypatch.setattr(DeltaStreamWriter, "checkpoint_bytes", 1)
+    fake.organization.set_tag_values(next(iter(fake.organization.issues)), "browser", 900)
+    delta_replication(workspace, "  issue_tag_values:\n", "incremental")
+    summary = workspace.run(started=later(1), clock=lambda: 0.0, batch_rows=100)
+    result = next(r for r in summary.results if r.name == "issue_tag_values")
+    assert summary.exit_code == 0 and result.checkpoints > 2, result
+    values = keys(read(workspace, "issue_tag_values"), "issue_id", "key", "value")
+    assert len(values) == len(set(values)) >= 900
+
+
 # --- what readers and reruns see -------------------------------------------------------------
 
 

@@ -293,10 +293,11 @@ class Staging:
 class DeltaStreamWriter:
     # Each checkpoint is a commit: a data file per partition it touches (which compaction
     # joins later), a log entry, the table's snapshot brought up to date; in a bucket,
-    # requests for each. Commits of 500 regular events cost about as much again as their
-    # rows (a backfill of 40,000 made 48 of them, 1.4 to 1.5 times a full refresh's CPU), so
-    # a checkpoint carries at least this many bytes of rows as read (about 2,500 such
-    # events; the loader's `checkpoint_every` still bounds what a killed run reads again).
+    # requests for each. With commits of 500 regular events and more, a backfill of
+    # 40,000 made 48 of them and cost 1.4 to 1.5 times a full refresh's CPU; so a
+    # checkpoint carries at least this many bytes of rows as read (about 2,500 such events:
+    # 16 commits), and the loader's `checkpoint_every` still bounds what a killed run reads
+    # again.
     checkpoint_bytes = CHECKPOINT_BYTES
 
     def __init__(
