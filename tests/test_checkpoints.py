@@ -102,3 +102,22 @@ def test_a_backfill_checkpoints_its_rows_but_never_its_state(
     summary = workspace.run(started=started + timedelta(seconds=3))
     assert summary.exit_code == 0 and summary.results[0].checkpoints > 2
     assert state_file.read_text() == before
+
+
+def test_a_writer_may_ask_for_bytes_in_each_checkpoint() -> None:
+    """A writer whose commits cost more than a few rows (Delta) asks for bytes of rows in
+    each checkpoint besides the rows; `checkpoint_every` still bounds the wait."""
+    now = [0.0]
+    checkpoints = loader.Checkpoints(60, lambda: now[0], least_bytes=1_000)
+    checkpoints.add(loader.CHECKPOINT_ROWS, 999)
+    assert not checkpoints.is_due()  # rows enough, bytes not
+    checkpoints.add(1, 1)
+    assert checkpoints.is_due()
+    checkpoints.done()
+    checkpoints.add(1, 0)
+    assert not checkpoints.is_due()
+    now[0] = 60.0
+    assert checkpoints.is_due()  # the time still calls for one
+    checkpoints.done()
+    checkpoints.add(loader.CHECKPOINT_ROWS, 1_000)
+    assert checkpoints.is_due()

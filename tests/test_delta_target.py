@@ -24,7 +24,9 @@ from deltalake.exceptions import TableNotFoundError
 
 from sentry_extract.errors import ConfigError
 from sentry_extract.model.modes import Mode
+from sentry_extract.pipeline import loader
 from sentry_extract.state import StateKey
+from sentry_extract.targets.delta import DeltaStreamWriter
 from sentry_extract.testing.fake_sentry import FakeSentry, ServerSettings
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
@@ -225,6 +227,44 @@ def test_backfill_merges_without_moving_state(
     assert len(events) == len(set(events)) and set(events) == event_keys(organization)
     newest = next(c for c in table.history() if "sentry_extract.state" in c)
     assert json.loads(newest["sentry_extract.state"]) == state
+
+
+@pytest.mark.parametrize("place", PLACES, indirect=True)
+def test_a_checkpoint_commits_enough_bytes_of_rows(
+    place: Workspace, organization: FakeOrganization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Delta commit adds a data file and a log entry: a checkpoint waits for the
+    writer's `checkpoint_bytes` of rows, not the loader's rows alone (here 10)."""
+    monkeypatch.setattr(loader, "CHECKPOINT_ROWS", 10)
+    delta_replication(place, "  events:\n", "incremental")
+    summary = place.run(started=later(1), clock=lambda: 0.0)  # no checkpoint by time
+    assert summary.exit_code == 0 and summary.results[0].checkpoints == 0
+    table = open_table(place, "events")
+    assert table.version() == 0  # the rows and the state: one commit
+    events = keys(table.to_pyarrow_table(), "project_id", "event_id")
+    assert len(events) == len(set(events)) and set(events) == event_keys(organization)
+    assert json.loads(table.history(1)[0]["sentry_extract.state"])
+    monkeypatch.setattr(DeltaStreamWriter, "checkpoint_bytes", 0)  # the rows alone
+    other = f"file://{place.folder}/again" if place.bucket is None else "sentry/again"
+    delta_replication(place, f"  events:\n    object: {other}\n", "incremental")
+    summary = place.run(started=later(2), clock=lambda: 0.0)
+    assert summary.exit_code == 0 and summary.results[0].checkpoints > 2
+
+
+def test_rows_whose_pages_count_no_bytes_reach_a_checkpoint_by_their_batches(
+    workspace: Workspace, fake: FakeSentry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fan-out's pages (tag values of each changed issue) do not count their bytes:
+    their typed batches do, so such a stream still checkpoints by bytes."""
+    monkeypatch.setattr(loader, "CHECKPOINT_ROWS", 1)
+    monkeypatch.setattr(DeltaStreamWriter, "checkpoint_bytes", 1)
+    fake.organization.set_tag_values(next(iter(fake.organization.issues)), "browser", 900)
+    delta_replication(workspace, "  issue_tag_values:\n", "incremental")
+    summary = workspace.run(started=later(1), clock=lambda: 0.0, batch_rows=100)
+    result = next(r for r in summary.results if r.name == "issue_tag_values")
+    assert summary.exit_code == 0 and result.checkpoints > 2, result
+    values = keys(read(workspace, "issue_tag_values"), "issue_id", "key", "value")
+    assert len(values) == len(set(values)) >= 900
 
 
 # --- what readers and reruns see -------------------------------------------------------------

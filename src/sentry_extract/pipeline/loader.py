@@ -18,7 +18,7 @@ from sentry_extract.pipeline.results import STATUS_PARTIAL, StreamResult
 from sentry_extract.records import RecordTyper, fill_missing_keys, key_values
 from sentry_extract.source.client import RequestCounter
 from sentry_extract.state import StreamState
-from sentry_extract.targets.base import StreamWriter
+from sentry_extract.targets.base import StreamWriter, checkpoint_bytes
 
 log = logging.getLogger("sentry_extract")
 
@@ -32,27 +32,36 @@ class Checkpoints:
     At least every `every` seconds while rows arrive, and every `CHECKPOINT_ROWS` rows
     or a twentieth of what the stream has committed, whichever is larger: a killed run reads
     again at most that much, and a long backfill does not spend its time committing.
+    A writer whose commits cost more than a few rows asks for `least_bytes` of rows in
+    each commit, besides (`targets.base.checkpoint_bytes`), as their pages count them
+    (or, for pages that do not, their Arrow batches once typed); the seconds still
+    bound what a killed run reads again.
     """
 
-    def __init__(self, every: float, clock: Callable[[], float]) -> None:
+    def __init__(self, every: float, clock: Callable[[], float], least_bytes: int = 0) -> None:
         self.every = every
         self.clock = clock
+        self.least_bytes = least_bytes
         self.last = clock()
         self.pending_rows = 0
+        self.pending_bytes = 0
         self.committed_rows = 0
         self.count = 0
 
-    def add(self, rows: int) -> None:
+    def add(self, rows: int, held_bytes: int = 0) -> None:
         self.pending_rows += rows
+        self.pending_bytes += held_bytes
 
     def is_due(self) -> bool:
-        if self.pending_rows >= max(CHECKPOINT_ROWS, self.committed_rows // 20):
+        enough_rows = self.pending_rows >= max(CHECKPOINT_ROWS, self.committed_rows // 20)
+        if enough_rows and self.pending_bytes >= self.least_bytes:
             return True
         return self.pending_rows > 0 and self.clock() - self.last >= self.every
 
     def done(self) -> None:
         self.committed_rows += self.pending_rows
         self.pending_rows = 0
+        self.pending_bytes = 0
         self.last = self.clock()
         self.count += 1
 
@@ -115,7 +124,9 @@ class Loader:
         self.batch_bytes = max(1, batching.memory_budget // 4)
         self.typed = TypedCost()
         self.read = 0
-        self.checkpoints = Checkpoints(batching.checkpoint_every, batching.clock)
+        self.checkpoints = Checkpoints(
+            batching.checkpoint_every, batching.clock, checkpoint_bytes(writer)
+        )
 
     def check_cancelled(self) -> None:
         if self.batching.cancelled.is_set():
@@ -139,7 +150,7 @@ class Loader:
         )
         self.buffer.extend(rows)
         self.buffered_bytes += held_bytes
-        self.checkpoints.add(len(rows))
+        self.checkpoints.add(len(rows), held_bytes)
         if (
             len(self.buffer) >= self.batching.rows
             or self._batch_cost(self.buffered_bytes) >= self.batch_bytes
@@ -157,6 +168,8 @@ class Loader:
             typed = self.typer.to_batch(rows)
             del rows  # the pages go before the batch is written
             self.typed.observe(held_bytes, typed.nbytes)
+            if held_bytes == 0:  # pages that did not count their bytes: the batch's
+                self.checkpoints.add(0, typed.nbytes)
             batch, keyless = fill_missing_keys(typed, self.stream.primary_key)
             del typed
             if keyless:

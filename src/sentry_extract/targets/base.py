@@ -96,6 +96,15 @@ class StreamWriter(Protocol):
     def abort(self) -> None: ...
 
 
+def checkpoint_bytes(writer: StreamWriter) -> int:
+    """Bytes of rows (as their pages count them) that a checkpoint of `writer` should
+    carry at least, besides the loader's rows: 0 unless the writer sets
+    `checkpoint_bytes`, as one does whose every commit costs more than a few rows (a
+    Delta commit adds a data file and a log entry)."""
+    value = getattr(writer, "checkpoint_bytes", 0)
+    return value if isinstance(value, int) else 0
+
+
 class Target(Protocol):
     def object_problem(self, object_name: str) -> str | None:
         """Why `object_name` cannot be written here, or None when it can."""
