@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from sentry_extract.model.windows import Window
+from sentry_extract.reading.reconcile import Reconcile
+from sentry_extract.source.client import RequestCounter
+from sentry_extract.source.retention import Retention
 from sentry_extract.testing.fake_sentry import FakeSentry
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize, iso
 
@@ -166,3 +171,31 @@ def test_a_team_removed_from_sentry_is_marked_in_incremental_mode(
     rows = {row["id"]: row for row in workspace.table("teams").to_pylist()}
     assert rows[removed["id"]]["_deleted_at"] == NOW + timedelta(minutes=5)
     assert sum(row["_deleted_at"] is None for row in rows.values()) == len(organization.teams)
+
+
+def test_what_another_stream_learns_meanwhile_marks_no_aged_out_issue() -> None:
+    """The streams of a run share what Sentry keeps, and another may learn it (or read it
+    from its state) while the issues are reconciled. The issues missing from the crawl
+    were asked with the 90 days assumed, then found unambiguous with the 30 days learned
+    meanwhile: an issue that had only aged out was marked deleted (one run in five of
+    `test_a_30_day_organization_runs_every_stream_while_days_age_out`, under load)."""
+    retention = Retention(None, None, NOW, clock=lambda: 0.0)
+    listed = NOW - timedelta(hours=1)
+    stored = {"aged-out": NOW - timedelta(days=31), "listed": listed}
+    asked: list[Window] = []
+
+    def stored_keys(column: str, window: Window) -> set[str]:
+        if not asked:
+            retention.remember(30)  # another stream, from its saved state, meanwhile
+        asked.append(window)
+        return {key for key, seen in stored.items() if window.start <= seen < window.end}
+
+    scope = SimpleNamespace(
+        retention=retention, stream=SimpleNamespace(update_key="last_seen"), started=NOW
+    )
+    session = SimpleNamespace(
+        sink=SimpleNamespace(stored_keys=stored_keys), counter=RequestCounter()
+    )
+    reconcile = Reconcile(scope, session, {"listed"})  # type: ignore[arg-type]
+    assert reconcile._missing(Window(NOW - timedelta(days=120), NOW), listed) == []
+    assert retention.days == 30 and len(asked) == 3

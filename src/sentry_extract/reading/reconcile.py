@@ -101,10 +101,14 @@ class Reconcile:
             checked = Window(max(window.start, moment), started)
             return sorted(sink.stored_keys(column, checked) - seen)
 
-        missing = missing_since(retention.oldest_kept())
+        # One figure for both questions: another stream may learn or remember what Sentry
+        # keeps between them, and the missing issues asked with 90 days, then found not
+        # ambiguous with 30, stamped issues that had only aged out.
+        kept_since = retention.oldest_kept()
+        missing = missing_since(kept_since)
         newest_unlisted = oldest_listed or started
         if missing and retention.configured is None:  # a learned figure is checked again
-            ambiguous = sink.stored_keys(column, Window(retention.oldest_kept(), newest_unlisted))
+            ambiguous = sink.stored_keys(column, Window(kept_since, newest_unlisted))
             if ambiguous - seen:
                 if retention.learn(self.session.counter):
                     return missing_since(retention.oldest_kept())
