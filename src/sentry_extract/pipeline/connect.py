@@ -257,7 +257,7 @@ def build_client(
             pacer=ServerPacer(sleep=sleep),
             retry=retry,
             timeout=request_timeout(source.timeout.total_seconds()),
-            ca_bundle=source.ca_bundle or None,
+            ca_bundle=source.ca_bundle,
             sleep=sleep,
             transport=transport,
             cancellation=Cancellation(cancelled, deadline),

@@ -119,7 +119,7 @@ def run_replication(
     deadline = _Deadline(settings)
     recorder = None
     if settings.record_to is not None:
-        inner = httpx.HTTPTransport(verify=verification(source.ca_bundle or None))
+        inner = httpx.HTTPTransport(verify=verification(source.ca_bundle))
         recorder = RecordingTransport(inner, source.auth_token)
         settings = replace(settings, transport=recorder)
     counter = RequestCounter("organizations")

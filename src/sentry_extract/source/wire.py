@@ -53,16 +53,8 @@ class Headers(Mapping[str, str]):
         for index, line in enumerate(lines):
             if line.startswith(b"HTTP/"):
                 start = index + 1
-        headers = cls()
-        values = headers._values
-        for line in lines[start:]:
-            name, colon, value = line.partition(b":")
-            if colon:
-                key = name.strip().lower().decode("latin-1")
-                text = value.strip().decode("latin-1")
-                present = values.get(key)
-                values[key] = text if present is None else f"{present}, {text}"
-        return headers
+        fields = (line.decode("latin-1").partition(":") for line in lines[start:])
+        return cls((name.strip(), value.strip()) for name, colon, value in fields if colon)
 
     def __getitem__(self, name: str) -> str:
         return self._values[name.lower()]
