@@ -201,6 +201,11 @@ def test_postgres_connection_from_discrete_keys() -> None:
             "inputs: { organization: x, rate_limit: fast } }",
             "inputs.rate_limit: expected a number",
         ),
+        (
+            "{ type: api, spec: sentry, secrets: { auth_token: t }, "
+            "inputs: { organization: x, retention_days: '²' } }",
+            "inputs.retention_days: '²' is not a whole number of days",
+        ),
         ("{ type: api, spec: sentry, secrets: { auth_token: t", "malformed map"),
         ("{ type: ftp }", "type: 'ftp' is not supported"),
         (

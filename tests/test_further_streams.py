@@ -571,6 +571,30 @@ def test_cassettes_without_the_org_wide_count_replay_as_every_project() -> None:
         assert count_events_by_project(client, "acme", window, RequestCounter("events")) is None
 
 
+def test_an_org_wide_count_that_is_no_decimal_number_leaves_the_count_unknown() -> None:
+    """ "²" passes str.isdigit but is no count: the count is unknown, not a crash."""
+    import threading
+
+    from sentry_extract.config.connections import SentryConnection
+    from sentry_extract.model.windows import Window
+    from sentry_extract.pipeline.connect import build_client
+    from sentry_extract.source.client import RequestCounter
+    from sentry_extract.source.extract import count_events_by_project
+    from sentry_extract.testing.fake_state import DEFAULT_TOKEN, Fault
+
+    organization = FakeOrganization(size=OrganizationSize(projects=2, events=10))
+    with served(organization, ServerSettings()) as (fake, _):
+        counted = {"data": [{"project.id": 1, "count()": "\u00b2"}], "meta": {}}
+        fake.faults.append(Fault("/organizations/acme/events/", 200, counted))
+        source = SentryConnection("SENTRY", "acme", DEFAULT_TOKEN, base_url=fake.base_url)
+        client = build_client(source, threading.Event())
+        end = datetime.now(UTC)
+        with client:
+            window = Window(end - timedelta(hours=2), end)
+            assert count_events_by_project(client, "acme", window, RequestCounter("e")) is None
+        assert any("/organizations/acme/events/" in request.path for request in fake.requests)
+
+
 def test_error_index_keeps_samples_and_says_so_when_every_range_is_sampled() -> None:
 
     organization = FakeOrganization(size=OrganizationSize(projects=2, events=300))

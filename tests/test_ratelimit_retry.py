@@ -147,6 +147,11 @@ def test_429_bare_string_is_the_message() -> None:
         )
 
 
+def test_a_remaining_count_that_is_no_decimal_number_is_ignored() -> None:
+    headers = {"X-Sentry-Rate-Limit-Remaining": "\u00b2", "X-Sentry-Rate-Limit-Reset": "1012"}
+    assert retry_after(request(429, headers=headers), lambda: 1000.0) == 12
+
+
 def test_retry_after_prefers_the_header_then_the_reset() -> None:
     assert retry_after(request(429, headers={"Retry-After": "7"}), lambda: 0) == 7
     moment = datetime(2026, 1, 1, tzinfo=UTC)

@@ -114,6 +114,12 @@ def test_values_that_do_not_fit_their_type_become_null() -> None:
     assert [r["is_public"] for r in rows] == [None, True]
 
 
+def test_digits_that_are_not_decimal_digits_become_null() -> None:
+    # "²".isdigit() holds, but int("²") fails: such a text is no whole number.
+    batch = RecordTyper(ISSUES).to_batch([{"id": "1", "count": "²"}, {"id": "2", "count": "²3"}])
+    assert batch.column("count").to_pylist() == [None, None]
+
+
 def test_unknown_fields_keep_stable_names() -> None:
     typer = RecordTyper(TEAMS)
     first = typer.to_batch([{"id": "1", "brandNew": "a"}])

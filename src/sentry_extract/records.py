@@ -349,7 +349,7 @@ def _to_integer(value: Any) -> int | None:
         number = int(value)
     elif isinstance(value, str):
         text = value.strip()
-        if text.lstrip("+-").isdigit() and len(text) < 21:
+        if text.isascii() and text.lstrip("+-").isdigit() and len(text) < 21:
             number = int(text)
     if number is None or not INT64_MIN <= number <= INT64_MAX:
         return None

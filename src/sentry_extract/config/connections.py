@@ -487,7 +487,8 @@ def _retention_days(value: Any, where: str) -> int | None:
     """Whole days from 1 (a server that keeps less than a day does not exist)."""
     if value in (None, ""):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+    text = "" if isinstance(value, bool) or not isinstance(value, int | str) else str(value)
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit, but no number of days
         raise ConfigError(
             f"inputs.retention_days: {value!r} is not a whole number of days (30, 90)",
             location=where,

@@ -471,7 +471,7 @@ def retry_after(response: Answer, wall_clock: Callable[[], float] = time.time) -
                 return max(0.0, moment.timestamp() - wall_clock())
     reset = response.headers.get("X-Sentry-Rate-Limit-Reset")
     remaining = response.headers.get("X-Sentry-Rate-Limit-Remaining", "").strip()
-    if remaining.isdigit() and int(remaining) > 0:
+    if remaining.isascii() and remaining.isdigit() and int(remaining) > 0:
         return CONCURRENCY_WAIT
     if reset:
         try:
