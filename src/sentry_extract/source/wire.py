@@ -20,6 +20,7 @@ import os
 import ssl
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlencode, urlsplit
@@ -183,6 +184,11 @@ class CurlSender:
     libcurl sends a request once more, at once, on a new connection when a kept one
     died before any byte of its answer (a server's idle close crossing the request);
     the client counts it as one request, not a retry.
+
+    A request asked for from the main thread (the run's first, `conns test`) is sent
+    from a thread of its own while the main thread waits for it: Python runs a signal's
+    handler in the main thread only, between its own instructions, so Ctrl-C or SIGTERM
+    would otherwise wait inside libcurl for the answer or the timeout.
     """
 
     def __init__(
@@ -204,6 +210,20 @@ class CurlSender:
         self._lock = threading.Lock()
 
     def get(self, target: str, path: str, timeouts: Timeouts) -> Answer:
+        if threading.current_thread() is not threading.main_thread():
+            return self._exchange(target, path, timeouts)
+        answer: Future[Answer] = Future()
+
+        def exchange() -> None:
+            try:
+                answer.set_result(self._exchange(target, path, timeouts))
+            except BaseException as error:
+                answer.set_exception(error)
+
+        threading.Thread(target=exchange, name="request", daemon=True).start()
+        return answer.result()  # a signal's handler runs, and may raise, while it waits
+
+    def _exchange(self, target: str, path: str, timeouts: Timeouts) -> Answer:
         handle = self._take()
         body: list[bytes] = []
         head: list[bytes] = []
