@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from sentry_extract.config.connections import DEFAULT_LOOKBACK
 from sentry_extract.config.replication import Overrides, load_replication
 from sentry_extract.errors import ConfigError
 from sentry_extract.source.catalog import STREAMS
-from sentry_extract.source.further_streams import FURTHER_STREAMS
+from sentry_extract.source.further_streams import FURTHER_STREAMS, LATE_OUTCOMES
 from sentry_extract.source.ratelimit import rate_limit_group
 from sentry_extract.source.streams import SLING_STREAMS
 from sentry_extract.testing.extras import weight
@@ -159,7 +160,10 @@ def test_usage_is_daily_and_reread_for_late_outcomes(
     fake.reset_log()
     workspace.run(path, started=first + timedelta(hours=1))
     starts = {r.param("start") for r in fake.requests_to("/stats_v2/")}
-    assert starts == {(today - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    # From where the first run ended, less the lookback, less the days still changing,
+    # to a whole day: within the lookback after midnight, that is one day earlier.
+    reread = (first - DEFAULT_LOOKBACK - LATE_OUTCOMES).replace(hour=0, minute=0, second=0)
+    assert starts == {reread.strftime("%Y-%m-%dT%H:%M:%SZ")}
     again = workspace.table("org_stats")
     assert_unique(again, ["interval", "category", "outcome", "reason"])
     newer = {
