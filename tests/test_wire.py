@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sentry_extract.errors import NetworkError
+from sentry_extract.source import wire
 from sentry_extract.source.client import ClientSettings, RequestCounter, SentryClient
 from sentry_extract.source.ratelimit import RequestGate, TokenBucket
 from sentry_extract.source.retry import RetryPolicy
@@ -198,7 +199,7 @@ def test_a_compressed_body_is_decoded(
 
 def test_a_broken_gzip_body_is_a_protocol_error(server: ScriptedServer, sender_of: Maker) -> None:
     server.answers.append(ok(b"not gzip at all", "Content-Encoding: gzip"))
-    with pytest.raises(httpx.RemoteProtocolError, match="encoding is broken"):
+    with pytest.raises(wire.RemoteProtocolError, match="encoding is broken"):
         sender_of(server).get("/x", "/x", TIMEOUTS)
 
 
@@ -218,19 +219,19 @@ def test_a_new_connection_closed_without_an_answer_is_a_protocol_error(
     server: ScriptedServer, sender_of: Maker
 ) -> None:
     server.answers.append(CLOSE)
-    with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+    with pytest.raises(wire.RemoteProtocolError, match="without sending a response"):
         sender_of(server).get("/x", "/x", TIMEOUTS)
 
 
 def test_an_answer_cut_short_is_a_protocol_error(server: ScriptedServer, sender_of: Maker) -> None:
     server.answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n[1")
-    with pytest.raises(httpx.RemoteProtocolError, match="bytes missing"):
+    with pytest.raises(wire.RemoteProtocolError, match="bytes missing"):
         sender_of(server).get("/x", "/x", TIMEOUTS)
 
 
 def test_a_reset_connection_is_a_read_error(server: ScriptedServer, sender_of: Maker) -> None:
     server.answers.append(RESET)
-    with pytest.raises(httpx.ReadError, match="reset"):
+    with pytest.raises(wire.ReadError, match="reset"):
         sender_of(server).get("/x", "/x", TIMEOUTS)
 
 
@@ -243,7 +244,7 @@ def test_a_kept_connection_reset_before_its_answer_is_sent_again_once(
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[2]"  # on a new connection
     assert (len(server.requests), server.connections) == (3, 2)
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[3]"
-    with pytest.raises(httpx.ReadError):  # once only: the new connection's reset is raised
+    with pytest.raises(wire.ReadError):  # once only: the new connection's reset is raised
         sender.get("/x", "/x", TIMEOUTS)
     assert (len(server.requests), server.connections) == (6, 3)
 
@@ -252,13 +253,13 @@ def test_the_whole_exchange_is_bounded_by_the_read_timeout(
     server: ScriptedServer, sender_of: Maker
 ) -> None:
     server.answers.append(HANG)
-    with pytest.raises(httpx.ReadTimeout, match="timed out after 2"):  # milliseconds
+    with pytest.raises(wire.ReadTimeout, match="timed out after 2"):  # milliseconds
         sender_of(server).get("/x", "/x", {**TIMEOUTS, "read": 0.25})
 
 
 def test_no_answer_within_the_read_timeout(server: ScriptedServer, sender_of: Maker) -> None:
     server.answers.append(HANG)
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(wire.ReadTimeout):
         sender_of(server).get("/x", "/x", {**TIMEOUTS, "read": 0.2})
 
 
@@ -268,7 +269,7 @@ def test_no_answer_on_a_kept_connection_is_a_read_timeout(
     server.answers.extend([ok(b"[1]"), HANG])
     sender = sender_of(server)
     assert sender.get("/x", "/x", TIMEOUTS).content == b"[1]"
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(wire.ReadTimeout):
         sender.get("/x", "/x", {**TIMEOUTS, "read": 0.2})
     assert server.connections == 1
 
@@ -278,7 +279,7 @@ def test_a_refused_connection_is_a_connect_error() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     sender = CurlSender(f"http://127.0.0.1:{port}", {})
-    with pytest.raises(httpx.ConnectError, match="refused"):
+    with pytest.raises(wire.ConnectError, match="refused"):
         sender.get("/x", "/x", TIMEOUTS)
 
 
@@ -293,7 +294,7 @@ def test_a_connection_not_made_in_time_is_a_connect_timeout() -> None:
         port = listener.getsockname()[1]
         sender = CurlSender(f"http://127.0.0.1:{port}", {})
         try:
-            with pytest.raises(httpx.ConnectTimeout):
+            with pytest.raises(wire.ConnectTimeout):
                 sender.get("/x", "/x", {**TIMEOUTS, "connect": 0.2})
         finally:
             for client in waiting:
@@ -337,6 +338,9 @@ values = texts | st.integers(-(10**6), 10**6) | st.tuples(texts, texts)
     segments=st.lists(texts.filter(lambda text: "?" not in text and "#" not in text), max_size=4),
     params=st.dictionaries(texts, values, max_size=5),
 )
+@example(segments=["releases", "..", "a b", "."], params={})  # dot segments resolved
+@example(segments=["%2F", "%zz", "50%", "é%C3%A9", "{x}`"], params={})  # escapes kept
+@example(segments=[".", "..", "..", "teams"], params={})  # above the root
 def test_the_request_target_is_the_one_httpx_sends(segments: list[str], params: dict) -> None:
     url = "https://sentry.test/api/0/" + "/".join(segments)
     request = httpx.Request("GET", url, params=params)

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentry_extract import pipeline
 from sentry_extract.config import connections as conns
@@ -48,6 +48,9 @@ from sentry_extract.pipeline.results import (
     STATUS_OK,
     STATUS_PARTIAL,
 )
+
+if TYPE_CHECKING:
+    from sentry_extract.source.cassettes import Recording, ReplayTransport
 
 STATE_VARIABLE = "SENTRY_EXTRACT_STATE"  # where state is kept, when not beside the data
 
@@ -265,9 +268,7 @@ def run(
     if record is not None and replay is not None:
         raise ConfigError("record and replay: choose one")
     seconds = _deadline_seconds(deadline)
-    transport, recording = (
-        pipeline.load_replay(Path(replay)) if replay is not None else (None, None)
-    )
+    transport, recording = _replay(replay)
     started = recording.run_started_at if recording is not None else None
     loaded = _load(replication, streams, mode, environ, started)
     record_to = Path(record) if record is not None else None
@@ -319,6 +320,17 @@ def describe(
     )
 
 
+def _replay(
+    replay: str | os.PathLike[str] | None,
+) -> tuple[ReplayTransport | None, Recording | None]:
+    """The recording to replay, if any (cassettes, and httpx with them, load only then)."""
+    if replay is None:
+        return None, None
+    from sentry_extract.source.cassettes import load_replay
+
+    return load_replay(Path(replay))
+
+
 def plan(
     replication: ReplicationSource,
     *,
@@ -330,7 +342,7 @@ def plan(
     """What a run would do, stream by stream (`run --dry-run`): the windows it would read
     from the saved state, and its first request. Nothing is requested or written."""
     environ = _environment(environment)
-    recording = pipeline.load_replay(Path(replay))[1] if replay is not None else None
+    recording = _replay(replay)[1]
     started = recording.run_started_at if recording is not None else None
     loaded = _load(replication, streams, mode, environ, started)
     connections = _connections(environ, environment)

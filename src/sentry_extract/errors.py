@@ -8,6 +8,13 @@
     │   └── LockedError             another run holds the lock on a stream's target
     ├── RunCancelled                the run was stopped (a signal, the deadline, a 401)
     ├── Interrupted                 Ctrl-C or SIGTERM a second time: leave now
+    ├── TransportError              no answer came (`source.wire`; the client makes it one below)
+    │   ├── TimeoutException        a timeout ran out (`phase`: connect or read)
+    │   │   ├── ConnectTimeout      no connection within the connect timeout
+    │   │   └── ReadTimeout         no whole answer within the timeout
+    │   ├── ConnectError            refused, unresolved, or TLS (`certificate_refused`)
+    │   ├── ReadError               the connection broke (reset by the server)
+    │   └── RemoteProtocolError     closed without an answer, or a body that cannot be decoded
     └── SourceError                 anything the Sentry API answered or failed to answer
         ├── AuthenticationError     401: the token was rejected; stops the whole run
         ├── PermissionDeniedError   403: a scope is missing; stops the stream, never retried
@@ -90,6 +97,41 @@ class Interrupted(SentryExtractError):
     def __init__(self, signal_number: int) -> None:
         self.signal_number = signal_number
         super().__init__(f"interrupted by {signal.Signals(signal_number).name}")
+
+
+class TransportError(SentryExtractError):
+    """No answer came: the connection failed, timed out or broke. The names are httpx's
+    for the same failures, which messages show, whichever way the request went."""
+
+    def __init__(self, text: str, name: str | None = None) -> None:
+        super().__init__(text)
+        self.name = name or type(self).__name__
+
+
+class TimeoutException(TransportError):
+    phase = "read"  # the timeout that ran out
+
+
+class ConnectTimeout(TimeoutException):
+    phase = "connect"
+
+
+class ReadTimeout(TimeoutException):
+    pass
+
+
+class ConnectError(TransportError):
+    def __init__(self, text: str, certificate_refused: bool = False) -> None:
+        super().__init__(text)
+        self.certificate_refused = certificate_refused  # the server's certificate is not trusted
+
+
+class ReadError(TransportError):
+    pass
+
+
+class RemoteProtocolError(TransportError):
+    pass
 
 
 class SourceError(SentryExtractError):

@@ -30,4 +30,3 @@ from sentry_extract.pipeline.results import RunSummary as RunSummary
 from sentry_extract.pipeline.results import StreamResult as StreamResult
 from sentry_extract.pipeline.run import RunSettings as RunSettings
 from sentry_extract.pipeline.run import run_replication as run_replication
-from sentry_extract.source.cassettes import load_replay as load_replay

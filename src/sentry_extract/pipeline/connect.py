@@ -10,10 +10,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from sentry_extract.config.connections import (
     Connection,
@@ -39,7 +37,6 @@ from sentry_extract.errors import (
     TimedOutError,
     UntrustedCertificateError,
 )
-from sentry_extract.source.cassettes import Recording
 from sentry_extract.source.catalog import STREAMS_BY_NAME
 from sentry_extract.source.client import (
     Cancellation,
@@ -54,6 +51,11 @@ from sentry_extract.state import FileStateStore, StateKey, StateStore
 from sentry_extract.targets.base import Target
 from sentry_extract.targets.bucket import BucketAccess
 from sentry_extract.targets.formats import FileTarget
+
+if TYPE_CHECKING:
+    import httpx
+
+    from sentry_extract.source.cassettes import Recording
 
 
 def resolve_source(

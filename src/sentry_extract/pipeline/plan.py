@@ -7,14 +7,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from sentry_extract.config.connections import ConnectionEntry
 from sentry_extract.config.replication import Replication
 from sentry_extract.pipeline.connect import resolve_source, state_stores
 from sentry_extract.reading import reader_for
 from sentry_extract.reading.base import Scope, saved_state
-from sentry_extract.source.cassettes import Recording
 from sentry_extract.source.retention import Retention
+
+if TYPE_CHECKING:
+    from sentry_extract.source.cassettes import Recording
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from sentry_extract.config.connections import ConnectionEntry, SentryConnection, connection_inputs
 from sentry_extract.config.replication import Replication, StreamConfig
@@ -50,11 +48,13 @@ from sentry_extract.reading import reader_for
 from sentry_extract.reading.base import Scope, Session, saved_state
 from sentry_extract.reading.lag import Lag
 from sentry_extract.records import RecordTyper
-from sentry_extract.source.cassettes import Recording, RecordingTransport
 from sentry_extract.source.client import RequestCounter, SentryClient, verification
 from sentry_extract.source.retention import Retention, stats_probe
 from sentry_extract.source.retry import RetryPolicy
 from sentry_extract.targets.base import StreamRequest, Target
+
+if TYPE_CHECKING:
+    from sentry_extract.source.cassettes import Recording
 
 log = logging.getLogger("sentry_extract")
 
@@ -119,6 +119,10 @@ def run_replication(
     deadline = _Deadline(settings)
     recorder = None
     if settings.record_to is not None:
+        import httpx
+
+        from sentry_extract.source.cassettes import RecordingTransport
+
         inner = httpx.HTTPTransport(verify=verification(source.ca_bundle))
         recorder = RecordingTransport(inner, source.auth_token)
         settings = replace(settings, transport=recorder)
@@ -171,6 +175,8 @@ def run_replication(
         deadline.cancel()
         target.close()
         if recorder is not None and settings.record_to is not None:
+            from sentry_extract.source.cassettes import Recording
+
             recording = Recording(replication.run_started_at, connection_inputs(source))
             recorder.save(settings.record_to, recording)
     fatal = next((result.problems[0] for result in results if result.stopped_run), None)

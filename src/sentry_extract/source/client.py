@@ -8,24 +8,22 @@ their `next` cursor, sent with our own URL and parameters, until the server says
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import ssl
+import os
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import msgspec
 import tenacity
 
 from sentry_extract.errors import (
     AuthenticationError,
     BadRequestError,
+    ConnectError,
     NetworkError,
     NotFoundError,
     PaginationError,
@@ -36,6 +34,8 @@ from sentry_extract.errors import (
     ServerError,
     SourceError,
     TimedOutError,
+    TimeoutException,
+    TransportError,
     UnreachableError,
     UntrustedCertificateError,
 )
@@ -52,9 +52,13 @@ from sentry_extract.source.wire import (
     Sender,
     Timeouts,
     encoded_path,
-    is_certificate_refused,
     query_string,
 )
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 log = logging.getLogger("sentry_extract.http")
 
@@ -63,9 +67,22 @@ KNOWN_PATHS = 4096  # request paths whose encoded form the client keeps
 DEADLINE_MARGIN = 0.1  # seconds a request outlives the deadline, so the deadline is seen first
 
 
-def request_timeout(seconds: float = defaults.TIMEOUT) -> httpx.Timeout:
+@dataclass(frozen=True)
+class RequestTimeout:
+    """Seconds a request may take (`read`: the whole exchange through libcurl, between
+    bytes through httpx), and to connect."""
+
+    read: float | None
+    connect: float | None
+
+    def as_dict(self) -> dict[str, float | None]:
+        """httpx's phases, as its transports read them."""
+        return {"connect": self.connect, "read": self.read, "write": self.read, "pool": self.read}
+
+
+def request_timeout(seconds: float = defaults.TIMEOUT) -> RequestTimeout:
     """The timeout of each phase of a request; connecting takes no more than 10 seconds."""
-    return httpx.Timeout(seconds, connect=min(seconds, defaults.CONNECT_TIMEOUT))
+    return RequestTimeout(seconds, connect=min(seconds, defaults.CONNECT_TIMEOUT))
 
 
 @dataclass(frozen=True)
@@ -110,7 +127,7 @@ class ClientSettings:
     gate: RequestGate
     pacer: ServerPacer = field(default_factory=ServerPacer)
     retry: RetryPolicy = RetryPolicy()
-    timeout: httpx.Timeout = field(default_factory=request_timeout)
+    timeout: RequestTimeout = field(default_factory=request_timeout)
     ca_bundle: str | None = None  # certificates a TLS server is checked against
     sleep: Callable[[float], None] = time.sleep
     wall_clock: Callable[[], float] = time.time
@@ -166,6 +183,8 @@ class SentryClient:
                 settings.base_url, self._headers, settings.ca_bundle, settings.gate.concurrency
             )
         else:
+            import httpx
+
             transport = settings.transport or httpx.HTTPTransport(
                 verify=verification(settings.ca_bundle), proxy=proxy, trust_env=True
             )
@@ -291,23 +310,19 @@ class SentryClient:
         target, said = self._target(path, params)
         try:
             response = self._sender.get(target, said, timeouts)
-        except httpx.TimeoutException as error:
+        except TimeoutException as error:
             if self.settings.cancellation.is_set():  # the deadline passed while it waited
                 raise RunCancelled(f"the run was stopped while waiting for {path}") from None
-            phase = "connect" if isinstance(error, httpx.ConnectTimeout) else "read"
-            raise TimedOutError(
-                self.host, timeouts[phase], type(error).__name__, url=path
-            ) from None
-        except httpx.ConnectError as error:  # refused, or a name that does not resolve
-            reason = f"{type(error).__name__}: {_transport_reason(error)}"
-            unreachable = (
-                UntrustedCertificateError if is_certificate_refused(error) else UnreachableError
-            )
+            raise TimedOutError(self.host, timeouts[error.phase], error.name, url=path) from None
+        except ConnectError as error:  # refused, or a name that does not resolve
+            reason = f"{error.name}: {_transport_reason(error)}"
+            refused = error.certificate_refused
+            unreachable = UntrustedCertificateError if refused else UnreachableError
             raise unreachable(f"cannot reach {self.host} ({reason})", url=path) from None
-        except httpx.TransportError as error:
+        except TransportError as error:
             if self.settings.cancellation.is_set():
                 raise RunCancelled(f"the run was stopped while waiting for {path}") from None
-            reason = f"{type(error).__name__}: {_transport_reason(error)}"
+            reason = f"{error.name}: {_transport_reason(error)}"
             raise NetworkError(f"cannot reach {self.host} ({reason})", url=path) from None
         return response
 
@@ -356,12 +371,19 @@ def verification(ca_bundle: str | None) -> ssl.SSLContext | bool:
     """What httpx checks a TLS server's certificate against: the named CA bundle, or what
     it reads from the environment (`SSL_CERT_FILE`, else certifi's bundle)."""
     if ca_bundle:
+        import ssl
+
         return ssl.create_default_context(cafile=ca_bundle)
     return True
 
 
 def environment_proxy(base_url: str) -> str | None:
-    """The proxy the environment names for this URL (as httpx.Client would read it)."""
+    """The proxy the environment names for this URL (as httpx.Client would read it).
+    `urllib.request` (and `ssl`, which it imports) only when a variable names one."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return None
+    import urllib.request
+
     parts = urlsplit(base_url)
     proxies = urllib.request.getproxies()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
@@ -463,8 +485,10 @@ def retry_after(response: Answer, wall_clock: Callable[[], float] = time.time) -
         try:
             return max(0.0, float(header))
         except ValueError:
+            from email.utils import parsedate_to_datetime  # an HTTP date: seldom
+
             try:
-                moment = email.utils.parsedate_to_datetime(header)
+                moment = parsedate_to_datetime(header)
             except (TypeError, ValueError):
                 moment = None
             if moment is not None:
@@ -511,6 +535,6 @@ def _short(error: BaseException | None) -> str:
     return str(error) if error is not None else "an error"
 
 
-def _transport_reason(error: httpx.TransportError) -> str:
+def _transport_reason(error: TransportError) -> str:
     text = str(error) or type(error).__name__
     return text.splitlines()[0][:200]

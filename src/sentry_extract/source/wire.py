@@ -5,31 +5,44 @@ for a page of events: building and checking a URL object, its headers, two state
 machines and a response object; urllib3's pool spends about 0.3 ms, most of it in
 http.client reading the answer line by line. libcurl does the exchange in C, in about
 0.06 ms with pycurl's calls (`make bench`, docs/performance.md). `CurlSender` sends
-GETs to the one host through libcurl, on connections kept open between requests, and
-raises httpx's exception types, so the client turns both ways of sending into our
-errors in one place.
+GETs to the one host through libcurl, on connections kept open between requests.
 
 `HttpxSender` sends through any httpx transport: a proxy the environment names, a test's
-mock, a recording or a replay.
+mock, a recording or a replay. httpx is imported only then: with what it brings (`ssl`,
+`email`, `idna`, h11, httpcore) it took 60 ms of CPU and 16 MB to import, a run's 4%.
+
+Both raise `errors.TransportError`s when no answer comes, named as httpx names
+its own (messages show the name: "no answer within 2s (ReadTimeout)"), so the client
+turns both ways of sending into our errors in one place.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import ssl
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
-from urllib.parse import urlencode, urlsplit
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import unquote, urlencode, urlsplit
 
 import certifi
-import httpx
 import pycurl
 
+from sentry_extract.errors import (
+    ConnectError,
+    ConnectTimeout,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    TransportError,
+)
 from sentry_extract.model.spec import Params
+
+if TYPE_CHECKING:
+    import httpx
 
 Timeouts = Mapping[str, float | None]  # httpx's phases: connect, read, write, pool
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -115,10 +128,51 @@ def query_string(params: Params, known: dict[tuple[str, str], str] | None = None
     return "&".join(encoded)
 
 
+# What a path keeps as it is, as httpx encodes one (WHATWG's path percent-encode set):
+# letters, digits and the printable ASCII but space " # < > ? ` { }; "%XX" stays too.
+PATH_KEPT = frozenset(chr(code) for code in range(0x21, 0x7F) if chr(code) not in '"#<>?`{}')
+PERCENT_ESCAPE = re.compile("%[A-Fa-f0-9]{2}")
+
+
 def encoded_path(url: str) -> tuple[str, str]:
-    """A URL's path as httpx sends it (encoded), and as httpx reads it back."""
-    parsed = httpx.URL(url)
-    return parsed.raw_path.decode("ascii"), parsed.path
+    """A URL's path as httpx sends it (encoded), and as httpx reads it back: "." and
+    ".." segments resolved, then every character outside PATH_KEPT percent-encoded as
+    UTF-8, an escape already there kept. (No query: the client adds its own.)"""
+    path = _without_dot_segments(urlsplit(url).path) or "/"
+    pieces: list[str] = []
+    start = 0
+    for escape in PERCENT_ESCAPE.finditer(path):
+        pieces.append(_percent_encoded(path[start : escape.start()]))
+        pieces.append(escape.group())
+        start = escape.end()
+    pieces.append(_percent_encoded(path[start:]))
+    encoded = "".join(pieces)
+    return encoded, unquote(encoded)
+
+
+def _percent_encoded(text: str) -> str:
+    if all(character in PATH_KEPT for character in text):
+        return text
+    return "".join(
+        character
+        if character in PATH_KEPT
+        else "".join(f"%{byte:02X}" for byte in character.encode("utf-8"))
+        for character in text
+    )
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986's remove_dot_segments, as httpx applies it to a URL with a host."""
+    if "." not in path.split("/") and ".." not in path.split("/"):
+        return path
+    kept: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if kept and kept != [""]:
+                kept.pop()
+        elif segment != ".":
+            kept.append(segment)
+    return "/".join(kept)
 
 
 def _text(value: object) -> str:
@@ -139,17 +193,22 @@ class HttpxSender:
         self._headers = dict(headers)
 
     def get(self, target: str, path: str, timeouts: Timeouts) -> Answer:
+        import httpx
+
         request = httpx.Request(
             "GET",
             self._origin + target,
             headers=self._headers,
             extensions={"timeout": dict(timeouts)},
         )
-        response = self._transport.handle_request(request)
         try:
-            response.read()
-        finally:
-            response.close()
+            response = self._transport.handle_request(request)
+            try:
+                response.read()
+            finally:
+                response.close()
+        except httpx.TransportError as error:
+            raise of_httpx(error) from error
         headers = Headers(response.headers.multi_items())
         return Answer(response.status_code, headers, response.content, path)
 
@@ -157,16 +216,28 @@ class HttpxSender:
         self._transport.close()
 
 
-def is_certificate_refused(error: httpx.ConnectError) -> bool:
-    """Whether a connection failed on the server's certificate: httpx raises it from
-    httpcore's error, raised while handling Python's `ssl` error; `CurlSender` raises it
-    from an `ssl` error of its own for libcurl's."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
+def of_httpx(error: httpx.TransportError) -> TransportError:
+    """Ours for httpx's, under httpx's name. A refused certificate is found in the
+    errors it was raised from (httpcore's, then Python's `ssl` error)."""
+    import ssl
+
+    import httpx
+
+    text = str(error)
+    if isinstance(error, httpx.ConnectTimeout):
+        return ConnectTimeout(text)
+    if isinstance(error, httpx.TimeoutException):  # read, write, or a pooled connection
+        return ReadTimeout(text, type(error).__name__)
+    if isinstance(error, httpx.ConnectError):
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+            cause = cause.__cause__ or cause.__context__
+        return ConnectError(text, certificate_refused=cause is not None)
+    if isinstance(error, httpx.ReadError):
+        return ReadError(text)
+    if isinstance(error, httpx.RemoteProtocolError):
+        return RemoteProtocolError(text)
+    return TransportError(text, type(error).__name__)
 
 
 class CurlSender:
@@ -235,8 +306,7 @@ class CurlSender:
             try:
                 handle.perform()
             except pycurl.error as error:
-                failure = httpx_error(handle, error)
-                raise failure from failure.__cause__  # not libcurl's error
+                raise transport_error(handle, error) from None
             status = handle.getinfo(pycurl.RESPONSE_CODE)
         finally:
             handle.setopt(pycurl.WRITEFUNCTION, _discard)  # the lists are not kept alive
@@ -301,30 +371,27 @@ def _discard(data: bytes) -> None:
     return None
 
 
-def httpx_error(handle: pycurl.Curl, error: pycurl.error) -> httpx.TransportError:
-    """The httpx exception that stands for libcurl's, with its text and what the
-    system said."""
+def transport_error(handle: pycurl.Curl, error: pycurl.error) -> TransportError:
+    """The failure libcurl's error stands for, with its text and what the system said."""
     code = error.args[0] if error.args else 0
     text = (error.args[1] if len(error.args) > 1 else "") or f"libcurl error {code}"
     number = handle.getinfo(pycurl.OS_ERRNO)
     if number:  # what the system said: "Connection refused", "Connection reset by peer"
         text = f"{text} ({os.strerror(number)})"
     if code in (pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_HOST):
-        return httpx.ConnectError(text)
+        return ConnectError(text)
     if code == pycurl.E_OPERATION_TIMEDOUT:
         if handle.getinfo(pycurl.REQUEST_SIZE) == 0:  # the request was never sent
-            return httpx.ConnectTimeout(text)
-        return httpx.ReadTimeout(text)
+            return ConnectTimeout(text)
+        return ReadTimeout(text)
     if code in (pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT_BADFILE):
-        refused = httpx.ConnectError(text)
-        refused.__cause__ = ssl.SSLCertVerificationError(text)  # as httpx raises it
-        return refused
+        return ConnectError(text, certificate_refused=True)
     if code == pycurl.E_SSL_CONNECT_ERROR:
-        return httpx.ConnectError(text)
+        return ConnectError(text)
     if code == pycurl.E_GOT_NOTHING:  # as httpcore says it
-        return httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return RemoteProtocolError("Server disconnected without sending a response.")
     if code in (pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR):  # reset by the server
-        return httpx.ReadError(text)
+        return ReadError(text)
     if code == pycurl.E_BAD_CONTENT_ENCODING:
-        return httpx.RemoteProtocolError(f"a body whose encoding is broken: {text}")
-    return httpx.RemoteProtocolError(text)
+        return RemoteProtocolError(f"a body whose encoding is broken: {text}")
+    return RemoteProtocolError(text)
