@@ -26,6 +26,7 @@ from sentry_extract.testing.fake_sentry import (
     RateLimit,
     ServerSettings,
 )
+from sentry_extract.testing.fake_state import FakeState
 from sentry_extract.testing.organization import FakeOrganization, OrganizationSize
 
 DESCRIPTION = Path(__file__).parent / "contract" / "sentry-openapi-endpoints.json"
@@ -738,3 +739,34 @@ def test_explore_switches(organization: FakeOrganization) -> None:
         response = httpx.get(fake.base_url + EXPLORE, params=params, headers=headers)
         assert response.status_code == 400
         assert "timeout" in response.json()["detail"].lower()
+
+
+def test_events_added_since_keep_the_order_a_whole_sort_gives() -> None:
+    """The fake puts events added since it last sorted a project's in their place, and
+    keeps the order of a project without new ones: the same order (by time, then id)
+    and timestamps as sorting them all, and again after a change that is no addition."""
+    organization = FakeOrganization("acme", OrganizationSize(projects=3, events=600), seed=4)
+    state = FakeState(organization)
+    projects = [project["id"] for project in organization.projects]
+
+    def whole_sort(project: str) -> list[str]:
+        events = sorted(
+            organization.events[project], key=lambda e: (e["dateCreated"], e["eventID"])
+        )
+        return [event["eventID"] for event in events]
+
+    def agrees(project: str) -> bool:
+        ordered, moments = state.sorted_events(project)
+        return [e["eventID"] for e in ordered] == whole_sort(project) and moments == [
+            e["dateCreated"] for e in ordered
+        ]
+
+    assert all(agrees(project) for project in projects)
+    counts = [len(organization.events[project]) for project in projects]
+    organization.add_events(30, organization.projects[0]["slug"])
+    assert len(organization.events[projects[0]]) > counts[0]
+    assert [len(organization.events[project]) for project in projects[1:]] == counts[1:]
+    assert all(agrees(project) for project in projects)
+    organization.events[projects[1]].reverse()  # no addition: sorted again from the start
+    organization.version += 1
+    assert all(agrees(project) for project in projects)

@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 import weakref
 from collections.abc import Callable
@@ -720,12 +721,10 @@ def _ordered_rows(
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
     low, high = window
-    found = [
-        event
-        for project_id in projects
-        for event in fake.sorted_events(project_id)[0]
-        if low <= event["dateCreated"] < high
-    ]
+    found = []
+    for project_id in projects:  # each project's events in the window, by bisection
+        ordered, moments = fake.sorted_events(project_id)
+        found += ordered[bisect.bisect_left(moments, low) : bisect.bisect_left(moments, high)]
     if dataset in ITEMS:
         found = _items(dataset, found, organization, query)
     sampled = threshold is not None and len(found) > threshold
