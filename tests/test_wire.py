@@ -329,6 +329,23 @@ def test_the_client_retries_a_cut_answer_as_a_network_error(server: ScriptedServ
         client.get("teams/", {}, RequestCounter())
 
 
+def test_an_httpx_failure_without_text_is_named_as_httpx_names_it() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ProxyError("")
+
+    settings = ClientSettings(
+        base_url="https://sentry.test",
+        token="sntryu_test_wire",
+        gate=RequestGate(TokenBucket(0), 1),
+        retry=RetryPolicy(attempts=1, initial_wait=0),
+        sleep=lambda seconds: None,
+        transport=httpx.MockTransport(refuse),
+    )
+    with SentryClient(settings) as client, pytest.raises(NetworkError) as raised:
+        client.get("teams/", {}, RequestCounter())
+    assert str(raised.value).endswith("(ProxyError: ProxyError)")
+
+
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
 values = texts | st.integers(-(10**6), 10**6) | st.tuples(texts, texts)
 

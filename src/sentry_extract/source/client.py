@@ -536,5 +536,5 @@ def _short(error: BaseException | None) -> str:
 
 
 def _transport_reason(error: TransportError) -> str:
-    text = str(error) or type(error).__name__
+    text = str(error) or error.name
     return text.splitlines()[0][:200]

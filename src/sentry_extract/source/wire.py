@@ -164,10 +164,11 @@ def _percent_encoded(text: str) -> str:
 
 def _without_dot_segments(path: str) -> str:
     """RFC 3986's remove_dot_segments, as httpx applies it to a URL with a host."""
-    if "." not in path.split("/") and ".." not in path.split("/"):
+    segments = path.split("/")
+    if "." not in segments and ".." not in segments:
         return path
     kept: list[str] = []
-    for segment in path.split("/"):
+    for segment in segments:
         if segment == "..":
             if kept and kept != [""]:
                 kept.pop()
